@@ -1,0 +1,38 @@
+# psjax: `make train`, `make test`, `make bench`, `make lint`. The first target run builds .venv.
+#
+# make train ENV=smax ALG=bdps MAP=5m_vs_6m SEEDS=4 STEPS=2e6 ARGS="lr=5e-4 eval_every=0.1"
+# Each variable is passed only when set on the make command line (not from the environment,
+# where a shell's ENV could leak in); with none of them, configs/default.yaml is used.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# $(call cli_arg,VAR,key) -> key=$(VAR) when VAR was given on the command line and is non-empty.
+cli_arg = $(if $(and $(filter command line,$(origin $(1))),$($(1))),$(2)=$($(1)))
+TRAIN_ARGS := $(strip $(call cli_arg,ENV,env) $(call cli_arg,ALG,alg) $(call cli_arg,LEARNER,learner) \
+	$(call cli_arg,MAP,map) $(call cli_arg,SEEDS,seeds) $(call cli_arg,STEPS,steps) \
+	$(if $(filter command line,$(origin ARGS)),$(ARGS)))
+
+.PHONY: train test bench lint
+
+$(VENV): $(STAMP)
+
+# Re-installs whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+train: $(STAMP)
+	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
+
+test: $(STAMP)
+	$(PY) -m pytest -x -q --durations=15
+
+bench: $(STAMP)
+	$(PY) benchmarks/throughput.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .

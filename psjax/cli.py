@@ -1,0 +1,98 @@
+"""Command line: ``python -m psjax train key=value ...``, ``train resume=DIR``, ``fields``.
+
+Arguments are parsed and the config validated before JAX is even imported, so a mistake costs
+an error message and exit code 2, never a compilation.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from psjax.config import ALIASES, ConfigError, field_info, load_run_config, make_config
+
+USAGE = """\
+usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
+       python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
+       python -m psjax fields                                list every config key with its default
+
+keys: any field from `fields` (e.g. q.lr, env.map) or its short form (lr, map, env, method);
+values like 2e6 are accepted for integers. preset=NAME loads configs/NAME.yaml first.
+"""
+
+
+def parse_pairs(args: list[str]) -> dict[str, str]:
+    """``["a=1", "b.c=x"] -> {"a": "1", "b.c": "x"}``; later keys win. ConfigError names a bad argument."""
+    pairs = {}
+    for arg in args:
+        key, eq, value = arg.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"argument {arg!r} is not key=value (see `python -m psjax fields`)")
+        pairs[key] = value
+    return pairs
+
+
+def format_fields() -> str:
+    """Every config field: ``name = default  doc [rules]``, then the short aliases."""
+    info = field_info()
+    width = max(len(f"{path} = {default!r}") for path, default, _, _ in info)
+    lines = []
+    for path, default, doc, rules in info:
+        extra = []
+        if "choices" in rules:
+            extra.append("one of " + ", ".join(repr(c) for c in rules["choices"]))
+        if "min" in rules:
+            extra.append(f"min {rules['min']}")
+        if "max" in rules:
+            extra.append(f"max {rules['max']}")
+        tail = f"  [{'; '.join(extra)}]" if extra else ""
+        lines.append(f"{f'{path} = {default!r}':<{width}}  {doc}{tail}")
+    lines.append("")
+    lines.append("short forms: " + ", ".join(f"{k} -> {v}" for k, v in ALIASES.items())
+                 + "; a bare learner key (lr, gamma, ...) goes to q.* or ac.* by the learner")
+    lines.append("presets: preset=NAME loads configs/NAME.yaml; the learner ppo changes some ac.* defaults")
+    return "\n".join(lines)
+
+
+def _train_args(args: list[str]):
+    """``(cfg, resume)`` from ``train``'s arguments, validated; raises ConfigError."""
+    pairs = parse_pairs(args)
+    resume = pairs.pop("resume", None)
+    if resume is not None:
+        if pairs:
+            raise ConfigError(f"resume={resume} takes no other arguments; got {', '.join(pairs)}")
+        return load_run_config(resume), resume
+    preset = pairs.pop("preset", None)
+    return make_config(pairs, preset=preset), None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad arguments or config)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="", file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    try:
+        if command == "fields":
+            if rest:
+                raise ConfigError(f"fields takes no arguments; got {' '.join(rest)}")
+            print(format_fields())
+            return 0
+        if command != "train":
+            raise ConfigError(f"unknown command {command!r}; allowed: train, fields")
+        cfg, resume = _train_args(rest)
+        from psjax.run import run  # JAX is imported only once the config is known to be good
+
+        run_dir = run(None if resume else cfg, resume=resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    summary = json.loads((run_dir / "summary.json").read_text())
+    mean = summary["final_eval"]["mean"]
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in mean.items() if v is not None)
+    print(f"final greedy eval (mean of {len(summary['seeds'])} seeds): {shown}")
+    print(f"run folder: {run_dir}")
+    return 0

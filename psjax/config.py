@@ -1,0 +1,330 @@
+"""Run configuration: frozen dataclasses, YAML presets and ``key=value`` overrides.
+
+Every field carries its documentation in ``metadata["doc"]`` (shown by
+``python -m psjax fields``) and, where it has one, its allowed range or choices,
+which ``validate`` checks before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix")
+METHODS = ("nops", "fups", "fups_id", "snp_ps")
+LEARNERS = ("qmix", "vdn", "iql", "a2c", "ppo")
+VALUE_LEARNERS = ("qmix", "vdn", "iql")
+DEFAULT_LEARNER = {"nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix"}
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, raised before any compilation."""
+
+
+def _f(default, doc, **rules):
+    """A dataclass field with a doc string and validation rules (min, max, choices)."""
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = _f("lbf", "environment", choices=ENVS)
+    map: str = _f("3m", "SMAX map name (any map jaxmarl registers)")
+    num_agents: int = _f(3, "MPE spread: number of agents", min=1)
+    num_landmarks: int = _f(3, "MPE spread: number of landmarks", min=1)
+    scenario: str = _f("8x8-2p-2f-coop", "LBF scenario GRIDxGRID-Np-Mf[-coop]")
+    fov: int = _f(-1, "LBF field of view in cells; -1 = whole grid", min=-1)
+    time_limit: int = _f(0, "episode step limit; 0 = the environment's default", min=0)
+    agent_id: str = _f(
+        "auto", "agent indication appended to observations; auto = onehot for fups_id",
+        choices=("auto", "none", "onehot", "binary"),
+    )
+    matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty"))
+
+
+@dataclass(frozen=True)
+class SharingConfig:
+    snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class QConfig:
+    num_envs: int = _f(16, "parallel environments", min=1)
+    rollout_len: int = _f(128, "env steps per rollout and per stored sequence", min=1)
+    hidden: int = _f(64, "agent network width (Dense -> GRU -> Dense)", min=1)
+    lr: float = _f(1e-3, "Adam learning rate", min=0.0)
+    lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
+    gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
+    buffer_size: int = _f(2048, "replay capacity in stored sequences", min=1)
+    batch_size: int = _f(32, "sequences per gradient step", min=1)
+    updates_per_rollout: int = _f(4, "gradient steps after each rollout", min=1)
+    learning_starts: int = _f(10_000, "env steps collected before the first update", min=0)
+    eps_start: float = _f(1.0, "initial epsilon", min=0.0, max=1.0)
+    eps_end: float = _f(0.05, "final epsilon", min=0.0, max=1.0)
+    eps_decay_steps: int = _f(100_000, "env steps of linear epsilon decay", min=1)
+    target_update_interval: int = _f(50, "gradient steps between hard target updates", min=1)
+    double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
+    max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
+    mixer_embed: int = _f(32, "QMIX mixing-network width", min=1)
+    hypernet_hidden: int = _f(64, "QMIX hypernetwork hidden width", min=1)
+
+
+@dataclass(frozen=True)
+class ACConfig:
+    num_envs: int = _f(8, "parallel environments", min=1)
+    rollout_len: int = _f(5, "env steps per rollout (A2C: the n of n-step returns)", min=1)
+    hidden: int = _f(64, "actor / critic MLP width (two layers)", min=1)
+    lr: float = _f(3e-4, "Adam learning rate", min=0.0)
+    adam_eps: float = _f(1e-5, "Adam epsilon", min=0.0)
+    lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
+    gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
+    gae_lambda: float = _f(1.0, "GAE lambda; 1.0 = plain n-step returns", min=0.0, max=1.0)
+    ent_coef: float = _f(0.01, "entropy bonus", min=0.0)
+    vf_coef: float = _f(0.5, "value-loss weight", min=0.0)
+    max_grad_norm: float = _f(0.5, "global gradient-norm clip", min=0.0)
+    clip_eps: float = _f(0.2, "PPO ratio clip", min=0.0)
+    epochs: int = _f(1, "passes over each rollout (PPO > 1)", min=1)
+    num_minibatches: int = _f(1, "minibatches per pass (PPO)", min=1)
+    normalize_adv: bool = _f(False, "standardise advantages per minibatch")
+    central_critic: bool = _f(False, "critic on the global state + agent id (MAPPO) instead of local obs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"doc": "environment"})
+    alg: str = _f("fups", "parameter-sharing method", choices=METHODS)
+    learner: str = _f("", "learner; empty = the method's default", choices=("",) + LEARNERS)
+    sharing: SharingConfig = field(default_factory=SharingConfig, metadata={"doc": "method options"})
+    q: QConfig = field(default_factory=QConfig, metadata={"doc": "QMIX / VDN / IQL options"})
+    ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})
+    seed: int = _f(0, "first seed; seeds are seed .. seed+seeds-1", min=0)
+    seeds: int = _f(1, "seeds trained together (vmapped)", min=1)
+    steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
+    eval_every: float = _f(0.05, "greedy evaluation every this fraction of training", min=0.0, max=1.0)
+    eval_envs: int = _f(32, "episodes per greedy evaluation", min=1)
+    checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
+    out_dir: str = _f("runs", "parent folder of run folders")
+    run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
+    progress: bool = _f(True, "show a progress bar")
+
+    @property
+    def learner_name(self) -> str:
+        return self.learner or DEFAULT_LEARNER[self.alg]
+
+    @property
+    def is_value_based(self) -> bool:
+        return self.learner_name in VALUE_LEARNERS
+
+    @property
+    def learner_cfg(self) -> QConfig | ACConfig:
+        return self.q if self.is_value_based else self.ac
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.learner_cfg.num_envs * self.learner_cfg.rollout_len
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, math.ceil(self.steps / self.steps_per_iteration))
+
+
+# Learner-specific defaults layered under the user's overrides.
+LEARNER_PRESETS: dict[str, dict[str, Any]] = {
+    "ppo": {"ac.num_envs": 16, "ac.rollout_len": 128, "ac.gae_lambda": 0.95, "ac.epochs": 4,
+            "ac.num_minibatches": 4, "ac.normalize_adv": True, "ac.lr": 5e-4},
+}
+
+# Short names accepted on the command line.
+ALIASES = {"env": "env.name", "map": "env.map", "scenario": "env.scenario", "method": "alg"}
+
+_SECTIONS = ("env", "sharing", "q", "ac")
+
+
+def field_docs(cls=TrainConfig, prefix: str = "") -> dict[str, str]:
+    """Flat ``dotted.name -> doc`` for every leaf field."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            out.update(field_docs(f.default_factory, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = f.metadata.get("doc", "")
+    return out
+
+
+def _leaf_fields(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            yield from _leaf_fields(sub, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
+
+
+_LEAVES = dict(_leaf_fields(TrainConfig))
+
+
+def _resolve_key(key: str, learner: str) -> str:
+    """Map a user key (``lr``, ``q.lr``, ``map``) to its dotted field path."""
+    key = ALIASES.get(key, key)
+    if key in _LEAVES:
+        return key
+    section = "q" if learner in VALUE_LEARNERS else "ac"
+    for prefix in (section + ".", "env.", "sharing."):
+        if prefix + key in _LEAVES:
+            return prefix + key
+    raise ConfigError(
+        f"unknown config field {key!r}; allowed: {', '.join(sorted(set(ALIASES) | set(_LEAVES)))}"
+    )
+
+
+def _coerce(path: str, value: Any) -> Any:
+    """Convert a CLI / YAML value to the field's type, or raise a ConfigError naming it."""
+    f = _LEAVES[path]
+    by_name = {"int": int, "float": float, "bool": bool, "str": str}
+    typ = f.type if isinstance(f.type, type) else by_name[f.type]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            as_float = float(value)  # accepts 2e6
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}={value!r} is not a valid {typ.__name__}") from None
+
+
+def _set(cfg: TrainConfig, path: str, value: Any) -> TrainConfig:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(cfg, **{head: value})
+    return dataclasses.replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """Flat overrides from ``configs/NAME.yaml`` (nested YAML mappings become dotted keys)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        allowed = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(allowed)}")
+
+    def flatten(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flatten(v, prefix + k + ".")
+            else:
+                yield prefix + k, v
+
+    return dict(flatten(yaml.safe_load(path.read_text()) or {}))
+
+
+def make_config(overrides: dict[str, Any] | None = None, preset: str | None = None) -> TrainConfig:
+    """Build and validate a TrainConfig from a preset and ``key -> value`` overrides.
+
+    Precedence (last wins): dataclass defaults, learner preset, YAML preset, overrides.
+    """
+    merged = dict(load_preset(preset)) if preset else {}
+    merged.update(overrides or {})
+    alg = str(merged.get("alg", merged.get("method", TrainConfig.alg)))
+    if alg not in METHODS:
+        raise ConfigError(f"unknown method alg={alg!r}; allowed: {', '.join(METHODS)}")
+    learner = str(merged.get("learner", "")) or DEFAULT_LEARNER[alg]
+    if learner not in LEARNERS:
+        raise ConfigError(f"unknown learner {learner!r}; allowed: {', '.join(LEARNERS)}")
+    cfg = TrainConfig()
+    for layer in (LEARNER_PRESETS.get(learner, {}), merged):
+        for key, value in layer.items():
+            path = _resolve_key(key, learner)
+            cfg = _set(cfg, path, _coerce(path, value))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check ranges, choices and cross-field rules; raise ConfigError naming the bad value."""
+    for path, f in _LEAVES.items():
+        value = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        rules = f.metadata
+        if "choices" in rules and value not in rules["choices"]:
+            allowed = ", ".join(repr(c) for c in rules["choices"])
+            raise ConfigError(f"{path}={value!r} is not allowed; allowed: {allowed}")
+        if "min" in rules and value < rules["min"]:
+            raise ConfigError(f"{path}={value!r} is below the minimum {rules['min']}")
+        if "max" in rules and value > rules["max"]:
+            raise ConfigError(f"{path}={value!r} is above the maximum {rules['max']}")
+    q = cfg.q
+    if cfg.is_value_based and q.batch_size > q.buffer_size:
+        raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
+    ac = cfg.ac
+    if not cfg.is_value_based and (ac.num_envs * ac.rollout_len) % ac.num_minibatches:
+        raise ConfigError(
+            f"ac.num_minibatches={ac.num_minibatches} must divide num_envs*rollout_len="
+            f"{ac.num_envs * ac.rollout_len}"
+        )
+    if cfg.env.name == "matrix" and not cfg.is_value_based and cfg.learner_name not in LEARNERS:
+        raise ConfigError("matrix env needs a known learner")
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Inverse of ``to_dict`` (used when resuming a run folder)."""
+    flat = {}
+
+    def flatten(x, prefix=""):
+        for k, v in x.items():
+            if isinstance(v, dict):
+                flatten(v, prefix + k + ".")
+            else:
+                flat[prefix + k] = v
+
+    flatten(d)
+    return make_config(flat)
+
+
+def field_info() -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """``(dotted.name, default, doc, rules)`` for every leaf field, in declaration order.
+
+    ``rules`` holds the field's ``min`` / ``max`` / ``choices`` where it has them. Defaults are
+    the dataclass defaults; a learner preset (``LEARNER_PRESETS``) may change some for its learner.
+    """
+    out = []
+    for path, f in _LEAVES.items():
+        rules = {k: v for k, v in f.metadata.items() if k in ("min", "max", "choices")}
+        out.append((path, f.default, f.metadata.get("doc", ""), rules))
+    return out
+
+
+def load_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
+    """The validated config of a run folder (its ``config.yaml``), or a ConfigError naming the problem."""
+    path = pathlib.Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"resume={str(run_dir)!r} is not a run folder: {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a config mapping")
+    return from_dict(data)

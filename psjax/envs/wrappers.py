@@ -1,0 +1,125 @@
+"""Observation / action-space wrappers: agent indication and padding of heterogeneous spaces.
+
+Agent indication (FuPS+id) appends a fixed per-agent code to every observation.
+Padding (Terry et al. 3.2-3.3) lets agents with different observation sizes and action
+counts share one network: observations are zero-padded to the largest size, the action
+head has the largest action count, and actions beyond an agent's own space are unavailable.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+
+from psjax.envs.base import Env, RawReset, RawStep
+
+AGENT_ID_KINDS = ("none", "onehot", "binary")
+
+
+def agent_id_features(num_agents: int, kind: str) -> np.ndarray:
+    """Per-agent indication codes ``[N, K]`` float32.
+
+    ``onehot``: K = N, row i is e_i. ``binary``: K = max(1, ceil(log2 N)), row i is the
+    binary code of i, most significant bit first (agent 2 of 4 -> [1, 0]). ``none``: K = 0.
+    """
+    if kind == "none":
+        return np.zeros((num_agents, 0), np.float32)
+    if kind == "onehot":
+        return np.eye(num_agents, dtype=np.float32)
+    if kind == "binary":
+        bits = max(1, (num_agents - 1).bit_length())  # == ceil(log2 N), exact in integers
+        idx = np.arange(num_agents)[:, None]
+        shifts = np.arange(bits - 1, -1, -1)[None, :]
+        return ((idx >> shifts) & 1).astype(np.float32)
+    raise ValueError(f"unknown agent indication {kind!r}; allowed: {', '.join(AGENT_ID_KINDS)}")
+
+
+def with_agent_id(env: Env, kind: str) -> Env:
+    """Append agent indication codes to ``obs``: ``[N, D] -> [N, D + K]``; spec.obs_dim follows."""
+    codes = agent_id_features(env.spec.num_agents, kind)
+    if codes.shape[1] == 0:
+        return env
+    spec = env.spec._replace(obs_dim=env.spec.obs_dim + codes.shape[1])
+
+    def add(ts):
+        return ts._replace(obs=jnp.concatenate([ts.obs, jnp.asarray(codes, ts.obs.dtype)], axis=-1))
+
+    def reset(key):
+        state, ts = env.reset(key)
+        return state, add(ts)
+
+    def step(key, state, actions):
+        state, ts = env.step(key, state, actions)
+        return state, add(ts)
+
+    return Env(spec=spec, reset=reset, step=step)
+
+
+class Padding(NamedTuple):
+    """Per-agent observation sizes and action counts of a heterogeneous environment."""
+
+    obs_sizes: tuple[int, ...]
+    action_counts: tuple[int, ...]
+
+    @property
+    def obs_dim(self) -> int:
+        return max(self.obs_sizes)
+
+    @property
+    def num_actions(self) -> int:
+        return max(self.action_counts)
+
+    def pad_obs(self, obs: Sequence[chex.Array]) -> chex.Array:
+        """Per-agent observations ``[D_i]`` -> zero-padded ``[N, max D_i]`` float32."""
+        rows = []
+        for o, size in zip(obs, self.obs_sizes, strict=True):
+            chex.assert_shape(o, (size,))
+            rows.append(jnp.pad(jnp.asarray(o, jnp.float32), (0, self.obs_dim - size)))
+        return jnp.stack(rows)
+
+    def own_actions(self) -> np.ndarray:
+        """``[N, max A_i]`` bool: True where the action lies inside the agent's own space."""
+        return np.arange(self.num_actions)[None, :] < np.asarray(self.action_counts)[:, None]
+
+    def pad_avail(self, avail: Sequence[chex.Array] | None) -> chex.Array:
+        """Per-agent availability ``[A_i]`` (or None = all available) -> ``[N, max A_i]`` bool,
+        False beyond each agent's own action count."""
+        if avail is None:
+            return jnp.asarray(self.own_actions())
+        rows = []
+        for m, count in zip(avail, self.action_counts, strict=True):
+            chex.assert_shape(m, (count,))
+            rows.append(jnp.pad(jnp.asarray(m).astype(jnp.bool_), (0, self.num_actions - count)))
+        return jnp.stack(rows)
+
+    def clip_actions(self, actions: chex.Array) -> chex.Array:
+        """``[N]`` actions clipped into each agent's own range. Padded actions are masked, so only a
+        policy that ignores ``avail_actions`` sends them; clipping keeps the env's indexing in bounds."""
+        return jnp.minimum(actions, jnp.asarray(self.action_counts, actions.dtype) - 1)
+
+
+HetReset = Callable[[chex.PRNGKey], tuple[Any, Sequence[chex.Array], chex.Array, Sequence[chex.Array] | None]]
+HetStep = Callable[[chex.PRNGKey, Any, chex.Array], tuple[Any, ...]]
+
+
+def pad_raw(padding: Padding, reset_het: HetReset, step_het: HetStep) -> tuple[RawReset, RawStep]:
+    """Turn heterogeneous raw functions into the stacked raw form of ``make_env_from_raw``.
+
+    ``reset_het(key) -> (env_state, [obs_i [D_i]], state[S], [avail_i [A_i]] or None)``
+    ``step_het(key, env_state, actions[N]) -> (env_state, [obs_i], state, [avail_i] or None,
+    reward[N], terminated, truncated, won)``; the actions it receives are clipped per agent.
+    Build the spec with ``obs_dim=padding.obs_dim`` and ``num_actions=padding.num_actions``.
+    """
+
+    def reset_raw(key):
+        env_state, obs, state, avail = reset_het(key)
+        return env_state, padding.pad_obs(obs), state, padding.pad_avail(avail)
+
+    def step_raw(key, env_state, actions):
+        env_state, obs, state, avail, *rest = step_het(key, env_state, padding.clip_actions(actions))
+        return (env_state, padding.pad_obs(obs), state, padding.pad_avail(avail), *rest)
+
+    return reset_raw, step_raw

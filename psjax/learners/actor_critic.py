@@ -1,0 +1,143 @@
+"""A2C and PPO: MLP actor and critic over sharing banks, trained on each rollout.
+
+A2C is PPO with one epoch, one minibatch and lambda = 1: on the first pass the
+clipped ratio equals one, so the clipped surrogate's gradient is the plain
+policy gradient ``A * grad log pi`` and the returns are n-step returns bootstrapped
+from the value after the rollout. One loss serves both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import distrax
+import jax
+import jax.numpy as jnp
+import optax
+
+from psjax.config import TrainConfig
+from psjax.envs.base import EnvSpec, TimeStep
+from psjax.nets.agents import MLP
+from psjax.sharing.bank import SharingState, apply_agents, init_bank
+from psjax.sharing.methods import Scheme
+from psjax.types import Learner, Transition
+
+NEG_INF = -1e9
+
+
+class ACState(NamedTuple):
+    params: dict  # {"actor": bank [K, ...], "critic": bank [K, ...]}
+    opt_state: Any
+    updates: chex.Array  # int32, gradient steps taken
+
+
+def gae(reward_t, value_t, done_t, last_value, gamma, lam):
+    """Generalised advantage estimates along time.
+
+    Args:
+      reward_t, value_t: [T, ...]; done_t: [T, ...] bool (episode ended at t);
+      last_value: [...] value of the observation after the last step.
+    Returns:
+      (advantages [T, ...], returns [T, ...]); with lam = 1 the returns are the
+      n-step returns ``sum_k gamma^k r_{t+k} + gamma^(T-t) V(s_T)`` cut at episode ends.
+    """
+    not_done = 1.0 - done_t.astype(jnp.float32)
+
+    def step(carry, inputs):
+        adv_next, value_next = carry
+        r, v, nd = inputs
+        delta = r + gamma * nd * value_next - v
+        adv = delta + gamma * lam * nd * adv_next
+        return (adv, v), adv
+
+    _, adv = jax.lax.scan(step, (jnp.zeros_like(last_value), last_value), (reward_t, value_t, not_done),
+                          reverse=True)
+    return adv, adv + value_t
+
+
+def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
+    ac = cfg.ac
+    n = spec.num_agents
+    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01)
+    critic = MLP(ac.hidden, 1, out_scale=1.0)
+    layout = scheme.layout
+    critic_in_dim = spec.state_dim + n if ac.central_critic else spec.obs_dim
+    minibatch = ac.num_envs * ac.rollout_len // ac.num_minibatches
+    total_updates = cfg.num_iterations * ac.epochs * ac.num_minibatches
+    lr = optax.linear_schedule(ac.lr, 0.0, total_updates) if ac.lr_decay else ac.lr
+    optimizer = optax.chain(optax.clip_by_global_norm(ac.max_grad_norm), optax.adam(lr, eps=ac.adam_eps))
+
+    def critic_input(obs, state):
+        """``obs[..., N, D], state[..., S] -> [..., N, C]``: local obs, or state + one-hot id (MAPPO)."""
+        if not ac.central_critic:
+            return obs
+        ids = jnp.broadcast_to(jnp.eye(n), (*obs.shape[:-2], n, n))
+        return jnp.concatenate([jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1)
+
+    def policy(params, sharing, obs, avail):
+        logits = apply_agents(actor.apply, params["actor"], layout, sharing, obs)
+        return distrax.Categorical(logits=jnp.where(avail, logits, NEG_INF))
+
+    def value(params, sharing, obs, state):
+        return apply_agents(critic.apply, params["critic"], layout, sharing, critic_input(obs, state))[..., 0]
+
+    def init(key):
+        k_actor, k_critic = jax.random.split(key)
+        params = {
+            "actor": init_bank(lambda k: actor.init(k, jnp.zeros((spec.obs_dim,))), k_actor, layout.num_slots),
+            "critic": init_bank(lambda k: critic.init(k, jnp.zeros((critic_in_dim,))), k_critic, layout.num_slots),
+        }
+        return ACState(params, optimizer.init(params), jnp.int32(0))
+
+    def init_hidden(num_envs):
+        return jnp.zeros((num_envs, n, 0), jnp.float32)  # feed-forward: nothing to carry
+
+    def act(state: ACState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
+        pi = policy(state.params, sharing, ts.obs, ts.avail_actions)
+        actions = jnp.argmax(pi.logits, -1) if greedy else pi.sample(seed=key)
+        extras = {"logp": pi.log_prob(actions), "value": value(state.params, sharing, ts.obs, ts.state)}
+        return actions.astype(jnp.int32), hidden, extras
+
+    def loss_fn(params, sharing, mb):
+        pi = policy(params, sharing, mb["obs"], mb["avail"])
+        logp = pi.log_prob(mb["action"])
+        ratio = jnp.exp(logp - mb["logp"])
+        adv = mb["adv"]
+        if ac.normalize_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - ac.clip_eps, 1 + ac.clip_eps) * adv)
+        policy_loss = -surrogate.mean()
+        value_loss = 0.5 * jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
+        entropy = pi.entropy().mean()
+        loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
+        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
+                      "clip_frac": jnp.mean(jnp.abs(ratio - 1) > ac.clip_eps)}
+
+    def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
+        del hidden0, step
+        last_value = value(state.params, sharing, last.obs, last.state)  # [E, N]
+        adv, ret = gae(traj.reward, traj.extras["value"], traj.done[..., None], last_value, ac.gamma, ac.gae_lambda)
+        samples = {"obs": traj.obs, "state": traj.state, "avail": traj.avail, "action": traj.action,
+                   "logp": traj.extras["logp"], "adv": adv, "ret": ret}
+        samples = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
+
+        def epoch(state, k):
+            # one minibatch is the whole rollout: its order cannot matter, so skip the shuffle
+            shuffled = samples if ac.num_minibatches == 1 else jax.tree.map(
+                lambda x: x[jax.random.permutation(k, x.shape[0])], samples)
+            batches = jax.tree.map(lambda x: x.reshape(ac.num_minibatches, minibatch, *x.shape[1:]), shuffled)
+
+            def minibatch_step(state, mb):
+                (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, sharing, mb)
+                updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+                params = optax.apply_updates(state.params, updates)
+                aux = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+                return ACState(params, opt_state, state.updates + 1), aux
+
+            return jax.lax.scan(minibatch_step, state, batches)
+
+        state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, ac.epochs))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return Learner(init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params)

@@ -1,0 +1,188 @@
+"""QMIX, VDN and IQL: recurrent utility networks over a sharing bank, trained from a
+sequence replay buffer with double-Q targets. The three differ only in the mixer
+(QMIX hypernetwork, VDN sum, none) and so in whether the TD target is per team or per agent.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from psjax.config import TrainConfig
+from psjax.envs.base import EnvSpec, TimeStep, team_reward
+from psjax.learners import replay
+from psjax.nets.agents import RecurrentQNet
+from psjax.nets.mixers import QMixer, VDNMixer
+from psjax.sharing.bank import SharingState, apply_agents, init_bank
+from psjax.sharing.methods import Scheme
+from psjax.types import Learner, Transition
+
+NEG_INF = -1e9
+
+
+class QState(NamedTuple):
+    params: dict  # {"agent": bank [K, ...], "mixer": mixer params}
+    target: dict  # same structure, hard-copied every target_update_interval updates
+    opt_state: Any
+    buffer: replay.Replay
+    updates: chex.Array  # int32, gradient steps taken
+
+
+def masked_argmax(q: chex.Array, avail: chex.Array) -> chex.Array:
+    """Greedy action among the available ones: ``q[..., A], avail[..., A] -> [...]``."""
+    return jnp.argmax(jnp.where(avail, q, NEG_INF), axis=-1)
+
+
+def epsilon_greedy(key, q, avail, epsilon):
+    """Random available action with probability epsilon, else the greedy one. ``[..., A] -> [...]``."""
+    k_explore, k_random = jax.random.split(key)
+    random_actions = jax.random.categorical(k_random, jnp.where(avail, 0.0, NEG_INF))
+    explore = jax.random.uniform(k_explore, random_actions.shape) < epsilon
+    return jnp.where(explore, random_actions, masked_argmax(q, avail))
+
+
+def td_targets(reward_t, done_t, q_next_tp1, gamma):
+    """One-step targets ``r_t + gamma * (1 - done_t) * q_next_{t+1}`` (shapes broadcast).
+
+    ``done_t`` closes the bootstrap on the step that ends the episode: its next
+    observation in the sequence already belongs to the following episode.
+    """
+    return reward_t + gamma * (1.0 - done_t.astype(jnp.float32)) * q_next_tp1
+
+
+def sequence_targets(q, q_target, seq, gamma, double_q, mix_online=None, mix_target=None, reduce_reward=None):
+    """Predictions and one-step double-Q targets along a stored sequence.
+
+    Args:
+      q, q_target: [T+1, B, N, A] online / target utilities for every observation of the sequence.
+      seq: time-major dict with action [T, B, N], reward [T, B, N], done [T, B], avail [T+1, B, N, A],
+        state [T+1, B, S]. Step t's target reads observation t+1 and is cut when done_t.
+      mix_online, mix_target: ``(q[T, B, N], state[T, B, S]) -> [T, B]`` mixers; None for IQL.
+      reduce_reward: per-agent -> team reward (with a mixer).
+    Returns:
+      (prediction, target): [T, B] with a mixer, [T, B, N] without.
+    """
+    q_taken = jnp.take_along_axis(q[:-1], seq["action"][..., None], axis=-1)[..., 0]
+    next_choice = masked_argmax(q[1:] if double_q else q_target[1:], seq["avail"][1:])
+    q_next = jnp.take_along_axis(q_target[1:], next_choice[..., None], axis=-1)[..., 0]
+    if mix_online is None:
+        return q_taken, td_targets(seq["reward"], seq["done"][..., None], q_next, gamma)
+    pred = mix_online(q_taken, seq["state"][:-1])
+    q_next_tot = mix_target(q_next, seq["state"][1:])
+    return pred, td_targets(reduce_reward(seq["reward"]), seq["done"], q_next_tot, gamma)
+
+
+def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
+    qc = cfg.q
+    n, num_actions = spec.num_agents, spec.num_actions
+    net = RecurrentQNet(qc.hidden, num_actions)
+    kind = cfg.learner_name
+    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden), "vdn": VDNMixer()}.get(kind)
+    layout = scheme.layout
+    total_updates = cfg.num_iterations * qc.updates_per_rollout
+    lr = optax.linear_schedule(qc.lr, 0.0, total_updates) if qc.lr_decay else qc.lr
+    optimizer = optax.chain(optax.clip_by_global_norm(qc.max_grad_norm), optax.adam(lr))
+    epsilon_at = optax.linear_schedule(qc.eps_start, qc.eps_end, qc.eps_decay_steps)
+
+    def init_hidden(num_envs):
+        return jnp.zeros((num_envs, n, qc.hidden), jnp.float32)
+
+    def q_values(params_bank, sharing, hidden, obs):
+        """``hidden[..., N, H], obs[..., N, D] -> (hidden', q[..., N, A])``."""
+        return apply_agents(net.apply, params_bank, layout, sharing, hidden, obs)
+
+    def init(key):
+        k_agent, k_mixer = jax.random.split(key)
+        dummy_obs = jnp.zeros((spec.obs_dim,))
+        agent_bank = init_bank(lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), k_agent,
+                               layout.num_slots)
+        params = {"agent": agent_bank}
+        if mixer is not None:
+            params["mixer"] = mixer.init(k_mixer, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
+        T = qc.rollout_len
+        item = {
+            "obs": jnp.zeros((T + 1, n, spec.obs_dim)), "state": jnp.zeros((T + 1, spec.state_dim)),
+            "avail": jnp.zeros((T + 1, n, num_actions), bool), "action": jnp.zeros((T, n), jnp.int32),
+            "reward": jnp.zeros((T, n)), "done": jnp.zeros((T,), bool), "hidden0": jnp.zeros((n, qc.hidden)),
+        }
+        return QState(params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0))
+
+    def act(state: QState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
+        hidden, q = q_values(state.params["agent"], sharing, hidden, ts.obs)
+        if greedy:
+            actions = masked_argmax(q, ts.avail_actions)
+        else:
+            actions = epsilon_greedy(key, q, ts.avail_actions, epsilon_at(step))
+        return actions.astype(jnp.int32), hidden, {}
+
+    def unroll(params_bank, sharing, hidden0, obs, resets):
+        """Q-values along stored sequences. ``obs[T+1, B, N, D], resets[T+1, B] -> q[T+1, B, N, A]``."""
+
+        def step(h, inputs):
+            o, reset = inputs
+            h = jnp.where(reset[:, None, None], 0.0, h)
+            return q_values(params_bank, sharing, h, o)
+
+        _, q = jax.lax.scan(step, hidden0, (obs, resets))
+        return q
+
+    def loss_fn(params, target, sharing, batch):
+        # time-major: [T(+1), B, ...]
+        b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
+        done = b["done"]  # [T, B]
+        resets = jnp.concatenate([jnp.zeros_like(done[:1]), done], axis=0)  # obs t+1 starts fresh after done_t
+        q = unroll(params["agent"], sharing, batch["hidden0"], b["obs"], resets)
+        q_target = unroll(target["agent"], sharing, batch["hidden0"], b["obs"], resets)
+        if mixer is None:  # IQL: each agent its own reward and target
+            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q)
+        else:
+            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q,
+                                       partial(mixer.apply, params["mixer"]), partial(mixer.apply, target["mixer"]),
+                                       partial(team_reward, spec))
+        td = pred - jax.lax.stop_gradient(y)
+        return jnp.mean(td**2), {"q_taken": pred.mean(), "td_abs": jnp.abs(td).mean()}
+
+    def gradient_step(state: QState, sharing, key):
+        batch = replay.sample(state.buffer, key, qc.batch_size)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.target, sharing, batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        num_updates = state.updates + 1
+        sync = num_updates % qc.target_update_interval == 0
+        target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        return state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates), metrics
+
+    def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
+        def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
+            return jnp.swapaxes(jnp.concatenate([x_t, x_last[None]], axis=0), 0, 1)
+
+        items = {
+            "obs": with_next(traj.obs, last.obs), "state": with_next(traj.state, last.state),
+            "avail": with_next(traj.avail, last.avail_actions),
+            "action": jnp.swapaxes(traj.action, 0, 1), "reward": jnp.swapaxes(traj.reward, 0, 1),
+            "done": jnp.swapaxes(traj.done, 0, 1), "hidden0": hidden0,
+        }
+        state = state._replace(buffer=replay.add(state.buffer, items))
+
+        def learn(state):
+            def body(s, k):
+                return gradient_step(s, sharing, k)
+
+            state, metrics = jax.lax.scan(body, state, jax.random.split(key, qc.updates_per_rollout))
+            return state, jax.tree.map(jnp.mean, metrics)
+
+        def skip(state):
+            zero = jnp.float32(jnp.nan)
+            return state, {"loss": zero, "grad_norm": zero, "q_taken": zero, "td_abs": zero}
+
+        state, metrics = jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
+        metrics["epsilon"] = epsilon_at(step)
+        return state, metrics
+
+    return Learner(init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params)

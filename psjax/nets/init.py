@@ -1,0 +1,43 @@
+"""Orthogonal initialisation without LAPACK.
+
+XLA's CPU QR kernel splits a batch of factorizations across the intra-op thread pool
+and waits for them from inside that pool, which deadlocks intermittently on small
+machines when the factorizations are vmapped (banks x seeds). Orthogonalising a
+Gaussian matrix by Gram-Schmidt with re-orthogonalisation (CGS2) gives the same
+distribution (the Q of a QR with positive diagonal R) using only matmuls.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _gram_schmidt(a: jax.Array) -> jax.Array:
+    """Orthonormal columns spanning ``a[n, m]`` (m <= n), column by column, twice for accuracy."""
+    n, m = a.shape
+
+    def column(q, j):
+        v = a[:, j]
+        for _ in range(2):  # CGS2: a second pass removes the round-off left by the first
+            v = v - q @ (q.T @ v)
+        q = q.at[:, j].set(v / jnp.linalg.norm(v))
+        return q, None
+
+    q, _ = jax.lax.scan(column, jnp.zeros((n, m), a.dtype), jnp.arange(m))
+    return q
+
+
+def orthogonal(scale: float = 1.0):
+    """Flax-style initializer: an orthogonal ``[..., in, out]`` kernel times ``scale``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+        a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+        q = _gram_schmidt(a)
+        if rows < cols:
+            q = q.T
+        return (scale * q).reshape(shape).astype(dtype)
+
+    return init

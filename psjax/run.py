@@ -1,0 +1,469 @@
+"""Host loop around the jitted trainer: chunks, evaluation, logs, checkpoints, plots.
+
+``run(cfg)`` trains seeds ``cfg.seed .. cfg.seed + cfg.seeds - 1`` together (vmapped) in chunks of
+training iterations. After each chunk it evaluates greedily, appends to the logs and writes an orbax
+checkpoint, so ``run(resume=folder)`` continues an interrupted run and ends with the same params and
+metrics as an uninterrupted one. Python only runs between chunks, never inside one.
+
+The trainer is used only through ``psjax.train.make_program(cfg, chunk_iters) -> Program`` with
+``init(key) -> runner``, ``run_chunk(runner) -> (runner, metrics[chunk_iters])``,
+``evaluate(runner, key) -> scalars``, ``param_count``, ``num_iterations`` and ``steps_per_iteration``.
+
+Run folder::
+
+    config.yaml                  resolved config (``config.to_dict``); ``resume`` reads it back
+    metrics.jsonl, metrics.csv   one row per training iteration per seed
+    eval.jsonl, eval.csv         one row per greedy evaluation per seed (the first one before training)
+    summary.json                 param count, throughput, compile time, final evaluation
+    curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band
+    checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import statistics
+import sys
+import time
+import types
+from typing import Any, Callable
+
+import jax
+import numpy as np
+import yaml
+
+from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
+
+# fold_in salt that separates the evaluation key stream from the keys the trainer splits off
+# the seed key, so evaluation never reuses a training key.
+EVAL_SALT = 0x65766C  # "evl"
+FIRST_COLUMNS = ("seed", "iteration", "env_steps")
+EVAL_METRICS = ("eval_return", "eval_won", "eval_length")
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def chunk_plan(num_iterations: int, eval_every: float) -> list[int]:
+    """Training iterations per chunk; one greedy evaluation follows each chunk.
+
+    Chunks hold ``round(eval_every * num_iterations)`` iterations (at least 1; ``eval_every=0``:
+    one chunk); the last one holds the remainder. The plan depends only on the config, so a
+    resumed run cuts training at the same places as an uninterrupted one.
+    """
+    size = num_iterations if eval_every <= 0 else max(1, round(eval_every * num_iterations))
+    size = min(size, num_iterations)
+    full, rest = divmod(num_iterations, size)
+    return [size] * full + ([rest] if rest else [])
+
+
+def seed_keys(seed: int, seeds: int) -> np.ndarray:
+    """Raw PRNG keys ``uint32[seeds, 2]`` for seeds ``seed .. seed + seeds - 1``."""
+    return np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in range(seed, seed + seeds)])
+
+
+def eval_key_base(keys: np.ndarray) -> np.ndarray:
+    """Per-seed base of the evaluation keys, ``[S, 2] -> [S, 2]``."""
+    return np.asarray(jax.vmap(jax.random.fold_in, (0, None))(keys, EVAL_SALT))
+
+
+def eval_keys(base: np.ndarray, chunk: int) -> np.ndarray:
+    """Keys ``[S, 2]`` of the evaluation after ``chunk`` chunks (0 = before training)."""
+    return np.asarray(jax.vmap(jax.random.fold_in, (0, None))(base, chunk))
+
+
+def _cell(v: Any) -> Any:
+    """A numpy scalar as a JSON value: bools as 0/1, non-finite floats as None.
+
+    float32 values go through their shortest decimal repr, which reads back as the same float32.
+    """
+    v = np.asarray(v)
+    if v.dtype == bool:
+        return int(v)
+    if np.issubdtype(v.dtype, np.integer):
+        return int(v)
+    if not np.isfinite(v):
+        return None
+    return float(str(v)) if v.dtype == np.float32 else float(v)
+
+
+def flatten_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``name -> [S, C, *rest]`` to ``column -> [S, C]``; extra axes become ``name[i]``, ``name[i,j]``."""
+    out = {}
+    for name, value in metrics.items():
+        value = np.asarray(value)
+        if value.ndim <= 2:
+            out[name] = value
+            continue
+        for index in np.ndindex(*value.shape[2:]):
+            out[f"{name}[{','.join(map(str, index))}]"] = value[(slice(None), slice(None)) + index]
+    return out
+
+
+def metric_rows(metrics: dict[str, np.ndarray], seeds: list[int], first_iteration: int) -> list[dict]:
+    """One row per iteration per seed (iteration-major) from a chunk's metrics ``name -> [S, C, ...]``.
+
+    ``iteration`` counts training iterations completed (1-based), ``env_steps`` comes from the trainer.
+    """
+    flat = flatten_metrics(metrics)
+    names = ["env_steps"] + sorted(k for k in flat if k != "env_steps")
+    num_iters = flat["env_steps"].shape[1]
+    rows = []
+    for c in range(num_iters):
+        for s, seed in enumerate(seeds):
+            row = {"seed": seed, "iteration": first_iteration + c + 1}
+            row.update({k: _cell(flat[k][s, c]) for k in names})
+            rows.append(row)
+    return rows
+
+
+def eval_rows(result: dict[str, np.ndarray], seeds: list[int], iteration: int, env_steps) -> list[dict]:
+    """One row per seed from an evaluation's scalars ``name -> [S]``."""
+    env_steps = np.broadcast_to(np.asarray(env_steps), (len(seeds),))
+    rows = []
+    for s, seed in enumerate(seeds):
+        row = {"seed": seed, "iteration": iteration, "env_steps": int(env_steps[s])}
+        row.update({k: _cell(result[k][s]) for k in EVAL_METRICS})
+        rows.append(row)
+    return rows
+
+
+class RowLog:
+    """``NAME.jsonl`` and ``NAME.csv`` in a run folder, appended in step, one row per line."""
+
+    def __init__(self, run_dir: pathlib.Path, name: str):
+        self.jsonl = run_dir / f"{name}.jsonl"
+        self.csv = run_dir / f"{name}.csv"
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        new = not self.csv.exists() or self.csv.stat().st_size == 0
+        if not new:
+            with self.csv.open() as f:
+                header = next(csv.reader(f))
+            if header != columns:
+                raise RuntimeError(f"{self.csv}: columns changed from {header} to {columns}")
+        with self.jsonl.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        with self.csv.open("a", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")  # one row per line, as in the .jsonl
+            if new:
+                writer.writerow(columns)
+            writer.writerows(["" if r[c] is None else r[c] for c in columns] for r in rows)
+
+    def truncate(self, num_rows: int) -> None:
+        """Keep the first ``num_rows`` rows: drops what was written after the restored checkpoint."""
+        for path, header in ((self.jsonl, 0), (self.csv, 1)):
+            data = path.read_bytes() if path.exists() else b""
+            lines = data.split(b"\n")[:-1]  # complete lines; a partly written last line is dropped
+            keep = header + num_rows if num_rows else 0
+            if len(lines) < keep:
+                found = max(0, len(lines) - header)
+                raise RuntimeError(f"{path} has {found} rows; the checkpoint needs {num_rows}")
+            path.write_bytes(b"".join(line + b"\n" for line in lines[:keep]))
+
+    def read(self) -> list[dict]:
+        if not self.jsonl.exists():
+            return []
+        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _manager(run_dir: pathlib.Path, create: bool):
+    import orbax.checkpoint as ocp  # slow import, only when checkpoints are used
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=create)
+    return ocp.CheckpointManager((run_dir / "checkpoints").resolve(), options=options)
+
+
+def _save(manager, chunk: int, runner, host: dict) -> None:
+    """Checkpoint after ``chunk`` chunks: the vmapped runner and the host loop's state."""
+    import orbax.checkpoint as ocp
+
+    args = ocp.args.Composite(runner=ocp.args.StandardSave(runner), host=ocp.args.JsonSave(host))
+    manager.save(chunk, args=args)
+
+
+def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[Any, dict]:
+    """The runner and host state saved in a run folder (the latest checkpoint unless ``step``).
+
+    ``abstract_runner``: the vmapped runner's structure, e.g.
+    ``jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))``.
+    Host state: ``chunk`` (chunks completed), ``iteration``, ``seeds``, ``eval_key_base``.
+    """
+    import orbax.checkpoint as ocp
+
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / "checkpoints").is_dir():
+        raise ConfigError(f"{run_dir} has no checkpoints/ to resume from")
+    manager = _manager(run_dir, create=False)
+    try:
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            raise ConfigError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
+        args = ocp.args.Composite(
+            runner=ocp.args.StandardRestore(abstract_runner), host=ocp.args.JsonRestore()
+        )
+        out = manager.restore(step, args=args)
+    finally:
+        manager.close()
+    return out["runner"], out["host"]
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _new_run_dir(cfg: TrainConfig) -> pathlib.Path:
+    """Create ``out_dir/<run_name or env-alg-learner-timestamp>``; never reuse an existing folder."""
+    out = pathlib.Path(cfg.out_dir)
+    if cfg.run_name:
+        run_dir = out / cfg.run_name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run folder {str(run_dir)!r} exists; resume it with resume={run_dir} "
+                              "or pick another run_name")
+    else:
+        base = f"{cfg.env.name}-{cfg.alg}-{cfg.learner_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir, n = out / base, 1
+        while run_dir.exists():
+            run_dir, n = out / f"{base}-{n}", n + 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return run_dir
+
+
+def _seed_table(rows: list[dict], column: str, num_seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (iteration-major, ``num_seeds`` per iteration) to ``x[I]`` (env steps) and ``y[I, S]``."""
+    n = len(rows) // num_seeds * num_seeds
+    rows = rows[:n]
+    x = np.array([r["env_steps"] for r in rows[::num_seeds]], dtype=float)
+    y = np.array([np.nan if r.get(column) is None else r[column] for r in rows], dtype=float)
+    return x, y.reshape(-1, num_seeds)
+
+
+def _band(ax, x: np.ndarray, y: np.ndarray, label: str, **style) -> None:
+    """Mean over seeds with a min-max band; iterations where no seed has a value are skipped."""
+    keep = ~np.all(np.isnan(y), axis=1)
+    if not keep.any():
+        return
+    x, y = x[keep], y[keep]
+    line = ax.plot(x, np.nanmean(y, axis=1), label=label, **style)[0]
+    ax.fill_between(x, np.nanmin(y, axis=1), np.nanmax(y, axis=1), color=line.get_color(), alpha=0.2, lw=0)
+
+
+def plot_curves(run_dir: pathlib.Path, cfg: TrainConfig) -> pathlib.Path:
+    """``curve.png``: training and greedy-eval return vs env steps (+ win rate for SMAX)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
+
+    has_win = cfg.env.name == "smax"
+    train, evals = RowLog(run_dir, "metrics").read(), RowLog(run_dir, "eval").read()
+    fig = Figure(figsize=(11 if has_win else 6, 4), layout="constrained")
+    axes = fig.subplots(1, 2 if has_win else 1, squeeze=False)[0]
+    panels = [(axes[0], "return", "eval_return", "return")]
+    if has_win:
+        panels.append((axes[1], "won", "eval_won", "win rate"))
+    for ax, train_col, eval_col, ylabel in panels:
+        if train:
+            _band(ax, *_seed_table(train, train_col, cfg.seeds), "training (explore)")
+        if evals:
+            _band(ax, *_seed_table(evals, eval_col, cfg.seeds), "greedy eval", marker="o", ms=3)
+        ax.set_xlabel("env steps per seed")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle(f"{cfg.env.name} {cfg.alg} {cfg.learner_name}: mean of {cfg.seeds} seed(s), min-max band")
+    path = run_dir / "curve.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
+    """``summary.json``: ``info`` (param count, timing) plus the final evaluation per seed and mean."""
+    evals = RowLog(run_dir, "eval").read()[-cfg.seeds:]
+    per_seed = [{k: r[k] for k in ("seed", "env_steps") + EVAL_METRICS} for r in evals]
+    mean = {}
+    for k in EVAL_METRICS:
+        values = [r[k] for r in per_seed if r[k] is not None]
+        mean[k] = sum(values) / len(values) if values else None
+    summary = {
+        "env": cfg.env.name, "alg": cfg.alg, "learner": cfg.learner_name,
+        "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
+        "has_win": cfg.env.name == "smax",
+        **info,
+        "final_eval": {"per_seed": per_seed, "mean": mean},
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _timing(times: list[tuple[int, float]], full: int, steps_per_iter: int) -> dict:
+    """Throughput and compile time from ``(iterations, seconds)`` of this session's chunks.
+
+    Compile time = first chunk's time minus the median of later full-size chunks; throughput
+    (env steps per second, all seeds) from those later chunks, or from every chunk (compile
+    included) when there are none.
+    """
+    later = [(n, t) for n, t in times[1:] if n == full]
+    if later and times[0][0] == full:
+        steady = statistics.median(t for _, t in later)
+        compile_s = max(0.0, times[0][1] - steady)
+        sps = sum(n for n, _ in later) * steps_per_iter / sum(t for _, t in later)
+    else:
+        compile_s = None
+        total = sum(t for _, t in times)
+        sps = sum(n for n, _ in times) * steps_per_iter / total if total else None
+    return {"compile_s": compile_s, "steps_per_sec": sps, "steps_per_sec_includes_compile": not later}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _default_make_program(cfg: TrainConfig, chunk_iters: int):
+    from psjax.train import make_program  # imported late: the trainer is the heavy part
+
+    return make_program(cfg, chunk_iters)
+
+
+def _nanmean(x) -> float:
+    x = np.asarray(x, dtype=float)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+
+
+def run(
+    cfg: TrainConfig | None = None,
+    resume: str | pathlib.Path | None = None,
+    *,
+    max_chunks: int | None = None,
+    make_program: Callable[[TrainConfig, int], Any] | None = None,
+) -> pathlib.Path:
+    """Train ``cfg`` (or continue the run folder ``resume``) and return the run folder.
+
+    Args:
+      cfg: the run's config; with ``resume`` it may be left out (the folder's ``config.yaml`` is
+        used) and must otherwise equal it.
+      resume: a run folder to continue from its latest checkpoint. Rows logged after that
+        checkpoint are dropped, so the result equals an uninterrupted run.
+      max_chunks: stop after this many chunks in this call (e.g. to fit a time-limited job);
+        ``resume`` continues later.
+      make_program: ``(cfg, chunk_iters) -> Program``; default ``psjax.train.make_program``.
+    """
+    if resume is not None:
+        run_dir = pathlib.Path(resume)
+        saved = load_run_config(run_dir)
+        if cfg is not None and cfg != saved:
+            raise ConfigError(f"cfg differs from {run_dir / 'config.yaml'}; resume with cfg=None")
+        cfg = saved
+    elif cfg is None:
+        raise TypeError("run() needs a cfg or a run folder to resume")
+    else:
+        run_dir = _new_run_dir(cfg)
+    make_program = make_program or _default_make_program
+
+    plan = chunk_plan(cfg.num_iterations, cfg.eval_every)
+    programs = {plan[0]: make_program(cfg, plan[0])}
+    main = programs[plan[0]]
+    if main.num_iterations != sum(plan):
+        raise RuntimeError(f"program.num_iterations={main.num_iterations} but the config gives {sum(plan)}")
+    starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    keys = seed_keys(cfg.seed, cfg.seeds)
+    init = jax.jit(jax.vmap(main.init))
+    evaluate = jax.jit(jax.vmap(main.evaluate))
+    chunk_fns = {plan[0]: jax.jit(jax.vmap(main.run_chunk))}
+    metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
+
+    if resume is not None:
+        runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys))
+        done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
+        if host["seeds"] != seeds or host["iteration"] != starts[done]:
+            raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
+        metrics_log.truncate(starts[done] * len(seeds))
+        eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
+    else:
+        done, eval_base = 0, eval_key_base(keys)
+        runner = init(keys)
+        result = jax.device_get(evaluate(runner, eval_keys(eval_base, 0)))
+        eval_log.append(eval_rows(result, seeds, 0, 0))
+    manager = _manager(run_dir, create=True) if cfg.checkpoint else None
+    if manager is not None and resume is None:
+        _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
+
+    spi = main.steps_per_iteration
+    stop = len(plan) if max_chunks is None else min(len(plan), done + max_chunks)
+    bar = _progress_bar(cfg, total=sum(plan) * spi, initial=starts[done] * spi)
+    times, t_start = [], time.perf_counter()
+    try:
+        for j in range(done, stop):
+            size = plan[j]
+            if size not in chunk_fns:  # the remainder chunk: a second compiled size
+                programs[size] = make_program(cfg, size)
+                chunk_fns[size] = jax.jit(jax.vmap(programs[size].run_chunk))
+            t0 = time.perf_counter()
+            runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
+            times.append((size, time.perf_counter() - t0))
+            metrics = jax.device_get(metrics)
+            metrics_log.append(metric_rows(metrics, seeds, starts[j]))
+            result = jax.device_get(evaluate(runner, eval_keys(eval_base, j + 1)))
+            eval_log.append(eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1]))
+            if manager is not None:
+                _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
+            postfix = {"return": f"{_nanmean(metrics['return']):.3g}",
+                       "eval": f"{_nanmean(result['eval_return']):.3g}"}
+            if cfg.env.name == "smax":
+                postfix["win"] = f"{_nanmean(result['eval_won']):.2f}"
+            bar.set_postfix(postfix, refresh=False)  # shown by the update below
+            bar.update(size * spi)
+            done = j + 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after chunk {done}/{len(plan)}; continue with: "
+              f"python -m psjax train resume={run_dir}", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+
+    info = {
+        "param_count": int(main.param_count),
+        "num_iterations": sum(plan),
+        "steps_per_iteration": spi,
+        "iterations_done": starts[done],
+        "env_steps_per_seed": starts[done] * spi,
+        "finished": done == len(plan),
+        "chunks": plan,
+        "session_wall_s": time.perf_counter() - t_start,
+        **_timing(times, plan[0], spi * len(seeds)),
+    }
+    summarize(run_dir, cfg, info)
+    plot_curves(run_dir, cfg)
+    return run_dir
+
+
+def _host_state(chunk: int, iteration: int, seeds: list[int], eval_base: np.ndarray) -> dict:
+    """What the host loop needs besides the runner to continue exactly where it stopped."""
+    return {"chunk": chunk, "iteration": iteration, "seeds": seeds, "eval_key_base": eval_base.tolist()}
+
+
+def _progress_bar(cfg: TrainConfig, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
+                disable=not cfg.progress, desc=f"{cfg.env.name} {cfg.alg} {cfg.learner_name}")
+
+
+class _CallableModule(types.ModuleType):
+    """``psjax.run`` names both this module and the ``run`` function: importing the submodule
+    rebinds the package attribute to the module, so the module forwards calls to ``run``."""
+
+    def __call__(self, *args, **kwargs):
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,55 @@
+"""Parameter banks: a network's parameters with a leading slot axis K.
+
+Every agent has a slot index and optionally one hidden-unit mask per maskable
+layer. Applying a network for all agents gathers each agent's slot and vmaps over
+agents; when K = 1 (full sharing) the gather and the vmap disappear and the
+network is applied once to the whole ``[..., N, D]`` batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+class SlotLayout(NamedTuple):
+    """Static part of a sharing scheme (hashable: it shapes the compiled program)."""
+
+    num_slots: int  # K, rows of the bank
+    mode: str  # "shared" (K=1), "identity" (K=N, agent i -> slot i, fixed), "indexed" (gather by slots)
+    masked: bool  # whether agents carry hidden-unit masks
+
+
+class SharingState(NamedTuple):
+    """Dynamic part of a sharing scheme: what methods change during training."""
+
+    slots: chex.Array  # int32[N] slot of each agent
+    masks: tuple  # one float32[N, H] per maskable layer (empty when not masked)
+
+
+def init_bank(init_fn: Callable[[chex.PRNGKey], Any], key: chex.PRNGKey, num_slots: int) -> Any:
+    """Initialise ``num_slots`` independent copies: every leaf gets a leading [K] axis."""
+    return jax.vmap(init_fn)(jax.random.split(key, num_slots))
+
+
+def apply_agents(apply_fn: Callable, bank: Any, layout: SlotLayout, sharing: SharingState, *xs: Any):
+    """Apply ``apply_fn(params, *xs, masks)`` for every agent with its slot and masks.
+
+    Args:
+      apply_fn: network apply for one parameter set; inputs ``[..., D]``, masks ``[H]``-broadcastable.
+      bank: parameters with leading slot axis [K].
+      xs: pytrees of arrays ``[..., N, F]`` (agent axis second to last).
+    Returns:
+      the network outputs, each ``[..., N, F']``.
+    """
+    masks = sharing.masks if layout.masked else None
+    if layout.mode == "shared":
+        # [N, H] masks broadcast against [..., N, H] activations: no gather, no vmap.
+        return apply_fn(jax.tree.map(lambda p: p[0], bank), *xs, masks)
+    params = bank if layout.mode == "identity" else jax.tree.map(lambda p: p[sharing.slots], bank)
+    xs = jax.tree.map(lambda x: jnp.moveaxis(x, -2, 0), xs)
+    out = jax.vmap(apply_fn)(params, *xs, masks)
+    return jax.tree.map(lambda o: jnp.moveaxis(o, 0, -2), out)

@@ -1,0 +1,168 @@
+"""The one training loop: rollout -> learner update -> sharing update -> metrics.
+
+``make_train(cfg)`` returns a pure ``train(key)`` (jit it, vmap it over seeds);
+``make_program(cfg, chunk_iters)`` exposes the same loop in chunks for the host
+runner (progress, evaluation, checkpoints). Every method and learner goes
+through ``_iteration``; none of them is special-cased here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from psjax.config import TrainConfig
+from psjax.envs import make_env
+from psjax.envs.base import Env, TimeStep
+from psjax.learners import make_learner
+from psjax.nets.agents import param_count
+from psjax.sharing.methods import make_scheme
+from psjax.types import Learner, Transition
+
+MASKED_LAYERS = 2  # maskable hidden layers of every psjax agent network
+
+
+class Runner(NamedTuple):
+    """Everything the loop carries from one iteration to the next (one seed)."""
+
+    env_state: Any  # [E, ...]
+    ts: TimeStep  # [E, ...] what the agents see now
+    hidden: Any  # [E, N, ...] recurrent agent state
+    learner: Any  # learner state (params, optimiser, buffer)
+    sharing: Any  # SharingState: slots and masks
+    key: chex.Array  # raw uint32 PRNG key
+    iteration: chex.Array  # int32
+    env_steps: chex.Array  # int32, summed over envs
+
+
+class Program(NamedTuple):
+    init: Callable[[chex.PRNGKey], Runner]
+    run_chunk: Callable[[Runner], tuple[Runner, dict]]
+    evaluate: Callable[[Runner, chex.PRNGKey], dict]
+    param_count: int
+    num_iterations: int
+    steps_per_iteration: int
+
+
+class Parts(NamedTuple):
+    """The pieces the loop is assembled from (also handy in tests and benchmarks)."""
+
+    env: Env
+    learner: Learner
+    scheme: Any
+    num_envs: int
+    rollout_len: int
+
+
+def make_parts(cfg: TrainConfig) -> Parts:
+    env = make_env(cfg.env, cfg.alg)
+    lc = cfg.learner_cfg
+    scheme = make_scheme(cfg, env.spec.num_agents, lc.hidden, MASKED_LAYERS)
+    learner = make_learner(cfg, env.spec, scheme)
+    return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
+
+
+def _episode_means(done, values):
+    """Mean of ``values`` over the episodes that ended (``done``); NaN when none did."""
+    count = done.sum()
+    return jnp.where(count > 0, jnp.sum(jnp.where(done, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
+
+
+def _init(parts: Parts, key) -> Runner:
+    key, k_env, k_learner, k_sharing = jax.random.split(key, 4)
+    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_env, parts.num_envs))
+    return Runner(env_state, ts, parts.learner.init_hidden(parts.num_envs), parts.learner.init(k_learner),
+                  parts.scheme.init(k_sharing), key, jnp.int32(0), jnp.int32(0))
+
+
+def _rollout(parts: Parts, learner_state, sharing, env_state, ts, hidden, key, step, num_steps: int, greedy: bool):
+    """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, TimeStep)."""
+    env, learner = parts.env, parts.learner
+
+    def env_step(carry, k):
+        env_state, ts, hidden = carry
+        k_act, k_env = jax.random.split(k)
+        actions, hidden, extras = learner.act(learner_state, sharing, hidden, ts, k_act, step, greedy)
+        env_state, next_ts = jax.vmap(env.step)(jax.random.split(k_env, ts.obs.shape[0]), env_state, actions)
+        # a finished episode's memory must not leak into the next one
+        hidden = jax.tree.map(lambda h: jnp.where(next_ts.done.reshape(-1, *[1] * (h.ndim - 1)), 0.0, h), hidden)
+        transition = Transition(ts.obs, ts.state, ts.avail_actions, actions, next_ts.reward, next_ts.done,
+                                next_ts.terminated, extras)
+        return (env_state, next_ts, hidden), (transition, next_ts)
+
+    return jax.lax.scan(env_step, (env_state, ts, hidden), jax.random.split(key, num_steps))
+
+
+def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
+    key, k_roll, k_update, k_sharing = jax.random.split(runner.key, 4)
+    (env_state, ts, hidden), (traj, step_ts) = _rollout(
+        parts, runner.learner, runner.sharing, runner.env_state, runner.ts, runner.hidden, k_roll,
+        runner.env_steps, parts.rollout_len, greedy=False)
+    env_steps = runner.env_steps + parts.num_envs * parts.rollout_len
+    learner_state, metrics = parts.learner.update(runner.learner, runner.sharing, traj, ts, runner.hidden,
+                                                  k_update, env_steps)
+    sharing, learner_state, sharing_metrics = parts.scheme.update(runner.sharing, learner_state, traj, k_sharing)
+    done = step_ts.done
+    metrics = {
+        **metrics, **sharing_metrics,
+        "env_steps": env_steps,
+        "return": _episode_means(done, step_ts.episode_return),
+        "won": _episode_means(done, step_ts.won.astype(jnp.float32)),
+        "episode_length": _episode_means(done, step_ts.episode_length.astype(jnp.float32)),
+        "episodes": done.sum(),
+    }
+    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps)
+    return runner, metrics
+
+
+def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:
+    """Greedy policy for one full episode in each of ``num_envs`` fresh envs."""
+    k_reset, k_roll = jax.random.split(key)
+    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
+    _, (_, step_ts) = _rollout(parts, runner.learner, runner.sharing, env_state, ts,
+                               parts.learner.init_hidden(num_envs), k_roll, runner.env_steps,
+                               parts.env.spec.max_steps, greedy=True)
+    first_done = jnp.cumsum(step_ts.done, axis=0) == 1
+    first_done = first_done & step_ts.done  # [T, E]: the step that ended each env's first episode
+    return {
+        "eval_return": _episode_means(first_done, step_ts.episode_return),
+        "eval_won": _episode_means(first_done, step_ts.won.astype(jnp.float32)),
+        "eval_length": _episode_means(first_done, step_ts.episode_length.astype(jnp.float32)),
+    }
+
+
+def count_params(parts: Parts) -> int:
+    """Trainable parameters of one seed (agent banks, mixer, critics), from shapes only."""
+    shapes = jax.eval_shape(parts.learner.init, jax.random.PRNGKey(0))
+    return param_count(parts.learner.params(shapes))
+
+
+def make_train(cfg: TrainConfig) -> Callable[[chex.PRNGKey], tuple[Runner, dict]]:
+    """``train(key) -> (final Runner, metrics)``; metrics leaves are ``[num_iterations]``."""
+    parts = make_parts(cfg)
+
+    def train(key):
+        runner = _init(parts, key)
+        return jax.lax.scan(lambda r, _: _iteration(parts, r), runner, None, cfg.num_iterations)
+
+    return train
+
+
+def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
+    """The loop in chunks of ``chunk_iters`` iterations, plus greedy evaluation."""
+    parts = make_parts(cfg)
+
+    def run_chunk(runner):
+        return jax.lax.scan(lambda r, _: _iteration(parts, r), runner, None, chunk_iters)
+
+    return Program(
+        init=lambda key: _init(parts, key),
+        run_chunk=run_chunk,
+        evaluate=lambda runner, key: _evaluate(parts, cfg.eval_envs, runner, key),
+        param_count=count_params(parts),
+        num_iterations=cfg.num_iterations,
+        steps_per_iteration=cfg.steps_per_iteration,
+    )

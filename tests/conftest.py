@@ -1,0 +1,75 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+
+class FakeProgram(NamedTuple):
+    """The ``psjax.train.Program`` interface, for testing the host loop without the trainer."""
+
+    init: Callable
+    run_chunk: Callable
+    evaluate: Callable
+    param_count: int
+    num_iterations: int
+    steps_per_iteration: int
+
+
+class FakeRunner(NamedTuple):
+    iteration: Any  # int32[]
+    key: Any  # uint32[2], raw key
+    params: Any  # float32[4]
+
+
+def make_fake_program(cfg, chunk_iters: int) -> FakeProgram:
+    """A runner that random-walks 4 params from its key: deterministic, cheap to compile.
+
+    Every third iteration reports a NaN return (no episode finished), and ``q_agents`` is a
+    per-agent metric ``[chunk, 3]`` to exercise column flattening.
+    """
+    spi = cfg.steps_per_iteration
+
+    def init(key):
+        return FakeRunner(jnp.zeros((), jnp.int32), key, jax.random.normal(key, (4,)))
+
+    def one_iteration(r, _):
+        key, sub = jax.random.split(r.key)
+        params = r.params + 0.1 * jax.random.normal(sub, (4,))
+        it = r.iteration + 1
+        metrics = {
+            "env_steps": it * spi,
+            "return": jnp.where(it % 3 == 0, jnp.nan, params.sum()),
+            "won": (params[0] > 0).astype(jnp.float32),
+            "episode_length": jnp.float32(10.0),
+            "loss": jnp.mean(params**2),
+            "q_agents": params[:3],
+        }
+        return FakeRunner(it, key, params), metrics
+
+    def run_chunk(r):
+        return jax.lax.scan(one_iteration, r, None, length=chunk_iters)
+
+    def evaluate(r, key):
+        noise = jax.random.uniform(key)
+        return {"eval_return": r.params.sum() + noise, "eval_won": (noise > 0.5).astype(jnp.float32),
+                "eval_length": jnp.float32(7.0)}
+
+    return FakeProgram(init, run_chunk, evaluate, 4, cfg.num_iterations, spi)
+
+
+@pytest.fixture
+def fake_factory():
+    """``make_fake_program`` that records the chunk sizes it was asked for."""
+    sizes = []
+
+    def factory(cfg, chunk_iters):
+        sizes.append(chunk_iters)
+        return make_fake_program(cfg, chunk_iters)
+
+    factory.sizes = sizes
+    return factory

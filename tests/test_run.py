@@ -1,0 +1,142 @@
+"""The host loop (psjax.run) against a fake trainer: resume equality, run-folder contents."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+import yaml
+from conftest import make_fake_program
+
+from psjax.config import ConfigError, make_config
+from psjax.run import chunk_plan, load_checkpoint, run, seed_keys
+
+
+def _cfg(tmp_path, name, **overrides):
+    """8 env steps per iteration; steps=160 -> 20 iterations; eval_every=0.25 -> 4 chunks of 5."""
+    base = {"q.num_envs": 2, "q.rollout_len": 4, "q.learning_starts": 0, "steps": 160, "eval_every": 0.25,
+            "seed": 7, "seeds": 3, "out_dir": str(tmp_path), "run_name": name, "progress": False}
+    return make_config({**base, **overrides})
+
+
+def _final_runner(run_dir, cfg):
+    program = make_fake_program(cfg, 1)
+    abstract = jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))
+    return load_checkpoint(run_dir, abstract)
+
+
+def _csv_rows(path):
+    with path.open() as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.parametrize(
+    ("num_iterations", "plan"), [(20, [5, 5, 5, 5]), (22, [6, 6, 6, 4]), (10, [10]), (3, [1, 1, 1]), (1, [1])]
+)
+def test_chunk_plan(num_iterations, plan):
+    eval_every = 0.0 if plan == [10] else 0.25 if num_iterations > 3 else 0.05
+    assert chunk_plan(num_iterations, eval_every) == plan
+
+
+@pytest.mark.parametrize("steps", [160, 176])  # 176: 22 iterations, a remainder chunk of 4
+def test_resume_equals_uninterrupted(tmp_path, fake_factory, steps):
+    full_cfg = _cfg(tmp_path, "full", steps=steps)
+    full = run(full_cfg, make_program=fake_factory)
+
+    part_cfg = _cfg(tmp_path, "part", steps=steps)
+    part = run(part_cfg, max_chunks=2, make_program=fake_factory)
+    assert not json.loads((part / "summary.json").read_text())["finished"]
+    # An interruption after logging but before the next checkpoint leaves extra and partial rows.
+    for name in ("metrics", "eval"):
+        with (part / f"{name}.jsonl").open("a") as f:
+            f.write('{"seed": 7, "iteration": 999}\n{"seed": 8, "iter')
+        with (part / f"{name}.csv").open("a") as f:
+            f.write("7,999,1\n8,99")
+    resumed = run(None, resume=part, make_program=fake_factory)
+    assert resumed == part
+
+    for name in ("metrics.csv", "metrics.jsonl", "eval.csv", "eval.jsonl"):
+        assert (full / name).read_bytes() == (part / name).read_bytes(), name
+    (runner_a, host_a), (runner_b, host_b) = _final_runner(full, full_cfg), _final_runner(part, part_cfg)
+    assert host_a == host_b
+    for a, b in zip(jax.tree.leaves(runner_a), jax.tree.leaves(runner_b)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if steps == 176:
+        assert 4 in fake_factory.sizes  # the remainder got its own program
+    summary = json.loads((part / "summary.json").read_text())
+    assert summary["finished"] and summary["iterations_done"] == full_cfg.num_iterations
+
+
+def test_run_folder_contents(tmp_path, fake_factory):
+    cfg = _cfg(tmp_path, "contents", **{"env": "smax"})
+    run_dir = run(cfg, make_program=fake_factory)
+
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "eval.jsonl", "eval.csv", "summary.json",
+                 "curve.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert make_config({k: v for k, v in _flat(yaml.safe_load((run_dir / "config.yaml").read_text()))}) == cfg
+
+    rows = _csv_rows(run_dir / "metrics.csv")
+    header, body = rows[0], rows[1:]
+    assert len(body) == cfg.num_iterations * cfg.seeds == 60
+    assert header[:3] == ["seed", "iteration", "env_steps"]
+    assert {"return", "won", "episode_length", "loss", "q_agents[0]", "q_agents[2]"} <= set(header)
+    assert [r[0] for r in body[:3]] == ["7", "8", "9"]  # iteration-major, every seed per iteration
+    assert body[-1][1] == "20" and body[-1][2] == str(20 * cfg.steps_per_iteration)
+    ret = header.index("return")
+    assert body[6][ret] == "" and body[3][ret] != ""  # iteration 3: no finished episode -> empty
+    jsonl = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(jsonl) == 60 and jsonl[6]["return"] is None
+
+    evals = _csv_rows(run_dir / "eval.csv")
+    assert evals[0] == ["seed", "iteration", "env_steps", "eval_return", "eval_won", "eval_length"]
+    assert len(evals) - 1 == (len(chunk_plan(20, 0.25)) + 1) * cfg.seeds  # + the evaluation before training
+    assert evals[1][2] == "0" and evals[-1][2] == str(cfg.num_iterations * cfg.steps_per_iteration)
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"param_count", "steps_per_sec", "compile_s", "final_eval", "has_win", "finished"} <= set(summary)
+    assert summary["param_count"] == 4 and summary["has_win"] and summary["finished"]
+    assert summary["compile_s"] is not None and summary["compile_s"] >= 0 and summary["steps_per_sec"] > 0
+    assert [r["seed"] for r in summary["final_eval"]["per_seed"]] == [7, 8, 9]
+    final = [float(r[3]) for r in evals[-3:]]
+    assert summary["final_eval"]["mean"]["eval_return"] == pytest.approx(np.mean(final))
+    assert len([p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]) == 2  # max_to_keep
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, prefix + k + ".")
+        else:
+            yield prefix + k, v
+
+
+def test_vmapped_seed_equals_single_seed(tmp_path, fake_factory):
+    both = run(_cfg(tmp_path, "both", seeds=2, eval_every=0.5), make_program=fake_factory)
+    alone = run(_cfg(tmp_path, "alone", seed=8, seeds=1, eval_every=0.5), make_program=fake_factory)
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        rows = [json.loads(line) for line in (both / name).read_text().splitlines()]
+        single = [json.loads(line) for line in (alone / name).read_text().splitlines()]
+        assert [r for r in rows if r["seed"] == 8] == single
+        seven = [r for r in rows if r["seed"] == 7]
+        assert [r.get("loss", r.get("eval_return")) for r in seven] != [
+            r.get("loss", r.get("eval_return")) for r in single]
+
+
+def test_refuses_existing_run_folder_and_config_mismatch(tmp_path, fake_factory):
+    cfg = _cfg(tmp_path, "taken", eval_every=1.0)
+    run_dir = run(cfg, make_program=fake_factory)
+    with pytest.raises(ConfigError, match="taken"):
+        run(cfg, make_program=fake_factory)
+    with pytest.raises(ConfigError, match="differs"):
+        run(_cfg(tmp_path, "taken", eval_every=1.0, seeds=2), resume=run_dir, make_program=fake_factory)
+
+
+def test_no_checkpoint_no_resume(tmp_path, fake_factory):
+    run_dir = run(_cfg(tmp_path, "nockpt", checkpoint=False), max_chunks=1, make_program=fake_factory)
+    assert not (run_dir / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        run(resume=run_dir, make_program=fake_factory)
