@@ -45,7 +45,7 @@ class EnvConfig:
         "auto", "agent indication appended to observations; auto = onehot for fups_id",
         choices=("auto", "none", "onehot", "binary"),
     )
-    matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty"))
+    matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty", "two_step"))
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class QConfig:
     num_envs: int = _f(16, "parallel environments", min=1)
     rollout_len: int = _f(128, "env steps per rollout and per stored sequence", min=1)
     hidden: int = _f(64, "agent network width (Dense -> GRU -> Dense)", min=1)
-    lr: float = _f(1e-3, "Adam learning rate", min=0.0)
+    lr: float = _f(5e-4, "Adam learning rate", min=0.0)
     lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
     gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
     buffer_size: int = _f(2048, "replay capacity in stored sequences", min=1)
@@ -67,9 +67,10 @@ class QConfig:
     learning_starts: int = _f(10_000, "env steps collected before the first update", min=0)
     eps_start: float = _f(1.0, "initial epsilon", min=0.0, max=1.0)
     eps_end: float = _f(0.05, "final epsilon", min=0.0, max=1.0)
-    eps_decay_steps: int = _f(100_000, "env steps of linear epsilon decay", min=1)
-    target_update_interval: int = _f(50, "gradient steps between hard target updates", min=1)
+    eps_decay_steps: int = _f(50_000, "env steps of linear epsilon decay", min=1)
+    target_update_interval: int = _f(200, "gradient steps between hard target updates", min=1)
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
+    stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
     mixer_embed: int = _f(32, "QMIX mixing-network width", min=1)
     hypernet_hidden: int = _f(64, "QMIX hypernetwork hidden width", min=1)

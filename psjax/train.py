@@ -74,11 +74,21 @@ def _episode_means(done, values):
 def _init(parts: Parts, key) -> Runner:
     key, k_env, k_learner, k_sharing = jax.random.split(key, 4)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_env, parts.num_envs))
-    return Runner(env_state, ts, parts.learner.init_hidden(parts.num_envs), parts.learner.init(k_learner),
-                  parts.scheme.init(k_sharing), key, jnp.int32(0), jnp.int32(0))
+    return Runner(
+        env_state,
+        ts,
+        parts.learner.init_hidden(parts.num_envs),
+        parts.learner.init(k_learner),
+        parts.scheme.init(k_sharing),
+        key,
+        jnp.int32(0),
+        jnp.int32(0),
+    )
 
 
-def _rollout(parts: Parts, learner_state, sharing, env_state, ts, hidden, key, step, num_steps: int, greedy: bool):
+def _rollout(
+    parts: Parts, learner_state, sharing, env_state, ts, hidden, key, step, num_steps: int, greedy: bool
+):
     """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, TimeStep)."""
     env, learner = parts.env, parts.learner
 
@@ -88,9 +98,19 @@ def _rollout(parts: Parts, learner_state, sharing, env_state, ts, hidden, key, s
         actions, hidden, extras = learner.act(learner_state, sharing, hidden, ts, k_act, step, greedy)
         env_state, next_ts = jax.vmap(env.step)(jax.random.split(k_env, ts.obs.shape[0]), env_state, actions)
         # a finished episode's memory must not leak into the next one
-        hidden = jax.tree.map(lambda h: jnp.where(next_ts.done.reshape(-1, *[1] * (h.ndim - 1)), 0.0, h), hidden)
-        transition = Transition(ts.obs, ts.state, ts.avail_actions, actions, next_ts.reward, next_ts.done,
-                                next_ts.terminated, extras)
+        hidden = jax.tree.map(
+            lambda h: jnp.where(next_ts.done.reshape(-1, *[1] * (h.ndim - 1)), 0.0, h), hidden
+        )
+        transition = Transition(
+            ts.obs,
+            ts.state,
+            ts.avail_actions,
+            actions,
+            next_ts.reward,
+            next_ts.done,
+            next_ts.terminated,
+            extras,
+        )
         return (env_state, next_ts, hidden), (transition, next_ts)
 
     return jax.lax.scan(env_step, (env_state, ts, hidden), jax.random.split(key, num_steps))
@@ -99,15 +119,28 @@ def _rollout(parts: Parts, learner_state, sharing, env_state, ts, hidden, key, s
 def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     key, k_roll, k_update, k_sharing = jax.random.split(runner.key, 4)
     (env_state, ts, hidden), (traj, step_ts) = _rollout(
-        parts, runner.learner, runner.sharing, runner.env_state, runner.ts, runner.hidden, k_roll,
-        runner.env_steps, parts.rollout_len, greedy=False)
+        parts,
+        runner.learner,
+        runner.sharing,
+        runner.env_state,
+        runner.ts,
+        runner.hidden,
+        k_roll,
+        runner.env_steps,
+        parts.rollout_len,
+        greedy=False,
+    )
     env_steps = runner.env_steps + parts.num_envs * parts.rollout_len
-    learner_state, metrics = parts.learner.update(runner.learner, runner.sharing, traj, ts, runner.hidden,
-                                                  k_update, env_steps)
-    sharing, learner_state, sharing_metrics = parts.scheme.update(runner.sharing, learner_state, traj, k_sharing)
+    learner_state, metrics = parts.learner.update(
+        runner.learner, runner.sharing, traj, ts, runner.hidden, k_update, env_steps
+    )
+    sharing, learner_state, sharing_metrics = parts.scheme.update(
+        runner.sharing, learner_state, traj, k_sharing
+    )
     done = step_ts.done
     metrics = {
-        **metrics, **sharing_metrics,
+        **metrics,
+        **sharing_metrics,
         "env_steps": env_steps,
         "return": _episode_means(done, step_ts.episode_return),
         "won": _episode_means(done, step_ts.won.astype(jnp.float32)),
@@ -122,9 +155,18 @@ def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:
     """Greedy policy for one full episode in each of ``num_envs`` fresh envs."""
     k_reset, k_roll = jax.random.split(key)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
-    _, (_, step_ts) = _rollout(parts, runner.learner, runner.sharing, env_state, ts,
-                               parts.learner.init_hidden(num_envs), k_roll, runner.env_steps,
-                               parts.env.spec.max_steps, greedy=True)
+    _, (_, step_ts) = _rollout(
+        parts,
+        runner.learner,
+        runner.sharing,
+        env_state,
+        ts,
+        parts.learner.init_hidden(num_envs),
+        k_roll,
+        runner.env_steps,
+        parts.env.spec.max_steps,
+        greedy=True,
+    )
     first_done = jnp.cumsum(step_ts.done, axis=0) == 1
     first_done = first_done & step_ts.done  # [T, E]: the step that ended each env's first episode
     return {

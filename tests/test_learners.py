@@ -42,9 +42,13 @@ def test_sequence_targets_double_q_with_masks_and_alignment():
 
 def test_sequence_targets_with_vdn_team_reward():
     q = jnp.arange(3 * 1 * 2 * 2, dtype=jnp.float32).reshape(3, 1, 2, 2)
-    seq = {"action": jnp.zeros((2, 1, 2), jnp.int32), "reward": jnp.ones((2, 1, 2)),
-           "done": jnp.array([[False], [False]]), "avail": jnp.ones((3, 1, 2, 2), bool),
-           "state": jnp.zeros((3, 1, 1))}
+    seq = {
+        "action": jnp.zeros((2, 1, 2), jnp.int32),
+        "reward": jnp.ones((2, 1, 2)),
+        "done": jnp.array([[False], [False]]),
+        "avail": jnp.ones((3, 1, 2, 2), bool),
+        "state": jnp.zeros((3, 1, 1)),
+    }
     vdn = VDNMixer()
     mix = lambda q_t, s: vdn.apply({}, q_t, s)  # noqa: E731
     pred, y = sequence_targets(q, q, seq, 1.0, True, mix, mix, lambda r: r.mean(-1))

@@ -21,11 +21,13 @@ def test_indexed_apply_equals_loop_over_agents():
     net = MLP(H, A)
     bank = _bank(net, K, jnp.zeros(D))
     slots = jnp.array([2, 0, 2, 1])
-    masks = tuple(jax.random.bernoulli(jax.random.PRNGKey(i), 0.5, (N, H)).astype(jnp.float32) for i in range(2))
+    masks = tuple(
+        jax.random.bernoulli(jax.random.PRNGKey(i), 0.5, (N, H)).astype(jnp.float32) for i in range(2)
+    )
     x = jax.random.normal(jax.random.PRNGKey(2), (7, N, D))
     out = apply_agents(net.apply, bank, SlotLayout(K, "indexed", True), SharingState(slots, masks), x)
     for i in range(N):
-        params_i = jax.tree.map(lambda p: p[slots[i]], bank)
+        params_i = jax.tree.map(lambda p, slot=slots[i]: p[slot], bank)
         expected = net.apply(params_i, x[:, i], (masks[0][i], masks[1][i]))
         np.testing.assert_allclose(out[:, i], expected, rtol=1e-5, atol=1e-6)
 
@@ -45,7 +47,9 @@ def test_shared_bank_apply_equals_plain_shared_network():
     net = MLP(H, A)
     bank = _bank(net, 1, jnp.zeros(D))
     x = jax.random.normal(jax.random.PRNGKey(5), (3, N, D))
-    out = apply_agents(net.apply, bank, SlotLayout(1, "shared", False), SharingState(jnp.zeros(N, int), ()), x)
+    out = apply_agents(
+        net.apply, bank, SlotLayout(1, "shared", False), SharingState(jnp.zeros(N, int), ()), x
+    )
     plain = net.apply(jax.tree.map(lambda p: p[0], bank), x)
     np.testing.assert_array_equal(out, plain)
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, team_reward
 from psjax.envs.lbf import parse_lbf_scenario
-from psjax.envs.matrix import PAYOFFS
+from psjax.envs.matrix import GAMES
 from psjax.envs.wrappers import AGENT_ID_KINDS, Padding, agent_id_features, pad_raw, with_agent_id
 
 if TYPE_CHECKING:
@@ -66,8 +66,8 @@ def check_env_config(env_cfg: EnvConfig) -> None:
     elif name == "lbf":
         parse_lbf_scenario(env_cfg.scenario, env_cfg.fov)
     elif name == "matrix":
-        if env_cfg.matrix_game not in PAYOFFS:
-            allowed = ", ".join(map(repr, PAYOFFS))
+        if env_cfg.matrix_game not in GAMES:
+            allowed = ", ".join(map(repr, GAMES))
             raise psconfig.ConfigError(
                 f"env.matrix_game={env_cfg.matrix_game!r} is not allowed; allowed: {allowed}"
             )

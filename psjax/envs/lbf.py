@@ -67,9 +67,10 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
     """jumanji LevelBasedForaging with the vector observer.
 
     obs ``[N, 3 * (F + N)]`` float32: per food (x, y, level), then self, then the other
-    agents, each (-1, -1, 0) when outside the field of view or eaten; avail ``[N, 6]``
+    agents, each (-1, -1, 0) when outside the field of view or eaten, all divided by the grid size; avail ``[N, 6]``
     (jumanji's action mask); state ``[3N + 4F]`` = agent positions [N, 2], agent levels [N],
-    food positions [F, 2], food levels [F], food eaten [F], flattened in that order.
+    food positions [F, 2], food levels [F], food eaten [F], flattened in that order and divided
+    by the grid size.
     ``terminated`` when all food is eaten (jumanji's LAST step with discount 0), which also
     counts as ``won``; ``truncated`` at the time limit (default 50).
     """
@@ -90,16 +91,23 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
         team_reward="sum", has_won=True,
     )
 
+    # positions and levels are grid-sized integers: divide by the grid size to keep the
+    # networks' inputs (and QMIX's hypernetwork outputs) near unit scale
+    scale = float(sc.grid_size)
+
     def global_state(st):
         parts = (
             st.agents.position, st.agents.level, st.food_items.position, st.food_items.level,
             st.food_items.eaten,
         )
-        return jnp.concatenate([jnp.ravel(p).astype(jnp.float32) for p in parts])
+        return jnp.concatenate([jnp.ravel(p).astype(jnp.float32) for p in parts]) / scale
+
+    def observe(view):
+        return view.astype(jnp.float32) / scale
 
     def reset_raw(key):
         st, ts = env.reset(key)
-        return st, ts.observation.agents_view, global_state(st), ts.observation.action_mask
+        return st, observe(ts.observation.agents_view), global_state(st), ts.observation.action_mask
 
     def step_raw(key, st, actions):
         del key  # jumanji's LBF step is deterministic
@@ -108,7 +116,7 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
         terminated = last & jnp.all(ts.discount == 0)
         truncated = last & ~terminated
         return (
-            st, ts.observation.agents_view, global_state(st), ts.observation.action_mask,
+            st, observe(ts.observation.agents_view), global_state(st), ts.observation.action_mask,
             ts.reward, terminated, truncated, terminated,
         )
 

@@ -12,6 +12,7 @@ stop (jaxmarl's availability mask), which the trainer must honour.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 from psjax.envs._jaxmarl import jaxmarl_module
 from psjax.envs.base import Env, EnvSpec, make_env_from_raw
@@ -25,11 +26,31 @@ def smax_map_names() -> tuple[str, ...]:
     return tuple(smax_env.MAP_NAME_TO_SCENARIO)
 
 
+def _world_state_scale(env) -> jnp.ndarray:
+    """Per-feature factors that bring jaxmarl's world state to the unit scale of the observations.
+
+    jaxmarl's world state holds raw positions (up to the map size), weapon cooldowns and
+    integer unit types; fed raw to QMIX's hypernetworks they make the initial Q_tot hundreds
+    of times larger than any return. Layout: per unit (health, x, y, cooldown, type one-hot),
+    then every unit's team, then every unit's type.
+    """
+    inner = env._env
+    per_unit = np.ones(len(inner.own_features), np.float32)
+    per_unit[1], per_unit[2] = 1.0 / inner.map_width, 1.0 / inner.map_height
+    per_unit[3] = 1.0 / float(np.max(np.asarray(inner.unit_type_weapon_cooldowns)))
+    num_units = inner.num_agents
+    num_types = len(np.asarray(inner.unit_type_health))
+    return jnp.asarray(np.concatenate([
+        np.tile(per_unit, num_units), np.ones(num_units, np.float32),
+        np.full(num_units, 1.0 / max(num_types - 1, 1), np.float32),
+    ]))
+
+
 def make_smax(map_name: str = "3m", time_limit: int = 0) -> Env:
     """HeuristicEnemySMAX on ``map_name``.
 
     obs ``[N_allies, D]`` (unit-list observation; 3m: D = 75), state ``[S]`` = jaxmarl's
-    world_state (3m: S = 72), avail ``[N_allies, 5 + N_enemies]``, reward ``[N_allies]`` (the
+    world_state rescaled to unit range (3m: S = 72), avail ``[N_allies, 5 + N_enemies]``, reward ``[N_allies]`` (the
     same team reward for every ally: enemy health removed, normalised, plus 1 for a win).
     """
     smax = jaxmarl_module("environments.smax")
@@ -46,11 +67,13 @@ def make_smax(map_name: str = "3m", time_limit: int = 0) -> Env:
         team_reward="mean", has_won=True,
     )
 
+    state_scale = _world_state_scale(env)
+
     def observe(obs, st):
         avail = env.get_avail_actions(st)
         return (
             jnp.stack([obs[a] for a in agents]),
-            obs["world_state"],
+            obs["world_state"] * state_scale,
             jnp.stack([avail[a] for a in agents]).astype(jnp.bool_),
         )
 

@@ -51,8 +51,9 @@ def gae(reward_t, value_t, done_t, last_value, gamma, lam):
         adv = delta + gamma * lam * nd * adv_next
         return (adv, v), adv
 
-    _, adv = jax.lax.scan(step, (jnp.zeros_like(last_value), last_value), (reward_t, value_t, not_done),
-                          reverse=True)
+    _, adv = jax.lax.scan(
+        step, (jnp.zeros_like(last_value), last_value), (reward_t, value_t, not_done), reverse=True
+    )
     return adv, adv + value_t
 
 
@@ -73,7 +74,9 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         if not ac.central_critic:
             return obs
         ids = jnp.broadcast_to(jnp.eye(n), (*obs.shape[:-2], n, n))
-        return jnp.concatenate([jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1)
+        return jnp.concatenate(
+            [jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1
+        )
 
     def policy(params, sharing, obs, avail):
         logits = apply_agents(actor.apply, params["actor"], layout, sharing, obs)
@@ -85,8 +88,12 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def init(key):
         k_actor, k_critic = jax.random.split(key)
         params = {
-            "actor": init_bank(lambda k: actor.init(k, jnp.zeros((spec.obs_dim,))), k_actor, layout.num_slots),
-            "critic": init_bank(lambda k: critic.init(k, jnp.zeros((critic_in_dim,))), k_critic, layout.num_slots),
+            "actor": init_bank(
+                lambda k: actor.init(k, jnp.zeros((spec.obs_dim,))), k_actor, layout.num_slots
+            ),
+            "critic": init_bank(
+                lambda k: critic.init(k, jnp.zeros((critic_in_dim,))), k_critic, layout.num_slots
+            ),
         }
         return ACState(params, optimizer.init(params), jnp.int32(0))
 
@@ -111,28 +118,44 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         value_loss = 0.5 * jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
-        return loss, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                      "clip_frac": jnp.mean(jnp.abs(ratio - 1) > ac.clip_eps)}
+        return loss, {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "clip_frac": jnp.mean(jnp.abs(ratio - 1) > ac.clip_eps),
+        }
 
     def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
         del hidden0, step
         last_value = value(state.params, sharing, last.obs, last.state)  # [E, N]
-        adv, ret = gae(traj.reward, traj.extras["value"], traj.done[..., None], last_value, ac.gamma, ac.gae_lambda)
-        samples = {"obs": traj.obs, "state": traj.state, "avail": traj.avail, "action": traj.action,
-                   "logp": traj.extras["logp"], "adv": adv, "ret": ret}
+        adv, ret = gae(
+            traj.reward, traj.extras["value"], traj.done[..., None], last_value, ac.gamma, ac.gae_lambda
+        )
+        samples = {
+            "obs": traj.obs,
+            "state": traj.state,
+            "avail": traj.avail,
+            "action": traj.action,
+            "logp": traj.extras["logp"],
+            "adv": adv,
+            "ret": ret,
+        }
         samples = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
 
         def epoch(state, k):
             # one minibatch is the whole rollout: its order cannot matter, so skip the shuffle
-            shuffled = samples if ac.num_minibatches == 1 else jax.tree.map(
-                lambda x: x[jax.random.permutation(k, x.shape[0])], samples)
+            shuffled = (
+                samples
+                if ac.num_minibatches == 1
+                else jax.tree.map(lambda x: x[jax.random.permutation(k, x.shape[0])], samples)
+            )
             batches = jax.tree.map(lambda x: x.reshape(ac.num_minibatches, minibatch, *x.shape[1:]), shuffled)
 
             def minibatch_step(state, mb):
                 (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, sharing, mb)
                 updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
                 params = optax.apply_updates(state.params, updates)
-                aux = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+                aux = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
                 return ACState(params, opt_state, state.updates + 1), aux
 
             return jax.lax.scan(minibatch_step, state, batches)

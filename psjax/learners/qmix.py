@@ -99,16 +99,21 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def init(key):
         k_agent, k_mixer = jax.random.split(key)
         dummy_obs = jnp.zeros((spec.obs_dim,))
-        agent_bank = init_bank(lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), k_agent,
-                               layout.num_slots)
+        agent_bank = init_bank(
+            lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), k_agent, layout.num_slots
+        )
         params = {"agent": agent_bank}
         if mixer is not None:
             params["mixer"] = mixer.init(k_mixer, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
         T = qc.rollout_len
         item = {
-            "obs": jnp.zeros((T + 1, n, spec.obs_dim)), "state": jnp.zeros((T + 1, spec.state_dim)),
-            "avail": jnp.zeros((T + 1, n, num_actions), bool), "action": jnp.zeros((T, n), jnp.int32),
-            "reward": jnp.zeros((T, n)), "done": jnp.zeros((T,), bool), "hidden0": jnp.zeros((n, qc.hidden)),
+            "obs": jnp.zeros((T + 1, n, spec.obs_dim)),
+            "state": jnp.zeros((T + 1, spec.state_dim)),
+            "avail": jnp.zeros((T + 1, n, num_actions), bool),
+            "action": jnp.zeros((T, n), jnp.int32),
+            "reward": jnp.zeros((T, n)),
+            "done": jnp.zeros((T,), bool),
+            "hidden0": jnp.zeros((n, qc.hidden)),
         }
         return QState(params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0))
 
@@ -135,27 +140,38 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         # time-major: [T(+1), B, ...]
         b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
         done = b["done"]  # [T, B]
-        resets = jnp.concatenate([jnp.zeros_like(done[:1]), done], axis=0)  # obs t+1 starts fresh after done_t
+        resets = jnp.concatenate(
+            [jnp.zeros_like(done[:1]), done], axis=0
+        )  # obs t+1 starts fresh after done_t
         q = unroll(params["agent"], sharing, batch["hidden0"], b["obs"], resets)
         q_target = unroll(target["agent"], sharing, batch["hidden0"], b["obs"], resets)
         if mixer is None:  # IQL: each agent its own reward and target
             pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q)
         else:
-            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q,
-                                       partial(mixer.apply, params["mixer"]), partial(mixer.apply, target["mixer"]),
-                                       partial(team_reward, spec))
+            pred, y = sequence_targets(
+                q,
+                q_target,
+                b,
+                qc.gamma,
+                qc.double_q,
+                partial(mixer.apply, params["mixer"]),
+                partial(mixer.apply, target["mixer"]),
+                partial(team_reward, spec),
+            )
         td = pred - jax.lax.stop_gradient(y)
         return jnp.mean(td**2), {"q_taken": pred.mean(), "td_abs": jnp.abs(td).mean()}
 
     def gradient_step(state: QState, sharing, key):
         batch = replay.sample(state.buffer, key, qc.batch_size)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.target, sharing, batch)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target, sharing, batch
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
         sync = num_updates % qc.target_update_interval == 0
         target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates), metrics
 
     def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
@@ -163,10 +179,13 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             return jnp.swapaxes(jnp.concatenate([x_t, x_last[None]], axis=0), 0, 1)
 
         items = {
-            "obs": with_next(traj.obs, last.obs), "state": with_next(traj.state, last.state),
+            "obs": with_next(traj.obs, last.obs),
+            "state": with_next(traj.state, last.state),
             "avail": with_next(traj.avail, last.avail_actions),
-            "action": jnp.swapaxes(traj.action, 0, 1), "reward": jnp.swapaxes(traj.reward, 0, 1),
-            "done": jnp.swapaxes(traj.done, 0, 1), "hidden0": hidden0,
+            "action": jnp.swapaxes(traj.action, 0, 1),
+            "reward": jnp.swapaxes(traj.reward, 0, 1),
+            "done": jnp.swapaxes(traj.done, 0, 1),
+            "hidden0": hidden0 if qc.stored_state else jnp.zeros_like(hidden0),
         }
         state = state._replace(buffer=replay.add(state.buffer, items))
 

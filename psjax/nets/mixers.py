@@ -19,8 +19,9 @@ class QMixer(nn.Module):
     @nn.compact
     def __call__(self, q, state):
         def hyper(out_dim, name):
-            return nn.Sequential([nn.Dense(self.hyper_hidden, name=f"{name}_0"), nn.relu,
-                                  nn.Dense(out_dim, name=f"{name}_1")])
+            return nn.Sequential(
+                [nn.Dense(self.hyper_hidden, name=f"{name}_0"), nn.relu, nn.Dense(out_dim, name=f"{name}_1")]
+            )
 
         w1 = jnp.abs(hyper(self.num_agents * self.embed, "w1")(state))
         w1 = w1.reshape(*state.shape[:-1], self.num_agents, self.embed)

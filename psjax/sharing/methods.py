@@ -37,16 +37,23 @@ def make_scheme(cfg: TrainConfig, num_agents: int, hidden: int, num_masked_layer
     identity_slots = jnp.arange(num_agents, dtype=jnp.int32)
     zero_slots = jnp.zeros(num_agents, jnp.int32)
     if alg == "nops":
-        return Scheme(SlotLayout(num_agents, "identity", False),
-                      lambda key: SharingState(identity_slots, ()), _static_update)
+        return Scheme(
+            SlotLayout(num_agents, "identity", False),
+            lambda key: SharingState(identity_slots, ()),
+            _static_update,
+        )
     if alg in ("fups", "fups_id"):
-        return Scheme(SlotLayout(1, "shared", False), lambda key: SharingState(zero_slots, ()), _static_update)
+        return Scheme(
+            SlotLayout(1, "shared", False), lambda key: SharingState(zero_slots, ()), _static_update
+        )
     if alg == "snp_ps":
         keep = cfg.sharing.snp_keep_prob
 
         def init(key):
             keys = jax.random.split(key, num_masked_layers)
-            masks = tuple(jax.random.bernoulli(k, keep, (num_agents, hidden)).astype(jnp.float32) for k in keys)
+            masks = tuple(
+                jax.random.bernoulli(k, keep, (num_agents, hidden)).astype(jnp.float32) for k in keys
+            )
             return SharingState(zero_slots, masks)
 
         return Scheme(SlotLayout(1, "shared", True), init, _static_update)

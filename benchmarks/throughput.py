@@ -1,0 +1,318 @@
+#!/usr/bin/env python
+"""Throughput and compile time of the psjax training program, per (env, learner, method).
+
+For each configuration the training program ``make_program(cfg, chunk_iters)`` is built, its
+``init`` and ``run_chunk`` are vmapped over ``--seeds`` seeds and jitted, and:
+
+* compile time = wall time of ``chunk.lower(runner).compile()`` (reported on its own, never
+  mixed into the run time);
+* throughput = seeds * chunk_iters * steps_per_iteration / median wall time of ``--repeats``
+  calls to the compiled chunk (each ended by ``jax.block_until_ready``), in env steps per second
+  (summed over seeds and parallel envs; gradient steps included: value learners run with
+  ``learning_starts=0``);
+* ``x FuPS`` = a method's throughput divided by FuPS's in the same run, same env and learner.
+
+Timings are measurements, never tests: they depend on the machine and on whatever else it runs.
+
+    python benchmarks/throughput.py                      # default grid (`make bench`)
+    python benchmarks/throughput.py --envs lbf --learners qmix,ppo --methods fups,nops --markdown
+    python benchmarks/throughput.py --peer-qmix          # the one config compared with a peer JAX QMIX
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import socket
+import statistics
+import sys
+import time
+import traceback
+from typing import Any
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
+    sys.path.insert(0, str(REPO))
+
+from psjax.config import ENVS, LEARNERS, METHODS, VALUE_LEARNERS, make_config  # noqa: E402
+
+# The "small config" of each environment.
+ENV_OVERRIDES: dict[str, dict[str, Any]] = {
+    "smax": {"env": "smax", "map": "3m"},
+    "mpe_spread": {"env": "mpe_spread", "num_agents": 3, "num_landmarks": 3},
+    "lbf": {"env": "lbf", "scenario": "8x8-2p-2f-coop"},
+}
+DEFAULT_ENVS = ("smax", "mpe_spread", "lbf")
+DEFAULT_LEARNERS = LEARNERS  # qmix, vdn, iql, a2c, ppo
+# env steps per seed per timed call unless --chunk-iters: 10 iterations of the value learners and PPO
+# (16 envs x 128 steps), 512 of A2C (8 envs x 5 steps)
+DEFAULT_CHUNK_STEPS = 20_480
+
+# The configuration compared with a peer JAX QMIX implementation.
+PEER_QMIX: dict[str, Any] = {
+    "env": "smax", "map": "3m", "alg": "fups", "learner": "qmix", "hidden": 64, "num_envs": 16,
+    "rollout_len": 128, "updates_per_rollout": 1, "batch_size": 32, "learning_starts": 0,
+}
+
+
+def _csv(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(
+            f"bad {what} {', '.join(bad) or repr(value)}; allowed: {', '.join(allowed)}")
+    return items
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--envs", type=lambda v: _csv(v, ENVS, "env"), default=list(DEFAULT_ENVS),
+                   help=f"comma list (default: {','.join(DEFAULT_ENVS)})")
+    p.add_argument("--learners", type=lambda v: _csv(v, LEARNERS, "learner"), default=list(DEFAULT_LEARNERS),
+                   help=f"comma list (default: {','.join(DEFAULT_LEARNERS)})")
+    p.add_argument("--methods", type=lambda v: _csv(v, METHODS, "method"), default=list(METHODS),
+                   help=f"comma list (default: all of psjax.config.METHODS: {','.join(METHODS)})")
+    p.add_argument("--chunk-iters", type=int, default=None,
+                   help="training iterations per timed call (default: enough for about --chunk-steps)")
+    p.add_argument("--chunk-steps", type=int, default=DEFAULT_CHUNK_STEPS,
+                   help="target env steps per seed per timed call when --chunk-iters is not given "
+                        f"(default {DEFAULT_CHUNK_STEPS})")
+    p.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (median taken)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed calls before the timed ones (the first call pays one-off costs such as "
+                        "touching freshly allocated memory; default 1)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds vmapped together")
+    p.add_argument("--out", type=pathlib.Path, default=None,
+                   help="JSON file (default: benchmarks/results/throughput-<host>-<date>.json)")
+    p.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
+    p.add_argument("--peer-qmix", action="store_true",
+                   help="measure only the configuration compared with a peer JAX QMIX "
+                        "(SMAX 3m, fups, qmix, hidden 64, 16 envs x 128 steps, 1 update/rollout, batch 32)")
+    args = p.parse_args(argv)
+    for name in ("chunk_iters", "chunk_steps", "repeats", "seeds", "warmup"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            p.error(f"--{name.replace('_', '-')} must be at least {0 if name == 'warmup' else 1}")
+    return args
+
+
+def environment_info(argv: list[str]) -> dict[str, Any]:
+    import jax
+    import jaxlib
+
+    return {
+        "command": shlex.join([sys.executable, sys.argv[0] if sys.argv[0].endswith("throughput.py")
+                               else str(pathlib.Path(__file__).relative_to(REPO)), *argv]),
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def config_overrides(env: str, learner: str, method: str) -> dict[str, Any]:
+    overrides = {**ENV_OVERRIDES.get(env, {"env": env}), "alg": method, "learner": learner}
+    if learner in VALUE_LEARNERS:
+        overrides["learning_starts"] = 0  # time gradient steps too
+    return overrides
+
+
+def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int, repeats: int,
+            seeds: int, warmup: int = 1, status=lambda msg: None) -> dict[str, Any]:
+    """Compile and time one configuration; returns a result row."""
+    import jax
+    import numpy as np
+
+    from psjax.train import make_program
+
+    cfg = make_config({**overrides, "seeds": seeds})
+    spi = cfg.steps_per_iteration
+    iters = chunk_iters or max(1, -(-chunk_steps // spi))
+    prog = make_program(cfg, iters)
+    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(s))) for s in range(seeds)])
+
+    status("init")
+    t0 = time.perf_counter()
+    runner = jax.block_until_ready(jax.jit(jax.vmap(prog.init))(keys))
+    init_s = time.perf_counter() - t0
+
+    status("compile")
+    chunk = jax.jit(jax.vmap(prog.run_chunk))
+    t0 = time.perf_counter()
+    compiled = chunk.lower(runner).compile()
+    compile_s = time.perf_counter() - t0
+
+    for i in range(warmup):
+        status(f"warm-up {i + 1}/{warmup}")
+        runner, _ = jax.block_until_ready(compiled(runner))
+    times = []
+    for i in range(repeats):
+        status(f"run {i + 1}/{repeats}")
+        t0 = time.perf_counter()
+        runner, _ = jax.block_until_ready(compiled(runner))
+        times.append(time.perf_counter() - t0)
+    env_steps = np.asarray(runner.env_steps)
+    expected = (warmup + repeats) * iters * spi
+    if not (env_steps == expected).all():
+        raise RuntimeError(f"runner counted {env_steps.tolist()} env steps per seed, expected {expected}")
+    median_s = statistics.median(times)
+    steps = seeds * iters * spi
+    return {
+        "config": dict(overrides),
+        "param_count": int(prog.param_count),
+        "seeds": seeds,
+        "chunk_iters": iters,
+        "steps_per_iteration": spi,
+        "steps_per_call": steps,
+        "init_s": init_s,
+        "compile_s": compile_s,
+        "warmup_calls": warmup,
+        "run_s": times,
+        "median_run_s": median_s,
+        "steps_per_s": steps / median_s,
+    }
+
+
+def add_fups_ratios(rows: list[dict[str, Any]]) -> None:
+    """``x_fups`` = steps/s over FuPS's steps/s for the same env and learner (None without FuPS)."""
+    fups = {(r["env"], r["learner"]): r.get("steps_per_s") for r in rows if r["method"] == "fups"}
+    for r in rows:
+        base, own = fups.get((r["env"], r["learner"])), r.get("steps_per_s")
+        r["x_fups"] = own / base if base and own else None
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+TABLE_COLUMNS = ("env", "learner", "method", "params", "steps/s", "x FuPS", "compile s")
+
+
+def table_cells(r: dict[str, Any]) -> list[str]:
+    if "error" in r:
+        return [r["env"], r["learner"], r["method"], "-", "error", "-", "-"]
+    return [r["env"], r["learner"], r["method"], f"{r['param_count']:,}", f"{r['steps_per_s']:,.0f}",
+            _fmt(r["x_fups"], ".2f"), f"{r['compile_s']:.1f}"]
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |",
+             "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+    lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(rows: list[dict[str, Any]]) -> str:
+    cells = [list(TABLE_COLUMNS)] + [table_cells(r) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
+
+    def line(row):
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join(line(row) for row in cells)
+
+
+def peer_line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"peer-qmix: error: {r['error']}"
+    config = " ".join(f"{k}={v}" for k, v in r["config"].items())
+    return (f"peer-qmix ({config}, seeds={r['seeds']}): {r['steps_per_s']:,.0f} env steps/s, "
+            f"compile {r['compile_s']:.1f} s, {r['param_count']:,} params")
+
+
+def default_out(info: dict[str, Any]) -> pathlib.Path:
+    date = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO / "benchmarks" / "results" / f"throughput-{info['host']}-{date}.json"
+
+
+def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str, Any]:
+    """Run the benchmark; returns the JSON document it writes (also for tests).
+
+    ``clear_caches``: drop JAX's caches after each configuration (keeps a long sweep's memory flat;
+    the command line sets it, an in-process caller such as a test session may not want it).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    import jax
+    from tqdm import tqdm
+
+    info = environment_info(argv)
+    header = [f"command: {info['command']}",
+              f"devices: {', '.join(info['devices'])} (backend {info['backend']})",
+              f"jax {info['jax']}, jaxlib {info['jaxlib']}, python {info['python']}",
+              f"cpus: {info['cpu_count']} (usable: {info['cpu_affinity']}), host {info['host']}, "
+              f"{info['date']}",
+              f"repeats {args.repeats} (+{args.warmup} warm-up), seeds {args.seeds}, chunk "
+              + (f"{args.chunk_iters} iterations" if args.chunk_iters
+                 else f"~{args.chunk_steps} env steps per seed")]
+    print("\n".join(header), flush=True)
+
+    if args.peer_qmix:
+        grid = [("smax", "qmix", "fups", dict(PEER_QMIX))]
+    else:
+        grid = [(e, lrn, m, config_overrides(e, lrn, m))
+                for e in args.envs for lrn in args.learners for m in args.methods]
+    out = args.out or default_out(info)
+    doc: dict[str, Any] = {
+        "info": info,
+        "settings": {"chunk_iters": args.chunk_iters, "chunk_steps": args.chunk_steps,
+                     "repeats": args.repeats, "warmup": args.warmup, "seeds": args.seeds,
+                     "peer_qmix": args.peer_qmix},
+        "results": [],
+        "peer_qmix": None,
+    }
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=1) + "\n")
+
+    rows = doc["results"]
+    bar = tqdm(grid, desc="throughput", unit="config", file=sys.stderr, dynamic_ncols=True)
+    for env, learner, method, overrides in bar:
+        name = f"{env}/{learner}/{method}"
+        row: dict[str, Any] = {"env": env, "learner": learner, "method": method}
+
+        def status(msg, name=name):
+            bar.set_postfix_str(f"{name}: {msg}")
+
+        try:
+            row.update(measure(overrides, args.chunk_iters, args.chunk_steps, args.repeats, args.seeds,
+                               args.warmup, status))
+            tqdm.write(f"{name}: {row['steps_per_s']:,.0f} steps/s, compile {row['compile_s']:.1f} s, "
+                       f"{row['param_count']:,} params", file=sys.stderr)
+        except Exception as e:  # keep the sweep going; the row records what went wrong
+            row["error"] = f"{type(e).__name__}: {e}"
+            tqdm.write(f"{name}: error:\n{traceback.format_exc()}", file=sys.stderr)
+        rows.append(row)
+        add_fups_ratios(rows)
+        if args.peer_qmix:
+            doc["peer_qmix"] = row
+        save()
+        if clear_caches:
+            jax.clear_caches()
+    bar.close()
+
+    print()
+    if args.peer_qmix:
+        print(peer_line(doc["peer_qmix"]))
+    print(markdown_table(rows) if args.markdown else text_table(rows))
+    print(f"\nwrote {out}", flush=True)
+    doc["out"] = str(out)
+    return doc
+
+
+if __name__ == "__main__":
+    result = main(clear_caches=True)
+    sys.exit(1 if any("error" in r for r in result["results"]) else 0)
