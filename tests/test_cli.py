@@ -14,7 +14,7 @@ from conftest import make_fake_program
 
 import psjax.run
 from psjax import cli
-from psjax.config import CONFIG_DIR, field_docs, make_config
+from psjax.config import CONFIG_DIR, QConfig, field_docs, make_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,7 @@ def test_fields_lists_every_field_with_doc_and_default(capsys):
     for path, doc in field_docs().items():
         line = next(line for line in out.splitlines() if line.startswith(f"{path} = "))
         assert doc in line
-    assert "q.lr = 0.001" in out and "env.name = 'lbf'" in out
+    assert f"q.lr = {QConfig().lr}" in out and "env.name = 'lbf'" in out
 
 
 def test_parse_pairs_keeps_equals_in_values():
@@ -90,7 +90,7 @@ def test_presets_validate_and_comment_every_value(preset):
             assert "#" in line, f"{preset}.yaml: no comment on {line!r}"
     assert yaml.safe_load(text)
     if preset == "default":
-        assert (cfg.env.name, cfg.alg, cfg.learner_name) == ("lbf", "fups", "qmix")
+        assert (cfg.env.name, cfg.alg, cfg.learner_name) == ("lbf", "fups", "ppo")
 
 
 def test_train_then_resume_end_to_end(tmp_path, monkeypatch, capsys):

@@ -370,7 +370,8 @@ def test_lbf_layout_and_global_state():
     assert spec.team_reward == "sum" and spec.max_steps == 12
     ts0, _, _, _ = rollout("lbf")
     n, f = 2, 2
-    st = ts0.state
+    grid = parse_lbf_scenario(CONFIGS["lbf"].scenario, -1).grid_size
+    st = np.rint(np.asarray(ts0.state) * grid)  # state and obs are divided by the grid size
     agent_pos = st[:, : 2 * n].reshape(B, n, 2)
     agent_lvl = st[:, 2 * n : 3 * n]
     food_lvl = st[:, 3 * n + 2 * f : 3 * n + 3 * f]
@@ -379,7 +380,7 @@ def test_lbf_layout_and_global_state():
     coop_lvl = np.broadcast_to(agent_lvl.sum(-1, keepdims=True), food_lvl.shape)  # force_coop
     np.testing.assert_array_equal(food_lvl, coop_lvl)
     # whole-grid view: each agent's own (x, y, level) sits right after the food block
-    own = ts0.obs[:, :, 3 * f : 3 * f + 3]
+    own = np.rint(np.asarray(ts0.obs[:, :, 3 * f : 3 * f + 3]) * grid)
     np.testing.assert_array_equal(own, np.concatenate([agent_pos, agent_lvl[..., None]], -1))
 
 

@@ -86,23 +86,14 @@ def test_vmapped_seeds_equal_single_runs(learner):
         np.testing.assert_allclose(single_metrics["return"], batched_metrics["return"][i], rtol=1e-5)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    base = {
-        "env": "lbf",
-        "alg": "nops",
-        "learner": "qmix",
-        "q.num_envs": 4,
-        "q.rollout_len": 8,
-        "q.learning_starts": 0,
-        "q.buffer_size": 64,
-        "q.batch_size": 8,
-        "steps": 4 * 8 * 8,
-        "eval_every": 0.25,
-        "eval_envs": 2,
-        "seeds": 2,
-        "out_dir": str(tmp_path),
-        "progress": False,
-    }
+@pytest.mark.parametrize("learner", ["qmix", "ppo"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
+    section = "q" if learner == "qmix" else "ac"
+    base = {"env": "lbf", "alg": "nops", "learner": learner, f"{section}.num_envs": 4, f"{section}.rollout_len": 8,
+            "steps": 4 * 8 * 8, "eval_every": 0.25, "eval_envs": 2, "seeds": 2, "out_dir": str(tmp_path),
+            "progress": False}
+    if learner == "qmix":
+        base.update({"q.learning_starts": 0, "q.buffer_size": 64, "q.batch_size": 8})
     full = run(make_config({**base, "run_name": "full"}))
     part = run(make_config({**base, "run_name": "part"}), max_chunks=2)
     resumed = run(resume=str(part))

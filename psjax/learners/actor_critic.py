@@ -98,7 +98,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         return ACState(params, optimizer.init(params), jnp.int32(0))
 
     def init_hidden(num_envs):
-        return jnp.zeros((num_envs, n, 0), jnp.float32)  # feed-forward: nothing to carry
+        # feed-forward: nothing to carry, but orbax cannot checkpoint zero-size arrays
+        return jnp.zeros((num_envs, n, 1), jnp.float32)
 
     def act(state: ACState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
         pi = policy(state.params, sharing, ts.obs, ts.avail_actions)

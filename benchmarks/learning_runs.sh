@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The learning runs recorded in docs/results.md (CPU, 2 cores). Each writes runs/<name>/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+train() { "$PY" -m psjax train progress=false out_dir=runs "$@"; }
+
+train preset=default run_name=lbf_coop_ppo_fups
+train env=lbf scenario=8x8-2p-2f-coop alg=fups_id learner=qmix seeds=2 steps=5e5 eval_every=0.1 run_name=lbf_coop_qmix_fupsid
+train env=mpe_spread alg=fups_id learner=qmix seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_qmix_fupsid
+train env=mpe_spread alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_ppo_fupsid
+train env=speaker_listener alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=speaker_listener_ppo_fupsid
+for args in "env=lbf scenario=8x8-2p-2f-coop" "env=mpe_spread" "env=speaker_listener"; do
+  "$PY" benchmarks/random_baseline.py $args
+done
