@@ -281,8 +281,9 @@ def validate(cfg: TrainConfig) -> None:
             f"ac.num_minibatches={ac.num_minibatches} must divide num_envs*rollout_len="
             f"{ac.num_envs * ac.rollout_len}"
         )
-    if cfg.env.name == "matrix" and not cfg.is_value_based and cfg.learner_name not in LEARNERS:
-        raise ConfigError("matrix env needs a known learner")
+    from psjax.envs import check_env_config  # maps and scenarios: names only, nothing compiled
+
+    check_env_config(cfg.env)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from conftest import make_fake_program
 
 import psjax.run
 from psjax import cli
-from psjax.config import CONFIG_DIR, QConfig, field_docs, make_config
+from psjax.config import CONFIG_DIR, ConfigError, QConfig, field_docs, make_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
@@ -105,3 +105,13 @@ def test_train_then_resume_end_to_end(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", f"resume={run_dir}"]) == 0  # finished already: rewrites the summary only
     assert cli.main(args) == 2  # the folder exists
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"env": "smax", "map": "4m_vs_nothing"}, ("4m_vs_nothing", "3m", "5m_vs_6m")),
+    ({"env": "lbf", "scenario": "8x8-2p"}, ("8x8-2p", "GRIDxGRID-Np-Mf")),
+])
+def test_make_config_checks_maps_and_scenarios(overrides, named):
+    with pytest.raises(ConfigError) as err:
+        make_config(overrides)
+    assert all(word in str(err.value) for word in named)
