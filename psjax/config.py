@@ -70,6 +70,7 @@ class QConfig:
     eps_decay_steps: int = _f(50_000, "env steps of linear epsilon decay", min=1)
     target_update_interval: int = _f(200, "gradient steps between hard target updates", min=1)
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
+    td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
     stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
     mixer_embed: int = _f(32, "QMIX mixing-network width", min=1)

@@ -111,3 +111,18 @@ def test_replay_buffer_wraps_and_samples_stored_items():
     assert set(np.unique(np.asarray(sampled))) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     partial = replay.add(replay.init({"x": jnp.zeros(())}, 10), {"x": jnp.array([7.0, 8.0])})
     assert set(np.unique(np.asarray(replay.sample(partial, jax.random.PRNGKey(1), 100)["x"]))) == {7.0, 8.0}
+
+
+def test_td_lambda_targets_by_hand():
+    r = jnp.array([1.0, 2.0, 3.0])
+    done = jnp.array([False, False, True])
+    q_next = jnp.array([10.0, 20.0, 30.0])
+    g, lam = 0.5, 0.5
+    g2 = 3.0  # episode ends: no bootstrap
+    g1 = 2.0 + g * ((1 - lam) * 20.0 + lam * g2)  # q_next[t] is the value of observation t+1
+    g0 = 1.0 + g * ((1 - lam) * 10.0 + lam * g1)
+    np.testing.assert_allclose(td_targets(r, done, q_next, g, lam), [g0, g1, g2], rtol=1e-6)
+    np.testing.assert_allclose(td_targets(r, done, q_next, g, 0.0), [1 + g * 10.0, 2 + g * 20.0, 3.0])
+    # lambda = 1 without episode end: the discounted return bootstrapped from the last next-value
+    np.testing.assert_allclose(td_targets(r, jnp.zeros(3, bool), q_next, g, 1.0),
+                               [1 + g * 2 + g**2 * 3 + g**3 * 30.0, 2 + g * 3 + g**2 * 30.0, 3 + g * 30.0])

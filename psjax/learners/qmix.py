@@ -46,16 +46,30 @@ def epsilon_greedy(key, q, avail, epsilon):
     return jnp.where(explore, random_actions, masked_argmax(q, avail))
 
 
-def td_targets(reward_t, done_t, q_next_tp1, gamma):
-    """One-step targets ``r_t + gamma * (1 - done_t) * q_next_{t+1}`` (shapes broadcast).
+def td_targets(reward_t, done_t, q_next_tp1, gamma, lam=0.0):
+    """TD(lambda) targets along time (axis 0); ``lam = 0`` gives one-step targets.
 
-    ``done_t`` closes the bootstrap on the step that ends the episode: its next
-    observation in the sequence already belongs to the following episode.
+    ``G_t = r_t + gamma * (1 - done_t) * ((1 - lam) * q_next_{t+1} + lam * G_{t+1})`` with
+    ``G`` past the last step replaced by ``q_next``. ``done_t`` closes the bootstrap on the
+    step that ends the episode: its next observation already belongs to the following episode.
+    Shapes: ``[T, ...]`` for all three arrays (``done_t`` broadcastable).
     """
-    return reward_t + gamma * (1.0 - done_t.astype(jnp.float32)) * q_next_tp1
+    not_done = 1.0 - jnp.broadcast_to(done_t, reward_t.shape).astype(jnp.float32)
+    if lam == 0.0:
+        return reward_t + gamma * not_done * q_next_tp1
+
+    def step(g_next, inputs):
+        r, nd, q_next = inputs
+        g = r + gamma * nd * ((1.0 - lam) * q_next + lam * g_next)
+        return g, g
+
+    _, g = jax.lax.scan(step, q_next_tp1[-1], (reward_t, not_done, q_next_tp1), reverse=True)
+    return g
 
 
-def sequence_targets(q, q_target, seq, gamma, double_q, mix_online=None, mix_target=None, reduce_reward=None):
+def sequence_targets(
+    q, q_target, seq, gamma, double_q, mix_online=None, mix_target=None, reduce_reward=None, lam=0.0
+):
     """Predictions and one-step double-Q targets along a stored sequence.
 
     Args:
@@ -71,10 +85,10 @@ def sequence_targets(q, q_target, seq, gamma, double_q, mix_online=None, mix_tar
     next_choice = masked_argmax(q[1:] if double_q else q_target[1:], seq["avail"][1:])
     q_next = jnp.take_along_axis(q_target[1:], next_choice[..., None], axis=-1)[..., 0]
     if mix_online is None:
-        return q_taken, td_targets(seq["reward"], seq["done"][..., None], q_next, gamma)
+        return q_taken, td_targets(seq["reward"], seq["done"][..., None], q_next, gamma, lam)
     pred = mix_online(q_taken, seq["state"][:-1])
     q_next_tot = mix_target(q_next, seq["state"][1:])
-    return pred, td_targets(reduce_reward(seq["reward"]), seq["done"], q_next_tot, gamma)
+    return pred, td_targets(reduce_reward(seq["reward"]), seq["done"], q_next_tot, gamma, lam)
 
 
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
@@ -146,17 +160,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         q = unroll(params["agent"], sharing, batch["hidden0"], b["obs"], resets)
         q_target = unroll(target["agent"], sharing, batch["hidden0"], b["obs"], resets)
         if mixer is None:  # IQL: each agent its own reward and target
-            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q)
+            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q, lam=qc.td_lambda)
         else:
+            mixers = partial(mixer.apply, params["mixer"]), partial(mixer.apply, target["mixer"])
             pred, y = sequence_targets(
-                q,
-                q_target,
-                b,
-                qc.gamma,
-                qc.double_q,
-                partial(mixer.apply, params["mixer"]),
-                partial(mixer.apply, target["mixer"]),
-                partial(team_reward, spec),
+                q, q_target, b, qc.gamma, qc.double_q, *mixers, partial(team_reward, spec), lam=qc.td_lambda
             )
         td = pred - jax.lax.stop_gradient(y)
         return jnp.mean(td**2), {"q_taken": pred.mean(), "td_abs": jnp.abs(td).mean()}
