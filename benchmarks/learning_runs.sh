@@ -9,7 +9,9 @@ train preset=default run_name=lbf_coop_ppo_fups
 train env=lbf scenario=8x8-2p-2f-coop alg=fups_id learner=qmix seeds=2 steps=5e5 eval_every=0.1 run_name=lbf_coop_qmix_fupsid
 train env=mpe_spread alg=fups_id learner=qmix seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_qmix_fupsid
 train env=mpe_spread alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_ppo_fupsid
+train env=smax map=3m alg=fups_id learner=ppo seeds=2 steps=2e6 eval_every=0.1 run_name=smax3m_ppo_fupsid
+train env=smax map=3m alg=fups_id learner=qmix seeds=2 steps=2e6 eval_every=0.05 run_name=smax3m_qmix_fupsid
 train env=speaker_listener alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=speaker_listener_ppo_fupsid
-for args in "env=lbf scenario=8x8-2p-2f-coop" "env=mpe_spread" "env=speaker_listener"; do
+for args in "env=lbf scenario=8x8-2p-2f-coop" "env=mpe_spread" "env=speaker_listener" "env=smax map=3m"; do
   "$PY" benchmarks/random_baseline.py $args
 done
