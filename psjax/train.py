@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from psjax.config import TrainConfig
 from psjax.envs import make_env
 from psjax.envs.base import Env, TimeStep
+from psjax.evaluate import episode_means, first_episodes
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
 from psjax.sharing.methods import make_scheme
@@ -63,12 +64,6 @@ def make_parts(cfg: TrainConfig) -> Parts:
     scheme = make_scheme(cfg, env.spec.num_agents, lc.hidden, MASKED_LAYERS)
     learner = make_learner(cfg, env.spec, scheme)
     return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
-
-
-def _episode_means(done, values):
-    """Mean of ``values`` over the episodes that ended (``done``); NaN when none did."""
-    count = done.sum()
-    return jnp.where(count > 0, jnp.sum(jnp.where(done, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
 
 
 def _init(parts: Parts, key) -> Runner:
@@ -137,15 +132,15 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     sharing, learner_state, sharing_metrics = parts.scheme.update(
         runner.sharing, learner_state, traj, k_sharing
     )
-    done = step_ts.done
+    episodes = episode_means(step_ts.done, step_ts)
     metrics = {
         **metrics,
         **sharing_metrics,
         "env_steps": env_steps,
-        "return": _episode_means(done, step_ts.episode_return),
-        "won": _episode_means(done, step_ts.won.astype(jnp.float32)),
-        "episode_length": _episode_means(done, step_ts.episode_length.astype(jnp.float32)),
-        "episodes": done.sum(),
+        "return": episodes["return"],
+        "won": episodes["won"],
+        "episode_length": episodes["length"],
+        "episodes": step_ts.done.sum(),
     }
     runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps)
     return runner, metrics
@@ -167,13 +162,7 @@ def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:
         parts.env.spec.max_steps,
         greedy=True,
     )
-    first_done = jnp.cumsum(step_ts.done, axis=0) == 1
-    first_done = first_done & step_ts.done  # [T, E]: the step that ended each env's first episode
-    return {
-        "eval_return": _episode_means(first_done, step_ts.episode_return),
-        "eval_won": _episode_means(first_done, step_ts.won.astype(jnp.float32)),
-        "eval_length": _episode_means(first_done, step_ts.episode_length.astype(jnp.float32)),
-    }
+    return {f"eval_{k}": v for k, v in episode_means(first_episodes(step_ts), step_ts).items()}
 
 
 def count_params(parts: Parts) -> int:
