@@ -96,7 +96,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     n, num_actions = spec.num_agents, spec.num_actions
     net = RecurrentQNet(qc.hidden, num_actions)
     kind = cfg.learner_name
-    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden), "vdn": VDNMixer()}.get(kind)
+    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale), "vdn": VDNMixer()}.get(kind)
     layout = scheme.layout
     total_updates = cfg.num_iterations * qc.updates_per_rollout
     lr = optax.linear_schedule(qc.lr, 0.0, total_updates) if qc.lr_decay else qc.lr

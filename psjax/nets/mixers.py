@@ -15,13 +15,17 @@ class QMixer(nn.Module):
     num_agents: int
     embed: int = 32
     hyper_hidden: int = 64
+    init_scale: float = 1.0  # variance scale of the hypernetworks' output layers at init
 
     @nn.compact
     def __call__(self, q, state):
+        out_init = nn.initializers.variance_scaling(self.init_scale, "fan_in", "truncated_normal")
+
         def hyper(out_dim, name):
-            return nn.Sequential(
-                [nn.Dense(self.hyper_hidden, name=f"{name}_0"), nn.relu, nn.Dense(out_dim, name=f"{name}_1")]
-            )
+            return nn.Sequential([
+                nn.Dense(self.hyper_hidden, name=f"{name}_0"), nn.relu,
+                nn.Dense(out_dim, kernel_init=out_init, name=f"{name}_1"),
+            ])
 
         w1 = jnp.abs(hyper(self.num_agents * self.embed, "w1")(state))
         w1 = w1.reshape(*state.shape[:-1], self.num_agents, self.embed)
