@@ -130,7 +130,7 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
         runner.learner, runner.sharing, traj, ts, runner.hidden, k_update, env_steps
     )
     sharing, learner_state, sharing_metrics = parts.scheme.update(
-        runner.sharing, learner_state, traj, k_sharing
+        runner.sharing, learner_state, traj, k_sharing, env_steps
     )
     episodes = episode_means(step_ts.done, step_ts)
     metrics = {

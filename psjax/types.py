@@ -31,6 +31,9 @@ class Learner(NamedTuple):
       ``traj`` is a Transition [T, E, ...], ``last_ts`` the TimeStep after its last step and
       ``hidden0`` the recurrent state at its first step; ``step`` counts env steps so far.
     params(state) -> the trainable parameters (for counting and inspection)
+    bank_names: keys of ``state.params`` that are slot banks (leading axis K); the rest
+      (e.g. the QMIX mixer) is shared by construction. Learner states are NamedTuples with
+      ``params`` and ``opt_state`` and, for value learners, ``target``.
     """
 
     init: Callable[[chex.PRNGKey], Any]
@@ -38,3 +41,4 @@ class Learner(NamedTuple):
     act: Callable
     update: Callable
     params: Callable[[Any], Any]
+    bank_names: tuple[str, ...]

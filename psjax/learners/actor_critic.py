@@ -164,4 +164,6 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, ac.epochs))
         return state, jax.tree.map(jnp.mean, metrics)
 
-    return Learner(init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params)
+    return Learner(
+        init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params, bank_names=("actor", "critic")
+    )

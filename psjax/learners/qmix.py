@@ -212,4 +212,6 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         metrics["epsilon"] = epsilon_at(step)
         return state, metrics
 
-    return Learner(init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params)
+    return Learner(
+        init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params, bank_names=("agent",)
+    )

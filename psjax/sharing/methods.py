@@ -19,12 +19,14 @@ class Scheme(NamedTuple):
 
     layout: SlotLayout
     init: Callable[[chex.PRNGKey], SharingState]
-    # update(sharing, learner_state, traj, key) -> (sharing, learner_state, metrics)
+    # update(sharing, learner_state, traj, key, step) -> (sharing, learner_state, metrics);
+    # ``traj`` is the iteration's Transition [T, E, ...], ``step`` the env steps so far (after it).
+    # Banks inside ``learner_state`` are edited through ``psjax.sharing.bank_ops``.
     update: Callable
 
 
-def _static_update(sharing, learner_state, traj, key):
-    del traj, key
+def _static_update(sharing, learner_state, traj, key, step):
+    del traj, key, step
     return sharing, learner_state, {}
 
 

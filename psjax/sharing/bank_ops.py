@@ -1,0 +1,65 @@
+"""Row operations on the parameter banks inside a learner state.
+
+Dynamic methods (PPS aggregation, SePS's move from one slot to K, MADPS fusion) rewrite
+rows of every bank: the online parameters and, optionally, the target copy and the
+optimiser's per-parameter moments, which have the same tree structure as the parameters.
+These helpers do that without knowing which learner or optimiser produced the state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import chex
+import jax
+import jax.numpy as jnp
+
+# fn(path, leaf[K, ...]) -> leaf[K, ...]; ``path`` is the key path inside one bank, e.g.
+# ("params", "Dense_0", "kernel"), so a method can treat layers differently.
+RowFn = Callable[[tuple[str, ...], chex.Array], chex.Array]
+
+
+def _path_names(path) -> tuple[str, ...]:
+    return tuple(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path)
+
+
+def map_bank_tree(params: dict, bank_names: tuple[str, ...], fn: RowFn) -> dict:
+    """Apply ``fn`` to every leaf of the banks ``params[name]`` for name in ``bank_names``."""
+    return {
+        name: jax.tree_util.tree_map_with_path(lambda p, x: fn(_path_names(p), x), sub)
+        if name in bank_names else sub
+        for name, sub in params.items()
+    }
+
+
+def map_banks(state: Any, bank_names: tuple[str, ...], fn: RowFn, target: bool = True, moments: bool = True) -> Any:
+    """``fn`` applied to the banks of ``state.params`` and, when asked, of ``state.target`` and of
+    every params-shaped subtree of ``state.opt_state`` (Adam's mu and nu).
+
+    ``state`` is a learner-state NamedTuple with ``params``, ``opt_state`` and optionally ``target``.
+    """
+    structure = jax.tree.structure(state.params)
+    changes = {"params": map_bank_tree(state.params, bank_names, fn)}
+    if target and hasattr(state, "target"):
+        changes["target"] = map_bank_tree(state.target, bank_names, fn)
+    if moments:
+        def is_params(x):
+            return isinstance(x, dict) and jax.tree.structure(x) == structure
+
+        changes["opt_state"] = jax.tree.map(
+            lambda x: map_bank_tree(x, bank_names, fn) if is_params(x) else x,
+            state.opt_state,
+            is_leaf=is_params,
+        )
+    return state._replace(**changes)
+
+
+def weighted_mean_rows(x: chex.Array, weights: chex.Array) -> chex.Array:
+    """Every row replaced by ``sum_k weights[k] * x[k]``: ``x[K, ...], weights[K] -> [K, ...]``."""
+    mean = jnp.tensordot(weights.astype(x.dtype), x, axes=1)
+    return jnp.broadcast_to(mean, x.shape)
+
+
+def copy_row(x: chex.Array, source: int | chex.Array) -> chex.Array:
+    """Every row replaced by row ``source``: ``x[K, ...] -> [K, ...]``."""
+    return jnp.broadcast_to(x[source], x.shape)
