@@ -6,6 +6,11 @@ from psjax.sharing.methods import Scheme
 from psjax.types import Learner
 
 
+def bank_names(cfg: TrainConfig) -> tuple[str, ...]:
+    """Keys of the learner's ``params`` that are slot banks (known before the learner is built)."""
+    return ("agent",) if cfg.is_value_based else ("actor", "critic")
+
+
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     """The learner named by ``cfg.learner_name``."""
     if cfg.is_value_based:

@@ -18,6 +18,7 @@ import optax
 
 from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec, TimeStep
+from psjax.learners import bank_names
 from psjax.nets.agents import MLP
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
 from psjax.sharing.methods import Scheme
@@ -165,5 +166,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         return state, jax.tree.map(jnp.mean, metrics)
 
     return Learner(
-        init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params, bank_names=("actor", "critic")
+        init=init,
+        init_hidden=init_hidden,
+        act=act,
+        update=update,
+        params=lambda s: s.params,
+        bank_names=bank_names(cfg),
     )

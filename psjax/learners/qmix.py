@@ -15,7 +15,7 @@ import optax
 
 from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
-from psjax.learners import replay
+from psjax.learners import bank_names, replay
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
@@ -213,5 +213,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         return state, metrics
 
     return Learner(
-        init=init, init_hidden=init_hidden, act=act, update=update, params=lambda s: s.params, bank_names=("agent",)
+        init=init,
+        init_hidden=init_hidden,
+        act=act,
+        update=update,
+        params=lambda s: s.params,
+        bank_names=bank_names(cfg),
     )
