@@ -61,7 +61,7 @@ class Parts(NamedTuple):
 def make_parts(cfg: TrainConfig) -> Parts:
     env = make_env(cfg.env, cfg.alg)
     lc = cfg.learner_cfg
-    scheme = make_scheme(cfg, env.spec.num_agents, lc.hidden, MASKED_LAYERS)
+    scheme = make_scheme(cfg, env.spec, lc.hidden, MASKED_LAYERS)
     learner = make_learner(cfg, env.spec, scheme)
     return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
 

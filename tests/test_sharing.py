@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from psjax.config import make_config
+from psjax.envs.base import EnvSpec
 from psjax.nets.agents import MLP, RecurrentQNet
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
 from psjax.sharing.methods import make_scheme
@@ -102,14 +103,18 @@ def test_masked_units_get_exactly_zero_gradient(recurrent):
             assert np.all(k[:2, :] == 0.0) and np.all(k[:, :2] == 0.0)
 
 
+def _spec(n):
+    return EnvSpec("test", n, 4, 3, 2, 10, (0,) * n, "mean", False)
+
+
 def test_method_layouts_and_snp_masks():
     n = 5
-    nops = make_scheme(make_config({"alg": "nops"}), n, H, 2)
+    nops = make_scheme(make_config({"alg": "nops"}), _spec(n), H, 2)
     assert nops.layout == SlotLayout(n, "identity", False)
     np.testing.assert_array_equal(nops.init(jax.random.PRNGKey(0)).slots, np.arange(n))
     for alg in ("fups", "fups_id"):
-        assert make_scheme(make_config({"alg": alg}), n, H, 2).layout == SlotLayout(1, "shared", False)
-    snp = make_scheme(make_config({"alg": "snp_ps", "snp_keep_prob": 0.5}), n, 256, 2)
+        assert make_scheme(make_config({"alg": alg}), _spec(n), H, 2).layout == SlotLayout(1, "shared", False)
+    snp = make_scheme(make_config({"alg": "snp_ps", "snp_keep_prob": 0.5}), _spec(n), 256, 2)
     masks = snp.init(jax.random.PRNGKey(0)).masks
     assert len(masks) == 2 and masks[0].shape == (n, 256)
     assert set(np.unique(np.asarray(masks[0]))) <= {0.0, 1.0}

@@ -4,6 +4,7 @@ update rule (identity for the static methods). See the table in docs/methods.md.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, NamedTuple
 
 import chex
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from psjax.config import METHODS, ConfigError, TrainConfig
+from psjax.envs.base import EnvSpec
 from psjax.sharing.bank import SharingState, SlotLayout
 
 
@@ -30,12 +32,21 @@ def _static_update(sharing, learner_state, traj, key, step):
     return sharing, learner_state, {}
 
 
-def make_scheme(cfg: TrainConfig, num_agents: int, hidden: int, num_masked_layers: int) -> Scheme:
-    """Build the sharing scheme named by ``cfg.alg`` for ``num_agents`` agents.
+# Methods with their own module: alg -> "module:builder", builder(cfg, spec, hidden, num_masked_layers).
+# Imported lazily so that a method's dependencies load only when it is used.
+DYNAMIC_BUILDERS: dict[str, str] = {}
+
+
+def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """Build the sharing scheme named by ``cfg.alg`` for the agents of ``spec``.
 
     ``hidden`` and ``num_masked_layers`` describe the maskable layers of the agent network.
     """
     alg = cfg.alg
+    if alg in DYNAMIC_BUILDERS:
+        module, builder = DYNAMIC_BUILDERS[alg].split(":")
+        return getattr(importlib.import_module(module), builder)(cfg, spec, hidden, num_masked_layers)
+    num_agents = spec.num_agents
     identity_slots = jnp.arange(num_agents, dtype=jnp.int32)
     zero_slots = jnp.zeros(num_agents, jnp.int32)
     if alg == "nops":
