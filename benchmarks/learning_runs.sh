@@ -7,10 +7,14 @@ train() { "$PY" -m psjax train progress=false out_dir=runs "$@"; }
 
 train preset=default run_name=lbf_coop_ppo_fups
 train env=lbf scenario=8x8-2p-2f-coop alg=fups_id learner=qmix seeds=2 steps=5e5 eval_every=0.1 run_name=lbf_coop_qmix_fupsid
+train env=lbf scenario=8x8-2p-2f-coop alg=fups_id learner=qmix seeds=2 steps=5e5 eval_every=0.1 q.td_lambda=0.6 q.updates_per_rollout=8 run_name=lbf_coop_qmix_fupsid_tdl
+train env=mpe_spread alg=fups_id learner=ppo seeds=2 steps=2e6 eval_every=0.1 run_name=mpe_ppo_fupsid_2m
+train env=mpe_spread alg=fups_id learner=qmix seeds=2 steps=1e6 eval_every=0.1 q.td_lambda=0.6 q.updates_per_rollout=8 run_name=mpe_qmix_fupsid_tdl
 train env=mpe_spread alg=fups_id learner=qmix seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_qmix_fupsid
 train env=mpe_spread alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_ppo_fupsid
 train env=smax map=3m alg=fups_id learner=ppo seeds=2 steps=2e6 eval_every=0.1 run_name=smax3m_ppo_fupsid
 train env=smax map=3m alg=fups_id learner=qmix seeds=2 steps=2e6 eval_every=0.05 run_name=smax3m_qmix_fupsid
+train preset=smax_3m_qmix run_name=smax3m_qmix_fupsid_tdl_upd8
 train env=speaker_listener alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=speaker_listener_ppo_fupsid
 for args in "env=lbf scenario=8x8-2p-2f-coop" "env=mpe_spread" "env=speaker_listener" "env=smax map=3m"; do
   "$PY" benchmarks/random_baseline.py $args

@@ -39,7 +39,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
     sys.path.insert(0, str(REPO))
 
-from psjax.config import ENVS, LEARNERS, METHODS, VALUE_LEARNERS, make_config  # noqa: E402
+from psjax.config import ENVS, LEARNERS, METHODS, VALUE_LEARNERS, ConfigError, make_config  # noqa: E402
 
 # The "small config" of each environment.
 ENV_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -262,8 +262,18 @@ def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str,
     if args.peer_qmix:
         grid = [("smax", "qmix", "fups", dict(PEER_QMIX))]
     else:
-        grid = [(e, lrn, m, config_overrides(e, lrn, m))
-                for e in args.envs for lrn in args.learners for m in args.methods]
+        grid, skipped = [], []
+        for e in args.envs:
+            for lrn in args.learners:
+                for m in args.methods:
+                    overrides = config_overrides(e, lrn, m)
+                    try:  # combinations the config rejects (e.g. PPS with PPO) are not measured
+                        make_config(overrides)
+                        grid.append((e, lrn, m, overrides))
+                    except ConfigError:
+                        skipped.append(f"{e}/{lrn}/{m}")
+        if skipped:
+            print(f"skipped (not a valid combination): {', '.join(skipped)}", flush=True)
     out = args.out or default_out(info)
     doc: dict[str, Any] = {
         "info": info,

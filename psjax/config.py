@@ -15,11 +15,17 @@ from typing import Any
 
 import yaml
 
-ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix")
-METHODS = ("nops", "fups", "fups_id", "snp_ps")
+ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed")
+METHODS = ("nops", "fups", "fups_id", "snp_ps", "pps_a", "pps_rs", "pps_pp", "seps", "adaps",
+           "kaleidoscope")
 LEARNERS = ("qmix", "vdn", "iql", "a2c", "ppo")
 VALUE_LEARNERS = ("qmix", "vdn", "iql")
-DEFAULT_LEARNER = {"nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix"}
+DEFAULT_LEARNER = {"nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix",
+                   "pps_a": "qmix", "pps_rs": "qmix", "pps_pp": "qmix", "seps": "a2c", "adaps": "a2c",
+                   "kaleidoscope": "qmix"}
+# PPS averages per-agent Q networks (RecurrentQNet banks); the actor-critic banks are other networks.
+PPS_METHODS = ("pps_a", "pps_rs", "pps_pp")
+PPS_LEARNERS = ("qmix", "vdn", "iql")
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -36,7 +42,7 @@ def _f(default, doc, **rules):
 class EnvConfig:
     name: str = _f("lbf", "environment", choices=ENVS)
     map: str = _f("3m", "SMAX map name (any map jaxmarl registers)")
-    num_agents: int = _f(3, "MPE spread: number of agents", min=1)
+    num_agents: int = _f(3, "MPE spread and typed: number of agents", min=1)
     num_landmarks: int = _f(3, "MPE spread: number of landmarks", min=1)
     scenario: str = _f("8x8-2p-2f-coop", "LBF scenario GRIDxGRID-Np-Mf[-coop]")
     fov: int = _f(-1, "LBF field of view in cells; -1 = whole grid", min=-1)
@@ -51,6 +57,57 @@ class EnvConfig:
 @dataclass(frozen=True)
 class SharingConfig:
     snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
+    identity_pretrain_steps: int = _f(
+        50_000, "SePS/AdaPS: env steps (per seed, summed over envs) of pretraining with the shared network; the "
+        "identity VAE, k-means and the switch to clusters run once, at the first iteration past it", min=0)
+    identity_clusters: int = _f(2, "SePS/AdaPS: number of clusters K (1..number of agents)")
+    identity_select_k: bool = _f(False, "SePS/AdaPS: choose K by the lowest Davies-Bouldin score over K = 2..N-1 "
+                                 "(slots for N-1 clusters are allocated; N <= 2 agents: K = N)")
+    identity_buffer_size: int = _f(4096, "SePS/AdaPS: (o, a, r, o') transitions kept per agent for the VAE, a "
+                                   "uniform (reservoir) sample of all pretraining transitions", min=1)
+    identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)
+    identity_hidden: int = _f(64, "SePS/AdaPS: identity VAE hidden width", min=1)
+    identity_epochs: int = _f(20, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
+                              "buffer / batch steps each)", min=1)
+    identity_batch_size: int = _f(128, "SePS/AdaPS: VAE minibatch size", min=1)
+    identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
+    identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
+    identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
+    adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
+                                min=0.0, max=1.0)
+    adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
+    pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
+                           min=1)
+    pps_window: int = _f(96, "PPS: reward buffer length in rollout steps (per-agent reward, mean over envs)", min=1)
+    pps_rs_weights: str = _f(
+        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after shifting by min(0, min R) "
+        "(the paper's formula; uniform when all are 0); softmax = softmax(R_i / pps_rs_temperature) (released code)",
+        choices=("ratio", "softmax"))
+    pps_rs_temperature: float = _f(1.0, "RS-PPS: softmax temperature (pps_rs_weights=softmax)", min=1e-6)
+    pps_pp_boundary: int = _f(2, "PP-PPS: agent-network layers (Dense, GRU, Dense) before the personal/shared "
+                              "boundary", min=1, max=2)
+    pps_pp_personal: str = _f(
+        "front", "PP-PPS: side of the boundary kept per agent; front = feature layers personal, later layers shared "
+        "(paper); back = the released code's direction", choices=("front", "back"))
+    pps_pp_weights: str = _f("uniform", "PP-PPS: weights of the shared part (uniform as the code; reward as RS-PPS)",
+                             choices=("uniform", "reward"))
+    pps_target: str = _f(
+        "keep", "PPS: target network at aggregation; keep (released code), aggregate (its rows averaged the same "
+        "way) or copy (set to the aggregated online rows)", choices=("keep", "aggregate", "copy"))
+    pps_moments: bool = _f(False, "PPS: average the Adam moments of aggregated rows too (False: each agent keeps its "
+                           "own, as the released code's per-agent optimisers)")
+    kal_div_coef: float = _f(0.5, "Kaleidoscope: diversity-loss weight relative to the main loss (paper: MPE 0.5, "
+                             "SMACv2 5.0)", min=0.0)
+    kal_reset_interval: int = _f(200_000, "Kaleidoscope: env steps between resets of weights every agent masks out "
+                                 "(paper: MPE 200k, SMACv2 1M); 0 = never", min=0)
+    kal_reset_ratio: float = _f(0.1, "Kaleidoscope: probability that such a weight is reset (paper: MPE 0.1, "
+                                "SMACv2 0.2)", min=0.0, max=1.0)
+    kal_window: int = _f(100, "Kaleidoscope: gradient steps in the running means that rescale the diversity loss",
+                         min=1)
+    kal_threshold_scale: float = _f(5.0, "Kaleidoscope: thresholds start (and restart) at -(scale * U + bias), "
+                                    "U ~ Uniform(0, 1)", min=0.0)
+    kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
+                                   "initial shrink of a weight")
 
 
 @dataclass(frozen=True)
@@ -285,9 +342,18 @@ def validate(cfg: TrainConfig) -> None:
             f"ac.num_minibatches={ac.num_minibatches} must divide num_envs*rollout_len="
             f"{ac.num_envs * ac.rollout_len}"
         )
+    if cfg.alg in PPS_METHODS and cfg.learner_name not in PPS_LEARNERS:
+        raise ConfigError(
+            f"alg={cfg.alg} needs per-agent recurrent Q networks; learner={cfg.learner_name!r} is not allowed; "
+            f"allowed: {', '.join(PPS_LEARNERS)}"
+        )
     from psjax.envs import check_env_config  # maps and scenarios: names only, nothing compiled
 
     check_env_config(cfg.env)
+    if cfg.alg in ("seps", "adaps"):
+        from psjax.sharing.identity import check_identity_config  # K against the env's agent count
+
+        check_identity_config(cfg)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

@@ -16,6 +16,7 @@ Run folder::
     eval.jsonl, eval.csv         one row per greedy evaluation per seed (the first one before training)
     summary.json                 param count, throughput, compile time, final evaluation
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band
+    sharing.png                  SePS / AdaPS: final cluster per agent and agents x agents shared units
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
 """
 
@@ -443,6 +444,9 @@ def run(
     }
     summarize(run_dir, cfg, info)
     plot_curves(run_dir, cfg)
+    from psjax.sharing.report import plot_sharing
+
+    plot_sharing(run_dir)  # sharing.png, for methods that report clusters / masks
     return run_dir
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoResetState", "Env", "EnvSpec", "TimeStep", "make_env_from_raw", "team_reward",
     "Padding", "pad_raw", "agent_id_features", "with_agent_id", "parse_lbf_scenario",
-    "resolve_agent_id", "check_env_config", "make_env",
+    "resolve_agent_id", "check_env_config", "make_env", "num_agents",
 ]
 
 
@@ -65,12 +65,29 @@ def check_env_config(env_cfg: EnvConfig) -> None:
             )
     elif name == "lbf":
         parse_lbf_scenario(env_cfg.scenario, env_cfg.fov)
+    elif name == "typed":
+        if env_cfg.num_agents < 2:
+            raise psconfig.ConfigError(f"env.num_agents={env_cfg.num_agents}: the typed env needs at least 2")
     elif name == "matrix":
         if env_cfg.matrix_game not in GAMES:
             allowed = ", ".join(map(repr, GAMES))
             raise psconfig.ConfigError(
                 f"env.matrix_game={env_cfg.matrix_game!r} is not allowed; allowed: {allowed}"
             )
+
+
+def num_agents(env_cfg: EnvConfig) -> int:
+    """Number of agents of the configured environment, without building it (SMAX reads jaxmarl's map)."""
+    check_env_config(env_cfg)
+    if env_cfg.name == "smax":
+        from psjax.envs._jaxmarl import jaxmarl_module
+
+        return int(jaxmarl_module("environments.smax").map_name_to_scenario(env_cfg.map).num_allies)
+    if env_cfg.name in ("mpe_spread", "typed"):
+        return env_cfg.num_agents
+    if env_cfg.name == "lbf":
+        return parse_lbf_scenario(env_cfg.scenario, env_cfg.fov).num_agents
+    return 2  # speaker_listener, matrix
 
 
 def make_env(env_cfg: EnvConfig, alg: str) -> Env:
@@ -99,6 +116,10 @@ def make_env(env_cfg: EnvConfig, alg: str) -> Env:
         from psjax.envs.lbf import make_lbf
 
         env = make_lbf(env_cfg.scenario, env_cfg.fov, env_cfg.time_limit)
+    elif name == "typed":
+        from psjax.envs.typed import make_typed
+
+        env = make_typed(env_cfg.num_agents, env_cfg.time_limit)
     else:
         from psjax.envs.matrix import make_matrix
 

@@ -21,7 +21,7 @@ from psjax.envs.base import EnvSpec, TimeStep
 from psjax.learners import bank_names
 from psjax.nets.agents import MLP
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition
 
 NEG_INF = -1e9
@@ -31,6 +31,7 @@ class ACState(NamedTuple):
     params: dict  # {"actor": bank [K, ...], "critic": bank [K, ...]}
     opt_state: Any
     updates: chex.Array  # int32, gradient steps taken
+    aux: Any = ()  # state of the scheme's auxiliary loss (Kaleidoscope's loss window); () for most methods
 
 
 def gae(reward_t, value_t, done_t, last_value, gamma, lam):
@@ -80,11 +81,15 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         )
 
     def policy(params, sharing, obs, avail):
-        logits = apply_agents(actor.apply, params["actor"], layout, sharing, obs)
+        logits = apply_agents(
+            actor.apply, params["actor"], layout, sharing, obs, derive=agent_derive(scheme, "actor", params)
+        )
         return distrax.Categorical(logits=jnp.where(avail, logits, NEG_INF))
 
     def value(params, sharing, obs, state):
-        return apply_agents(critic.apply, params["critic"], layout, sharing, critic_input(obs, state))[..., 0]
+        derive = agent_derive(scheme, "critic", params)
+        out = apply_agents(critic.apply, params["critic"], layout, sharing, critic_input(obs, state), derive=derive)
+        return out[..., 0]
 
     def init(key):
         k_actor, k_critic = jax.random.split(key)
@@ -96,7 +101,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
                 lambda k: critic.init(k, jnp.zeros((critic_in_dim,))), k_critic, layout.num_slots
             ),
         }
-        return ACState(params, optimizer.init(params), jnp.int32(0))
+        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, ("actor", "critic"))
+        return ACState(params, optimizer.init(params), jnp.int32(0), init_aux_state(scheme))
 
     def init_hidden(num_envs):
         # feed-forward: nothing to carry, but orbax cannot checkpoint zero-size arrays
@@ -108,7 +114,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         extras = {"logp": pi.log_prob(actions), "value": value(state.params, sharing, ts.obs, ts.state)}
         return actions.astype(jnp.int32), hidden, extras
 
-    def loss_fn(params, sharing, mb):
+    def loss_fn(params, sharing, mb, aux_state):
         pi = policy(params, sharing, mb["obs"], mb["avail"])
         logp = pi.log_prob(mb["action"])
         ratio = jnp.exp(logp - mb["logp"])
@@ -120,12 +126,16 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         value_loss = 0.5 * jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
-        return loss, {
+        total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
+        metrics = {
+            "loss": loss,
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "entropy": entropy,
             "clip_frac": jnp.mean(jnp.abs(ratio - 1) > ac.clip_eps),
+            **aux_metrics,
         }
+        return total, (metrics, aux_state)
 
     def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
         del hidden0, step
@@ -154,11 +164,13 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             batches = jax.tree.map(lambda x: x.reshape(ac.num_minibatches, minibatch, *x.shape[1:]), shuffled)
 
             def minibatch_step(state, mb):
-                (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, sharing, mb)
+                (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    state.params, sharing, mb, state.aux
+                )
                 updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
                 params = optax.apply_updates(state.params, updates)
-                aux = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-                return ACState(params, opt_state, state.updates + 1), aux
+                aux = {"grad_norm": optax.tree.norm(grads), **aux}
+                return ACState(params, opt_state, state.updates + 1, aux_state), aux
 
             return jax.lax.scan(minibatch_step, state, batches)
 

@@ -19,7 +19,7 @@ from psjax.learners import bank_names, replay
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition
 
 NEG_INF = -1e9
@@ -31,6 +31,7 @@ class QState(NamedTuple):
     opt_state: Any
     buffer: replay.Replay
     updates: chex.Array  # int32, gradient steps taken
+    aux: Any = ()  # state of the scheme's auxiliary loss (Kaleidoscope's loss window); () for most methods
 
 
 def masked_argmax(q: chex.Array, avail: chex.Array) -> chex.Array:
@@ -106,9 +107,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def init_hidden(num_envs):
         return jnp.zeros((num_envs, n, qc.hidden), jnp.float32)
 
-    def q_values(params_bank, sharing, hidden, obs):
-        """``hidden[..., N, H], obs[..., N, D] -> (hidden', q[..., N, A])``."""
-        return apply_agents(net.apply, params_bank, layout, sharing, hidden, obs)
+    def q_values(params, sharing, hidden, obs):
+        """``hidden[..., N, H], obs[..., N, D] -> (hidden', q[..., N, A])`` with ``params`` online or target."""
+        derive = agent_derive(scheme, "agent", params)
+        return apply_agents(net.apply, params["agent"], layout, sharing, hidden, obs, derive=derive)
 
     def init(key):
         k_agent, k_mixer = jax.random.split(key)
@@ -119,6 +121,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         params = {"agent": agent_bank}
         if mixer is not None:
             params["mixer"] = mixer.init(k_mixer, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
+        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, ("agent",))
         T = qc.rollout_len
         item = {
             "obs": jnp.zeros((T + 1, n, spec.obs_dim)),
@@ -129,36 +132,39 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             "done": jnp.zeros((T,), bool),
             "hidden0": jnp.zeros((n, qc.hidden)),
         }
-        return QState(params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0))
+        return QState(
+            params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0),
+            init_aux_state(scheme),
+        )
 
     def act(state: QState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
-        hidden, q = q_values(state.params["agent"], sharing, hidden, ts.obs)
+        hidden, q = q_values(state.params, sharing, hidden, ts.obs)
         if greedy:
             actions = masked_argmax(q, ts.avail_actions)
         else:
             actions = epsilon_greedy(key, q, ts.avail_actions, epsilon_at(step))
         return actions.astype(jnp.int32), hidden, {}
 
-    def unroll(params_bank, sharing, hidden0, obs, resets):
+    def unroll(params, sharing, hidden0, obs, resets):
         """Q-values along stored sequences. ``obs[T+1, B, N, D], resets[T+1, B] -> q[T+1, B, N, A]``."""
 
         def step(h, inputs):
             o, reset = inputs
             h = jnp.where(reset[:, None, None], 0.0, h)
-            return q_values(params_bank, sharing, h, o)
+            return q_values(params, sharing, h, o)
 
         _, q = jax.lax.scan(step, hidden0, (obs, resets))
         return q
 
-    def loss_fn(params, target, sharing, batch):
+    def loss_fn(params, target, sharing, batch, aux_state):
         # time-major: [T(+1), B, ...]
         b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
         done = b["done"]  # [T, B]
         resets = jnp.concatenate(
             [jnp.zeros_like(done[:1]), done], axis=0
         )  # obs t+1 starts fresh after done_t
-        q = unroll(params["agent"], sharing, batch["hidden0"], b["obs"], resets)
-        q_target = unroll(target["agent"], sharing, batch["hidden0"], b["obs"], resets)
+        q = unroll(params, sharing, batch["hidden0"], b["obs"], resets)
+        q_target = unroll(target, sharing, batch["hidden0"], b["obs"], resets)
         if mixer is None:  # IQL: each agent its own reward and target
             pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q, lam=qc.td_lambda)
         else:
@@ -167,20 +173,23 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
                 q, q_target, b, qc.gamma, qc.double_q, *mixers, partial(team_reward, spec), lam=qc.td_lambda
             )
         td = pred - jax.lax.stop_gradient(y)
-        return jnp.mean(td**2), {"q_taken": pred.mean(), "td_abs": jnp.abs(td).mean()}
+        loss = jnp.mean(td**2)
+        total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
+        return total, ({"loss": loss, "q_taken": pred.mean(), "td_abs": jnp.abs(td).mean(), **aux_metrics}, aux_state)
 
     def gradient_step(state: QState, sharing, key):
         batch = replay.sample(state.buffer, key, qc.batch_size)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target, sharing, batch
+        (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.target, sharing, batch, state.aux
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
         sync = num_updates % qc.target_update_interval == 0
         target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
-        return state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates), metrics
+        metrics = {"grad_norm": optax.tree.norm(grads), **aux}
+        state = state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates, aux=aux_state)
+        return state, metrics
 
     def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
         def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
@@ -204,9 +213,9 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             state, metrics = jax.lax.scan(body, state, jax.random.split(key, qc.updates_per_rollout))
             return state, jax.tree.map(jnp.mean, metrics)
 
-        def skip(state):
-            zero = jnp.float32(jnp.nan)
-            return state, {"loss": zero, "grad_norm": zero, "q_taken": zero, "td_abs": zero}
+        def skip(state):  # NaN for every metric ``learn`` reports, whichever the loss terms are
+            shapes = jax.eval_shape(learn, state)[1]
+            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
         state, metrics = jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
         metrics["epsilon"] = epsilon_at(step)

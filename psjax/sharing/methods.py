@@ -5,7 +5,7 @@ update rule (identity for the static methods). See the table in docs/methods.md.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -25,6 +25,52 @@ class Scheme(NamedTuple):
     # ``traj`` is the iteration's Transition [T, E, ...], ``step`` the env steps so far (after it).
     # Banks inside ``learner_state`` are edited through ``psjax.sharing.bank_ops``.
     update: Callable
+    # Hooks for a sharing structure trained by the learner's gradient (Kaleidoscope). None = no such
+    # structure: the learner's program is exactly what it is without them. The learners reach them only
+    # through the helpers below, never by asking which method they run.
+    # init_params(key, banks {name: bank [K, ...]}) -> pytree of the method's trainable parameters,
+    # kept in the learner's params["sharing"] (so they get gradients, Adam and target copies).
+    init_params: Callable | None = None
+    # agent_params(name, bank [K, ...], params["sharing"]) -> (params, in_axes): every agent's parameters
+    # of bank ``name``, leaves [N, ...] where in_axes is 0, shared leaves (no slot axis) where it is None.
+    agent_params: Callable | None = None
+    # aux_loss = AuxLoss(init, loss): a term added to the learner's loss at every gradient step.
+    aux_loss: AuxLoss | None = None
+
+
+class AuxLoss(NamedTuple):
+    """An auxiliary loss term with its own state, carried in the learner state's ``aux`` field."""
+
+    init: Callable[[], Any]  # () -> loss state
+    # loss(params, loss_state, main_loss) -> (term, loss_state, metrics); main_loss arrives without gradient
+    loss: Callable
+
+
+def init_sharing_params(scheme: Scheme, key: chex.PRNGKey, params: dict, names: tuple[str, ...]) -> dict:
+    """``params`` plus ``params["sharing"]`` when the scheme trains parameters of its own."""
+    if scheme.init_params is None:
+        return params
+    return {**params, "sharing": scheme.init_params(key, {name: params[name] for name in names})}
+
+
+def agent_derive(scheme: Scheme, name: str, params: dict) -> Callable | None:
+    """The ``derive`` argument of ``apply_agents`` for bank ``name`` of ``params`` (None for most methods)."""
+    if scheme.agent_params is None:
+        return None
+    return lambda bank: scheme.agent_params(name, bank, params["sharing"])
+
+
+def init_aux_state(scheme: Scheme) -> Any:
+    """The learner state's initial ``aux``: the auxiliary loss's state, ``()`` without one."""
+    return () if scheme.aux_loss is None else scheme.aux_loss.init()
+
+
+def add_aux_loss(scheme: Scheme, params: dict, aux_state: Any, main_loss: chex.Array):
+    """``(main_loss + the scheme's term, aux_state', metrics)``; ``(main_loss, aux_state, {})`` without one."""
+    if scheme.aux_loss is None:
+        return main_loss, aux_state, {}
+    term, aux_state, metrics = scheme.aux_loss.loss(params, aux_state, jax.lax.stop_gradient(main_loss))
+    return main_loss + term, aux_state, metrics
 
 
 def _static_update(sharing, learner_state, traj, key, step):
@@ -34,7 +80,14 @@ def _static_update(sharing, learner_state, traj, key, step):
 
 # Methods with their own module: alg -> "module:builder", builder(cfg, spec, hidden, num_masked_layers).
 # Imported lazily so that a method's dependencies load only when it is used.
-DYNAMIC_BUILDERS: dict[str, str] = {}
+DYNAMIC_BUILDERS: dict[str, str] = {
+    "pps_a": "psjax.sharing.pps:make_pps",
+    "pps_rs": "psjax.sharing.pps:make_pps",
+    "pps_pp": "psjax.sharing.pps:make_pps",
+    "seps": "psjax.sharing.identity:make_seps",
+    "adaps": "psjax.sharing.identity:make_adaps",
+    "kaleidoscope": "psjax.sharing.kaleidoscope:make_kaleidoscope",
+}
 
 
 def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:

@@ -1,0 +1,61 @@
+"""The identity VAE of SePS (Christianos et al. 2021), also used by AdaPS.
+
+The encoder sees only the agent's identity (one-hot index) and outputs a Gaussian over a
+latent ``z``; the decoder predicts the agent's next observation and reward from ``z``, the
+observation and the action. Agents whose transitions and rewards are alike end up with nearby
+encoder means, which k-means then groups.
+"""
+
+from __future__ import annotations
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class IdentityVAE(nn.Module):
+    """``one-hot id[..., N] -> 64 -> (mu, logvar)[..., Z]``; ``[z, o, one-hot a] -> 64 -> 64 -> [o', r]``."""
+
+    num_agents: int
+    obs_dim: int
+    num_actions: int
+    latent: int = 10
+    hidden: int = 64
+
+    def setup(self):
+        self.enc_hidden = nn.Dense(self.hidden)
+        self.enc_mu = nn.Dense(self.latent)
+        self.enc_logvar = nn.Dense(self.latent)
+        self.dec = [nn.Dense(self.hidden), nn.Dense(self.hidden), nn.Dense(self.obs_dim + 1)]
+
+    def encode(self, agent: chex.Array) -> tuple[chex.Array, chex.Array]:
+        """``agent int[...] -> (mu, logvar)``, each ``[..., Z]``."""
+        h = nn.relu(self.enc_hidden(jax.nn.one_hot(agent, self.num_agents)))
+        return self.enc_mu(h), self.enc_logvar(h)
+
+    def decode(self, z: chex.Array, obs: chex.Array, action: chex.Array) -> chex.Array:
+        """``z[..., Z], obs[..., D], action int[...] -> [..., D + 1]`` (next observation, reward)."""
+        x = jnp.concatenate([z, obs, jax.nn.one_hot(action, self.num_actions)], -1)
+        x = nn.relu(self.dec[0](x))
+        x = nn.relu(self.dec[1](x))
+        return self.dec[2](x)
+
+    def __call__(self, key, agent, obs, action):
+        """Reparameterised sample: returns ``(prediction[..., D + 1], mu, logvar)``."""
+        mu, logvar = self.encode(agent)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        return self.decode(z, obs, action), mu, logvar
+
+
+def vae_loss(prediction, target, mu, logvar, weight, kl_coef):
+    """Summed squared error over the predicted features plus ``kl_coef`` x KL(q(z|id) || N(0, I)),
+    both per sample, averaged over the samples with weight 1 (weight 0: padding).
+
+    Shapes: prediction / target ``[B, D + 1]``, mu / logvar ``[B, Z]``, weight ``[B]``.
+    """
+    chex.assert_equal_shape([prediction, target])
+    recon = ((prediction - target) ** 2).sum(-1)
+    kl = -0.5 * (1.0 + logvar - mu**2 - jnp.exp(logvar)).sum(-1)
+    per_sample = recon + kl_coef * kl
+    return (weight * per_sample).sum() / jnp.maximum(weight.sum(), 1.0)

@@ -1,0 +1,391 @@
+"""Identity-based sharing: SePS (Christianos et al. 2021) and AdaPS (seed 001).
+
+Both start as FuPS (every agent on slot 0, no masks) while a uniform (reservoir) sample of
+every agent's (o, a, r, o') transitions is kept. Once, at the first training iteration past
+``sharing.identity_pretrain_steps`` env steps, the scheme's update
+
+1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
+2. runs k-means (k-means++ seeding, restarts) on the N encoder means, with K from the config
+   or by the Davies-Bouldin rule (``psjax.sharing.kmeans``),
+3. SePS: moves every agent to its cluster's slot, every slot a copy of the pretrained slot 0
+   (parameters, target and Adam moments; critics follow the same slots);
+   AdaPS: feeds every cluster centre through a fixed random mapping network, thresholds the
+   sigmoid at lambda into binary hidden-unit masks, and gives each agent its cluster's masks
+   on the one shared network (no parameters added).
+
+Nothing changes after that. The one-off work runs inside ``run_if``, a while loop that runs
+zero or one time: ``lax.cond`` under ``vmap`` over seeds (the host runner's case, where the
+step counter is batched) becomes a select that would run the VAE training on every iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from psjax.config import ConfigError, TrainConfig
+from psjax.envs.base import EnvSpec
+from psjax.nets.vae import IdentityVAE, vae_loss
+from psjax.sharing import bank_ops
+from psjax.sharing.bank import SharingState, SlotLayout
+from psjax.sharing.kmeans import KMeansResult, kmeans, select_k
+from psjax.sharing.methods import Scheme
+from psjax.types import Transition
+
+MAX_PAIR_AGENTS = 8  # per-agent-pair overlap columns are logged up to this many agents
+
+
+class IdentityBuffer(NamedTuple):
+    """A uniform sample of up to B pretraining transitions, the same steps for every agent."""
+
+    obs: chex.Array  # [N, B, D]
+    action: chex.Array  # int32[N, B]
+    reward: chex.Array  # [N, B]
+    next_obs: chex.Array  # [N, B, D]
+    seen: chex.Array  # int32[] valid transitions offered so far (per agent); min(seen, B) slots are filled
+
+
+class IdentityState(NamedTuple):
+    """``SharingState.extra`` of SePS and AdaPS."""
+
+    buffer: IdentityBuffer
+    switched: chex.Array  # bool[], the one-off switch has happened
+    means: chex.Array  # [N, Z] encoder means at the switch (zeros before)
+    centres: chex.Array  # [Kmax, Z] k-means centres at the switch; unused rows zero
+    num_clusters: chex.Array  # int32[] K chosen (1 before the switch)
+    labels: chex.Array  # int32[N] cluster of every agent (0 before the switch), numbered by first agent
+    vae_loss: chex.Array  # [2] mean VAE loss of the first and last epoch (NaN before the switch)
+    mapping: Any  # AdaPS: the fixed random mapping network's parameters; () for SePS
+
+
+def run_if(pred: chex.Array, fn: Callable[[Any, chex.PRNGKey], Any], operand: Any, key: chex.PRNGKey) -> Any:
+    """``fn(operand, key')`` if ``pred`` else ``operand``, running ``fn`` only when some element needs it.
+
+    A while loop of zero or one trip: unlike ``lax.cond``, it stays a branch under ``vmap`` with a
+    batched ``pred`` (the loop runs while any seed's predicate holds; seeds without it keep their
+    operand). ``fn`` must return the operand's structure, shapes and dtypes. Its key ``key'`` is
+    folded with the loop's trip flag: work that depends only on values from outside the loop (a
+    key, the closed-over buffer) is otherwise loop-invariant, and XLA hoists it out of the loop,
+    where it runs on every call (measured: the whole VAE training, every iteration).
+    """
+    def body(carry):
+        flag, x = carry
+        return jnp.zeros((), jnp.bool_), fn(x, jax.random.fold_in(key, flag.astype(jnp.int32)))
+
+    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), operand))[1]
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def init_buffer(num_agents: int, size: int, obs_dim: int) -> IdentityBuffer:
+    return IdentityBuffer(
+        jnp.zeros((num_agents, size, obs_dim), jnp.float32),
+        jnp.zeros((num_agents, size), jnp.int32),
+        jnp.zeros((num_agents, size), jnp.float32),
+        jnp.zeros((num_agents, size, obs_dim), jnp.float32),
+        jnp.zeros((), jnp.int32),
+    )
+
+
+def store_transitions(buffer: IdentityBuffer, traj: Transition, key: chex.PRNGKey) -> IdentityBuffer:
+    """Offer the rollout's (o, a, r, o') transitions to the reservoir (Algorithm R).
+
+    Step t's next observation is ``traj.obs[t + 1]``, so the rollout's last step (whose next
+    observation the scheme does not see) and steps that end an episode (whose next observation
+    already belongs to the next episode) are skipped. The n-th valid transition ever offered
+    replaces slot ``j ~ U{0..n}`` when ``j < B``; within a rollout, later transitions win, exactly
+    as if they were offered one by one, and with no duplicate scatter indices (deterministic).
+    """
+    chex.assert_rank(traj.obs, 4)  # [T, E, N, D]
+    size = buffer.obs.shape[1]
+    num_agents, obs_dim = traj.obs.shape[2:]
+
+    def rows(x):  # [T-1, E, N, ...] -> [N, R, ...]
+        x = x.reshape(-1, *x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    obs, next_obs = rows(traj.obs[:-1]), rows(traj.obs[1:])
+    action, reward = rows(traj.action[:-1]), rows(traj.reward[:-1])
+    valid = ~traj.done[:-1].reshape(-1)  # [R]
+    num_rows = valid.shape[0]
+    index = buffer.seen + jnp.cumsum(valid) - 1  # position of each valid row in the stream
+    draw = jax.random.randint(key, (num_rows,), 0, jnp.maximum(index + 1, 1))
+    slot = jnp.where(index < size, index, draw)
+    slot = jnp.where(valid & (slot < size), slot, size)  # size = dropped
+    row = jnp.arange(num_rows, dtype=jnp.int32)
+    winner = jnp.full((size + 1,), -1, jnp.int32).at[slot].max(row)  # last row per slot
+    slot = jnp.where(winner[slot] == row, slot, size)
+
+    def put(buf, new):
+        return buf.at[:, slot].set(new, mode="drop")
+
+    return IdentityBuffer(
+        put(buffer.obs, obs),
+        put(buffer.action, action.astype(jnp.int32)),
+        put(buffer.reward, reward.astype(jnp.float32)),
+        put(buffer.next_obs, next_obs),
+        buffer.seen + valid.sum().astype(jnp.int32),
+    )
+
+
+# --------------------------------------------------------------------------- the identity VAE
+
+
+def train_identity_vae(
+    key: chex.PRNGKey, vae: IdentityVAE, buffer: IdentityBuffer, epochs: int, batch_size: int, lr: float,
+    kl_coef: float,
+) -> tuple[Any, chex.Array, chex.Array]:
+    """Train a fresh VAE on the filled part of the buffer.
+
+    Returns (params, encoder means ``[N, Z]``, mean loss per epoch ``[epochs]``).
+    """
+    num_agents, size = buffer.action.shape
+    total = num_agents * size
+    batch = min(batch_size, total)
+    steps = total // batch
+    obs, next_obs = buffer.obs.reshape(total, -1), buffer.next_obs.reshape(total, -1)
+    action, reward = buffer.action.reshape(total), buffer.reward.reshape(total)
+
+    def minibatch(idx):
+        # gathered per step rather than prepared once: work that depends on the buffer alone would be
+        # hoisted out of run_if's loop by XLA and run on every training iteration
+        return {
+            "agent": (idx // size).astype(jnp.int32),
+            "obs": obs[idx],
+            "action": action[idx],
+            "target": jnp.concatenate([next_obs[idx], reward[idx, None]], -1),
+            "weight": (idx % size < buffer.seen).astype(jnp.float32),  # unfilled slots are padding
+        }
+
+    k_init, k_train = jax.random.split(key)
+    example = minibatch(jnp.zeros((1,), jnp.int32))
+    params = vae.init(k_init, k_init, example["agent"], example["obs"], example["action"])
+    opt = optax.adam(lr)
+
+    def loss_fn(params, mb, k):
+        pred, mu, logvar = vae.apply(params, k, mb["agent"], mb["obs"], mb["action"])
+        return vae_loss(pred, mb["target"], mu, logvar, mb["weight"], kl_coef)
+
+    def sgd_step(carry, inputs):
+        params, opt_state = carry
+        idx, k = inputs
+        loss, grads = jax.value_and_grad(loss_fn)(params, minibatch(idx), k)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def epoch(carry, k):
+        k_perm, k_steps = jax.random.split(k)
+        idx = jax.random.permutation(k_perm, total)[: steps * batch].reshape(steps, batch)
+        carry, losses = jax.lax.scan(sgd_step, carry, (idx, jax.random.split(k_steps, steps)))
+        return carry, losses.mean()
+
+    (params, _), losses = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(k_train, epochs))
+    mu, _ = vae.apply(params, jnp.arange(num_agents), method=IdentityVAE.encode)
+    return params, mu, losses
+
+
+# --------------------------------------------------------------------------- AdaPS mapping network
+
+
+def init_mapping(key: chex.PRNGKey, latent: int, hidden: int, out: int) -> dict:
+    """A fixed random network ``z[Z] -> tanh(W1 z + b1) -> W2 h`` (never trained, as in RND).
+
+    ``W1 ~ N(0, 1/Z)``, ``b1 ~ N(0, 1)`` (inputs are standardised centres, see ``standardise``),
+    ``W2 ~ N(0, 2/hidden)``: logits of roughly unit scale, which the threshold turns into masks
+    that keep most units (lambda = 0.2 keeps a unit when its logit exceeds -1.39).
+    """
+    k1, k2, k3 = jax.random.split(key, 3)
+    return {
+        "w1": jax.random.normal(k1, (latent, hidden)) / jnp.sqrt(latent),
+        "b1": jax.random.normal(k2, (hidden,)),
+        "w2": jax.random.normal(k3, (hidden, out)) * jnp.sqrt(2.0 / hidden),
+    }
+
+
+def mapping_probs(mapping: dict, z: chex.Array) -> chex.Array:
+    """Activation probabilities ``z[..., Z] -> [..., out]`` of the mapping network."""
+    return jax.nn.sigmoid(jnp.tanh(z @ mapping["w1"] + mapping["b1"]) @ mapping["w2"])
+
+
+def standardise(centres: chex.Array, means: chex.Array) -> chex.Array:
+    """Cluster centres in the units of the agents' spread: ``(c - mean_i mu_i) / std(mu)`` (std pooled
+    over agents and dimensions). The VAE's latent scale is arbitrary (the KL weight is tiny); this
+    makes the mapping network see distinct clusters as inputs of unit scale, whatever that scale."""
+    return (centres - means.mean(0)) / (means.std() + 1e-8)
+
+
+def cluster_masks(mapping: dict, centres: chex.Array, means: chex.Array, labels: chex.Array, threshold: float,
+                  num_layers: int) -> tuple:
+    """Binary masks per agent from its cluster centre: ``centres[K, Z], means[N, Z], labels[N]`` -> one
+    ``float32[N, H]`` per maskable layer (exactly 0.0 or 1.0)."""
+    keep = (mapping_probs(mapping, standardise(centres, means)) > threshold).astype(jnp.float32)  # [K, L * H]
+    per_agent = keep[labels]
+    return tuple(jnp.split(per_agent, num_layers, axis=-1))
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def overlap_matrix(masks: tuple, slots: chex.Array, masked: bool) -> chex.Array:
+    """Fraction of units two agents share, ``[N, N]``: |M_i and M_j| / |M_i or M_j| over every
+    maskable layer for masked methods; for slot methods 1 when they use the same slot, else 0."""
+    if not masked:
+        return (slots[:, None] == slots[None, :]).astype(jnp.float32)
+    m = jnp.concatenate(masks, -1)
+    both = m @ m.T
+    either = m.sum(-1)[:, None] + m.sum(-1)[None, :] - both
+    return jnp.where(either > 0, both / jnp.maximum(either, 1.0), 1.0)
+
+
+def _metrics(sharing: SharingState, extra: IdentityState, labels: chex.Array, masked: bool) -> dict:
+    overlap = overlap_matrix(sharing.masks, sharing.slots, masked)
+    n = labels.shape[0]
+    pairs = ~jnp.eye(n, dtype=bool)
+    metrics = {
+        "cluster": labels,
+        "num_clusters": extra.num_clusters,
+        "identity_switched": extra.switched,
+        "identity_vae_loss_first": extra.vae_loss[0],
+        "identity_vae_loss_last": extra.vae_loss[1],
+        "mask_overlap": jnp.where(n > 1, (overlap * pairs).sum() / max(n * (n - 1), 1), 1.0),
+    }
+    if n <= MAX_PAIR_AGENTS:
+        metrics["mask_overlap_pairs"] = overlap
+    if masked:
+        metrics["mask_keep"] = jnp.concatenate(sharing.masks, -1).mean(-1)
+    return metrics
+
+
+# --------------------------------------------------------------------------- schemes
+
+
+def check_identity_config(cfg: TrainConfig) -> None:
+    """Config rules of SePS / AdaPS (called by ``config.validate``); raises ConfigError."""
+    from psjax.envs import num_agents
+
+    n = num_agents(cfg.env)
+    k = cfg.sharing.identity_clusters
+    if not 1 <= k <= n:
+        raise ConfigError(
+            f"sharing.identity_clusters={k} is outside the allowed range 1..{n} (the number of agents of "
+            f"env {cfg.env.name})"
+        )
+    if cfg.learner_cfg.rollout_len < 2:
+        section = "q" if cfg.is_value_based else "ac"
+        raise ConfigError(
+            f"{section}.rollout_len={cfg.learner_cfg.rollout_len}: alg={cfg.alg} needs at least 2 steps per rollout "
+            "to pair observations with next observations"
+        )
+
+
+def _max_clusters(cfg: TrainConfig, num_agents: int) -> int:
+    """Slots / centres allocated: K from the config, or the largest Davies-Bouldin candidate."""
+    if cfg.sharing.identity_select_k:
+        return num_agents if num_agents <= 2 else num_agents - 1
+    return cfg.sharing.identity_clusters
+
+
+def _cluster(cfg: TrainConfig, key: chex.PRNGKey, means: chex.Array, max_clusters: int) -> KMeansResult:
+    sc = cfg.sharing
+    n = means.shape[0]
+    if sc.identity_select_k and n > 2:
+        result, _ = select_k(key, means, 2, n - 1, sc.identity_kmeans_restarts)
+        return result
+    return kmeans(key, means, max_clusters, max_clusters, sc.identity_kmeans_restarts)
+
+
+def _make_identity_scheme(
+    cfg: TrainConfig, spec: EnvSpec, layout: SlotLayout, init_masks: Callable[[], tuple], mapping_init: Callable,
+    apply_switch: Callable,
+) -> Scheme:
+    """The pipeline both methods share; ``apply_switch(sharing, learner_state, kmeans result, encoder
+    means, mapping params) -> (sharing, learner_state)`` is the method-specific step 3."""
+    sc = cfg.sharing
+    n = spec.num_agents
+    max_clusters = _max_clusters(cfg, n)
+    vae = IdentityVAE(n, spec.obs_dim, spec.num_actions, sc.identity_latent, sc.identity_hidden)
+
+    def init(key):
+        extra = IdentityState(
+            init_buffer(n, sc.identity_buffer_size, spec.obs_dim),
+            jnp.zeros((), jnp.bool_),
+            jnp.zeros((n, sc.identity_latent), jnp.float32),
+            jnp.zeros((max_clusters, sc.identity_latent), jnp.float32),
+            jnp.ones((), jnp.int32),
+            jnp.zeros(n, jnp.int32),
+            jnp.full((2,), jnp.nan, jnp.float32),
+            mapping_init(key),
+        )
+        return SharingState(jnp.zeros(n, jnp.int32), init_masks(), extra)
+
+    def switch(operand, key, buffer):
+        sharing, learner_state = operand
+        extra = sharing.extra
+        k_vae, k_kmeans = jax.random.split(key)
+        _, means, losses = train_identity_vae(
+            k_vae, vae, buffer, sc.identity_epochs, sc.identity_batch_size, sc.identity_lr, sc.identity_kl_coef
+        )
+        result = _cluster(cfg, k_kmeans, means, max_clusters)
+        sharing, learner_state = apply_switch(sharing, learner_state, result, means, extra.mapping)
+        extra = extra._replace(
+            switched=jnp.ones((), jnp.bool_), means=means, centres=result.centres,
+            num_clusters=result.num_clusters, labels=result.labels, vae_loss=jnp.stack([losses[0], losses[-1]]),
+        )
+        return sharing._replace(extra=extra), learner_state
+
+    def update(sharing, learner_state, traj, key, step):
+        k_store, k_switch = jax.random.split(key)
+        buffer = run_if(~sharing.extra.switched, lambda b, k: store_transitions(b, traj, k), sharing.extra.buffer,
+                        k_store)
+        due = ~sharing.extra.switched & (step >= sc.identity_pretrain_steps)
+        # the buffer is read, not carried: the loop's carry stays small
+        sharing = sharing._replace(extra=sharing.extra._replace(buffer=()))
+        sharing, learner_state = run_if(
+            due, lambda x, k: switch(x, k, buffer), (sharing, learner_state), k_switch
+        )
+        sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
+        return sharing, learner_state, _metrics(sharing, sharing.extra, sharing.extra.labels, layout.masked)
+
+    return Scheme(layout, init, update)
+
+
+def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """SePS: K slots (``indexed``), all agents on slot 0 until the switch, then on their cluster's
+    slot; every slot starts as a copy of the pretrained slot 0."""
+    del hidden, num_masked_layers
+    from psjax.learners import bank_names
+
+    banks = bank_names(cfg)
+    layout = SlotLayout(_max_clusters(cfg, spec.num_agents), "indexed", False)
+
+    def apply_switch(sharing, learner_state, result, means, mapping):
+        del means, mapping
+        learner_state = bank_ops.map_banks(learner_state, banks, lambda path, x: bank_ops.copy_row(x, 0))
+        return sharing._replace(slots=result.labels), learner_state
+
+    return _make_identity_scheme(cfg, spec, layout, lambda: (), lambda key: (), apply_switch)
+
+
+def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """AdaPS: one shared network (``shared``, masked); masks all ones until the switch, then each
+    agent's cluster's binary masks from the fixed random mapping network. No parameters added."""
+    sc = cfg.sharing
+    n = spec.num_agents
+    layout = SlotLayout(1, "shared", True)
+
+    def init_masks():
+        return tuple(jnp.ones((n, hidden), jnp.float32) for _ in range(num_masked_layers))
+
+    def mapping_init(key):
+        return init_mapping(key, sc.identity_latent, sc.adaps_mapping_hidden, hidden * num_masked_layers)
+
+    def apply_switch(sharing, learner_state, result, means, mapping):
+        masks = cluster_masks(mapping, result.centres, means, result.labels, sc.adaps_threshold, num_masked_layers)
+        return sharing._replace(masks=masks), learner_state
+
+    return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch)

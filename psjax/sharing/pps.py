@@ -1,0 +1,203 @@
+"""Periodic parameter sharing (PPS, seed 002; code: ColaZhang22/PPS-QMIX).
+
+Every agent has its own Q network (a bank with one slot per agent, like NoPS). Every
+``sharing.pps_interval`` gradient updates the bank rows are aggregated and the result is
+written back to every agent:
+
+- ``pps_a``: uniform average of all layers;
+- ``pps_rs``: average weighted by each agent's reward over the last ``pps_window`` rollout
+  steps (``reward_weights``);
+- ``pps_pp``: only the shared side of a layer boundary is averaged; the other side stays
+  per agent (``shared_layers``).
+
+The scheme's ``update`` runs once per training iteration, after the learner's
+``q.updates_per_rollout`` gradient steps, so an aggregation happens at the end of the
+iteration in which ``learner_state.updates`` crossed a multiple of the interval (at most
+``updates_per_rollout - 1`` updates late, and once even if several multiples were crossed).
+Everything is ``jnp.where`` on small parameter trees: one compiled program, vmappable.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from psjax.config import TrainConfig
+from psjax.envs.base import EnvSpec
+from psjax.learners import bank_names as learner_bank_names
+from psjax.sharing.bank import SharingState, SlotLayout
+from psjax.sharing.bank_ops import map_bank_tree, map_banks, weighted_mean_rows
+from psjax.sharing.methods import Scheme
+
+# The layers of ``psjax.nets.agents.RecurrentQNet`` from input to output (flax module names).
+LAYERS = ("Dense_0", "GRUCell_0", "Dense_1")
+VARIANTS = ("pps_a", "pps_rs", "pps_pp")
+
+
+class PPSExtra(NamedTuple):
+    """PPS state carried in ``SharingState.extra``."""
+
+    last_updates: chex.Array  # int32, learner gradient steps at the previous sharing update
+    rewards: chex.Array  # float32[W, N] per-agent reward of the last W rollout steps (mean over envs)
+
+
+def layer_of(path: tuple[str, ...]) -> str:
+    """The ``LAYERS`` entry a bank leaf belongs to, e.g. ("params", "GRUCell_0", "hn", "bias") -> "GRUCell_0"."""
+    for name in path:
+        if name in LAYERS:
+            return name
+    raise ValueError(f"parameter {'/'.join(path)} is in none of the agent network's layers {LAYERS}")
+
+
+def shared_layers(variant: str, boundary: int, personal: str) -> frozenset[str]:
+    """Layers that PPS aggregates: all of them, or for ``pps_pp`` one side of ``boundary``.
+
+    ``boundary`` counts layers from the input; ``personal`` names the side that stays per agent
+    ("front": ``LAYERS[:boundary]``, "back": ``LAYERS[boundary:]``).
+    """
+    if variant != "pps_pp":
+        return frozenset(LAYERS)
+    if not 0 < boundary < len(LAYERS):
+        raise ValueError(f"pps_pp_boundary={boundary} must split {LAYERS} into two non-empty parts")
+    front, back = LAYERS[:boundary], LAYERS[boundary:]
+    return frozenset(back if personal == "front" else front)
+
+
+def reward_weights(returns: chex.Array, mode: str, temperature: float = 1.0) -> chex.Array:
+    """Aggregation weights from per-agent accumulated rewards: ``returns[N] -> weights[N]`` (sum 1).
+
+    ``ratio``: ``R_i / sum_j R_j`` (the paper's formula) after shifting by ``min(0, min_j R_j)``,
+    so negative rewards never give negative weights (the lowest agent then gets 0); uniform when
+    all shifted rewards are 0 (no reward yet, or equal negative rewards). ``softmax``: softmax of
+    ``R_i / temperature`` (the released code's choice). Equal rewards (a team reward) give uniform
+    weights in both modes: RS-PPS is then A-PPS.
+    """
+    chex.assert_rank(returns, 1)
+    uniform = jnp.full_like(returns, 1.0 / returns.shape[0])
+    if mode == "softmax":
+        return jax.nn.softmax(returns / temperature)
+    if mode != "ratio":
+        raise ValueError(f"unknown reward weighting {mode!r}; allowed: 'ratio', 'softmax'")
+    shifted = returns - jnp.minimum(returns.min(), 0.0)
+    total = shifted.sum()
+    return jnp.where(total > 0.0, shifted / jnp.where(total > 0.0, total, 1.0), uniform)
+
+
+def push_rewards(buffer: chex.Array, reward: chex.Array) -> chex.Array:
+    """Append a rollout's rewards to the reward buffer, keeping the last W steps.
+
+    ``buffer[W, N]``, ``reward[T, E, N]`` (per agent, per env) -> ``[W, N]``; each new row is the
+    step's per-agent reward averaged over the parallel envs.
+    """
+    chex.assert_rank(buffer, 2)
+    chex.assert_rank(reward, 3)
+    window = buffer.shape[0]
+    return jnp.concatenate([buffer, reward.mean(axis=1).astype(buffer.dtype)], axis=0)[-window:]
+
+
+def interval_crossed(last_updates: chex.Array, updates: chex.Array, interval: int) -> chex.Array:
+    """Whether the update count passed a multiple of ``interval`` since ``last_updates``: bool[]."""
+    return updates // interval > last_updates // interval
+
+
+def dispersion(banks: dict, bank_names: tuple[str, ...], keep: Callable[[tuple[str, ...]], bool]) -> chex.Array:
+    """L2 distance of each row's selected parameters to the bank mean: ``banks[name][K, ...] -> [K]``.
+
+    Leaves whose path fails ``keep`` are left out (e.g. PP-PPS's personal layers).
+    """
+
+    def row_sq(path, x):
+        sq = jnp.square(x - x.mean(axis=0, keepdims=True)).reshape(x.shape[0], -1).sum(axis=1)
+        return sq if keep(path) else jnp.zeros_like(sq)
+
+    per_leaf = map_bank_tree({n: banks[n] for n in bank_names}, bank_names, row_sq)
+    return jnp.sqrt(sum(jax.tree.leaves(per_leaf)))
+
+
+def aggregate(
+    state,
+    bank_names: tuple[str, ...],
+    weights: chex.Array,
+    due: chex.Array,
+    keep: Callable[[tuple[str, ...]], bool],
+    target: str = "keep",
+    moments: bool = False,
+):
+    """Where ``due``, replace the selected rows of every bank by their ``weights``-mean.
+
+    Args:
+      state: learner state with ``params``, ``target``, ``opt_state`` (banks ``[K, ...]``).
+      weights: float32[K], summing to 1.
+      due: bool[]; where False the state is returned unchanged.
+      keep: path -> whether the leaf is aggregated (the rest stays per agent).
+      target: "keep" (target untouched), "aggregate" (the target's rows averaged with the same
+        weights) or "copy" (the target's selected rows set to the aggregated online rows).
+      moments: whether the optimiser's moments of the selected rows are averaged too.
+    """
+
+    def fn(path, x):
+        return jnp.where(due, weighted_mean_rows(x, weights), x) if keep(path) else x
+
+    new = map_banks(state, bank_names, fn, target=target == "aggregate", moments=moments)
+    if target == "copy":
+        sel = map_bank_tree(new.params, bank_names, lambda path, x: keep(path))
+        copied = {
+            name: jax.tree.map(lambda s, o, t: jnp.where(due, o, t) if s else t, sel[name], new.params[name], sub)
+            if name in bank_names else sub
+            for name, sub in new.target.items()
+        }
+        new = new._replace(target=copied)
+    return new
+
+
+def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """The PPS scheme named by ``cfg.alg`` (``pps_a``, ``pps_rs`` or ``pps_pp``)."""
+    del hidden, num_masked_layers
+    alg, sc = cfg.alg, cfg.sharing
+    if alg not in VARIANTS:
+        raise ValueError(f"make_pps builds {VARIANTS}, not alg={alg!r}")
+    n = spec.num_agents
+    names = learner_bank_names(cfg)
+    layers = shared_layers(alg, sc.pps_pp_boundary, sc.pps_pp_personal)
+
+    def keep(path):
+        return layer_of(path) in layers
+
+    reward_weighted = alg == "pps_rs" or (alg == "pps_pp" and sc.pps_pp_weights == "reward")
+
+    def init(key):
+        del key
+        extra = PPSExtra(jnp.int32(0), jnp.zeros((sc.pps_window, n), jnp.float32))
+        return SharingState(jnp.arange(n, dtype=jnp.int32), (), extra)
+
+    def update(sharing, learner_state, traj, key, step):
+        del key, step
+        extra = sharing.extra
+        chex.assert_shape(traj.reward, (None, None, n))
+        rewards = push_rewards(extra.rewards, traj.reward)
+        returns = rewards.sum(axis=0)
+        if reward_weighted:
+            weights = reward_weights(returns, sc.pps_rs_weights, sc.pps_rs_temperature)
+        else:
+            weights = jnp.full((n,), 1.0 / n, jnp.float32)
+        updates = learner_state.updates
+        due = interval_crossed(extra.last_updates, updates, sc.pps_interval)
+        before = dispersion(learner_state.params, names, keep)
+        learner_state = aggregate(learner_state, names, weights, due, keep, sc.pps_target, sc.pps_moments)
+        after = dispersion(learner_state.params, names, keep)
+        metrics = {
+            "pps_aggregated": due.astype(jnp.float32),
+            "pps_dispersion": after.mean(),
+            "pps_dispersion_pre": before.mean(),
+            "pps_dispersion_agent": after,
+            "pps_weight": weights,
+            "pps_reward": returns,
+        }
+        if alg == "pps_pp":
+            metrics["pps_dispersion_personal"] = dispersion(learner_state.params, names, lambda p: not keep(p)).mean()
+        return sharing._replace(extra=PPSExtra(updates, rewards)), learner_state, metrics
+
+    return Scheme(SlotLayout(n, "identity", False), init, update)

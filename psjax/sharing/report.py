@@ -1,0 +1,104 @@
+"""A picture of what a sharing method decided, from a run folder's metrics.
+
+``plot_sharing(run_dir)`` draws ``sharing.png`` for methods that log a per-agent ``cluster``
+(SePS, AdaPS): the final cluster of every agent for every seed, and the agents x agents
+overlap (fraction of hidden units two agents share; for slot methods 1 on the same slot,
+0 otherwise) from ``mask_overlap_pairs``, averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+
+import numpy as np
+
+_CLUSTER = re.compile(r"^cluster\[(\d+)\]$")
+_PAIR = re.compile(r"^mask_overlap_pairs\[(\d+),(\d+)\]$")
+
+
+def _last_rows(run_dir: pathlib.Path) -> list[dict]:
+    """The last logged training row of every seed, in seed order."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    last: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            last[row["seed"]] = row
+    return [last[s] for s in sorted(last)]
+
+
+def sharing_tables(run_dir) -> dict | None:
+    """``{"seeds", "cluster" int[S, N], "overlap" float[N, N] or None, "mean_overlap" float[S],
+    "env_steps" int[S]}`` from the last rows, or None when the method logs no ``cluster``."""
+    rows = _last_rows(pathlib.Path(run_dir))
+    if not rows:
+        return None
+    agents = sorted(int(m.group(1)) for k in rows[0] if (m := _CLUSTER.match(k)))
+    if not agents:
+        return None
+    n = len(agents)
+    cluster = np.array([[r[f"cluster[{i}]"] for i in range(n)] for r in rows], dtype=int)
+    overlap = None
+    if any(_PAIR.match(k) for k in rows[0]):
+        per_seed = np.array(
+            [[[np.nan if r.get(f"mask_overlap_pairs[{i},{j}]") is None else r[f"mask_overlap_pairs[{i},{j}]"]
+               for j in range(n)] for i in range(n)] for r in rows], dtype=float)
+        overlap = np.nanmean(per_seed, axis=0)
+    mean_overlap = np.array([np.nan if r.get("mask_overlap") is None else r["mask_overlap"] for r in rows])
+    return {
+        "seeds": [r["seed"] for r in rows],
+        "cluster": cluster,
+        "overlap": overlap,
+        "mean_overlap": mean_overlap,
+        "env_steps": [r["env_steps"] for r in rows],
+    }
+
+
+def plot_sharing(run_dir) -> pathlib.Path | None:
+    """Write ``run_dir/sharing.png`` and return its path; None (nothing written) when the run's
+    method reports no cluster assignment."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
+
+    run_dir = pathlib.Path(run_dir)
+    tables = sharing_tables(run_dir)
+    if tables is None:
+        return None
+    cluster, overlap = tables["cluster"], tables["overlap"]
+    num_seeds, n = cluster.shape
+    fig = Figure(figsize=(5 + 0.35 * n + (4.5 if overlap is not None else 0), 1.8 + 0.35 * num_seeds + 1.5),
+                 layout="constrained")
+    axes = fig.subplots(1, 2 if overlap is not None else 1, squeeze=False)[0]
+
+    ax = axes[0]
+    ax.imshow(cluster, cmap="tab10", vmin=0, vmax=9, aspect="auto")
+    for s in range(num_seeds):
+        for i in range(n):
+            ax.text(i, s, str(cluster[s, i]), ha="center", va="center", fontsize=8, color="white")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(num_seeds), [f"seed {s}" for s in tables["seeds"]])
+    ax.set_xlabel("agent")
+    ax.set_title("final cluster per agent")
+
+    if overlap is not None:
+        ax = axes[1]
+        image = ax.imshow(overlap, cmap="viridis", vmin=0.0, vmax=1.0)
+        if n <= 8:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, f"{overlap[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if overlap[i, j] > 0.5 else "white")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+        ax.set_xlabel("agent")
+        ax.set_ylabel("agent")
+        ax.set_title("shared hidden units (mean over seeds)")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"{run_dir.name}: mean overlap {np.nanmean(tables['mean_overlap']):.2f} "
+                 f"at {max(tables['env_steps'])} env steps")
+    path = run_dir / "sharing.png"
+    fig.savefig(path, dpi=120)
+    return path
