@@ -16,6 +16,11 @@ train env=smax map=3m alg=fups_id learner=ppo seeds=2 steps=2e6 eval_every=0.1 r
 train env=smax map=3m alg=fups_id learner=qmix seeds=2 steps=2e6 eval_every=0.05 run_name=smax3m_qmix_fupsid
 train preset=smax_3m_qmix run_name=smax3m_qmix_fupsid_tdl_upd8
 train env=speaker_listener alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=speaker_listener_ppo_fupsid
+# sharing methods (docs/results.md, "Sharing methods")
+train env=lbf scenario=8x8-2p-2f-coop alg=kaleidoscope learner=ppo seeds=2 steps=3e5 run_name=lbf_coop_kal_ppo
+train env=lbf scenario=8x8-2p-2f-coop alg=kaleidoscope learner=ppo seeds=2 steps=3e5 kal_reset_interval=5e4 run_name=lbf_coop_kal_ppo_reset50k
+train env=mpe_spread alg=kaleidoscope learner=ppo seeds=2 steps=3e5 run_name=mpe_kal_ppo
+train env=mpe_spread alg=kaleidoscope learner=qmix seeds=2 steps=3e5 run_name=mpe_kal_qmix
 for args in "env=lbf scenario=8x8-2p-2f-coop" "env=mpe_spread" "env=speaker_listener" "env=smax map=3m"; do
   "$PY" benchmarks/random_baseline.py $args
 done
