@@ -59,7 +59,8 @@ class SharingConfig:
     snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
     identity_pretrain_steps: int = _f(
         50_000, "SePS/AdaPS: env steps (per seed, summed over envs) of pretraining with the shared network; the "
-        "identity VAE, k-means and the switch to clusters run once, at the first iteration past it", min=0)
+        "identity VAE, k-means and the switch to clusters run once, at the first iteration that reaches it "
+        "(default: a sixth of a 300k-step run)", min=0)
     identity_clusters: int = _f(2, "SePS/AdaPS: number of clusters K (1..number of agents)")
     identity_select_k: bool = _f(False, "SePS/AdaPS: choose K by the lowest Davies-Bouldin score over K = 2..N-1 "
                                  "(slots for N-1 clusters are allocated; N <= 2 agents: K = N)")
@@ -76,6 +77,9 @@ class SharingConfig:
     adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
                                 min=0.0, max=1.0)
     adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
+    adaps_mapping_scale: float = _f(
+        3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
+        "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)
     pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
                            min=1)
     pps_window: int = _f(96, "PPS: reward buffer length in rollout steps (per-agent reward, mean over envs)", min=1)

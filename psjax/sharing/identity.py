@@ -1,8 +1,8 @@
 """Identity-based sharing: SePS (Christianos et al. 2021) and AdaPS (seed 001).
 
 Both start as FuPS (every agent on slot 0, no masks) while a uniform (reservoir) sample of
-every agent's (o, a, r, o') transitions is kept. Once, at the first training iteration past
-``sharing.identity_pretrain_steps`` env steps, the scheme's update
+every agent's (o, a, r, o') transitions is kept. Once, at the first training iteration that
+reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
 
 1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
 2. runs k-means (k-means++ seeding, restarts) on the N encoder means, with K from the config
@@ -192,18 +192,19 @@ def train_identity_vae(
 # --------------------------------------------------------------------------- AdaPS mapping network
 
 
-def init_mapping(key: chex.PRNGKey, latent: int, hidden: int, out: int) -> dict:
+def init_mapping(key: chex.PRNGKey, latent: int, hidden: int, out: int, scale: float) -> dict:
     """A fixed random network ``z[Z] -> tanh(W1 z + b1) -> W2 h`` (never trained, as in RND).
 
-    ``W1 ~ N(0, 1/Z)``, ``b1 ~ N(0, 1)`` (inputs are standardised centres, see ``standardise``),
-    ``W2 ~ N(0, 2/hidden)``: logits of roughly unit scale, which the threshold turns into masks
-    that keep most units (lambda = 0.2 keeps a unit when its logit exceeds -1.39).
+    ``W1 ~ N(0, 1/Z)``, ``b1 ~ N(0, 1)`` (inputs are standardised centres, see ``standardise``; the
+    hidden pre-activations have variance ~2 and ``E[h^2] ~ 0.6``), ``W2 ~ N(0, scale^2 / hidden)``: logits
+    with std ~0.77 x scale. lambda = 0.2 keeps a unit when its logit exceeds -1.39, so the scale sets
+    how many units are kept and how much the masks of two clusters differ.
     """
     k1, k2, k3 = jax.random.split(key, 3)
     return {
         "w1": jax.random.normal(k1, (latent, hidden)) / jnp.sqrt(latent),
         "b1": jax.random.normal(k2, (hidden,)),
-        "w2": jax.random.normal(k3, (hidden, out)) * jnp.sqrt(2.0 / hidden),
+        "w2": jax.random.normal(k3, (hidden, out)) * (scale / jnp.sqrt(hidden)),
     }
 
 
@@ -213,10 +214,11 @@ def mapping_probs(mapping: dict, z: chex.Array) -> chex.Array:
 
 
 def standardise(centres: chex.Array, means: chex.Array) -> chex.Array:
-    """Cluster centres in the units of the agents' spread: ``(c - mean_i mu_i) / std(mu)`` (std pooled
-    over agents and dimensions). The VAE's latent scale is arbitrary (the KL weight is tiny); this
-    makes the mapping network see distinct clusters as inputs of unit scale, whatever that scale."""
-    return (centres - means.mean(0)) / (means.std() + 1e-8)
+    """Cluster centres in the units of the agents' spread around their mean:
+    ``(c - mean_i mu_i) / rms_i,d(mu_i,d - mean_i mu_i,d)``. The VAE's latent scale is arbitrary (the KL
+    weight is tiny); this makes the mapping network see distinct clusters as inputs of unit scale."""
+    centre = means.mean(0)
+    return (centres - centre) / (jnp.sqrt(((means - centre) ** 2).mean()) + 1e-8)
 
 
 def cluster_masks(mapping: dict, centres: chex.Array, means: chex.Array, labels: chex.Array, threshold: float,
@@ -242,7 +244,10 @@ def overlap_matrix(masks: tuple, slots: chex.Array, masked: bool) -> chex.Array:
     return jnp.where(either > 0, both / jnp.maximum(either, 1.0), 1.0)
 
 
-def _metrics(sharing: SharingState, extra: IdentityState, labels: chex.Array, masked: bool) -> dict:
+def _metrics(sharing: SharingState, masked: bool) -> dict:
+    """What the method decided, logged every iteration (fixed shapes; see docs/methods.md)."""
+    extra = sharing.extra
+    labels = extra.labels
     overlap = overlap_matrix(sharing.masks, sharing.slots, masked)
     n = labels.shape[0]
     pairs = ~jnp.eye(n, dtype=bool)
@@ -349,7 +354,7 @@ def _make_identity_scheme(
             due, lambda x, k: switch(x, k, buffer), (sharing, learner_state), k_switch
         )
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
-        return sharing, learner_state, _metrics(sharing, sharing.extra, sharing.extra.labels, layout.masked)
+        return sharing, learner_state, _metrics(sharing, layout.masked)
 
     return Scheme(layout, init, update)
 
@@ -382,7 +387,8 @@ def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
         return tuple(jnp.ones((n, hidden), jnp.float32) for _ in range(num_masked_layers))
 
     def mapping_init(key):
-        return init_mapping(key, sc.identity_latent, sc.adaps_mapping_hidden, hidden * num_masked_layers)
+        return init_mapping(key, sc.identity_latent, sc.adaps_mapping_hidden, hidden * num_masked_layers,
+                            sc.adaps_mapping_scale)
 
     def apply_switch(sharing, learner_state, result, means, mapping):
         masks = cluster_masks(mapping, result.centres, means, result.labels, sc.adaps_threshold, num_masked_layers)
