@@ -16,13 +16,18 @@ from typing import Any
 import yaml
 
 ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed")
-METHODS = ("nops", "fups", "fups_id", "snp_ps", "pps_a", "pps_rs", "pps_pp", "seps", "adaps",
-           "kaleidoscope")
+METHODS = (  # one line per family, so that a new method is a new line
+    "nops", "fups", "fups_id", "snp_ps",  # baselines
+    "pps_a", "pps_rs", "pps_pp",  # periodic sharing
+    "seps", "adaps", "kaleidoscope",  # identity-based and learnable-mask sharing
+)
 LEARNERS = ("qmix", "vdn", "iql", "a2c", "ppo")
 VALUE_LEARNERS = ("qmix", "vdn", "iql")
-DEFAULT_LEARNER = {"nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix",
-                   "pps_a": "qmix", "pps_rs": "qmix", "pps_pp": "qmix", "seps": "a2c", "adaps": "a2c",
-                   "kaleidoscope": "qmix"}
+DEFAULT_LEARNER = {
+    "nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix",
+    "pps_a": "qmix", "pps_rs": "qmix", "pps_pp": "qmix",
+    "seps": "a2c", "adaps": "a2c", "kaleidoscope": "qmix",
+}
 # PPS averages per-agent Q networks (RecurrentQNet banks); the actor-critic banks are other networks.
 PPS_METHODS = ("pps_a", "pps_rs", "pps_pp")
 PPS_LEARNERS = ("qmix", "vdn", "iql")
