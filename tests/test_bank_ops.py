@@ -6,7 +6,7 @@ import numpy as np
 import optax
 
 from psjax.learners.qmix import QState
-from psjax.sharing.bank_ops import copy_row, map_banks, weighted_mean_rows
+from psjax.sharing.bank_ops import copy_row, map_banks, run_if, weighted_mean_rows
 
 
 def _state():
@@ -48,3 +48,13 @@ def test_map_banks_passes_layer_paths():
     seen = []
     map_banks(state, ("agent",), lambda path, x: seen.append(path) or x, target=False, moments=False)
     assert seen == [("w",)]
+
+
+def test_run_if_runs_only_where_needed_under_vmap():
+    def fn(x, key):
+        return x + 1.0 + 0.0 * jax.random.uniform(key)
+
+    out = jax.jit(jax.vmap(lambda p, x, k: run_if(p, fn, x, k)))(
+        jnp.array([True, False, True]), jnp.zeros(3), jax.random.split(jax.random.PRNGKey(0), 3))
+    np.testing.assert_array_equal(out, [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(run_if(jnp.bool_(False), fn, jnp.zeros(2), jax.random.PRNGKey(0)), 0.0)

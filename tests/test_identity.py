@@ -118,16 +118,6 @@ def test_vae_loss_is_summed_squared_error_plus_weighted_kl():
     np.testing.assert_allclose(vae_loss(pred, target, mu, logvar, weight, 0.1), (5.05 + 2.0) / 2, rtol=1e-6)
 
 
-def test_run_if_runs_only_where_needed_under_vmap():
-    def fn(x, key):
-        return x + 1.0 + 0.0 * jax.random.uniform(key)
-
-    out = jax.jit(jax.vmap(lambda p, x, k: identity.run_if(p, fn, x, k)))(
-        jnp.array([True, False, True]), jnp.zeros(3), jax.random.split(jax.random.PRNGKey(0), 3))
-    np.testing.assert_array_equal(out, [1.0, 0.0, 1.0])
-    np.testing.assert_array_equal(identity.run_if(jnp.bool_(False), fn, jnp.zeros(2), jax.random.PRNGKey(0)), 0.0)
-
-
 def test_adaps_masks_are_binary_and_follow_the_clusters():
     mapping = identity.init_mapping(jax.random.PRNGKey(0), 10, 64, 2 * 32, 3.0)
     means = jnp.concatenate([jnp.ones((2, 10)), -jnp.ones((2, 10))]) + 0.01 * jnp.arange(4)[:, None]

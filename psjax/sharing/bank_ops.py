@@ -1,4 +1,4 @@
-"""Row operations on the parameter banks inside a learner state.
+"""Row operations on the parameter banks inside a learner state, and ``run_if`` to run them rarely.
 
 Dynamic methods (PPS aggregation, SePS's move from one slot to K, MADPS fusion) rewrite
 rows of every bank: the online parameters and, optionally, the target copy and the
@@ -63,3 +63,20 @@ def weighted_mean_rows(x: chex.Array, weights: chex.Array) -> chex.Array:
 def copy_row(x: chex.Array, source: int | chex.Array) -> chex.Array:
     """Every row replaced by row ``source``: ``x[K, ...] -> [K, ...]``."""
     return jnp.broadcast_to(x[source], x.shape)
+
+
+def run_if(pred: chex.Array, fn: Callable[[Any, chex.PRNGKey], Any], operand: Any, key: chex.PRNGKey) -> Any:
+    """``fn(operand, key')`` if ``pred`` else ``operand``, running ``fn`` only when some element needs it.
+
+    A while loop of zero or one trip: unlike ``lax.cond``, it stays a branch under ``vmap`` with a
+    batched ``pred`` (the loop runs while any seed's predicate holds; seeds without it keep their
+    operand). ``fn`` must return the operand's structure, shapes and dtypes. Its key ``key'`` is
+    folded with the loop's trip flag: work that depends only on values from outside the loop (a
+    key, the closed-over buffer) is otherwise loop-invariant, and XLA hoists it out of the loop,
+    where it runs on every call (measured: the whole VAE training, every iteration).
+    """
+    def body(carry):
+        flag, x = carry
+        return jnp.zeros((), jnp.bool_), fn(x, jax.random.fold_in(key, flag.astype(jnp.int32)))
+
+    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), operand))[1]

@@ -62,23 +62,6 @@ class IdentityState(NamedTuple):
     mapping: Any  # AdaPS: the fixed random mapping network's parameters; () for SePS
 
 
-def run_if(pred: chex.Array, fn: Callable[[Any, chex.PRNGKey], Any], operand: Any, key: chex.PRNGKey) -> Any:
-    """``fn(operand, key')`` if ``pred`` else ``operand``, running ``fn`` only when some element needs it.
-
-    A while loop of zero or one trip: unlike ``lax.cond``, it stays a branch under ``vmap`` with a
-    batched ``pred`` (the loop runs while any seed's predicate holds; seeds without it keep their
-    operand). ``fn`` must return the operand's structure, shapes and dtypes. Its key ``key'`` is
-    folded with the loop's trip flag: work that depends only on values from outside the loop (a
-    key, the closed-over buffer) is otherwise loop-invariant, and XLA hoists it out of the loop,
-    where it runs on every call (measured: the whole VAE training, every iteration).
-    """
-    def body(carry):
-        flag, x = carry
-        return jnp.zeros((), jnp.bool_), fn(x, jax.random.fold_in(key, flag.astype(jnp.int32)))
-
-    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred, jnp.bool_), operand))[1]
-
-
 # --------------------------------------------------------------------------- transitions
 
 
@@ -345,12 +328,13 @@ def _make_identity_scheme(
 
     def update(sharing, learner_state, traj, key, step):
         k_store, k_switch = jax.random.split(key)
-        buffer = run_if(~sharing.extra.switched, lambda b, k: store_transitions(b, traj, k), sharing.extra.buffer,
-                        k_store)
+        buffer = bank_ops.run_if(
+            ~sharing.extra.switched, lambda b, k: store_transitions(b, traj, k), sharing.extra.buffer, k_store
+        )
         due = ~sharing.extra.switched & (step >= sc.identity_pretrain_steps)
         # the buffer is read, not carried: the loop's carry stays small
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=()))
-        sharing, learner_state = run_if(
+        sharing, learner_state = bank_ops.run_if(
             due, lambda x, k: switch(x, k, buffer), (sharing, learner_state), k_switch
         )
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
