@@ -10,13 +10,19 @@ For each configuration the training program ``make_program(cfg, chunk_iters)`` i
   calls to the compiled chunk (each ended by ``jax.block_until_ready``), in env steps per second
   (summed over seeds and parallel envs; gradient steps included: value learners run with
   ``learning_starts=0``);
-* ``x FuPS`` = a method's throughput divided by FuPS's in the same run, same env and learner.
+* ``x FuPS`` / ``x NoPS`` = a method's throughput divided by FuPS's / NoPS's in the same run,
+  same env and learner.
+
+``--set key=value`` applies an override to every configuration, e.g. ``--set
+identity_pretrain_steps=0`` times SePS / AdaPS after their switch to clusters (it happens in
+the untimed warm-up call).
 
 Timings are measurements, never tests: they depend on the machine and on whatever else it runs.
 
     python benchmarks/throughput.py                      # default grid (`make bench`)
     python benchmarks/throughput.py --envs lbf --learners qmix,ppo --methods fups,nops --markdown
     python benchmarks/throughput.py --peer-qmix          # the one config compared with a peer JAX QMIX
+    python benchmarks/throughput.py --envs lbf --learners a2c --methods fups,nops,seps --set identity_pretrain_steps=0
 """
 
 from __future__ import annotations
@@ -88,6 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="untimed calls before the timed ones (the first call pays one-off costs such as "
                         "touching freshly allocated memory; default 1)")
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped together")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every configuration (repeatable), e.g. "
+                        "identity_pretrain_steps=0 to time SePS / AdaPS after their switch")
     p.add_argument("--out", type=pathlib.Path, default=None,
                    help="JSON file (default: benchmarks/results/throughput-<host>-<date>.json)")
     p.add_argument("--markdown", action="store_true", help="print the results as a Markdown table")
@@ -95,6 +104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="measure only the configuration compared with a peer JAX QMIX "
                         "(SMAX 3m, fups, qmix, hidden 64, 16 envs x 128 steps, 1 update/rollout, batch 32)")
     args = p.parse_args(argv)
+    bad = [s for s in args.sets if "=" not in s or not s.split("=", 1)[0]]
+    if bad:
+        p.error(f"--set takes KEY=VALUE, got {', '.join(map(repr, bad))}")
+    args.overrides = dict(s.split("=", 1) for s in args.sets)
     for name in ("chunk_iters", "chunk_steps", "repeats", "seeds", "warmup"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
@@ -122,11 +135,11 @@ def environment_info(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def config_overrides(env: str, learner: str, method: str) -> dict[str, Any]:
+def config_overrides(env: str, learner: str, method: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     overrides = {**ENV_OVERRIDES.get(env, {"env": env}), "alg": method, "learner": learner}
     if learner in VALUE_LEARNERS:
         overrides["learning_starts"] = 0  # time gradient steps too
-    return overrides
+    return {**overrides, **(extra or {})}
 
 
 def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int, repeats: int,
@@ -185,31 +198,33 @@ def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int
     }
 
 
-def add_fups_ratios(rows: list[dict[str, Any]]) -> None:
-    """``x_fups`` = steps/s over FuPS's steps/s for the same env and learner (None without FuPS)."""
-    fups = {(r["env"], r["learner"]): r.get("steps_per_s") for r in rows if r["method"] == "fups"}
-    for r in rows:
-        base, own = fups.get((r["env"], r["learner"])), r.get("steps_per_s")
-        r["x_fups"] = own / base if base and own else None
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """``x_fups`` / ``x_nops`` = steps/s over FuPS's / NoPS's steps/s for the same env and learner
+    (None without that baseline in the run)."""
+    for baseline in ("fups", "nops"):
+        base_of = {(r["env"], r["learner"]): r.get("steps_per_s") for r in rows if r["method"] == baseline}
+        for r in rows:
+            base, own = base_of.get((r["env"], r["learner"])), r.get("steps_per_s")
+            r[f"x_{baseline}"] = own / base if base and own else None
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("env", "learner", "method", "params", "steps/s", "x FuPS", "compile s")
+TABLE_COLUMNS = ("env", "learner", "method", "params", "steps/s", "x FuPS", "x NoPS", "compile s")
 
 
 def table_cells(r: dict[str, Any]) -> list[str]:
     if "error" in r:
-        return [r["env"], r["learner"], r["method"], "-", "error", "-", "-"]
+        return [r["env"], r["learner"], r["method"], "-", "error", "-", "-", "-"]
     return [r["env"], r["learner"], r["method"], f"{r['param_count']:,}", f"{r['steps_per_s']:,.0f}",
-            _fmt(r["x_fups"], ".2f"), f"{r['compile_s']:.1f}"]
+            _fmt(r["x_fups"], ".2f"), _fmt(r["x_nops"], ".2f"), f"{r['compile_s']:.1f}"]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(TABLE_COLUMNS) + " |",
-             "|" + "|".join(["---"] * 3 + ["---:"] * 4) + "|"]
+             "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
     lines += ["| " + " | ".join(table_cells(r)) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -266,11 +281,13 @@ def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str,
         for e in args.envs:
             for lrn in args.learners:
                 for m in args.methods:
-                    overrides = config_overrides(e, lrn, m)
+                    overrides = config_overrides(e, lrn, m, args.overrides)
                     try:  # combinations the config rejects (e.g. PPS with PPO) are not measured
                         make_config(overrides)
                         grid.append((e, lrn, m, overrides))
-                    except ConfigError:
+                    except ConfigError as err:
+                        if any(k in str(err) for k in args.overrides):  # a bad --set is the user's error
+                            raise SystemExit(f"--set: {err}") from None
                         skipped.append(f"{e}/{lrn}/{m}")
         if skipped:
             print(f"skipped (not a valid combination): {', '.join(skipped)}", flush=True)
@@ -279,7 +296,7 @@ def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str,
         "info": info,
         "settings": {"chunk_iters": args.chunk_iters, "chunk_steps": args.chunk_steps,
                      "repeats": args.repeats, "warmup": args.warmup, "seeds": args.seeds,
-                     "peer_qmix": args.peer_qmix},
+                     "peer_qmix": args.peer_qmix, "set": args.overrides},
         "results": [],
         "peer_qmix": None,
     }
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str,
             row["error"] = f"{type(e).__name__}: {e}"
             tqdm.write(f"{name}: error:\n{traceback.format_exc()}", file=sys.stderr)
         rows.append(row)
-        add_fups_ratios(rows)
+        add_ratios(rows)
         if args.peer_qmix:
             doc["peer_qmix"] = row
         save()

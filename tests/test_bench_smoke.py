@@ -45,17 +45,17 @@ def test_throughput_tiny(throughput, tmp_path, capsys):
     assert (row["chunk_iters"], row["seeds"], row["warmup_calls"], len(row["run_s"])) == (2, 1, 1, 1)
     assert row["steps_per_call"] == 2 * row["steps_per_iteration"] > 0
     assert row["param_count"] > 0 and row["compile_s"] > 0 and row["init_s"] > 0 and row["steps_per_s"] > 0
-    assert row["x_fups"] is None  # no FuPS row in this run
+    assert row["x_fups"] is None and row["x_nops"] == 1.0  # no FuPS row in this run; NoPS is itself
     fups = make_config({**row["config"], "alg": "fups"})
     assert row["param_count"] == 3 * count_params(make_parts(fups))  # three agents, one network each
 
     lines = stdout.splitlines()
     assert lines[0].startswith("command: ") and lines[1].startswith("devices: ")
-    assert "| env | learner | method | params | steps/s | x FuPS | compile s |" in lines
+    assert "| env | learner | method | params | steps/s | x FuPS | x NoPS | compile s |" in lines
     [table_row] = [line for line in lines if line.startswith("| mpe_spread ")]
     cells = [c.strip() for c in table_row.strip("|").split("|")]
-    assert cells[:3] == ["mpe_spread", "a2c", "nops"] and cells[5] == "-"
-    assert float(cells[4].replace(",", "")) > 0 and float(cells[6]) > 0
+    assert cells[:3] == ["mpe_spread", "a2c", "nops"] and cells[5] == "-" and cells[6] == "1.00"
+    assert float(cells[4].replace(",", "")) > 0 and float(cells[7]) > 0
 
 
 def test_fups_ratios_and_tables(throughput):
@@ -68,12 +68,13 @@ def test_fups_ratios_and_tables(throughput):
     for r in rows:
         if "error" not in r:
             r.update(param_count=1000, compile_s=1.0)
-    throughput.add_fups_ratios(rows)
+    throughput.add_ratios(rows)
     assert [r["x_fups"] for r in rows] == [1.0, 0.25, None, None, None, None]
+    assert [r["x_nops"] for r in rows] == [4.0, 1.0, 1.0, 1.0, None, 1.0]
     md = throughput.markdown_table(rows).splitlines()
     assert len(md) == 2 + len(rows)
-    assert md[3] == "| lbf | qmix | nops | 1,000 | 50 | 0.25 | 1.0 |"
-    assert md[6] == "| lbf | vdn | fups | - | error | - | - |"
+    assert md[3] == "| lbf | qmix | nops | 1,000 | 50 | 0.25 | 1.00 | 1.0 |"
+    assert md[6] == "| lbf | vdn | fups | - | error | - | - | - |"
     assert len(throughput.text_table(rows).splitlines()) == 1 + len(rows)
 
 
@@ -82,6 +83,12 @@ def test_bad_flag_values_are_rejected(throughput):
         throughput.parse_args(["--methods", "fups,nosuch"])
     with pytest.raises(SystemExit):
         throughput.parse_args(["--repeats", "0"])
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--set", "no_equals_sign"])
+    assert throughput.parse_args(["--set", "lr=1e-3", "--set", "identity_pretrain_steps=0"]).overrides == {
+        "lr": "1e-3", "identity_pretrain_steps": "0"}
+    assert throughput.config_overrides("lbf", "a2c", "seps", {"identity_pretrain_steps": "0"})[
+        "identity_pretrain_steps"] == "0"
     args = throughput.parse_args([])
     assert args.methods == list(throughput.METHODS) and args.envs == ["smax", "mpe_spread", "lbf"]
     assert args.learners == ["qmix", "vdn", "iql", "a2c", "ppo"] and args.repeats == 3 and args.seeds == 1

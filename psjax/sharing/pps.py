@@ -14,7 +14,8 @@ The scheme's ``update`` runs once per training iteration, after the learner's
 ``q.updates_per_rollout`` gradient steps, so an aggregation happens at the end of the
 iteration in which ``learner_state.updates`` crossed a multiple of the interval (at most
 ``updates_per_rollout - 1`` updates late, and once even if several multiples were crossed).
-Everything is ``jnp.where`` on small parameter trees: one compiled program, vmappable.
+The aggregation runs inside ``bank_ops.run_if``: one compiled program, vmappable over seeds,
+and no aggregation work in the iterations between rounds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec
 from psjax.learners import bank_names as learner_bank_names
 from psjax.sharing.bank import SharingState, SlotLayout
-from psjax.sharing.bank_ops import map_bank_tree, map_banks, weighted_mean_rows
+from psjax.sharing.bank_ops import map_bank_tree, map_banks, run_if, weighted_mean_rows
 from psjax.sharing.methods import Scheme
 
 # The layers of ``psjax.nets.agents.RecurrentQNet`` from input to output (flax module names).
@@ -174,7 +175,7 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
         return SharingState(jnp.arange(n, dtype=jnp.int32), (), extra)
 
     def update(sharing, learner_state, traj, key, step):
-        del key, step
+        del step
         extra = sharing.extra
         chex.assert_shape(traj.reward, (None, None, n))
         rewards = push_rewards(extra.rewards, traj.reward)
@@ -186,7 +187,13 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
         updates = learner_state.updates
         due = interval_crossed(extra.last_updates, updates, sc.pps_interval)
         before = dispersion(learner_state.params, names, keep)
-        learner_state = aggregate(learner_state, names, weights, due, keep, sc.pps_target, sc.pps_moments)
+        # Only the parameter trees travel through run_if (not the replay buffer), and the
+        # aggregation runs only in the iterations where some seed is due.
+        trees = learner_state._replace(buffer=None)
+        trees = run_if(
+            due, lambda t, k: aggregate(t, names, weights, due, keep, sc.pps_target, sc.pps_moments), trees, key
+        )
+        learner_state = learner_state._replace(params=trees.params, target=trees.target, opt_state=trees.opt_state)
         after = dispersion(learner_state.params, names, keep)
         metrics = {
             "pps_aggregated": due.astype(jnp.float32),
