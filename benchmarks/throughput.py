@@ -9,7 +9,8 @@ For each configuration the training program ``make_program(cfg, chunk_iters)`` i
 * throughput = seeds * chunk_iters * steps_per_iteration / median wall time of ``--repeats``
   calls to the compiled chunk (each ended by ``jax.block_until_ready``), in env steps per second
   (summed over seeds and parallel envs; gradient steps included: value learners run with
-  ``learning_starts=0``);
+  ``learning_starts=0``). The methods of one (env, learner) group are all compiled first and
+  then timed round-robin, so load that comes and goes hits every method alike;
 * ``x FuPS`` / ``x NoPS`` = a method's throughput divided by FuPS's / NoPS's in the same run,
   same env and learner.
 
@@ -39,7 +40,7 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
@@ -142,9 +143,18 @@ def config_overrides(env: str, learner: str, method: str, extra: dict[str, Any] 
     return {**overrides, **(extra or {})}
 
 
-def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int, repeats: int,
-            seeds: int, warmup: int = 1, status=lambda msg: None) -> dict[str, Any]:
-    """Compile and time one configuration; returns a result row."""
+class Prepared(NamedTuple):
+    """One configuration compiled, warmed up and ready to be timed."""
+
+    overrides: dict[str, Any]
+    compiled: Any  # the jitted, vmapped chunk, compiled
+    runner: Any  # the runner after init and the warm-up calls (replaced after every timed call)
+    info: dict[str, Any]  # the row's fields known before timing
+
+
+def prepare(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int, seeds: int, warmup: int = 1,
+            status=lambda msg: None) -> Prepared:
+    """Build, init, compile and warm up one configuration (compile time measured on its own)."""
     import jax
     import numpy as np
 
@@ -170,32 +180,87 @@ def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int
     for i in range(warmup):
         status(f"warm-up {i + 1}/{warmup}")
         runner, _ = jax.block_until_ready(compiled(runner))
-    times = []
-    for i in range(repeats):
-        status(f"run {i + 1}/{repeats}")
-        t0 = time.perf_counter()
-        runner, _ = jax.block_until_ready(compiled(runner))
-        times.append(time.perf_counter() - t0)
-    env_steps = np.asarray(runner.env_steps)
-    expected = (warmup + repeats) * iters * spi
-    if not (env_steps == expected).all():
-        raise RuntimeError(f"runner counted {env_steps.tolist()} env steps per seed, expected {expected}")
-    median_s = statistics.median(times)
-    steps = seeds * iters * spi
-    return {
+    info = {
         "config": dict(overrides),
         "param_count": int(prog.param_count),
         "seeds": seeds,
         "chunk_iters": iters,
         "steps_per_iteration": spi,
-        "steps_per_call": steps,
+        "steps_per_call": seeds * iters * spi,
         "init_s": init_s,
         "compile_s": compile_s,
         "warmup_calls": warmup,
-        "run_s": times,
-        "median_run_s": median_s,
-        "steps_per_s": steps / median_s,
     }
+    return Prepared(dict(overrides), compiled, runner, info)
+
+
+def timed_call(prep: Prepared) -> tuple[Prepared, float]:
+    """One timed call of the compiled chunk, continuing from the previous call's runner."""
+    import jax
+
+    t0 = time.perf_counter()
+    runner, _ = jax.block_until_ready(prep.compiled(prep.runner))
+    return prep._replace(runner=runner), time.perf_counter() - t0
+
+
+def finish(prep: Prepared, times: list[float]) -> dict[str, Any]:
+    """The result row; checks that the runner counted exactly the env steps it was timed for."""
+    import numpy as np
+
+    info = prep.info
+    env_steps = np.asarray(prep.runner.env_steps)
+    expected = (info["warmup_calls"] + len(times)) * info["chunk_iters"] * info["steps_per_iteration"]
+    if not (env_steps == expected).all():
+        raise RuntimeError(f"runner counted {env_steps.tolist()} env steps per seed, expected {expected}")
+    median_s = statistics.median(times)
+    return {**info, "run_s": times, "median_run_s": median_s, "steps_per_s": info["steps_per_call"] / median_s}
+
+
+def measure(overrides: dict[str, Any], chunk_iters: int | None, chunk_steps: int, repeats: int,
+            seeds: int, warmup: int = 1, status=lambda msg: None) -> dict[str, Any]:
+    """Compile and time one configuration on its own; returns a result row."""
+    prep = prepare(overrides, chunk_iters, chunk_steps, seeds, warmup, status)
+    times = []
+    for i in range(repeats):
+        status(f"run {i + 1}/{repeats}")
+        prep, seconds = timed_call(prep)
+        times.append(seconds)
+    return finish(prep, times)
+
+
+def measure_group(configs: list[tuple[str, dict[str, Any]]], args: argparse.Namespace,
+                  status=lambda msg: None, log=lambda msg: None) -> dict[str, dict[str, Any]]:
+    """Compile every configuration of one (env, learner) group, then time them round-robin.
+
+    Interleaving the timed calls (A B C A B C ...) exposes every method to the same load, so the
+    ratios between them survive a machine whose load comes and goes. ``configs`` is a list of
+    ``(name, overrides)``; returns ``{name: row}`` (a row with ``error`` where a step failed).
+    """
+    prepared, rows, times = {}, {}, {}
+    for name, overrides in configs:
+        try:
+            prepared[name] = prepare(overrides, args.chunk_iters, args.chunk_steps, args.seeds, args.warmup,
+                                     lambda msg, name=name: status(f"{name}: {msg}"))
+            times[name] = []
+        except Exception as e:  # keep the sweep going; the row records what went wrong
+            rows[name] = {"error": f"{type(e).__name__}: {e}"}
+            log(f"{name}: error:\n{traceback.format_exc()}")
+    for i in range(args.repeats):
+        for name in list(prepared):
+            status(f"{name}: run {i + 1}/{args.repeats}")
+            try:
+                prepared[name], seconds = timed_call(prepared[name])
+                times[name].append(seconds)
+            except Exception as e:
+                rows[name] = {"error": f"{type(e).__name__}: {e}"}
+                log(f"{name}: error:\n{traceback.format_exc()}")
+                del prepared[name]
+    for name, prep in prepared.items():
+        try:
+            rows[name] = finish(prep, times[name])
+        except Exception as e:
+            rows[name] = {"error": f"{type(e).__name__}: {e}"}
+    return rows
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -306,26 +371,24 @@ def main(argv: list[str] | None = None, clear_caches: bool = False) -> dict[str,
         out.write_text(json.dumps(doc, indent=1) + "\n")
 
     rows = doc["results"]
-    bar = tqdm(grid, desc="throughput", unit="config", file=sys.stderr, dynamic_ncols=True)
-    for env, learner, method, overrides in bar:
-        name = f"{env}/{learner}/{method}"
-        row: dict[str, Any] = {"env": env, "learner": learner, "method": method}
-
-        def status(msg, name=name):
-            bar.set_postfix_str(f"{name}: {msg}")
-
-        try:
-            row.update(measure(overrides, args.chunk_iters, args.chunk_steps, args.repeats, args.seeds,
-                               args.warmup, status))
-            tqdm.write(f"{name}: {row['steps_per_s']:,.0f} steps/s, compile {row['compile_s']:.1f} s, "
-                       f"{row['param_count']:,} params", file=sys.stderr)
-        except Exception as e:  # keep the sweep going; the row records what went wrong
-            row["error"] = f"{type(e).__name__}: {e}"
-            tqdm.write(f"{name}: error:\n{traceback.format_exc()}", file=sys.stderr)
-        rows.append(row)
+    groups: dict[tuple[str, str], list] = {}
+    for env, learner, method, overrides in grid:
+        groups.setdefault((env, learner), []).append((method, overrides))
+    bar = tqdm(total=len(grid), desc="throughput", unit="config", file=sys.stderr, dynamic_ncols=True)
+    for (env, learner), configs in groups.items():
+        names = {method: f"{env}/{learner}/{method}" for method, _ in configs}
+        measured = measure_group([(names[m], o) for m, o in configs], args, status=bar.set_postfix_str,
+                                 log=lambda msg: tqdm.write(msg, file=sys.stderr))
+        for method, _ in configs:
+            row: dict[str, Any] = {"env": env, "learner": learner, "method": method, **measured[names[method]]}
+            if "error" not in row:
+                tqdm.write(f"{names[method]}: {row['steps_per_s']:,.0f} steps/s, compile {row['compile_s']:.1f} s, "
+                           f"{row['param_count']:,} params", file=sys.stderr)
+            rows.append(row)
+            bar.update(1)
         add_ratios(rows)
         if args.peer_qmix:
-            doc["peer_qmix"] = row
+            doc["peer_qmix"] = rows[-1]
         save()
         if clear_caches:
             jax.clear_caches()
