@@ -15,7 +15,14 @@ TRAIN_ARGS := $(strip $(call cli_arg,ENV,env) $(call cli_arg,ALG,alg) $(call cli
 	$(call cli_arg,MAP,map) $(call cli_arg,SEEDS,seeds) $(call cli_arg,STEPS,steps) \
 	$(if $(filter command line,$(origin ARGS)),$(ARGS)))
 
-.PHONY: train test bench lint
+# make compare ENV=lbf ALGS="fups nops seps" SEEDS=2 STEPS=150000 ARGS="learner=ppo" [OUT=runs/my-sweep]
+# One run per method (seeds vmapped) into runs/compare-<env>-<timestamp>/ (or OUT), then compare.png + compare.md.
+COMPARE_ARGS := $(strip $(call cli_arg,ENV,env) $(call cli_arg,LEARNER,learner) $(call cli_arg,MAP,map) \
+	$(call cli_arg,SEEDS,seeds) $(call cli_arg,STEPS,steps) $(call cli_arg,OUT,out) \
+	$(if $(and $(filter command line,$(origin ALGS)),$(ALGS)),algs="$(ALGS)") \
+	$(if $(filter command line,$(origin ARGS)),$(ARGS)))
+
+.PHONY: train test bench lint compare
 
 $(VENV): $(STAMP)
 
@@ -30,6 +37,9 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -x -q --durations=15
+
+compare: $(STAMP)
+	$(PY) -m psjax compare-sweep $(COMPARE_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py

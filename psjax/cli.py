@@ -1,4 +1,4 @@
-"""Command line: ``python -m psjax train key=value ...``, ``train resume=DIR``, ``fields``.
+"""Command line: ``python -m psjax train key=value ...``, ``train resume=DIR``, ``fields``, ``compare``.
 
 Arguments are parsed and the config validated before JAX is even imported, so a mistake costs
 an error message and exit code 2, never a compilation.
@@ -15,6 +15,9 @@ USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
        python -m psjax fields                                list every config key with its default
+       python -m psjax compare RUN_DIR ... [out=DIR]         report (compare.png, compare.md) of run / sweep folders
+       python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
+                                                             one run per method, then the report (psjax.compare)
 
 keys: any field from `fields` (e.g. q.lr, env.map) or its short form (lr, map, env, method);
 values like 2e6 are accepted for integers. preset=NAME loads configs/NAME.yaml first.
@@ -79,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"fields takes no arguments; got {' '.join(rest)}")
             print(format_fields())
             return 0
+        if command in ("compare", "compare-sweep"):
+            from psjax.compare import main as compare_main
+
+            return compare_main(command, rest)
         if command != "train":
-            raise ConfigError(f"unknown command {command!r}; allowed: train, fields")
+            raise ConfigError(f"unknown command {command!r}; allowed: train, fields, compare, compare-sweep")
         cfg, resume = _train_args(rest)
         from psjax.run import run  # JAX is imported only once the config is known to be good
 

@@ -1,0 +1,500 @@
+"""Compare methods across run folders: learning curves with confidence bands and IQM tables.
+
+``report(run_dirs, out_dir)`` reads finished run folders (written by ``psjax.run``) or sweep folders
+holding them, groups the runs by (environment, method, learner) and writes into ``out_dir``:
+
+    compare.png    greedy-evaluation return (win rate on SMAX) vs env steps per seed, one panel per
+                   environment: IQM over seeds with a 95% bootstrap band, one line per method
+    compare.md     one Markdown table per environment: method, learner, seeds, final IQM [95% CI],
+                   env steps, steps per second, compile time, parameter count
+    compare.json   the same rows as numbers (and the run folders behind each row)
+
+``sweep(env_overrides, algs, seeds, steps, out_dir, extra)`` trains one run per method (seeds
+vmapped inside each run, ``psjax.run``) into one sweep folder and then writes the report there;
+``make compare`` and ``python -m psjax compare-sweep`` call it.
+
+Statistics follow Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"):
+final performance is the interquartile mean (IQM: the mean of the middle 50% of runs, with
+``floor(n / 4)`` runs cut from each end, as ``scipy.stats.trim_mean(x, 0.25)``; with fewer than 4 seeds
+it equals the mean) and its 95% confidence interval comes from a stratified percentile bootstrap
+(runs resampled with replacement within each task). Their library, rliable, is not used: rliable
+1.2.0 requires ``arch<8``, and arch 7.2.0 fails at import with our pandas 3.1 (``TypeError:
+deprecate_kwarg() missing 1 required positional argument`` in ``arch.univariate.base``; checked in
+.venv with numpy 2.4.6 / scipy 1.17.1), and it would pull in statsmodels, patsy, formulaic and
+narwhals for two statistics that take a few lines of numpy (below).
+
+The final score of a seed is its last greedy evaluation (as in ``summary.json``). With 2-3 seeds
+the bootstrap interval is little more than the range of the seeds: read it as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import time
+import warnings
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import yaml
+
+from psjax.config import METHODS, ConfigError, make_config
+
+FILES = ("compare.png", "compare.md", "compare.json")
+# Config keys that may differ between run folders pooled into one row (they do not change results).
+POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint")
+SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
+SWEEP_ALGS = ("fups", "nops", "seps")
+SWEEP_LEARNER = "ppo"
+BOOTSTRAP_SEED = 0  # the report is deterministic given its run folders
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def iqm(scores, axis: int | None = None) -> np.ndarray:
+    """Interquartile mean: sort, drop ``floor(n / 4)`` values at each end, average the rest.
+
+    ``axis=None`` uses every value; otherwise the statistic is taken along ``axis``.
+    Equals ``scipy.stats.trim_mean(scores, 0.25, axis)`` (and rliable's ``aggregate_iqm``).
+    """
+    x = np.asarray(scores, dtype=float)
+    if axis is None:
+        x, axis = x.reshape(-1), 0
+    x = np.sort(np.moveaxis(x, axis, -1), axis=-1)
+    n = x.shape[-1]
+    if n == 0:
+        raise ValueError("iqm of an empty set")
+    cut = n // 4
+    return np.mean(x[..., cut:n - cut], axis=-1)
+
+
+def stratified_bootstrap_ci(
+    scores,
+    statistic: Callable[..., np.ndarray] = iqm,
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float, float]:
+    """``(point, low, high)``: ``statistic`` of ``scores[runs, tasks]`` and its percentile bootstrap CI.
+
+    Each bootstrap replicate resamples the runs with replacement independently within each task
+    (stratified), then applies ``statistic(sample[reps, runs * tasks], axis=-1)``. A 1-D ``scores``
+    is one task. Deterministic given ``seed``.
+    """
+    x = np.asarray(scores, dtype=float)
+    x = x[:, None] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"scores must be [runs] or [runs, tasks] with runs >= 1; got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("scores must be finite")
+    runs, tasks = x.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, runs, size=(reps, runs, tasks))
+    samples = np.take_along_axis(np.broadcast_to(x, (reps, runs, tasks)), idx, axis=1)
+    stats = statistic(samples.reshape(reps, runs * tasks), axis=-1)
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.percentile(stats, [tail, 100.0 - tail])
+    return float(statistic(x.reshape(-1))), float(low), float(high)
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+class Run(NamedTuple):
+    """One run folder, reduced to what the report needs."""
+
+    path: pathlib.Path
+    env: str  # environment label, e.g. "lbf 8x8-2p-2f-coop", "smax 3m"
+    method: str
+    learner: str
+    config: dict  # config.yaml, nested
+    summary: dict  # summary.json
+    metric: str  # "eval_won" on SMAX, else "eval_return"
+    seeds: list[int]
+    x: np.ndarray  # float[I] env steps per seed at each evaluation
+    y: np.ndarray  # float[I, S] the metric per evaluation and seed (NaN where missing)
+
+
+def env_label(env: dict) -> str:
+    """A short name for an environment config: its name plus the options that change the task."""
+    name = env["name"]
+    details = {
+        "smax": [env.get("map")],
+        "lbf": [env.get("scenario")] + ([f"fov{env['fov']}"] if env.get("fov", -1) != -1 else []),
+        "mpe_spread": [f"{env.get('num_agents')}a-{env.get('num_landmarks')}l"],
+        "typed": [f"{env.get('num_agents')}a"],
+        "matrix": [env.get("matrix_game")],
+    }.get(name, [])
+    if env.get("time_limit"):
+        details.append(f"T{env['time_limit']}")
+    return " ".join([name] + [str(d) for d in details if d is not None])
+
+
+def _read_jsonl(path: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_run(run_dir) -> Run:
+    """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder."""
+    path = pathlib.Path(run_dir)
+    for name in ("config.yaml", "summary.json", "eval.jsonl"):
+        if not (path / name).is_file():
+            raise ConfigError(f"{path} is not a finished run folder: no {name}")
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    metric = "eval_won" if summary.get("has_win") else "eval_return"
+    rows = _read_jsonl(path / "eval.jsonl")
+    seeds = sorted({r["seed"] for r in rows})
+    by_seed = {s: [r for r in rows if r["seed"] == s] for s in seeds}
+    num = min(len(v) for v in by_seed.values())  # a seed cut short is not expected; keep the common part
+    x = np.array([r["env_steps"] for r in by_seed[seeds[0]][:num]], dtype=float)
+    y = np.array([[np.nan if by_seed[s][i].get(metric) is None else by_seed[s][i][metric] for s in seeds]
+                  for i in range(num)], dtype=float).reshape(num, len(seeds))
+    return Run(path, env_label(config["env"]), summary.get("alg", config["alg"]), summary["learner"], config,
+               summary, metric, seeds, x, y)
+
+
+def find_runs(paths: Sequence) -> list[pathlib.Path]:
+    """Run folders among ``paths``: each is a run folder (has ``summary.json``) or a folder of them."""
+    found = []
+    for p in map(pathlib.Path, paths):
+        if (p / "summary.json").is_file():
+            found.append(p)
+            continue
+        inner = sorted(c for c in p.iterdir() if (c / "summary.json").is_file()) if p.is_dir() else []
+        if not inner:
+            raise ConfigError(f"{p} is neither a finished run folder (summary.json) nor a folder holding some")
+        found.extend(inner)
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise ConfigError("no run folders given")
+    return unique
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _method_order(method: str) -> tuple:
+    """psjax.config.METHODS order; methods it does not list come after, alphabetically."""
+    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
+
+
+class Group(NamedTuple):
+    """The runs of one (env, method, learner), their seeds pooled."""
+
+    env: str
+    method: str
+    learner: str
+    runs: list[Run]
+    x: np.ndarray  # float[I] common evaluation grid (env steps per seed)
+    y: np.ndarray  # float[I, S] all seeds on that grid
+    final: np.ndarray  # float[S] last evaluation of every seed
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Pool the seeds of runs with the same (env, method, learner); sorted by env, then METHODS order.
+
+    Seeds of pooled runs are put on the first run's evaluation grid (linear interpolation where
+    the grids differ). A seed number seen twice in one group is kept once (the first folder), and
+    a warning names runs whose configs differ beyond seeds and folder names.
+    """
+    keys = sorted({(r.env, r.method, r.learner) for r in runs}, key=lambda k: (k[0], _method_order(k[1]), k[2]))
+    groups = []
+    for env, method, learner in keys:
+        members = [r for r in runs if (r.env, r.method, r.learner) == (env, method, learner)]
+        base = {k: v for k, v in _flat(members[0].config).items() if k not in POOL_IGNORED}
+        for r in members[1:]:
+            other = {k: v for k, v in _flat(r.config).items() if k not in POOL_IGNORED}
+            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            if diff:
+                warnings.warn(f"pooling {r.path.name} with {members[0].path.name} although their configs differ "
+                              f"in {', '.join(diff)}", stacklevel=2)
+        x = members[0].x
+        columns, finals, seen = [], [], set()
+        for r in members:
+            for s, seed in enumerate(r.seeds):
+                if seed in seen:
+                    warnings.warn(f"{env} {method} {learner}: seed {seed} appears in more than one run folder; "
+                                  f"kept once (from the first)", stacklevel=2)
+                    continue
+                seen.add(seed)
+                col, ok = r.y[:, s], np.isfinite(r.y[:, s])
+                if not np.array_equal(r.x, x):
+                    col = np.interp(x, r.x[ok], col[ok], left=np.nan, right=np.nan) if ok.any() else x * np.nan
+                columns.append(col)
+                finals.append(r.y[ok, s][-1] if ok.any() else np.nan)
+        groups.append(Group(env, method, learner, members, x, np.stack(columns, axis=1), np.array(finals)))
+    return groups
+
+
+# --------------------------------------------------------------------------- table and figure
+
+
+def _mean_of(runs: list[Run], key: str) -> float | None:
+    values = [r.summary.get(key) for r in runs if r.summary.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
+    """One row per group: final IQM with its 95% CI, seeds, throughput, parameters (numbers, not text)."""
+    rows = []
+    for g in groups:
+        finals = g.final[np.isfinite(g.final)]
+        point, low, high = stratified_bootstrap_ci(finals, reps=reps) if finals.size else (math.nan,) * 3
+        param_counts = sorted({r.summary.get("param_count") for r in g.runs})
+        rows.append({
+            "env": g.env, "method": g.method, "learner": g.learner,
+            "metric": g.runs[0].metric, "seeds": int(finals.size),
+            "iqm": point, "ci_low": low, "ci_high": high,
+            "mean": float(np.mean(finals)) if finals.size else math.nan,
+            "final_per_seed": [float(v) for v in g.final],
+            "env_steps": int(max(r.summary.get("env_steps_per_seed", 0) for r in g.runs)),
+            "steps_per_sec": _mean_of(g.runs, "steps_per_sec"),
+            "steps_per_sec_includes_compile": any(r.summary.get("steps_per_sec_includes_compile") for r in g.runs),
+            "compile_s": _mean_of(g.runs, "compile_s"),
+            "param_count": param_counts[0] if len(param_counts) == 1 else param_counts,
+            "finished": all(r.summary.get("finished", True) for r in g.runs),
+            "runs": [str(r.path) for r in g.runs],
+        })
+    return rows
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def markdown(rows: list[dict]) -> str:
+    """One table per environment, rows in the order given."""
+    out = []
+    for env in dict.fromkeys(r["env"] for r in rows):
+        sub = [r for r in rows if r["env"] == env]
+        name = "win rate" if sub[0]["metric"] == "eval_won" else "return"
+        out += [f"### {env}: final greedy {name}", "",
+                f"| method | learner | seeds | final {name}, IQM [95% CI] | env steps per seed | "
+                "env steps/s (all seeds) | compile s | parameters |",
+                "|---|---|---:|---|---:|---:|---:|---:|"]
+        for r in sub:
+            sps = _fmt(r["steps_per_sec"], ",.0f") + ("*" if r["steps_per_sec_includes_compile"] else "")
+            steps = f"{r['env_steps']:,}" + ("" if r["finished"] else " (unfinished)")
+            params = (f"{r['param_count']:,}" if isinstance(r["param_count"], int)
+                      else " / ".join(f"{p:,}" for p in r["param_count"] if p is not None) or "-")
+            out.append(f"| {r['method']} | {r['learner']} | {r['seeds']} | {_fmt(r['iqm'], '.3f')} "
+                       f"[{_fmt(r['ci_low'], '.3f')}, {_fmt(r['ci_high'], '.3f')}] | {steps} | {sps} | "
+                       f"{_fmt(r['compile_s'], '.1f')} | {params} |")
+        out.append("")
+    out.append("Final = each seed's last greedy evaluation; IQM over seeds (the mean when there are fewer than 4) "
+               "with a 95% stratified percentile bootstrap interval. Steps per second: every seed of a run "
+               "together, compilation excluded (* = included: the run had no second chunk to time).")
+    return "\n".join(out) + "\n"
+
+
+def curve_band(y: np.ndarray, reps: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IQM over seeds and its 95% bootstrap band at every evaluation: ``y[I, S] -> 3 x float[I]``.
+
+    Points where no seed has a value are NaN.
+    """
+    out = np.full((3, y.shape[0]), np.nan)
+    for i, row in enumerate(y):
+        values = row[np.isfinite(row)]
+        if values.size:
+            out[:, i] = stratified_bootstrap_ci(values, reps=reps)
+    return out[0], out[1], out[2]
+
+
+def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
+    """``compare.png``: one panel per environment, one line per (method, learner) with its band."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
+
+    envs = list(dict.fromkeys(g.env for g in groups))
+    cols = min(3, len(envs))
+    rows = math.ceil(len(envs) / cols)
+    fig = Figure(figsize=(6 * cols, 4.2 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
+    labels = list(dict.fromkeys((g.method, g.learner) for g in groups))
+    colors = colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    for ax, env in zip(axes, envs):
+        for g in (g for g in groups if g.env == env):
+            mid, low, high = curve_band(g.y)
+            keep = np.isfinite(mid)
+            color = colors(labels.index((g.method, g.learner)) % colors.N)
+            ax.plot(g.x[keep], mid[keep], color=color, marker="o", ms=2.5,
+                    label=f"{g.method} ({g.learner}, {g.y.shape[1]} seeds)")
+            ax.fill_between(g.x[keep], low[keep], high[keep], color=color, alpha=0.2, lw=0)
+        metric = "win rate" if g.runs[0].metric == "eval_won" else "return"
+        ax.set_title(env)
+        ax.set_xlabel("env steps per seed")
+        ax.set_ylabel(f"greedy eval {metric}")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    for ax in axes[len(envs):]:
+        ax.set_visible(False)
+    fig.suptitle("IQM over seeds, 95% bootstrap band")
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def report(run_dirs: Sequence, out_dir, *, reps: int = 2000) -> dict:
+    """Write ``compare.png``, ``compare.md`` and ``compare.json`` for ``run_dirs`` into ``out_dir``.
+
+    Args:
+      run_dirs: run folders and / or sweep folders holding run folders.
+      out_dir: where the three files go (created if needed).
+      reps: bootstrap replicates of the final-performance intervals.
+
+    Returns ``{"png", "markdown", "json"}`` paths, ``"rows"`` (see ``table_rows``) and ``"runs"``.
+    """
+    paths = find_runs(run_dirs)
+    groups = group_runs([load_run(p) for p in paths])
+    rows = table_rows(groups, reps=reps)
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot(groups, out / "compare.png")
+    md = out / "compare.md"
+    md.write_text(markdown(rows))
+    js = out / "compare.json"
+    js.write_text(json.dumps(rows, indent=2) + "\n")
+    return {"png": png, "markdown": md, "json": js, "rows": rows, "runs": paths}
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _parse_alg(entry: str) -> tuple[str, str | None]:
+    """``"fups"`` or ``"fups:qmix"`` -> (method, learner or None)."""
+    alg, _, learner = entry.partition(":")
+    return alg, learner or None
+
+
+def sweep_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, steps: int, out_dir,
+                  extra: dict | None = None) -> list:
+    """The validated ``TrainConfig`` of every run of a sweep (nothing is trained).
+
+    Layers, last wins: ``SWEEP_ENV`` (only when neither dict names ``env``), learner ``ppo`` (only
+    when neither names a learner), ``env_overrides``, ``extra`` (may hold ``preset``), then
+    ``alg``, a per-method learner (``"alg:learner"``), ``seeds``, ``steps``, ``out_dir`` and
+    ``run_name = <alg>-<learner>``. A bad method or value raises ConfigError before any training.
+    """
+    env_overrides, extra = dict(env_overrides or {}), dict(extra or {})
+    preset = extra.pop("preset", None)
+    given = {**env_overrides, **extra}
+    base = {} if {"env", "env.name"} & set(given) or preset else dict(SWEEP_ENV)
+    if "learner" not in given and not preset:
+        base["learner"] = SWEEP_LEARNER
+    if not algs:
+        raise ConfigError("algs is empty; give at least one method, e.g. algs='fups nops'")
+    configs = []
+    for entry in algs:
+        alg, learner = _parse_alg(entry)
+        overrides = {**base, **given, "alg": alg, "seeds": seeds, "steps": steps, "out_dir": str(out_dir)}
+        if learner:
+            overrides["learner"] = learner
+        cfg = make_config(overrides, preset=preset)
+        cfg = make_config({**overrides, "run_name": f"{cfg.alg}-{cfg.learner_name}"}, preset=preset)
+        configs.append(cfg)
+    names = [c.run_name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"algs gives the same method and learner twice: {', '.join(names)}")
+    return configs
+
+
+def default_sweep_dir(env_name: str) -> pathlib.Path:
+    """``runs/compare-<env>-<YYYYmmdd-HHMMSS>``, never an existing folder."""
+    base = pathlib.Path("runs") / f"compare-{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        path, n = pathlib.Path(f"{base}-{n}"), n + 1
+    return path
+
+
+def sweep(
+    env_overrides: dict | None = None,
+    algs: Sequence[str] = SWEEP_ALGS,
+    seeds: int = 2,
+    steps: int = 150_000,
+    out_dir=None,
+    extra: dict | None = None,
+    *,
+    make_program: Callable | None = None,
+) -> dict:
+    """Train one run per method (``seeds`` vmapped inside each) into a sweep folder, then report.
+
+    Args:
+      env_overrides: environment keys (``{"env": "smax", "map": "3m"}``); default LBF 8x8-2p-2f-coop.
+      algs: method names, or ``"method:learner"`` to give one method its own learner.
+      seeds: seeds per method, trained together with ``jax.vmap``.
+      steps: env steps per seed.
+      out_dir: the sweep folder; default ``runs/compare-<env>-<timestamp>``.
+      extra: any other config keys (``learner``, ``lr``, ``eval_every``, ``preset``, ...).
+      make_program: passed to ``psjax.run.run`` (tests use a fake trainer).
+
+    Returns ``report(...)``'s dict plus ``"out_dir"``.
+    """
+    probe = sweep_configs(env_overrides, algs, seeds, steps, out_dir or ".", extra)  # validate first
+    out = pathlib.Path(out_dir) if out_dir is not None else default_sweep_dir(probe[0].env.name)
+    configs = sweep_configs(env_overrides, algs, seeds, steps, out, extra)
+    taken = [c.run_name for c in configs if (out / c.run_name).exists()]
+    if taken:
+        raise ConfigError(f"{out} already holds {', '.join(taken)}; pick another out=")
+    from psjax.run import run  # JAX is imported only once the configs are known to be good
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_dirs = [run(cfg, make_program=make_program) for cfg in configs]
+    result = report(run_dirs, out)
+    result["out_dir"] = out
+    return result
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _int_arg(pairs: dict, key: str, default: int) -> int:
+    """Pop ``key`` from the CLI pairs as an integer (``2e6`` accepted)."""
+    value = pairs.pop(key, default)
+    try:
+        number = float(value)
+        if number != int(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not an integer") from None
+    return int(number)
+
+
+def main(command: str, args: list[str]) -> int:
+    """``compare RUN_DIR ... [out=DIR]`` and ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
+
+    Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
+    """
+    from psjax.cli import parse_pairs
+
+    if command == "compare":
+        folders = [a for a in args if "=" not in a]
+        pairs = parse_pairs([a for a in args if "=" in a])
+        out = pairs.pop("out", None)
+        if pairs:
+            raise ConfigError(f"compare takes run folders and out=DIR; got {', '.join(pairs)}")
+        if not folders:
+            raise ConfigError("compare needs at least one run folder or sweep folder")
+        if out is None:  # a single sweep folder gets its report inside it
+            one = pathlib.Path(folders[0])
+            out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
+                pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = report(folders, out)
+    else:
+        pairs = parse_pairs(args)
+        algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()
+        seeds, steps = _int_arg(pairs, "seeds", 2), _int_arg(pairs, "steps", 150_000)
+        out = pairs.pop("out", None)
+        result = sweep(None, algs, seeds, steps, out, pairs)
+    print(result["markdown"].read_text(), end="")
+    print(f"figure: {result['png']}\ntable: {result['markdown']}")
+    return 0
