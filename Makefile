@@ -1,4 +1,4 @@
-# psjax: `make train`, `make test`, `make bench`, `make lint`. The first target run builds .venv.
+# psjax: `make train`, `make test` (`make test-all`), `make bench`, `make lint`, `make compare`. The first target run builds .venv.
 #
 # make train ENV=smax ALG=bdps MAP=5m_vs_6m SEEDS=4 STEPS=2e6 ARGS="lr=5e-4 eval_every=0.1"
 # Each variable is passed only when set on the make command line (not from the environment,
@@ -22,7 +22,7 @@ COMPARE_ARGS := $(strip $(call cli_arg,ENV,env) $(call cli_arg,LEARNER,learner) 
 	$(if $(and $(filter command line,$(origin ALGS)),$(ALGS)),algs="$(ALGS)") \
 	$(if $(filter command line,$(origin ARGS)),$(ARGS)))
 
-.PHONY: train test bench lint compare
+.PHONY: train test test-all bench lint compare
 
 $(VENV): $(STAMP)
 
@@ -35,8 +35,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
+# The CI suite: everything except tests marked slow (under ~15 min on 2 cores).
 test: $(STAMP)
-	$(PY) -m pytest -x -q --durations=15
+	$(PY) -m pytest -x -q --durations=15 -m "not slow"
+
+# Every test, the slow-marked ones (whole training programs, notebooks) included.
+test-all: $(STAMP)
+	$(PY) -m pytest -x -q --durations=25
 
 compare: $(STAMP)
 	$(PY) -m psjax compare-sweep $(COMPARE_ARGS)
