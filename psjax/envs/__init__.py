@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING
 from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, team_reward
 from psjax.envs.lbf import parse_lbf_scenario
 from psjax.envs.matrix import GAMES
-from psjax.envs.wrappers import AGENT_ID_KINDS, Padding, agent_id_features, pad_raw, with_agent_id
+from psjax.envs.wrappers import (
+    AGENT_ID_KINDS,
+    IMAGE_INDICATION_KINDS,
+    Padding,
+    agent_id_features,
+    pad_raw,
+    with_agent_id,
+    with_image_indication,
+)
 
 if TYPE_CHECKING:
     from psjax.config import EnvConfig
@@ -18,8 +26,59 @@ if TYPE_CHECKING:
 __all__ = [
     "AutoResetState", "Env", "EnvSpec", "TimeStep", "make_env_from_raw", "team_reward",
     "Padding", "pad_raw", "agent_id_features", "with_agent_id", "parse_lbf_scenario",
-    "resolve_agent_id", "check_env_config", "make_env", "num_agents",
+    "resolve_agent_id", "check_env_config", "make_env", "num_agents", "with_image_indication",
+    "coloured_agents",
 ]
+
+
+def coloured_agents(env_cfg: EnvConfig) -> tuple:
+    """BPS: agents per colour; C-RWARE: its ``Layout``. Resolved from ``variant`` (a named setting),
+    else ``agents_per_colour``, else ``num_agents`` split evenly over ``num_colours`` (BPS) / the
+    mini layout's robots (C-RWARE). Raises ConfigError naming the bad value and the allowed ones."""
+    from psjax import config as psconfig
+    from psjax.envs.bps import VARIANTS as BPS_VARIANTS
+    from psjax.envs.bps import even_split
+    from psjax.envs.crware import VARIANTS as CRW_VARIANTS
+    from psjax.envs.crware import shelf_homes
+
+    variants = BPS_VARIANTS if env_cfg.name == "bps" else CRW_VARIANTS
+    if env_cfg.variant and env_cfg.variant not in variants:
+        allowed = ", ".join(map(repr, ("",) + tuple(variants)))
+        raise psconfig.ConfigError(
+            f"env.variant={env_cfg.variant!r} is not a {env_cfg.name} variant; allowed: {allowed}"
+        )
+    split = None
+    if env_cfg.agents_per_colour:
+        try:
+            split = tuple(int(k) for k in env_cfg.agents_per_colour.split(","))
+        except ValueError:
+            split = ()
+        if not split or min(split) < 1:
+            raise psconfig.ConfigError(
+                f"env.agents_per_colour={env_cfg.agents_per_colour!r} is not allowed; allowed: comma-separated "
+                "positive integers, one per colour (e.g. 5,5,5)"
+            )
+    if env_cfg.name == "bps":
+        if env_cfg.variant:
+            return BPS_VARIANTS[env_cfg.variant]
+        if split is not None:
+            return split
+        if env_cfg.num_agents < env_cfg.num_colours:
+            raise psconfig.ConfigError(
+                f"env.num_agents={env_cfg.num_agents} is below env.num_colours={env_cfg.num_colours}: BPS needs "
+                "at least one agent per colour"
+            )
+        return even_split(env_cfg.num_agents, env_cfg.num_colours)
+    layout = CRW_VARIANTS[env_cfg.variant or "mini"]
+    if split is not None:
+        shelves = len(shelf_homes(layout))
+        if any(shelves // len(split) + (k < shelves % len(split)) <= m for k, m in enumerate(split)):
+            raise psconfig.ConfigError(
+                f"env.agents_per_colour={env_cfg.agents_per_colour!r}: the {env_cfg.variant or 'mini'} layout has "
+                f"{shelves} shelves, too few for one more shelf per colour than its robots"
+            )
+        layout = layout._replace(agents_per_colour=split)
+    return layout
 
 
 def resolve_agent_id(agent_id: str, alg: str) -> str:
@@ -65,6 +124,8 @@ def check_env_config(env_cfg: EnvConfig) -> None:
             )
     elif name == "lbf":
         parse_lbf_scenario(env_cfg.scenario, env_cfg.fov)
+    elif name in ("bps", "crware"):
+        coloured_agents(env_cfg)
     elif name == "typed":
         if env_cfg.num_agents < 2:
             raise psconfig.ConfigError(f"env.num_agents={env_cfg.num_agents}: the typed env needs at least 2")
@@ -74,6 +135,16 @@ def check_env_config(env_cfg: EnvConfig) -> None:
             raise psconfig.ConfigError(
                 f"env.matrix_game={env_cfg.matrix_game!r} is not allowed; allowed: {allowed}"
             )
+    if env_cfg.image_indication not in IMAGE_INDICATION_KINDS:
+        allowed = ", ".join(map(repr, IMAGE_INDICATION_KINDS))
+        raise psconfig.ConfigError(
+            f"env.image_indication={env_cfg.image_indication!r} is not allowed; allowed: {allowed}"
+        )
+    if env_cfg.image_indication not in ("none", "identity") and not (name == "lbf" and env_cfg.lbf_grid_obs):
+        raise psconfig.ConfigError(
+            f"env.image_indication={env_cfg.image_indication!r} needs image observations; allowed with "
+            f"env.name={name!r}: 'none', 'identity' (use env.name='lbf' with env.lbf_grid_obs=true)"
+        )
 
 
 def num_agents(env_cfg: EnvConfig) -> int:
@@ -87,6 +158,10 @@ def num_agents(env_cfg: EnvConfig) -> int:
         return env_cfg.num_agents
     if env_cfg.name == "lbf":
         return parse_lbf_scenario(env_cfg.scenario, env_cfg.fov).num_agents
+    if env_cfg.name == "bps":
+        return sum(coloured_agents(env_cfg))
+    if env_cfg.name == "crware":
+        return sum(coloured_agents(env_cfg).agents_per_colour)
     return 2  # speaker_listener, matrix
 
 
@@ -115,7 +190,18 @@ def make_env(env_cfg: EnvConfig, alg: str) -> Env:
     elif name == "lbf":
         from psjax.envs.lbf import make_lbf
 
-        env = make_lbf(env_cfg.scenario, env_cfg.fov, env_cfg.time_limit)
+        env = make_lbf(
+            env_cfg.scenario, env_cfg.fov, env_cfg.time_limit, grid_obs=env_cfg.lbf_grid_obs,
+            persistent_levels=env_cfg.lbf_fixed_levels, levels_seed=env_cfg.lbf_levels_seed,
+        )
+    elif name == "bps":
+        from psjax.envs.bps import make_bps
+
+        env = make_bps(coloured_agents(env_cfg), env_cfg.time_limit)
+    elif name == "crware":
+        from psjax.envs.crware import make_crware
+
+        env = make_crware(coloured_agents(env_cfg), env_cfg.time_limit)
     elif name == "typed":
         from psjax.envs.typed import make_typed
 
@@ -124,4 +210,5 @@ def make_env(env_cfg: EnvConfig, alg: str) -> Env:
         from psjax.envs.matrix import make_matrix
 
         env = make_matrix(env_cfg.matrix_game)
+    env = with_image_indication(env, env_cfg.image_indication)
     return with_agent_id(env, resolve_agent_id(env_cfg.agent_id, alg))

@@ -27,6 +27,9 @@ class EnvSpec(NamedTuple):
     agent_types: tuple[int, ...]  # per agent, e.g. SMAX unit type or speaker/listener
     team_reward: str  # "mean" (reward repeated / near-global) or "sum" (per-agent shares)
     has_won: bool  # whether ``won`` is meaningful
+    # (H, W, C) when each observation row starts with a channels-last image flattened in C order
+    # (grid observations, for convolutional torsos); () for vector observations
+    obs_shape: tuple[int, ...] = ()
 
 
 class TimeStep(NamedTuple):

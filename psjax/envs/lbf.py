@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from psjax.envs.base import Env, EnvSpec, make_env_from_raw
 
@@ -63,14 +65,53 @@ def parse_lbf_scenario(scenario: str, fov: int = -1) -> LBFScenario:
     return LBFScenario(w, n, f, m.group(5) is not None)
 
 
-def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 0) -> Env:
-    """jumanji LevelBasedForaging with the vector observer.
+def fixed_levels(num_agents: int, seed: int) -> tuple[int, ...]:
+    """Persistent agent levels ``1..MAX_AGENT_LEVEL`` drawn once from ``seed`` (same draw as jumanji's)."""
+    levels = jax.random.randint(jax.random.PRNGKey(seed), (num_agents,), 1, MAX_AGENT_LEVEL + 1)
+    return tuple(int(v) for v in np.asarray(levels))
 
-    obs ``[N, 3 * (F + N)]`` float32: per food (x, y, level), then self, then the other
-    agents, each (-1, -1, 0) when outside the field of view or eaten, all divided by the grid size; avail ``[N, 6]``
-    (jumanji's action mask); state ``[3N + 4F]`` = agent positions [N, 2], agent levels [N],
-    food positions [F, 2], food levels [F], food eaten [F], flattened in that order and divided
-    by the grid size.
+
+def _persistent_generator(base_cls, levels: tuple[int, ...]):
+    """A jumanji LBF generator whose agents always have ``levels``; food levels follow them as
+    jumanji's rule does (force_coop: the sum of the three lowest agent levels; otherwise uniform
+    in 1..that sum, drawn with the key jumanji would use)."""
+
+    class PersistentLevels(base_cls):
+        def __call__(self, key):
+            st = super().__call__(key)
+            _, _, key_food_level, _, _ = jax.random.split(key, 5)  # jumanji's split order
+            agent_levels = jnp.asarray(levels, st.agents.level.dtype)
+            max_food = jnp.sum(jnp.sort(agent_levels)[:3])
+            food_levels = jnp.where(
+                self.force_coop, jnp.full((self.num_food,), max_food),
+                self.sample_levels(max_food, (self.num_food,), key_food_level),
+            ).astype(st.food_items.level.dtype)
+            return st.replace(  # chex dataclasses
+                agents=st.agents.replace(level=agent_levels),
+                food_items=st.food_items.replace(level=food_levels),
+            )
+
+    return PersistentLevels
+
+
+def make_lbf(
+    scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 0, grid_obs: bool = False,
+    persistent_levels: bool = False, levels_seed: int = 0,
+) -> Env:
+    """jumanji LevelBasedForaging with the vector observer (default) or the grid observer.
+
+    Vector obs ``[N, 3 * (F + N)]`` float32: per food (x, y, level), then self, then the other
+    agents, each (-1, -1, 0) when outside the field of view or eaten, all divided by the grid size.
+    Grid obs (``grid_obs``) ``[N, V * V * 3]`` with ``V = 2 * fov + 1`` (``fov`` = grid size when
+    -1): jumanji's three layers around each agent, channels last and flattened in C order
+    (``spec.obs_shape = (V, V, 3)``): agent levels / MAX_AGENT_LEVEL, uneaten food levels /
+    (3 * MAX_AGENT_LEVEL), and access (1 on an empty in-grid cell, 0 on agents, food and walls
+    beyond the grid); all in [0, 1].
+    avail ``[N, 6]`` (jumanji's action mask); state ``[3N + 4F]`` = agent positions [N, 2], agent
+    levels [N], food positions [F, 2], food levels [F], food eaten [F], flattened in that order and
+    divided by the grid size.
+    ``persistent_levels``: agent levels are ``fixed_levels(N, levels_seed)`` in every episode (the
+    SePS paper's LBF, where an agent's level is part of its identity); food levels follow them.
     ``terminated`` when all food is eaten (jumanji's LAST step with discount 0), which also
     counts as ``won``; ``truncated`` at the time limit (default 50).
     """
@@ -79,21 +120,28 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
 
     sc = parse_lbf_scenario(scenario, fov)
     max_steps = time_limit if time_limit > 0 else DEFAULT_TIME_LIMIT
-    generator = RandomGenerator(
-        grid_size=sc.grid_size, fov=sc.grid_size if fov == -1 else fov, num_agents=sc.num_agents,
+    view = sc.grid_size if fov == -1 else fov
+    gen_cls = RandomGenerator
+    if persistent_levels:
+        gen_cls = _persistent_generator(RandomGenerator, fixed_levels(sc.num_agents, levels_seed))
+    generator = gen_cls(
+        grid_size=sc.grid_size, fov=view, num_agents=sc.num_agents,
         num_food=sc.num_food, max_agent_level=MAX_AGENT_LEVEL, force_coop=sc.force_coop,
     )
-    env = LevelBasedForaging(generator=generator, time_limit=max_steps)
+    env = LevelBasedForaging(generator=generator, time_limit=max_steps, grid_observation=grid_obs)
     n, f = sc.num_agents, sc.num_food
+    side = 2 * view + 1
+    obs_shape = (side, side, 3) if grid_obs else ()
     spec = EnvSpec(
-        name="lbf", num_agents=n, obs_dim=3 * (n + f), state_dim=3 * n + 4 * f,
-        num_actions=NUM_ACTIONS, max_steps=max_steps, agent_types=(0,) * n,
-        team_reward="sum", has_won=True,
+        name="lbf", num_agents=n, obs_dim=side * side * 3 if grid_obs else 3 * (n + f),
+        state_dim=3 * n + 4 * f, num_actions=NUM_ACTIONS, max_steps=max_steps, agent_types=(0,) * n,
+        team_reward="sum", has_won=True, obs_shape=obs_shape,
     )
 
     # positions and levels are grid-sized integers: divide by the grid size to keep the
     # networks' inputs (and QMIX's hypernetwork outputs) near unit scale
     scale = float(sc.grid_size)
+    layer_scale = jnp.asarray([MAX_AGENT_LEVEL, 3 * MAX_AGENT_LEVEL, 1], jnp.float32)
 
     def global_state(st):
         parts = (
@@ -102,8 +150,11 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
         )
         return jnp.concatenate([jnp.ravel(p).astype(jnp.float32) for p in parts]) / scale
 
-    def observe(view):
-        return view.astype(jnp.float32) / scale
+    def observe(view_):
+        if grid_obs:  # [N, 3, V, V] -> [N, V, V, 3] -> [N, V*V*3]
+            img = jnp.moveaxis(view_.astype(jnp.float32), 1, -1) / layer_scale
+            return img.reshape(n, -1)
+        return view_.astype(jnp.float32) / scale
 
     def reset_raw(key):
         st, ts = env.reset(key)
@@ -121,3 +172,26 @@ def make_lbf(scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 
         )
 
     return make_env_from_raw(spec, reset_raw, step_raw)
+
+
+def render_lbf(st, ax, grid: int, title: str = "LBF") -> None:
+    """Draw one jumanji LBF state on a matplotlib axis: agents as circles and food as squares,
+    each labelled with its level (eaten food is not drawn); ``grid`` is the grid size. Rows are
+    jumanji's first coordinate, columns its second, as in the grid observation."""
+    pos, lev = np.asarray(st.agents.position), np.asarray(st.agents.level)
+    fpos, flev, eaten = (np.asarray(st.food_items.position), np.asarray(st.food_items.level),
+                         np.asarray(st.food_items.eaten))
+    for i in range(pos.shape[0]):
+        ax.scatter(pos[i, 1], pos[i, 0], s=300, c="tab:blue", edgecolors="k")
+        ax.text(pos[i, 1], pos[i, 0], str(lev[i]), ha="center", va="center", color="w")
+    for k in range(fpos.shape[0]):
+        if not eaten[k]:
+            ax.scatter(fpos[k, 1], fpos[k, 0], s=300, marker="s", c="tab:green", edgecolors="k")
+            ax.text(fpos[k, 1], fpos[k, 0], str(flev[k]), ha="center", va="center", color="w")
+    ax.set_xlim(-0.5, grid - 0.5)
+    ax.set_ylim(grid - 0.5, -0.5)
+    ax.set_xticks(np.arange(grid) - 0.5, minor=True)
+    ax.set_yticks(np.arange(grid) - 0.5, minor=True)
+    ax.grid(which="minor", color="0.8")
+    ax.set_aspect("equal")
+    ax.set_title(title)

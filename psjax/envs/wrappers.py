@@ -123,3 +123,82 @@ def pad_raw(padding: Padding, reset_het: HetReset, step_het: HetStep) -> tuple[R
         return (env_state, padding.pad_obs(obs), state, padding.pad_avail(avail), *rest)
 
     return reset_raw, step_raw
+
+
+# ------------------------------------------------------------------ image agent indication
+
+IMAGE_INDICATION_KINDS = ("none", "identity", "geometric", "binary", "inversion", "inversion_replacement")
+
+
+def indication_channels(channels: int, num_agents: int, kind: str) -> int:
+    """Channel count after ``image_indication`` of a ``channels``-channel image."""
+    extra = {
+        "none": 0, "identity": 0, "geometric": 1, "inversion": channels, "inversion_replacement": 0,
+        "binary": agent_id_features(num_agents, "binary").shape[1] if kind == "binary" else 0,
+    }
+    if kind not in extra:
+        raise ValueError(f"unknown image indication {kind!r}; allowed: {', '.join(IMAGE_INDICATION_KINDS)}")
+    return channels + extra[kind]
+
+
+def image_indication(img: chex.Array, kind: str) -> chex.Array:
+    """Agent indication on channels-last images (Terry et al. 4.2): ``img[N, H, W, C]`` in [0, 1]
+    -> ``[N, H, W, C']``, ``C'`` = ``indication_channels(C, N, kind)``.
+
+    The two-kind methods (geometric, inversion, inversion with replacement) split the agents by
+    index parity, ``g_i = i mod 2``: the paper's two agent types.
+    ``identity`` / ``none``: unchanged (the control). ``geometric``: one extra channel, the
+    checkerboard ``(x + y + g_i) mod 2`` (the odd agents' board is the even agents' shifted by one
+    pixel). ``binary``: ``ceil(log2 N)`` extra channels, channel k constantly bit k of ``i`` (most
+    significant first). ``inversion``: C extra channels, ``1 - img`` for odd agents and a copy of
+    ``img`` for even ones. ``inversion_replacement``: the same channels replace the image.
+    """
+    n, h, w, c = img.shape
+    odd = (jnp.arange(n) % 2).astype(img.dtype)[:, None, None, None]  # [N, 1, 1, 1]
+    if kind in ("none", "identity"):
+        return img
+    if kind == "geometric":
+        board = (jnp.arange(h)[:, None] + jnp.arange(w)[None, :]) % 2  # [H, W]
+        chan = (board[None, :, :, None] + odd) % 2
+        return jnp.concatenate([img, chan.astype(img.dtype)], axis=-1)
+    if kind == "binary":
+        bits = jnp.asarray(agent_id_features(n, "binary"), img.dtype)  # [N, K]
+        chans = jnp.broadcast_to(bits[:, None, None, :], (n, h, w, bits.shape[1]))
+        return jnp.concatenate([img, chans], axis=-1)
+    inverted = odd * (1.0 - img) + (1.0 - odd) * img
+    if kind == "inversion":
+        return jnp.concatenate([img, inverted], axis=-1)
+    if kind == "inversion_replacement":
+        return inverted
+    raise ValueError(f"unknown image indication {kind!r}; allowed: {', '.join(IMAGE_INDICATION_KINDS)}")
+
+
+def with_image_indication(env: Env, kind: str) -> Env:
+    """Apply ``image_indication`` to the image part of ``obs`` (the first ``prod(spec.obs_shape)``
+    features of each row; anything after it, such as appended agent ids, is kept after the new
+    image). ``spec.obs_shape`` and ``spec.obs_dim`` follow."""
+    if kind in ("none", "identity"):
+        return env
+    if len(env.spec.obs_shape) != 3:
+        raise ValueError(f"image indication {kind!r} needs image observations (spec.obs_shape = (H, W, C)), "
+                         f"got obs_shape={env.spec.obs_shape}")
+    n = env.spec.num_agents
+    h, w, c = env.spec.obs_shape
+    size = h * w * c
+    c2 = indication_channels(c, n, kind)
+    spec = env.spec._replace(obs_shape=(h, w, c2), obs_dim=env.spec.obs_dim - size + h * w * c2)
+
+    def change(ts):
+        img = ts.obs[:, :size].reshape(n, h, w, c)
+        new = image_indication(img, kind).reshape(n, -1)
+        return ts._replace(obs=jnp.concatenate([new, ts.obs[:, size:]], axis=-1))
+
+    def reset(key):
+        state, ts = env.reset(key)
+        return state, change(ts)
+
+    def step(key, state, actions):
+        state, ts = env.step(key, state, actions)
+        return state, change(ts)
+
+    return Env(spec=spec, reset=reset, step=step)

@@ -27,6 +27,35 @@ def _apply_mask(x: chex.Array, masks: Masks, layer: int) -> chex.Array:
     return x if masks is None else x * masks[layer]
 
 
+class ConvTorso(nn.Module):
+    """Small conv stack for image observations: ``x[..., D] -> features[..., F]``.
+
+    The first ``prod(obs_shape)`` features of ``x`` are a channels-last image ``(H, W, C)``
+    flattened in C order (``EnvSpec.obs_shape``); anything after them (e.g. appended agent ids)
+    is concatenated to the flattened conv output. Two 3x3 ReLU convolutions, the second with
+    stride 2: ``F = ceil(H / 2) * ceil(W / 2) * channels[1] + (D - H * W * C)``.
+    """
+
+    obs_shape: tuple[int, ...]
+    channels: tuple[int, int] = (16, 32)
+
+    @nn.compact
+    def __call__(self, x):
+        h, w, c = self.obs_shape
+        size = h * w * c
+        lead = x.shape[:-1]
+        img = x[..., :size].reshape((-1, h, w, c))
+        init = dict(kernel_init=orthogonal(np.sqrt(2.0)), bias_init=nn.initializers.zeros)
+        img = nn.relu(nn.Conv(self.channels[0], (3, 3), padding="SAME", **init)(img))
+        img = nn.relu(nn.Conv(self.channels[1], (3, 3), strides=(2, 2), padding="SAME", **init)(img))
+        return jnp.concatenate([img.reshape(lead + (-1,)), x[..., size:]], axis=-1)
+
+
+def _torso(x: chex.Array, obs_shape: tuple[int, ...]) -> chex.Array:
+    """The conv torso when the observation is an image (``obs_shape`` given), else ``x`` unchanged."""
+    return ConvTorso(tuple(obs_shape))(x) if obs_shape else x
+
+
 class RecurrentQNet(nn.Module):
     """Dense -> ReLU -> GRU -> Dense utility network (the pymarl RNN agent).
 
@@ -37,11 +66,12 @@ class RecurrentQNet(nn.Module):
 
     hidden: int
     num_actions: int
+    obs_shape: tuple[int, ...] = ()  # (H, W, C): a ConvTorso reads the image part of obs first
     num_masked_layers = 2
 
     @nn.compact
     def __call__(self, h, obs, masks: Masks = None):
-        x = _apply_mask(nn.relu(_dense(self.hidden)(obs)), masks, 0)
+        x = _apply_mask(nn.relu(_dense(self.hidden)(_torso(obs, self.obs_shape))), masks, 0)
         h, _ = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0))(h, x)
         h = _apply_mask(h, masks, 1)
         return h, _dense(self.num_actions, 1.0)(h)
@@ -53,11 +83,12 @@ class MLP(nn.Module):
     hidden: int
     out_dim: int
     out_scale: float = 1.0
+    obs_shape: tuple[int, ...] = ()  # (H, W, C): a ConvTorso reads the image part of x first
     num_masked_layers = 2
 
     @nn.compact
     def __call__(self, x, masks: Masks = None):
-        x = _apply_mask(nn.relu(_dense(self.hidden)(x)), masks, 0)
+        x = _apply_mask(nn.relu(_dense(self.hidden)(_torso(x, self.obs_shape))), masks, 0)
         x = _apply_mask(nn.relu(_dense(self.hidden)(x)), masks, 1)
         return _dense(self.out_dim, self.out_scale)(x)
 

@@ -1,0 +1,366 @@
+"""The papers' own environments: blind-particle spread, coloured warehouse, LBF variants (persistent
+levels, grid observations) and image agent indication.
+
+Contract checks (shapes, determinism, auto-reset) run on one jitted, vmapped rollout per
+environment; hand-built states go through the same compiled step functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from psjax.config import ConfigError, EnvConfig
+from psjax.envs import AutoResetState, check_env_config, make_env, num_agents
+from psjax.envs.bps import BPSState, bps_reward
+from psjax.envs.crware import BACKWARD, FORWARD, NOOP, TOGGLE, CRWState, resolve_moves
+from psjax.envs.lbf import MAX_AGENT_LEVEL, fixed_levels
+from psjax.envs.wrappers import image_indication, indication_channels
+
+B, T = 3, 14
+
+CONFIGS = {
+    "bps": EnvConfig(name="bps", agents_per_colour="2,1", time_limit=5),
+    "crware": EnvConfig(name="crware", variant="mini", time_limit=5),
+    "lbf_grid": EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, time_limit=5, lbf_grid_obs=True,
+                          lbf_fixed_levels=True, lbf_levels_seed=1),
+}
+
+
+class Harness:
+    def __init__(self, cfg: EnvConfig):
+        self.env = make_env(cfg, "fups")
+        self.spec = self.env.spec
+        self.reset = jax.jit(jax.vmap(self.env.reset))
+        self.step = jax.jit(jax.vmap(self.env.step))
+
+    def rollout(self, key):
+        key, k0 = jax.random.split(key)
+        s, ts0 = self.reset(jax.random.split(k0, B))
+        out_ts, out_s = [], []
+        ts = ts0
+        for _ in range(T):
+            key, k_a, k_s = jax.random.split(key, 3)
+            a = jax.random.categorical(k_a, jnp.where(ts.avail_actions, 0.0, -jnp.inf)).astype(jnp.int32)
+            s, ts = self.step(jax.random.split(k_s, B), s, a)
+            out_ts.append(ts)
+            out_s.append(s)
+        stack = lambda xs: jax.tree.map(lambda *x: np.stack(x), *xs)  # noqa: E731
+        return ts0, stack(out_ts), stack(out_s)
+
+
+_H: dict[str, Harness] = {}
+_R: dict[str, tuple] = {}
+
+
+def harness(name):
+    if name not in _H:
+        _H[name] = Harness(CONFIGS[name])
+    return _H[name]
+
+
+def rollout(name):
+    if name not in _R:
+        _R[name] = harness(name).rollout(jax.random.PRNGKey(3))
+    return _R[name]
+
+
+def one_step(name, env_state, actions):
+    """Step one hand-built raw state through the compiled vmapped step (batch of B copies)."""
+    h = harness(name)
+    batch = lambda x: jnp.stack([jnp.asarray(x)] * B)  # noqa: E731
+    ws = AutoResetState(jax.tree.map(batch, env_state), jnp.zeros((B,), jnp.float32), jnp.zeros((B,), jnp.int32))
+    s, ts = h.step(jax.random.split(jax.random.PRNGKey(0), B), ws, batch(jnp.asarray(actions, jnp.int32)))
+    return jax.tree.map(lambda x: np.asarray(x[0]), s.env_state), jax.tree.map(lambda x: np.asarray(x[0]), ts)
+
+
+# ------------------------------------------------------------------ contract, every new env
+
+
+@pytest.mark.parametrize("name", tuple(CONFIGS))
+def test_shapes_determinism_autoreset(name):
+    spec = harness(name).spec
+    ts0, ts, _ = rollout(name)
+    n, d, a = spec.num_agents, spec.obs_dim, spec.num_actions
+    assert ts.obs.shape == (T, B, n, d) and ts.obs.dtype == np.float32
+    assert ts.state.shape == (T, B, spec.state_dim) and ts.avail_actions.shape == (T, B, n, a)
+    assert ts.reward.shape == (T, B, n) and ts0.obs.shape == (B, n, d)
+    assert len(spec.agent_types) == n and np.all(np.isfinite(ts.obs)) and np.all(ts.avail_actions.any(-1))
+    if spec.obs_shape:
+        assert int(np.prod(spec.obs_shape)) == d
+    # auto-reset: an episode ends at the time limit 5 (or, in LBF, when the food is eaten) and the
+    # counter restarts on the next step
+    done = ts.terminated | ts.truncated
+    length = ts.episode_length
+    assert np.all(length[0] == 1)
+    assert np.all(length[1:] == np.where(done[:-1], 1, length[:-1] + 1))
+    assert np.all(ts.truncated == ((length == 5) & ~ts.terminated)) and np.all(length <= 5)
+    assert done.sum() >= 2 * B
+    if spec.name != "lbf":
+        assert not ts.terminated.any()
+    # determinism: the same keys give the same trajectory, other keys another
+    _, ts_again, _ = harness(name).rollout(jax.random.PRNGKey(3))
+    np.testing.assert_array_equal(ts.obs, ts_again.obs)
+    np.testing.assert_array_equal(ts.reward, ts_again.reward)
+    _, ts_other, _ = harness(name).rollout(jax.random.PRNGKey(4))
+    assert not np.array_equal(ts.obs, ts_other.obs)
+
+
+def test_config_errors_and_num_agents():
+    assert num_agents(EnvConfig(name="bps", variant="30a5c")) == 30
+    assert num_agents(EnvConfig(name="bps", num_agents=7, num_colours=3)) == 7
+    assert num_agents(EnvConfig(name="crware", variant="tiny")) == 4
+    for cfg, words in (
+        (EnvConfig(name="bps", variant="nope"), ("'nope'", "'15a3c'")),
+        (EnvConfig(name="bps", agents_per_colour="5,x"), ("'5,x'",)),
+        (EnvConfig(name="bps", num_agents=2, num_colours=3), ("num_agents=2",)),
+        (EnvConfig(name="crware", variant="huge"), ("'huge'", "'mini'")),
+        (EnvConfig(name="crware", agents_per_colour="2,2"), ("'2,2'", "shelves")),
+        (EnvConfig(name="lbf", image_indication="inversion"), ("'inversion'", "lbf_grid_obs")),
+    ):
+        with pytest.raises(ConfigError) as err:
+            check_env_config(cfg)
+        assert all(w in str(err.value) for w in words), str(err.value)
+
+
+# ------------------------------------------------------------------ BPS
+
+
+def test_bps_reward_own_colour_only():
+    landmarks = jnp.asarray([[0.5, 0.5], [-0.5, -0.5]])
+    colours = jnp.asarray([0, 0, 1])
+    pos = jnp.asarray([[0.5, 0.5], [-0.5, -0.5], [-0.5, -0.5]])  # own, other colour's, own
+    np.testing.assert_allclose(bps_reward(colours, pos, landmarks), [0.0, -np.sqrt(2.0), 0.0], atol=1e-6)
+    # through the env's step: agents standing still (noop, zero velocity) keep these rewards
+    st = BPSState(pos=pos, vel=jnp.zeros((3, 2)), landmarks=landmarks)
+    _, ts = one_step("bps", st, [0, 0, 0])
+    np.testing.assert_allclose(ts.reward, [0.0, -np.sqrt(2.0), 0.0], atol=1e-6)
+    assert harness("bps").spec.agent_types == (0, 0, 1)
+
+
+def test_bps_hides_colours():
+    """Two colour splits of the same three agents: identical observations, different rewards."""
+    other = make_env(EnvConfig(name="bps", agents_per_colour="1,2", time_limit=5), "fups")
+    keys = jax.random.split(jax.random.PRNGKey(11), B)
+    s1, ts1 = harness("bps").reset(keys)
+    s2, ts2 = jax.jit(jax.vmap(other.reset))(keys)
+    np.testing.assert_array_equal(ts1.obs, ts2.obs)
+    a = jnp.asarray([[1, 2, 3]] * B)
+    _, ts1 = harness("bps").step(keys, s1, a)
+    _, ts2 = jax.jit(jax.vmap(other.step))(keys, s2, a)
+    ts1, ts2 = jax.tree.map(lambda x: x[0], ts1), jax.tree.map(lambda x: x[0], ts2)
+    np.testing.assert_array_equal(ts1.obs, ts2.obs)
+    assert not np.allclose(ts1.reward[1], ts2.reward[1])  # agent 1 changes colour
+    np.testing.assert_allclose(ts1.reward[0], ts2.reward[0])
+
+
+# ------------------------------------------------------------------ C-RWARE
+# mini: 4 x 5, robot 0 colour 0, robot 1 colour 1;
+# shelves 0 (1,1) colour 0, 1 (2,1) colour 1, 2 (1,2) colour 0, 3 (2,2) colour 1; goals (1,4), (2,4)
+
+
+def _crw(pos, heading, carrying, shelf_pos=((1, 1), (2, 1), (1, 2), (2, 2)), requested=(True, True, False, False)):
+    return CRWState(jnp.asarray(pos, jnp.int32), jnp.asarray(heading, jnp.int32), jnp.asarray(carrying, jnp.int32),
+                    jnp.asarray(shelf_pos, jnp.int32), jnp.asarray(requested))
+
+
+def test_crware_action_masks():
+    spec = harness("crware").spec
+    ts0, ts, _ = rollout("crware")
+    assert spec.num_actions == 6 and spec.agent_types == (0, 1)
+    own = np.array([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]], bool)  # backward only for odd colours
+    assert np.all(ts.avail_actions == own) and np.all(ts0.avail_actions == own)
+
+
+def test_crware_delivers_only_own_colour():
+    # both robots one cell above a goal, heading down, carrying requested shelf 0 (colour 0) / 1 (colour 1)
+    moved = ((1, 3), (2, 3))
+    st = _crw(pos=((1, 3), (2, 3)), heading=(2, 2), carrying=(0, 1), shelf_pos=((1, 3), (2, 3), (1, 2), (2, 2)))
+    st2, ts = one_step("crware", st, [FORWARD, FORWARD])
+    assert st2.pos.tolist() == [[1, 4], [2, 4]] and ts.reward.tolist() == [1.0, 1.0]
+    assert st2.requested.tolist() == [False, False, True, True]  # each replaced by the other shelf of its colour
+    # swapped shelves: each robot carries the other colour's requested shelf -> no delivery, no reward
+    st = _crw(pos=moved, heading=(2, 2), carrying=(1, 0), shelf_pos=((2, 3), (1, 3), (1, 2), (2, 2)))
+    st2, ts = one_step("crware", st, [FORWARD, FORWARD])
+    assert st2.pos.tolist() == [[1, 4], [2, 4]] and ts.reward.tolist() == [0.0, 0.0]
+    assert st2.requested.tolist() == [True, True, False, False]
+    # an unrequested own-coloured shelf earns nothing either
+    st = _crw(pos=moved, heading=(2, 2), carrying=(2, 1), shelf_pos=((1, 1), (2, 3), (1, 3), (2, 2)),
+              requested=(True, False, False, True))
+    _, ts = one_step("crware", st, [FORWARD, NOOP])
+    assert ts.reward.tolist() == [0.0, 0.0]
+
+
+def test_crware_loads_only_own_colour_and_blocks_loaded_robots():
+    # robot 0 (colour 0) under shelf 0 (colour 0), robot 1 (colour 1) under shelf 2 (colour 0)
+    st = _crw(pos=((1, 1), (1, 2)), heading=(0, 0), carrying=(-1, -1))
+    st2, _ = one_step("crware", st, [TOGGLE, TOGGLE])
+    assert st2.carrying.tolist() == [0, -1]
+    # loaded robot 0 heading down cannot enter shelf 2's cell; empty robots drive under shelves
+    st = _crw(pos=((1, 1), (2, 0)), heading=(2, 2), carrying=(0, -1))
+    st2, _ = one_step("crware", st, [FORWARD, FORWARD])
+    assert st2.pos.tolist() == [[1, 1], [2, 1]]
+    # robot 1 (odd colour) backs up against its heading; the shelf it carries moves with it
+    st = _crw(pos=((0, 0), (3, 3)), heading=(0, 0), carrying=(-1, 3), shelf_pos=((1, 1), (2, 1), (1, 2), (3, 3)))
+    st2, _ = one_step("crware", st, [NOOP, BACKWARD])
+    assert st2.pos[1].tolist() == [3, 4] and st2.heading[1] == 0 and st2.shelf_pos[3].tolist() == [3, 4]
+
+
+def test_crware_collisions_resolved():
+    pos = jnp.asarray([[0, 0], [2, 0], [3, 3], [3, 4], [0, 3], [1, 3]])
+    target = jnp.asarray([[1, 0], [1, 0], [3, 4], [3, 3], [1, 3], [2, 3]])
+    moving = jax.jit(resolve_moves)(pos, target, jnp.ones(6, bool))
+    # same cell: the lower index wins; a swap is blocked for both; a chain into a freed cell moves
+    assert moving.tolist() == [True, False, False, False, True, True]
+    # a robot that stays blocks the one moving into its cell, and the block propagates back along the chain
+    pos = jnp.asarray([[0, 0], [1, 0], [2, 0]])
+    target = jnp.asarray([[1, 0], [2, 0], [3, 0]])
+    moving = jax.jit(resolve_moves)(pos, target, jnp.asarray([True, True, False]))
+    assert moving.tolist() == [False, False, False]
+    # random play never puts two robots in one cell
+    _, _, s = rollout("crware")
+    p = s.env_state.pos  # [T, B, N, 2]
+    assert not np.any(np.all(p[:, :, 0] == p[:, :, 1], -1))
+
+
+# ------------------------------------------------------------------ LBF variants
+
+
+def test_lbf_levels_persist_across_resets():
+    _, _, s = rollout("lbf_grid")  # 14 steps, time limit 5: three episodes per env
+    levels = s.env_state.agents.level  # [T, B, N]
+    want = fixed_levels(3, 1)
+    assert len(set(want)) > 1, "seed 1 should give distinct levels, or the check below proves little"
+    assert np.all(levels == np.asarray(want))
+    # food is force-coop-free here: its level stays within the sum of the three lowest agent levels
+    assert np.all(s.env_state.food_items.level <= sum(sorted(want)[:3]))
+    # without persistence, levels change between resets
+    free = make_env(EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True), "fups")
+    free_state, _ = jax.jit(jax.vmap(free.reset))(jax.random.split(jax.random.PRNGKey(0), 6))
+    drawn = np.asarray(free_state.env_state.agents.level)
+    assert len({tuple(r) for r in drawn}) > 1
+
+
+def test_lbf_grid_observation_layers():
+    spec = harness("lbf_grid").spec
+    assert spec.obs_shape == (3, 3, 3)
+    _, ts, s = rollout("lbf_grid")
+    st = jax.tree.map(lambda x: x[0, 0], s.env_state)
+    img = ts.obs[0, 0].reshape(3, 3, 3, 3)  # [N, V, V, C]
+    pos, lev = st.agents.position, st.agents.level
+    for i in range(3):
+        assert img[i, 1, 1, 0] == lev[i] / MAX_AGENT_LEVEL  # self at the centre of the agents layer
+        assert img[i, 1, 1, 2] == 0.0  # own cell not accessible
+        for j in range(3):  # other agents in view appear at their offset
+            dx, dy = pos[j] - pos[i]
+            if abs(dx) <= 1 and abs(dy) <= 1:
+                assert img[i, 1 + dx, 1 + dy, 0] == lev[j] / MAX_AGENT_LEVEL
+        for k, (fx, fy) in enumerate(st.food_items.position):
+            dx, dy = fx - pos[i][0], fy - pos[i][1]
+            if abs(dx) <= 1 and abs(dy) <= 1 and not st.food_items.eaten[k]:
+                assert img[i, 1 + dx, 1 + dy, 1] == st.food_items.level[k] / (3 * MAX_AGENT_LEVEL)
+        if pos[i][0] == 0:  # beyond the top wall: not accessible
+            assert np.all(img[i, 0, :, 2] == 0.0)
+    assert img.min() >= 0.0 and img.max() <= 1.0
+
+
+# ------------------------------------------------------------------ image agent indication
+
+
+def test_image_indication_channels():
+    img = jnp.asarray(np.array([[[0.0, 0.25], [1.0, 0.5]]] * 3, np.float32))[..., None]  # [3 agents, 2, 2, 1]
+    x = np.asarray(img)
+    out = {k: np.asarray(image_indication(img, k)) for k in
+           ("identity", "geometric", "binary", "inversion", "inversion_replacement")}
+    np.testing.assert_array_equal(out["identity"], x)
+    board = np.array([[0, 1], [1, 0]], np.float32)
+    assert out["geometric"].shape == (3, 2, 2, 2)
+    np.testing.assert_array_equal(out["geometric"][..., 0], x[..., 0])
+    np.testing.assert_array_equal(out["geometric"][0, ..., 1], board)
+    np.testing.assert_array_equal(out["geometric"][1, ..., 1], 1 - board)  # shifted by one pixel
+    np.testing.assert_array_equal(out["geometric"][2, ..., 1], board)
+    assert out["binary"].shape == (3, 2, 2, 3)  # ceil(log2 3) = 2 extra channels
+    for i, bits in enumerate(([0, 0], [0, 1], [1, 0])):
+        np.testing.assert_array_equal(out["binary"][i, ..., 1:], np.broadcast_to(bits, (2, 2, 2)))
+    assert out["inversion"].shape == (3, 2, 2, 2)
+    np.testing.assert_array_equal(out["inversion"][..., 0], x[..., 0])
+    np.testing.assert_array_equal(out["inversion"][0, ..., 1], x[0, ..., 0])  # even agents: a copy
+    np.testing.assert_array_equal(out["inversion"][1, ..., 1], 1 - x[1, ..., 0])  # odd agents: inverted
+    np.testing.assert_array_equal(out["inversion_replacement"][0], x[0])
+    np.testing.assert_array_equal(out["inversion_replacement"][1], 1 - x[1])
+    for k, v in out.items():
+        assert v.shape[-1] == indication_channels(1, 3, k)
+
+
+def test_image_indication_wrapper_on_lbf():
+    cfg = EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True, image_indication="inversion",
+                    agent_id="onehot")
+    env = make_env(cfg, "fups")
+    assert env.spec.obs_shape == (3, 3, 6) and env.spec.obs_dim == 3 * 3 * 6 + 3
+    base = make_env(dataclasses.replace(cfg, image_indication="none", agent_id="none"), "fups")
+    key = jax.random.PRNGKey(2)
+    _, ts = jax.jit(env.reset)(key)
+    _, ts_base = jax.jit(base.reset)(key)
+    img = np.asarray(ts.obs[:, :54]).reshape(3, 3, 3, 6)
+    raw = np.asarray(ts_base.obs).reshape(3, 3, 3, 3)
+    np.testing.assert_array_equal(img[..., :3], raw)
+    np.testing.assert_array_equal(img[1, ..., 3:], 1 - raw[1])
+    np.testing.assert_array_equal(np.asarray(ts.obs[:, 54:]), np.eye(3))  # agent ids stay after the image
+
+
+# ------------------------------------------------------------------ pictures
+
+
+def test_render_each_env(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from psjax.envs.bps import render_bps
+    from psjax.envs.crware import VARIANTS, render_crware
+    from psjax.envs.lbf import render_lbf
+
+    pick = lambda name: jax.tree.map(lambda x: x[-1, 0], rollout(name)[2].env_state)  # noqa: E731
+    for name, draw in (
+        ("bps", lambda ax: render_bps(pick("bps"), (2, 1), ax)),
+        ("crware", lambda ax: render_crware(pick("crware"), VARIANTS["mini"], ax)),
+        ("lbf", lambda ax: render_lbf(pick("lbf_grid"), ax, 6)),
+    ):
+        fig, ax = plt.subplots()
+        draw(ax)
+        fig.savefig(tmp_path / f"{name}.png")
+        plt.close(fig)
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------ conv torso
+
+
+def test_conv_torso_reads_image_and_extra_features():
+    from psjax.nets.agents import MLP, RecurrentQNet
+
+    shape = (5, 5, 3)
+    d = 5 * 5 * 3 + 2  # image + two appended id features
+    x = jax.random.uniform(jax.random.PRNGKey(0), (4, d))
+    net = MLP(8, 6, obs_shape=shape)
+    params = jax.jit(net.init)(jax.random.PRNGKey(1), x[0])
+    conv = params["params"]["ConvTorso_0"]
+    assert conv["Conv_0"]["kernel"].shape == (3, 3, 3, 16) and conv["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
+    assert params["params"]["Dense_0"]["kernel"].shape == (3 * 3 * 32 + 2, 8)  # stride 2: 5x5 -> 3x3
+    apply = jax.jit(net.apply)
+    out = apply(params, x)
+    assert out.shape == (4, 6)
+    np.testing.assert_allclose(jax.jit(jax.vmap(apply, (None, 0)))(params, x), out, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(apply(params, x.at[:, -1].add(1.0)), out)  # the id features reach the output
+    # without an image shape the network is the plain MLP (no conv parameters)
+    assert "ConvTorso_0" not in jax.eval_shape(MLP(8, 6).init, jax.random.PRNGKey(1), x[0])["params"]
+    q = RecurrentQNet(8, 6, obs_shape=shape)
+    h0 = jnp.zeros((4, 8))
+    qp = jax.jit(q.init)(jax.random.PRNGKey(2), h0[0], x[0])
+    h, qs = jax.jit(q.apply)(qp, h0, x)
+    assert h.shape == (4, 8) and qs.shape == (4, 6) and "ConvTorso_0" in qp["params"]
