@@ -15,11 +15,13 @@ from typing import Any
 
 import yaml
 
-ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed")
+ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed", "bps", "crware")
 METHODS = (  # one line per family, so that a new method is a new line
     "nops", "fups", "fups_id", "snp_ps",  # baselines
     "pps_a", "pps_rs", "pps_pp",  # periodic sharing
     "seps", "adaps", "kaleidoscope",  # identity-based and learnable-mask sharing
+    "madps",  # policy-distance fusion / division
+    "bdps", "bdps_role", "bdps_team",  # bi-level dynamic sharing
 )
 LEARNERS = ("qmix", "vdn", "iql", "a2c", "ppo")
 VALUE_LEARNERS = ("qmix", "vdn", "iql")
@@ -27,10 +29,13 @@ DEFAULT_LEARNER = {
     "nops": "qmix", "fups": "qmix", "fups_id": "qmix", "snp_ps": "qmix",
     "pps_a": "qmix", "pps_rs": "qmix", "pps_pp": "qmix",
     "seps": "a2c", "adaps": "a2c", "kaleidoscope": "qmix",
+    "madps": "a2c",
+    "bdps": "qmix", "bdps_role": "qmix", "bdps_team": "qmix",
 }
 # PPS averages per-agent Q networks (RecurrentQNet banks); the actor-critic banks are other networks.
 PPS_METHODS = ("pps_a", "pps_rs", "pps_pp")
 PPS_LEARNERS = ("qmix", "vdn", "iql")
+BDPS_METHODS = ("bdps", "bdps_role", "bdps_team")  # an agent model under QMIX / VDN (psjax/learners/bdps.py)
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -57,6 +62,18 @@ class EnvConfig:
         choices=("auto", "none", "onehot", "binary"),
     )
     matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty", "two_step"))
+    num_colours: int = _f(3, "BPS and C-RWARE: number of colours (agent types)", min=1)
+    agents_per_colour: str = _f("", "BPS and C-RWARE: agents of each colour, comma separated (e.g. 2,2,2,12,12); "
+                                "empty = num_agents split evenly over num_colours")
+    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c; crware: mini, tiny, small); "
+                      "overrides num_agents / num_colours / agents_per_colour; empty = use those fields")
+    lbf_grid_obs: bool = _f(False, "LBF: grid (image) observations, agents / food / access layers, channels last")
+    lbf_fixed_levels: bool = _f(False, "LBF: agent levels drawn once (from lbf_levels_seed) and kept across resets")
+    lbf_levels_seed: int = _f(0, "LBF: seed of the persistent agent levels", min=0)
+    image_indication: str = _f(
+        "none", "agent indication channels added to image observations (Terry et al. 4.2)",
+        choices=("none", "identity", "geometric", "binary", "inversion", "inversion_replacement"),
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,47 @@ class SharingConfig:
                                     "U ~ Uniform(0, 1)", min=0.0)
     kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
                                    "initial shrink of a weight")
+    mapd_interval: int = _f(0, "MAPD policy distance as a metric: training iterations between distance rounds "
+                            "(logged as mapd_distance[i,j], NaN between rounds); 0 = off. MADPS runs its rounds every "
+                            "madps_interval instead", min=0)
+    mapd_distance: str = _f("wasserstein", "MAPD: distance between the latent Gaussians",
+                            choices=("wasserstein", "hellinger", "bhattacharyya"))
+    mapd_pool_size: int = _f(1024, "MAPD: observations drawn (without replacement, valid ones first) from the "
+                             "observation buffer (A2C / PPO) or the round's rollout (value learners), pooled over "
+                             "agents; every agent's policy is evaluated on all of them", min=1)
+    mapd_buffer_size: int = _f(512, "MAPD with A2C / PPO: env steps (each with every agent's observation) kept in a "
+                               "ring buffer that the distance rounds measure on; value learners (recurrent Q "
+                               "networks) measure on the round's rollout instead", min=1)
+    mapd_buffer_add: int = _f(40, "MAPD with A2C / PPO: env steps of each iteration's rollout written to the buffer "
+                              "(drawn uniformly; all of them when the rollout has no more)", min=1)
+    mapd_latent: int = _f(10, "MAPD: conditional VAE latent size", min=1)
+    mapd_hidden: int = _f(32, "MAPD: conditional VAE hidden width", min=1)
+    mapd_epochs: int = _f(10, "MAPD: VAE epochs per round over the pooled (policy, observation) pairs (a fresh "
+                          "VAE every round)", min=1)
+    mapd_batch_size: int = _f(128, "MAPD: VAE minibatch size", min=1)
+    mapd_lr: float = _f(3e-4, "MAPD: VAE Adam learning rate", min=0.0)
+    mapd_kl_coef: float = _f(0.01, "MAPD: weight of the KL term of the VAE loss", min=0.0)
+    madps_interval: int = _f(500, "MADPS: training iterations between restructuring rounds (A2C default: 20k env "
+                             "steps, 10 rounds in a 200k-step run)", min=1)
+    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
+                                     "fronts", min=0.0)
+    madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
+                                       "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
+    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs; "
+                                     "0 = eps1 / 2", min=0.0)
+    bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
+    bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
+    bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
+                               "(paper: 5, 7, 8, 10 or 14)", min=1)
+    bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
+    bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
+    bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
+                              min=1)
+    bdps_embed: int = _f(64, "BDPS: group selector's role-embedding MLP width", min=1)
+    bdps_gat_out: int = _f(128, "BDPS: GAT output width, split over its k heads (paper: 128)", min=1)
+    bdps_selector_hidden: int = _f(64, "BDPS: group selector GRU state (paper: 64)", min=1)
+    bdps_vae_coef: float = _f(1.0, "BDPS: weight of the GRU-VAE loss in the summed loss (one optimiser)", min=0.0)
+    bdps_selector_coef: float = _f(1.0, "BDPS: weight of the group selector's TD loss in the summed loss", min=0.0)
 
 
 @dataclass(frozen=True)
@@ -363,6 +421,14 @@ def validate(cfg: TrainConfig) -> None:
         from psjax.sharing.identity import check_identity_config  # K against the env's agent count
 
         check_identity_config(cfg)
+    if cfg.alg == "madps":
+        from psjax.sharing.madps import check_madps_config  # learner and thresholds
+
+        check_madps_config(cfg)
+    if cfg.alg in BDPS_METHODS:
+        from psjax.learners.bdps import check_bdps_config  # n >= k >= m >= 2, periods against the episode limit
+
+        check_bdps_config(cfg)
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:

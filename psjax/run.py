@@ -17,6 +17,7 @@ Run folder::
     summary.json                 param count, throughput, compile time, final evaluation
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band
     sharing.png                  SePS / AdaPS: final cluster per agent and agents x agents shared units
+    roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
 """
 
@@ -36,7 +37,7 @@ import jax
 import numpy as np
 import yaml
 
-from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
+from psjax.config import BDPS_METHODS, ConfigError, TrainConfig, load_run_config, to_dict
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -444,9 +445,14 @@ def run(
     }
     summarize(run_dir, cfg, info)
     plot_curves(run_dir, cfg)
-    from psjax.sharing.report import plot_sharing
+    from psjax.sharing.report import plot_distance, plot_sharing
 
     plot_sharing(run_dir)  # sharing.png, for methods that report clusters / masks
+    if cfg.alg in BDPS_METHODS and make_program is _default_make_program:
+        from psjax.learners.bdps import plot_roles
+
+        plot_roles(run_dir, cfg, runner)  # roles.png: roles and groups of each agent over one greedy episode
+    plot_distance(run_dir)  # distance.png, when MAPD distances are logged
     return run_dir
 
 

@@ -15,11 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from psjax.config import TrainConfig
-from psjax.envs import make_env
+from psjax.envs import agent_id_features, make_env, resolve_agent_id
 from psjax.envs.base import Env, TimeStep
 from psjax.evaluate import episode_means, first_episodes
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
+from psjax.sharing import bank_ops, mapd
 from psjax.sharing.methods import make_scheme
 from psjax.types import Learner, Transition
 
@@ -37,6 +38,7 @@ class Runner(NamedTuple):
     key: chex.Array  # raw uint32 PRNG key
     iteration: chex.Array  # int32
     env_steps: chex.Array  # int32, summed over envs
+    mapd_buffer: Any = ()  # mapd.ObsBuffer of recent observations for the distance rounds; () = none
 
 
 class Program(NamedTuple):
@@ -56,6 +58,10 @@ class Parts(NamedTuple):
     scheme: Any
     num_envs: int
     rollout_len: int
+    distance_interval: int = 0  # iterations between MAPD distance rounds; 0 = none
+    sharing_cfg: Any = None  # SharingConfig, for the MAPD rounds
+    id_codes: Any = None  # [N, K] agent indication appended to the observations (K = 0: none)
+    buffer_rows: int = 0  # rows of the MAPD observation buffer; 0 = the rounds measure on their rollout
 
 
 def make_parts(cfg: TrainConfig) -> Parts:
@@ -63,7 +69,12 @@ def make_parts(cfg: TrainConfig) -> Parts:
     lc = cfg.learner_cfg
     scheme = make_scheme(cfg, env.spec, lc.hidden, MASKED_LAYERS)
     learner = make_learner(cfg, env.spec, scheme)
-    return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
+    interval = scheme.distance_interval if scheme.restructure is not None else cfg.sharing.mapd_interval
+    if learner.policy_logits is None:
+        interval = 0
+    codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, cfg.alg))
+    rows = cfg.sharing.mapd_buffer_size if interval > 0 and cfg.learner_name in mapd.BUFFER_LEARNERS else 0
+    return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len, interval, cfg.sharing, codes, rows)
 
 
 def _init(parts: Parts, key) -> Runner:
@@ -78,7 +89,15 @@ def _init(parts: Parts, key) -> Runner:
         key,
         jnp.int32(0),
         jnp.int32(0),
+        _init_buffer(parts),
     )
+
+
+def _init_buffer(parts: Parts):
+    if parts.buffer_rows <= 0:
+        return ()
+    spec = parts.env.spec
+    return mapd.init_buffer(parts.buffer_rows, spec.num_agents, spec.obs_dim, spec.num_actions)
 
 
 def _rollout(
@@ -94,7 +113,7 @@ def _rollout(
         env_state, next_ts = jax.vmap(env.step)(jax.random.split(k_env, ts.obs.shape[0]), env_state, actions)
         # a finished episode's memory must not leak into the next one
         hidden = jax.tree.map(
-            lambda h: jnp.where(next_ts.done.reshape(-1, *[1] * (h.ndim - 1)), 0.0, h), hidden
+            lambda h: jnp.where(next_ts.done.reshape(-1, *[1] * (h.ndim - 1)), jnp.zeros_like(h), h), hidden
         )
         transition = Transition(
             ts.obs,
@@ -129,21 +148,67 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     learner_state, metrics = parts.learner.update(
         runner.learner, runner.sharing, traj, ts, runner.hidden, k_update, env_steps
     )
+    buffer = runner.mapd_buffer
+    if parts.buffer_rows > 0:
+        buffer = mapd.buffer_add(buffer, traj.obs, traj.avail, jax.random.fold_in(k_sharing, 2),
+                                 parts.sharing_cfg.mapd_buffer_add)
+    learner_state, sharing, distance_metrics = _distance_round(
+        parts, learner_state, runner.sharing, traj, runner.hidden, runner.iteration, jax.random.fold_in(k_sharing, 1),
+        buffer,
+    )
     sharing, learner_state, sharing_metrics = parts.scheme.update(
-        runner.sharing, learner_state, traj, k_sharing, env_steps
+        sharing, learner_state, traj, k_sharing, env_steps
     )
     episodes = episode_means(step_ts.done, step_ts)
     metrics = {
         **metrics,
         **sharing_metrics,
+        **distance_metrics,
         "env_steps": env_steps,
         "return": episodes["return"],
         "won": episodes["won"],
         "episode_length": episodes["length"],
         "episodes": step_ts.done.sum(),
     }
-    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps)
+    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps, buffer)
     return runner, metrics
+
+
+def _distance_round(parts: Parts, learner_state, sharing, traj: Transition, hidden0, iteration, key, buffer=()):
+    """Every ``parts.distance_interval`` iterations: the MAPD distance matrix of the agents' current policies on
+    the observation buffer (feed-forward actors, ``parts.buffer_rows > 0``) or else on the iteration's rollout,
+    handed to the scheme's ``restructure`` where it has one (MADPS).
+
+    Returns ``(learner_state, sharing, metrics)``; ``mapd_distance`` ``[N, N]`` is NaN between rounds. The round
+    runs in a zero-or-one-trip loop (``bank_ops.run_if``), and everything it reads travels in the loop's carry
+    so that XLA cannot hoist the policy evaluation out of it.
+    """
+    if parts.distance_interval <= 0:
+        return learner_state, sharing, {}
+    sc = parts.sharing_cfg
+    n = parts.env.spec.num_agents
+    due = (iteration + 1) % parts.distance_interval == 0
+    # with agent indication (FuPS+id), agent i's policy is the shared network fed i's code
+    relabel = mapd.id_relabel(parts.id_codes) if parts.id_codes is not None and parts.id_codes.shape[1] else None
+
+    def round_fn(operand, k):
+        learner_state, sharing, _, traj, hidden0, buffer = operand
+        valid = None
+        if parts.buffer_rows > 0:
+            traj, valid = mapd.buffer_transition(buffer)
+        logits = parts.learner.policy_logits(learner_state, sharing, traj, hidden0, relabel)
+        d, losses = mapd.distance_round(k, logits, traj.obs, sc, valid)
+        if parts.scheme.restructure is not None:
+            sharing, learner_state = parts.scheme.restructure(sharing, learner_state, d, jax.random.fold_in(k, 1))
+        return learner_state, sharing, (d, losses[-1]), operand[3], hidden0, buffer
+
+    nan = (jnp.full((n, n), jnp.nan, jnp.float32), jnp.full((), jnp.nan, jnp.float32))
+    rollout = () if parts.buffer_rows > 0 else traj  # only what the round reads travels in the carry
+    learner_state, sharing, (d, vae_loss), _, _, _ = bank_ops.run_if(
+        due, round_fn, (learner_state, sharing, nan, rollout, hidden0, buffer), key
+    )
+    metrics = {"mapd_distance": d, "mapd_distance_mean": mapd.off_diagonal_mean(d), "mapd_vae_loss": vae_loss}
+    return learner_state, sharing, metrics
 
 
 def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:

@@ -42,3 +42,8 @@ class Learner(NamedTuple):
     update: Callable
     params: Callable[[Any], Any]
     bank_names: tuple[str, ...]
+    # policy_logits(state, sharing, traj, hidden0, relabel=None) -> [N_pol, T, E, N_obs, A]: every agent's policy
+    # on every agent's observations of the rollout ``traj`` (unavailable actions at a large negative value), for
+    # the MAPD policy distance; value learners give their Q-values (softmax(Q) is read as the policy).
+    # ``relabel(obs[..., N_pol, D])`` replaces the agent indication of the observations by each policy's own.
+    policy_logits: Callable | None = None

@@ -82,14 +82,27 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
 
     def policy(params, sharing, obs, avail):
         logits = apply_agents(
-            actor.apply, params["actor"], layout, sharing, obs, derive=agent_derive(scheme, "actor", params)
+            actor.apply, params["actor"], layout, sharing, obs, derive=agent_derive(scheme, "actor", params, sharing)
         )
         return distrax.Categorical(logits=jnp.where(avail, logits, NEG_INF))
 
     def value(params, sharing, obs, state):
-        derive = agent_derive(scheme, "critic", params)
+        derive = agent_derive(scheme, "critic", params, sharing)
         out = apply_agents(critic.apply, params["critic"], layout, sharing, critic_input(obs, state), derive=derive)
         return out[..., 0]
+
+    def policy_logits(state: ACState, sharing, traj: Transition, hidden0, relabel=None):
+        """Every agent's policy on every agent's observations of ``traj``: ``[N_pol, T, E, N_obs, A]`` (MAPD);
+        ``relabel(obs[..., N_pol, D])`` puts each policy's own agent indication into the observations."""
+        del hidden0
+
+        def on_agent(obs_j, avail_j):  # agent j's observations [T, E, D] given to every policy
+            x = jnp.broadcast_to(obs_j[..., None, :], traj.obs.shape)
+            x = x if relabel is None else relabel(x)
+            a = jnp.broadcast_to(avail_j[..., None, :], traj.avail.shape)
+            return policy(state.params, sharing, x, a).logits  # [T, E, N_pol, A]
+
+        return jnp.swapaxes(jax.vmap(on_agent, in_axes=(2, 2))(traj.obs, traj.avail), 0, 3)
 
     def init(key):
         k_actor, k_critic = jax.random.split(key)
@@ -184,4 +197,5 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         update=update,
         params=lambda s: s.params,
         bank_names=bank_names(cfg),
+        policy_logits=policy_logits,
     )

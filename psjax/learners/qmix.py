@@ -6,7 +6,7 @@ sequence replay buffer with double-Q targets. The three differ only in the mixer
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -15,7 +15,7 @@ import optax
 
 from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
-from psjax.learners import bank_names, replay
+from psjax.learners import replay
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
@@ -92,36 +92,91 @@ def sequence_targets(
     return pred, td_targets(reduce_reward(seq["reward"]), seq["done"], q_next_tot, gamma, lam)
 
 
-def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
+class AgentModel(NamedTuple):
+    """Where the learner's per-agent utilities come from; the learner's loss, buffer and mixer never change.
+
+    The default (``recurrent_agent_model``) is one RecurrentQNet bank laid out by the sharing scheme;
+    BDPS (``psjax.learners.bdps``) is another model under the same learner.
+
+    init(key) -> params dict (the learner adds "mixer" and the scheme's "sharing")
+    init_hidden(num_envs) -> recurrent pytree, leaves [E, ...] (zeroed by the loop where an episode ends)
+    act(params, sharing, hidden, ts, key, choose, epsilon, greedy) -> (actions [E, N], hidden, extras)
+      ``choose(key, q[E, N, A]) -> actions`` is the learner's (epsilon-)greedy rule; ``epsilon`` the current
+      exploration rate (0 when greedy); ``extras`` per-step data, the keys of ``stored`` go to the replay.
+    stored(T) -> {name: zeros [T + 1, ...]} per-step extras kept in replay items (the step after the
+      rollout repeats the last step's value); ``{}`` for the default model.
+    unroll(params, sharing, hidden0, seq, resets) -> q [T+1, B, N, A] along stored sequences; ``seq`` is
+      time-major with "obs" [T+1, B, N, D] and the stored extras [T+1, B, ...]; resets [T+1, B].
+    extra_loss: None or (params, target, seq, hidden0, resets, key) -> (loss, metrics), added to the TD
+      loss (``seq`` also holds action, reward, done, avail, state).
+    rollout_metrics: None or (traj: Transition [T, E, ...]) -> metrics of the iteration's rollout.
+    bank_names: keys of params that are slot banks.
+    """
+
+    init: Callable
+    init_hidden: Callable
+    act: Callable
+    stored: Callable
+    unroll: Callable
+    extra_loss: Callable | None
+    rollout_metrics: Callable | None
+    bank_names: tuple[str, ...]
+
+
+def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentModel:
+    """The default model: a RecurrentQNet bank, every agent's slot and masks given by ``scheme``."""
     qc = cfg.q
-    n, num_actions = spec.num_agents, spec.num_actions
-    net = RecurrentQNet(qc.hidden, num_actions)
-    kind = cfg.learner_name
-    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale), "vdn": VDNMixer()}.get(kind)
+    n = spec.num_agents
+    net = RecurrentQNet(qc.hidden, spec.num_actions)
     layout = scheme.layout
-    total_updates = cfg.num_iterations * qc.updates_per_rollout
-    lr = optax.linear_schedule(qc.lr, 0.0, total_updates) if qc.lr_decay else qc.lr
-    optimizer = optax.chain(optax.clip_by_global_norm(qc.max_grad_norm), optax.adam(lr))
-    epsilon_at = optax.linear_schedule(qc.eps_start, qc.eps_end, qc.eps_decay_steps)
+
+    def init(key):
+        dummy_obs = jnp.zeros((spec.obs_dim,))
+        return {"agent": init_bank(lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), key, layout.num_slots)}
 
     def init_hidden(num_envs):
         return jnp.zeros((num_envs, n, qc.hidden), jnp.float32)
 
     def q_values(params, sharing, hidden, obs):
         """``hidden[..., N, H], obs[..., N, D] -> (hidden', q[..., N, A])`` with ``params`` online or target."""
-        derive = agent_derive(scheme, "agent", params)
+        derive = agent_derive(scheme, "agent", params, sharing)
         return apply_agents(net.apply, params["agent"], layout, sharing, hidden, obs, derive=derive)
+
+    def act(params, sharing, hidden, ts, key, choose, epsilon, greedy):
+        del epsilon, greedy
+        hidden, q = q_values(params, sharing, hidden, ts.obs)
+        return choose(key, q), hidden, {}
+
+    def unroll(params, sharing, hidden0, seq, resets):
+        def step(h, inputs):
+            o, reset = inputs
+            h = jnp.where(reset[:, None, None], 0.0, h)
+            return q_values(params, sharing, h, o)
+
+        _, q = jax.lax.scan(step, hidden0, (seq["obs"], resets))
+        return q
+
+    return AgentModel(init, init_hidden, act, lambda T: {}, unroll, None, None, ("agent",))
+
+
+def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentModel | None = None) -> Learner:
+    """QMIX / VDN / IQL over ``model`` (default: the scheme's RecurrentQNet bank)."""
+    qc = cfg.q
+    n, num_actions = spec.num_agents, spec.num_actions
+    model = model or recurrent_agent_model(cfg, spec, scheme)
+    kind = cfg.learner_name
+    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale), "vdn": VDNMixer()}.get(kind)
+    total_updates = cfg.num_iterations * qc.updates_per_rollout
+    lr = optax.linear_schedule(qc.lr, 0.0, total_updates) if qc.lr_decay else qc.lr
+    optimizer = optax.chain(optax.clip_by_global_norm(qc.max_grad_norm), optax.adam(lr))
+    epsilon_at = optax.linear_schedule(qc.eps_start, qc.eps_end, qc.eps_decay_steps)
 
     def init(key):
         k_agent, k_mixer = jax.random.split(key)
-        dummy_obs = jnp.zeros((spec.obs_dim,))
-        agent_bank = init_bank(
-            lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), k_agent, layout.num_slots
-        )
-        params = {"agent": agent_bank}
+        params = model.init(k_agent)
         if mixer is not None:
             params["mixer"] = mixer.init(k_mixer, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
-        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, ("agent",))
+        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, model.bank_names)
         T = qc.rollout_len
         item = {
             "obs": jnp.zeros((T + 1, n, spec.obs_dim)),
@@ -130,7 +185,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             "action": jnp.zeros((T, n), jnp.int32),
             "reward": jnp.zeros((T, n)),
             "done": jnp.zeros((T,), bool),
-            "hidden0": jnp.zeros((n, qc.hidden)),
+            "hidden0": jax.tree.map(lambda h: h[0], model.init_hidden(1)),
+            **model.stored(T),
         }
         return QState(
             params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0),
@@ -138,33 +194,24 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         )
 
     def act(state: QState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
-        hidden, q = q_values(state.params, sharing, hidden, ts.obs)
-        if greedy:
-            actions = masked_argmax(q, ts.avail_actions)
-        else:
-            actions = epsilon_greedy(key, q, ts.avail_actions, epsilon_at(step))
-        return actions.astype(jnp.int32), hidden, {}
+        epsilon = 0.0 if greedy else epsilon_at(step)
 
-    def unroll(params, sharing, hidden0, obs, resets):
-        """Q-values along stored sequences. ``obs[T+1, B, N, D], resets[T+1, B] -> q[T+1, B, N, A]``."""
+        def choose(k, q):
+            if greedy:
+                return masked_argmax(q, ts.avail_actions).astype(jnp.int32)
+            return epsilon_greedy(k, q, ts.avail_actions, epsilon).astype(jnp.int32)
 
-        def step(h, inputs):
-            o, reset = inputs
-            h = jnp.where(reset[:, None, None], 0.0, h)
-            return q_values(params, sharing, h, o)
+        return model.act(state.params, sharing, hidden, ts, key, choose, epsilon, greedy)
 
-        _, q = jax.lax.scan(step, hidden0, (obs, resets))
-        return q
-
-    def loss_fn(params, target, sharing, batch, aux_state):
+    def loss_fn(params, target, sharing, batch, aux_state, key):
         # time-major: [T(+1), B, ...]
         b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
         done = b["done"]  # [T, B]
         resets = jnp.concatenate(
             [jnp.zeros_like(done[:1]), done], axis=0
         )  # obs t+1 starts fresh after done_t
-        q = unroll(params, sharing, batch["hidden0"], b["obs"], resets)
-        q_target = unroll(target, sharing, batch["hidden0"], b["obs"], resets)
+        q = model.unroll(params, sharing, batch["hidden0"], b, resets)
+        q_target = model.unroll(target, sharing, batch["hidden0"], b, resets)
         if mixer is None:  # IQL: each agent its own reward and target
             pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q, lam=qc.td_lambda)
         else:
@@ -175,12 +222,15 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         td = pred - jax.lax.stop_gradient(y)
         loss = jnp.mean(td**2)
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
+        if model.extra_loss is not None:
+            extra, extra_metrics = model.extra_loss(params, target, b, batch["hidden0"], resets, key)
+            total, aux_metrics = total + extra, {**aux_metrics, **extra_metrics}
         return total, ({"loss": loss, "q_taken": pred.mean(), "td_abs": jnp.abs(td).mean(), **aux_metrics}, aux_state)
 
     def gradient_step(state: QState, sharing, key):
         batch = replay.sample(state.buffer, key, qc.batch_size)
         (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target, sharing, batch, state.aux
+            state.params, state.target, sharing, batch, state.aux, jax.random.fold_in(key, 1)
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -202,7 +252,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             "action": jnp.swapaxes(traj.action, 0, 1),
             "reward": jnp.swapaxes(traj.reward, 0, 1),
             "done": jnp.swapaxes(traj.done, 0, 1),
-            "hidden0": hidden0 if qc.stored_state else jnp.zeros_like(hidden0),
+            "hidden0": hidden0 if qc.stored_state else jax.tree.map(jnp.zeros_like, hidden0),
+            **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in model.stored(1)},
         }
         state = state._replace(buffer=replay.add(state.buffer, items))
 
@@ -219,13 +270,36 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
 
         state, metrics = jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
         metrics["epsilon"] = epsilon_at(step)
+        if model.rollout_metrics is not None:
+            metrics.update(model.rollout_metrics(traj))
         return state, metrics
+
+    def policy_logits(state: QState, sharing, traj: Transition, hidden0, relabel=None):
+        """Every agent's Q-values (MAPD reads softmax(Q) as the policy) on every agent's observations of ``traj``,
+        unrolled from the observation owner's ``hidden0`` with resets after ``done``: ``[N_pol, T, E, N_obs, A]``,
+        unavailable actions at NEG_INF. ``relabel(obs[..., N_pol, D])`` gives each policy its own agent indication."""
+        resets = jnp.concatenate([jnp.zeros_like(traj.done[:1]), traj.done[:-1]], axis=0)  # [T, E]
+        extras = {k: traj.extras[k] for k in model.stored(1)}
+
+        def owner(x, j, axis):  # agent j's column given to every agent (leaves without an agent axis unchanged)
+            if x.ndim <= axis or x.shape[axis] != n:
+                return x
+            return jnp.broadcast_to(jnp.take(x, j[None], axis=axis), x.shape)
+
+        def on_agent(j):
+            seq = jax.tree.map(lambda x: owner(x, j, 2), {"obs": traj.obs, **extras})
+            seq["obs"] = seq["obs"] if relabel is None else relabel(seq["obs"])
+            q = model.unroll(state.params, sharing, jax.tree.map(lambda h: owner(h, j, 1), hidden0), seq, resets)
+            return jnp.where(owner(traj.avail, j, 2), q, NEG_INF)  # [T, E, N_pol, A]
+
+        return jnp.swapaxes(jax.vmap(on_agent)(jnp.arange(n)), 0, 3)
 
     return Learner(
         init=init,
-        init_hidden=init_hidden,
+        init_hidden=model.init_hidden,
         act=act,
         update=update,
         params=lambda s: s.params,
-        bank_names=bank_names(cfg),
+        bank_names=model.bank_names,
+        policy_logits=policy_logits,
     )

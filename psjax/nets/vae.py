@@ -59,3 +59,33 @@ def vae_loss(prediction, target, mu, logvar, weight, kl_coef):
     kl = -0.5 * (1.0 + logvar - mu**2 - jnp.exp(logvar)).sum(-1)
     per_sample = recon + kl_coef * kl
     return (weight * per_sample).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+class PolicyVAE(nn.Module):
+    """The conditional VAE of MAPD (seed 003): ``[pi(.|o), o] -> 32 -> (mu, logvar)[Z]``;
+    ``[z, o] -> 32 -> 32 -> pi(.|o)`` (the action probabilities are reconstructed)."""
+
+    num_actions: int
+    latent: int = 10
+    hidden: int = 32
+
+    def setup(self):
+        self.enc_hidden = nn.Dense(self.hidden)
+        self.enc_out = nn.Dense(2 * self.latent)
+        self.dec = [nn.Dense(self.hidden), nn.Dense(self.hidden), nn.Dense(self.num_actions)]
+
+    def encode(self, probs: chex.Array, obs: chex.Array) -> tuple[chex.Array, chex.Array]:
+        """``probs[..., A], obs[..., D] -> (mu, logvar)``, each ``[..., Z]``."""
+        out = self.enc_out(nn.relu(self.enc_hidden(jnp.concatenate([probs, obs], -1))))
+        return out[..., : self.latent], out[..., self.latent :]
+
+    def decode(self, z: chex.Array, obs: chex.Array) -> chex.Array:
+        """``z[..., Z], obs[..., D] -> [..., A]`` reconstructed action probabilities."""
+        x = nn.relu(self.dec[0](jnp.concatenate([z, obs], -1)))
+        return self.dec[2](nn.relu(self.dec[1](x)))
+
+    def __call__(self, key, probs, obs):
+        """Reparameterised sample: returns ``(reconstruction[..., A], mu, logvar)``."""
+        mu, logvar = self.encode(probs, obs)
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+        return self.decode(z, obs), mu, logvar

@@ -91,8 +91,8 @@ def init_thresholds(key: chex.PRNGKey, banks: dict, num_agents: int, scale: floa
     return out
 
 
-def agent_params(name: str, bank: Any, owned: dict) -> tuple[Any, Any]:
-    """Every agent's parameters of bank ``name``: ``(params, in_axes)`` for ``apply_agents``.
+def agent_params(name: str, bank: Any, owned: dict, sharing: SharingState | None = None) -> tuple[Any, Any]:
+    """Every agent's parameters of bank ``name``: ``(params, in_axes)`` for ``apply_agents`` (``sharing`` unused).
 
     Masked kernels become ``[N, in, out]`` (in_axes 0); everything else is slot 0, shared (None).
     """

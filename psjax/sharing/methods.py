@@ -31,11 +31,17 @@ class Scheme(NamedTuple):
     # init_params(key, banks {name: bank [K, ...]}) -> pytree of the method's trainable parameters,
     # kept in the learner's params["sharing"] (so they get gradients, Adam and target copies).
     init_params: Callable | None = None
-    # agent_params(name, bank [K, ...], params["sharing"]) -> (params, in_axes): every agent's parameters
+    # agent_params(name, bank [K, ...], params["sharing"] or None, SharingState) -> (params, in_axes): every agent's
+    # parameters
     # of bank ``name``, leaves [N, ...] where in_axes is 0, shared leaves (no slot axis) where it is None.
     agent_params: Callable | None = None
     # aux_loss = AuxLoss(init, loss): a term added to the learner's loss at every gradient step.
     aux_loss: AuxLoss | None = None
+    # restructure(sharing, learner_state, D[N, N], key) -> (sharing, learner_state): a method driven by the
+    # MAPD policy distance (MADPS); ``train.py`` runs a distance round every ``distance_interval`` iterations
+    # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
+    restructure: Callable | None = None
+    distance_interval: int = 0
 
 
 class AuxLoss(NamedTuple):
@@ -53,11 +59,11 @@ def init_sharing_params(scheme: Scheme, key: chex.PRNGKey, params: dict, names: 
     return {**params, "sharing": scheme.init_params(key, {name: params[name] for name in names})}
 
 
-def agent_derive(scheme: Scheme, name: str, params: dict) -> Callable | None:
+def agent_derive(scheme: Scheme, name: str, params: dict, sharing: SharingState | None = None) -> Callable | None:
     """The ``derive`` argument of ``apply_agents`` for bank ``name`` of ``params`` (None for most methods)."""
     if scheme.agent_params is None:
         return None
-    return lambda bank: scheme.agent_params(name, bank, params["sharing"])
+    return lambda bank: scheme.agent_params(name, bank, params.get("sharing"), sharing)
 
 
 def init_aux_state(scheme: Scheme) -> Any:
@@ -87,6 +93,10 @@ DYNAMIC_BUILDERS: dict[str, str] = {
     "seps": "psjax.sharing.identity:make_seps",
     "adaps": "psjax.sharing.identity:make_adaps",
     "kaleidoscope": "psjax.sharing.kaleidoscope:make_kaleidoscope",
+    "bdps": "psjax.learners.bdps:make_scheme",  # roles / groups live in BDPS's agent model
+    "bdps_role": "psjax.learners.bdps:make_scheme",
+    "bdps_team": "psjax.learners.bdps:make_scheme",
+    "madps": "psjax.sharing.madps:make_madps",
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 _CLUSTER = re.compile(r"^cluster\[(\d+)\]$")
 _PAIR = re.compile(r"^mask_overlap_pairs\[(\d+),(\d+)\]$")
+_FRONT = re.compile(r"^madps_front\[(\d+)\]$")
 
 
 def _last_rows(run_dir: pathlib.Path) -> list[dict]:
@@ -39,7 +40,7 @@ def sharing_tables(run_dir) -> dict | None:
         return None
     agents = sorted(int(m.group(1)) for k in rows[0] if (m := _CLUSTER.match(k)))
     if not agents:
-        return None
+        return _madps_tables(rows)
     n = len(agents)
     cluster = np.array([[r[f"cluster[{i}]"] for i in range(n)] for r in rows], dtype=int)
     overlap = None
@@ -54,6 +55,26 @@ def sharing_tables(run_dir) -> dict | None:
         "cluster": cluster,
         "overlap": overlap,
         "mean_overlap": mean_overlap,
+        "env_steps": [r["env_steps"] for r in rows],
+    }
+
+
+def _madps_tables(rows: list[dict]) -> dict | None:
+    """MADPS: every seed's final front and back slots as the table's rows (None without them);
+    ``mean_overlap`` = fraction of agent pairs on the same front slot."""
+    n = sum(1 for k in rows[0] if _FRONT.match(k))
+    if not n:
+        return None
+    front = np.array([[r[f"madps_front[{i}]"] for i in range(n)] for r in rows], dtype=int)
+    back = np.array([[r[f"madps_back[{i}]"] for i in range(n)] for r in rows], dtype=int)
+    same = (front[:, :, None] == front[:, None, :]).sum((1, 2)) - n
+    return {
+        "seeds": [r["seed"] for r in rows],
+        "cluster": np.stack([front, back], 1).reshape(-1, n),
+        "row_labels": [f"seed {r['seed']} {part}" for r in rows for part in ("front", "back")],
+        "title": "final front / back slot per agent",
+        "overlap": None,
+        "mean_overlap": same / max(n * (n - 1), 1),
         "env_steps": [r["env_steps"] for r in rows],
     }
 
@@ -79,9 +100,9 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
         for i in range(n):
             ax.text(i, s, str(cluster[s, i]), ha="center", va="center", fontsize=8, color="white")
     ax.set_xticks(range(n))
-    ax.set_yticks(range(num_seeds), [f"seed {s}" for s in tables["seeds"]])
+    ax.set_yticks(range(num_seeds), tables.get("row_labels", [f"seed {s}" for s in tables["seeds"]]))
     ax.set_xlabel("agent")
-    ax.set_title("final cluster per agent")
+    ax.set_title(tables.get("title", "final cluster per agent"))
 
     if overlap is not None:
         ax = axes[1]
@@ -100,5 +121,63 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
     fig.suptitle(f"{run_dir.name}: mean overlap {np.nanmean(tables['mean_overlap']):.2f} "
                  f"at {max(tables['env_steps'])} env steps")
     path = run_dir / "sharing.png"
+    fig.savefig(path, dpi=120)
+    return path
+
+
+_DISTANCE = re.compile(r"^mapd_distance\[(\d+),(\d+)\]$")
+
+
+def last_distance(run_dir) -> tuple[np.ndarray, int] | None:
+    """The last logged MAPD distance matrix ``[N, N]`` (mean over the seeds that logged it at that
+    iteration) and its iteration, or None when the run logs no ``mapd_distance``."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    found: dict[int, tuple[int, np.ndarray]] = {}  # seed -> (iteration, D)
+    n = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        cells = {(int(m.group(1)), int(m.group(2))): v for k, v in row.items() if (m := _DISTANCE.match(k))}
+        if not cells or any(v is None for v in cells.values()):
+            continue
+        n = max(i for i, _ in cells) + 1
+        d = np.zeros((n, n))
+        for (i, j), v in cells.items():
+            d[i, j] = v
+        found[row["seed"]] = (row["iteration"], d)
+    if not found:
+        return None
+    iteration = max(it for it, _ in found.values())
+    return np.mean([d for it, d in found.values() if it == iteration], axis=0), iteration
+
+
+def plot_distance(run_dir) -> pathlib.Path | None:
+    """Write ``run_dir/distance.png``, the last MAPD distance matrix as a heatmap; None when there is none."""
+    from matplotlib.figure import Figure
+
+    run_dir = pathlib.Path(run_dir)
+    last = last_distance(run_dir)
+    if last is None:
+        return None
+    d, iteration = last
+    n = d.shape[0]
+    fig = Figure(figsize=(2.5 + 0.45 * n, 2 + 0.4 * n), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(d, cmap="magma")
+    if n <= 10:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, f"{d[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if d[i, j] < 0.5 * d.max() else "black")
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xlabel("agent")
+    ax.set_ylabel("agent")
+    ax.set_title(f"{run_dir.name}\npolicy distance (MAPD), iteration {iteration}", fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    path = run_dir / "distance.png"
     fig.savefig(path, dpi=120)
     return path

@@ -1,0 +1,399 @@
+"""BDPS (seed 000): bi-level dynamic parameter sharing, an agent model under the QMIX / VDN learner.
+
+Every agent's utility is ``Q_i = Q_U[role_i](tau_i) + Q_V[group_i](tau_i, h_U,i)`` with a bank of k role
+networks and a bank of m group networks (RecurrentQNet each). All k + m networks run for every agent and
+the agent's role / group picks its outputs: batched matmuls instead of per-agent parameter gathers, and
+exactly zero gradient for the networks nobody was assigned to. Each network keeps its own GRU state per
+agent, so a switch continues from the network's own view of the episode.
+
+Roles and groups change inside episodes, per env and per agent, so they live in the rollout's recurrent
+state (``hidden``), which the loop zeroes where an episode ends (roles, groups, counters and the
+advantage history reset with the episode):
+
+* step counter ``t``; every T_U steps (t % T_U == 0, so also at the first step) the GRU-VAE encodes the
+  agent's last T_U advantages ``A = max_a Q_i - Q_i(a_t)`` into h_U and a k-dim Gaussian; the role is the
+  argmax of a sample (of the mean when acting greedily);
+* every T_V = e * T_U steps the group selector (one-hot role -> MLP -> GAT over the living agents ->
+  GRU) gives per-agent group values; groups are chosen epsilon-greedily with the action epsilon.
+
+Training (one optimiser, summed losses, inside the learner's jitted update): the learner's TD loss on
+Q_tot with the roles / groups / h_U stored per step in the replay items; ``bdps_vae_coef`` x the GRU-VAE
+loss (MSE reconstruction of the stored T_U-step advantage windows + lambda KL); ``bdps_selector_coef``
+x the selector's QMIX-style TD loss on its T_V-step returns (its own mixer).
+
+Variants (the seed's ablation): ``bdps_role`` = individual level only (``Q_i = Q_U[role_i]``, no
+group selector); ``bdps_team`` = team level only (``Q_i = Q_V[group_i]``): the role selector still runs,
+because the group selector's inputs are the roles and the group networks read h_U.
+
+Stored sequences: the step after a rollout (read only by targets) reuses the last step's roles, groups and
+h_U (exact unless a choice falls on it); the selector's GRU, like the agents' GRUs, starts a stored
+sequence from zeros unless ``q.stored_state``; a selector choice whose T_V window runs past the end of a
+stored sequence gets no loss (its next choice was not stored).
+
+A living agent is one with more than one available action (SMAX leaves dead units only no-op);
+in environments without deaths every agent is always alive.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from psjax.config import BDPS_METHODS, ConfigError, TrainConfig
+from psjax.envs.base import EnvSpec, team_reward
+from psjax.learners.qmix import AgentModel
+from psjax.nets.agents import RecurrentQNet
+from psjax.nets.bdps import AdvantageVAE, GroupSelector
+from psjax.nets.mixers import QMixer, VDNMixer
+from psjax.sharing.bank import SharingState, SlotLayout, init_bank
+from psjax.sharing.methods import Scheme
+
+MODES = {"bdps": "both", "bdps_role": "role", "bdps_team": "team"}
+LEARNERS = ("qmix", "vdn")  # a team value to mix; IQL has none
+
+
+def bank_names(alg: str) -> tuple[str, ...]:
+    """The slot banks of ``params`` for a BDPS method: role networks and / or group networks."""
+    mode = MODES[alg]
+    return {"both": ("role", "group"), "role": ("role",), "team": ("group",)}[mode]
+
+
+def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """BDPS's sharing lives in the agent model (roles / groups in the rollout state); the scheme is static."""
+    del cfg, hidden, num_masked_layers
+    zero = jnp.zeros(spec.num_agents, jnp.int32)
+
+    def update(sharing, learner_state, traj, key, step):
+        del traj, key, step
+        return sharing, learner_state, {}
+
+    return Scheme(SlotLayout(1, "shared", False), lambda key: SharingState(zero, ()), update)
+
+
+def episode_limit(cfg: TrainConfig) -> int:
+    """The env's episode step limit (``env.time_limit`` or the env's default)."""
+    if cfg.env.time_limit > 0:
+        return cfg.env.time_limit
+    from psjax.envs import make_env
+
+    return make_env(cfg.env, cfg.alg).spec.max_steps
+
+
+def check_bdps_config(cfg: TrainConfig) -> None:
+    """n >= k >= m >= 2, T_U and T_V shorter than an episode, a mixing learner; else ConfigError."""
+    from psjax.envs import num_agents
+
+    sc = cfg.sharing
+    mode = MODES[cfg.alg]
+    if cfg.learner_name not in LEARNERS:
+        raise ConfigError(
+            f"alg={cfg.alg} needs a team value to mix; learner={cfg.learner_name!r} is not allowed; "
+            f"allowed: {', '.join(LEARNERS)}"
+        )
+    n = num_agents(cfg.env)
+    k, m = sc.bdps_roles, sc.bdps_groups
+    if n < 2:
+        raise ConfigError(f"alg={cfg.alg} needs at least 2 agents; the env has {n}")
+    if not 2 <= k <= n:
+        raise ConfigError(f"sharing.bdps_roles={k} is not allowed with {n} agents; allowed: 2..{n} (n >= k >= m >= 2)")
+    if mode != "role" and not 2 <= m <= k:
+        raise ConfigError(
+            f"sharing.bdps_groups={m} is not allowed with bdps_roles={k}; allowed: 2..{k} (n >= k >= m >= 2)"
+        )
+    limit = episode_limit(cfg)
+    t_u = sc.bdps_role_period
+    t_v = t_u * sc.bdps_group_factor
+    if t_u >= limit:
+        raise ConfigError(f"sharing.bdps_role_period={t_u} must be shorter than the episode limit {limit}; "
+                          f"allowed: 1..{limit - 1}")
+    if mode != "role" and t_v >= limit:
+        raise ConfigError(
+            f"T_V = bdps_role_period x bdps_group_factor = {t_u} x {sc.bdps_group_factor} = {t_v} must be shorter "
+            f"than the episode limit {limit}; allowed: bdps_group_factor 1..{(limit - 1) // t_u}"
+        )
+
+
+def entropy(logits: chex.Array) -> chex.Array:
+    """Entropy of softmax(logits) over the last axis."""
+    logp = jax.nn.log_softmax(logits, -1)
+    return -(jnp.exp(logp) * logp).sum(-1)
+
+
+def living(avail: chex.Array) -> chex.Array:
+    """``avail[..., N, A] -> alive[..., N]``: more than one available action."""
+    return avail.sum(-1) > 1
+
+
+def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma):
+    """Targets of the group selector's TD task along a stored sequence (time axis 0).
+
+    A choice made at step t earns the rewards of its steps t, t+1, ... up to the step before the next
+    choice (or the episode's last step), plus ``gamma`` x the next choice's mixed group value unless the
+    episode ended first. ``y_t`` is that target for the segment that starts at t (read it where a choice
+    was made); ``valid_t`` is False where the segment runs past the end of the sequence (the next choice's
+    inputs are not stored): such choices get no loss.
+
+    Shapes ``[T, ...]``: ``reward_t``, ``done_t`` (bool), ``choice_tp1`` (bool, a choice is made at step
+    t+1; False on the last step) and ``v_tp1`` (max over groups of the mixed group value at step t+1).
+    """
+    chex.assert_equal_shape([reward_t, done_t, choice_tp1, v_tp1])
+
+    def step(carry, inputs):
+        acc_next, valid_next = carry  # the segment value from step t+1 on, and whether it is complete
+        r, d, c, v = inputs
+        acc = r + jnp.where(d, 0.0, jnp.where(c, gamma * v, acc_next))
+        valid = d | c | valid_next
+        return (acc, valid), (acc, valid)
+
+    init = (jnp.zeros_like(reward_t[0]), jnp.zeros_like(done_t[0]))
+    _, (y, valid) = jax.lax.scan(step, init, (reward_t, done_t, choice_tp1, v_tp1), reverse=True)
+    return y, valid
+
+
+def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentModel:
+    del scheme  # roles and groups are the model's own
+    sc, qc = cfg.sharing, cfg.q
+    mode = MODES[cfg.alg]
+    use_roles, use_groups = mode != "team", mode != "role"
+    n, num_actions = spec.num_agents, spec.num_actions
+    k, m, t_u = sc.bdps_roles, sc.bdps_groups, sc.bdps_role_period
+    t_v = t_u * sc.bdps_group_factor
+    hid, hid_u, hid_s = qc.hidden, sc.bdps_vae_hidden, sc.bdps_selector_hidden
+    net = RecurrentQNet(hid, num_actions)
+    vae = AdvantageVAE(t_u, k, hid_u)
+    selector = GroupSelector(k, m, sc.bdps_embed, sc.bdps_gat_out, hid_s)
+    sel_mixer = QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale) if cfg.learner_name == "qmix" \
+        else VDNMixer()
+    names = bank_names(cfg.alg)
+
+    def init(key):
+        k_vae, k_role, k_group, k_sel, k_mix = jax.random.split(key, 5)
+        params = {"vae": vae.init(k_vae, k_vae, jnp.zeros((t_u,)))}
+        if use_roles:
+            params["role"] = init_bank(lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,))),
+                                       k_role, k)
+        if use_groups:
+            dummy = jnp.zeros((spec.obs_dim + hid_u,))
+            params["group"] = init_bank(lambda kk: net.init(kk, jnp.zeros((hid,)), dummy), k_group, m)
+            params["selector"] = selector.init(
+                k_sel, jnp.zeros((n, hid_s)), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
+            )
+            params["sel_mixer"] = sel_mixer.init(k_mix, jnp.zeros((n,)), jnp.zeros((spec.state_dim,)))
+        return params
+
+    def init_hidden(num_envs):
+        e = num_envs
+        h = {
+            "t": jnp.zeros((e,), jnp.int32),  # steps into the episode
+            "adv": jnp.zeros((e, n, t_u)),  # advantages of the last T_U steps, slot = step % T_U
+            "role": jnp.zeros((e, n), jnp.int32),
+            "h_u": jnp.zeros((e, n, hid_u)),  # the VAE's GRU state at the last role choice
+        }
+        if use_roles:
+            h["role_h"] = jnp.zeros((e, n, k, hid))  # GRU state of every role network for every agent
+        if use_groups:
+            h["group"] = jnp.zeros((e, n), jnp.int32)
+            h["group_h"] = jnp.zeros((e, n, m, hid))
+            h["sel_h"] = jnp.zeros((e, n, hid_s))  # the selector's GRU state
+        return h
+
+    def bank_q(bank, h, x):
+        """Every network of ``bank`` [K, ...] for every agent: ``h[..., N, K, H], x[..., N, F] ->
+        (h'[..., N, K, H], q[..., N, K, A])``."""
+        h2, q = jax.vmap(lambda p, hh: net.apply(p, hh, x))(bank, jnp.moveaxis(h, -2, 0))
+        return jnp.moveaxis(h2, 0, -2), jnp.moveaxis(q, 0, -2)
+
+    def pick(q_all, idx):
+        """``q_all[..., N, K, A], idx int[..., N] -> [..., N, A]``: each agent's own network."""
+        return jnp.take_along_axis(q_all, idx[..., None, None], axis=-2)[..., 0, :]
+
+    def utilities(params, h, obs, role, group, h_u):
+        """``(h', q[..., N, A], q_u, q_v)``: the summed utilities and the two levels' parts (zeros if absent)."""
+        h = dict(h)
+        q_u = q_v = jnp.zeros((*obs.shape[:-1], num_actions))
+        if use_roles:
+            h["role_h"], q_all = bank_q(params["role"], h["role_h"], obs)
+            q_u = pick(q_all, role)
+        if use_groups:
+            h["group_h"], q_all = bank_q(params["group"], h["group_h"], jnp.concatenate([obs, h_u], -1))
+            q_v = pick(q_all, group)
+        return h, q_u + q_v, q_u, q_v
+
+    def act(params, sharing, hidden, ts, key, choose, epsilon, greedy):
+        del sharing
+        k_role, k_explore, k_group, k_act = jax.random.split(key, 4)
+        t = hidden["t"]
+        # roles: every T_U steps from the advantages of the last T_U steps (stored in step order)
+        mu, logvar, h_u_new = vae.apply(params["vae"], hidden["adv"], method=vae.encode)
+        z = mu if greedy else mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_role, mu.shape)
+        role_due = (t % t_u == 0)[:, None]
+        role = jnp.where(role_due, jnp.argmax(z, -1).astype(jnp.int32), hidden["role"])
+        h_u = jnp.where(role_due[..., None], h_u_new, hidden["h_u"])
+        new = {**hidden, "role": role, "h_u": h_u}
+        extras = {"role": role, "h_u": h_u}
+        if use_groups:  # groups: every T_V steps, from the roles just chosen
+            group_due = t % t_v == 0
+            sel_h, values = selector.apply(params["selector"], hidden["sel_h"], role, living(ts.avail_actions))
+            explore = jax.random.uniform(k_explore, role.shape) < epsilon
+            chosen = jnp.where(explore, jax.random.randint(k_group, role.shape, 0, m), jnp.argmax(values, -1))
+            new["group"] = jnp.where(group_due[:, None], chosen.astype(jnp.int32), hidden["group"])
+            new["sel_h"] = jnp.where(group_due[:, None, None], sel_h, hidden["sel_h"])
+            extras.update(group=new["group"], group_due=group_due)
+        nets, q, q_u, q_v = utilities(params, new, ts.obs, role, new.get("group"), h_u)
+        new.update({name: nets[name] for name in ("role_h", "group_h") if name in nets})
+        actions = choose(k_act, q)
+        best = jnp.max(jnp.where(ts.avail_actions, q, -jnp.inf), -1)
+        adv = best - jnp.take_along_axis(q, actions[..., None], -1)[..., 0]  # >= 0: the action is available
+        slot = jax.nn.one_hot(t % t_u, t_u, dtype=bool)[:, None, :]
+        new["adv"] = jnp.where(slot, adv[..., None], hidden["adv"])
+        new["t"] = t + 1
+        extras["adv"] = adv
+        if mode == "both":
+            extras["entropy_diff"] = entropy(q_v) - entropy(q_u)  # seed section 4.3: H(Q_V) - H(Q_U)
+        return actions, new, extras
+
+    def stored(num_steps):
+        items = {"role": jnp.zeros((num_steps + 1, n), jnp.int32), "h_u": jnp.zeros((num_steps + 1, n, hid_u)),
+                 "adv": jnp.zeros((num_steps + 1, n))}
+        if use_groups:
+            items.update(group=jnp.zeros((num_steps + 1, n), jnp.int32),
+                         group_due=jnp.zeros((num_steps + 1,), bool))
+        return items
+
+    def unroll(params, sharing, hidden0, seq, resets):
+        del sharing
+        h0 = {name: hidden0[name] for name in ("role_h", "group_h") if name in hidden0}
+
+        def step(h, inputs):
+            obs, role, group, h_u, reset = inputs
+            h = jax.tree.map(lambda x: jnp.where(reset[:, None, None, None], 0.0, x), h)
+            h, q, _, _ = utilities(params, h, obs, role, group, h_u)
+            return {name: h[name] for name in h0}, q
+
+        group = seq.get("group", seq["role"])  # unused without groups
+        _, q = jax.lax.scan(step, h0, (seq["obs"], seq["role"], group, seq["h_u"], resets))
+        return q
+
+    def vae_loss(params, seq, key):
+        """MSE reconstruction of the stored advantages in T_U-step windows + lambda KL; windows that cross
+        an episode end get no weight."""
+        adv, done = seq["adv"][:-1], seq["done"]  # [T, B, N], [T, B]
+        c = adv.shape[0] // t_u
+        windows = jnp.moveaxis(adv[: c * t_u].reshape(c, t_u, *adv.shape[1:]), 1, -1)  # [C, B, N, T_U]
+        within = ~jnp.any(done[: c * t_u].reshape(c, t_u, -1)[:, :-1], axis=1)  # [C, B]
+        recon, mu, logvar, _ = vae.apply(params["vae"], key, windows)
+        mse = ((recon - windows) ** 2).mean(-1)
+        kl = -0.5 * (1.0 + logvar - mu**2 - jnp.exp(logvar)).sum(-1)
+        weight = jnp.broadcast_to(within[..., None], mse.shape).astype(jnp.float32)
+        denom = jnp.maximum(weight.sum(), 1.0)
+        mse, kl = (weight * mse).sum() / denom, (weight * kl).sum() / denom
+        return mse + sc.bdps_kl_coef * kl, {"vae_mse": mse, "vae_kl": kl}
+
+    def selector_values(sel_params, hidden0, seq, resets):
+        """Group values at every stored step ``[T+1, B, N, m]``, the selector's GRU advanced at choice steps."""
+        alive = living(seq["avail"])
+
+        def step(h, inputs):
+            role, live, due, reset = inputs
+            h = jnp.where(reset[:, None, None], 0.0, h)
+            h_new, values = selector.apply(sel_params, h, role, live)
+            return jnp.where(due[:, None, None], h_new, h), values
+
+        _, values = jax.lax.scan(step, hidden0["sel_h"], (seq["role"], alive, seq["group_due"], resets))
+        return values
+
+    def selector_loss(params, target, seq, hidden0, resets):
+        values = selector_values(params["selector"], hidden0, seq, resets)
+        values_target = selector_values(target["selector"], hidden0, seq, resets)
+        chosen = jnp.take_along_axis(values[:-1], seq["group"][:-1, ..., None], -1)[..., 0]  # [T, B, N]
+        pred = sel_mixer.apply(params["sel_mixer"], chosen, seq["state"][:-1])
+        v_next = sel_mixer.apply(target["sel_mixer"], values_target[1:].max(-1), seq["state"][1:])
+        due = seq["group_due"]
+        choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)  # step T's choice: not stored
+        reward = team_reward(spec, seq["reward"])
+        y, valid = selector_targets(reward, seq["done"], choice_next, v_next, qc.gamma)
+        weight = (due[:-1] & valid).astype(jnp.float32)
+        td = pred - jax.lax.stop_gradient(y)
+        loss = (weight * td**2).sum() / jnp.maximum(weight.sum(), 1.0)
+        return loss, {"sel_loss": loss, "sel_q": (weight * pred).sum() / jnp.maximum(weight.sum(), 1.0)}
+
+    def extra_loss(params, target, seq, hidden0, resets, key):
+        loss, metrics = vae_loss(params, seq, key)
+        total = sc.bdps_vae_coef * loss
+        if use_groups:
+            sel, sel_metrics = selector_loss(params, target, seq, hidden0, resets)
+            total, metrics = total + sc.bdps_selector_coef * sel, {**metrics, **sel_metrics}
+        return total, metrics
+
+    def change_rate(x, done):
+        """Fraction of agent-steps whose value changed from the previous step of the same episode."""
+        same = ~done[:-1, :, None]
+        changed = (x[1:] != x[:-1]) & same
+        return changed.sum() / jnp.maximum(same.sum() * x.shape[-1], 1)
+
+    def rollout_metrics(traj):
+        ex = traj.extras
+        metrics = {"bdps_role": ex["role"][-1, 0], "bdps_role_change": change_rate(ex["role"], traj.done)}
+        if use_groups:
+            metrics.update(bdps_group=ex["group"][-1, 0], bdps_group_change=change_rate(ex["group"], traj.done))
+        if mode == "both":
+            metrics["bdps_entropy_diff"] = ex["entropy_diff"].mean()
+        return metrics
+
+    return AgentModel(init, init_hidden, act, stored, unroll, extra_loss, rollout_metrics, names)
+
+
+def greedy_episode(cfg: TrainConfig, runner: Any, key: chex.PRNGKey) -> dict:
+    """Roles and groups of every agent over one greedy episode of ``runner`` (one seed's Runner).
+
+    Returns numpy arrays ``role [L, N]`` (and ``group [L, N]``), L = the episode's length.
+    """
+    import numpy as np
+
+    from psjax.train import _rollout, make_parts
+
+    parts = make_parts(cfg)
+
+    @jax.jit
+    def roll(runner, key):
+        k_reset, k_roll = jax.random.split(key)
+        env_state, ts = jax.vmap(parts.env.reset)(k_reset[None])
+        _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts, parts.learner.init_hidden(1),
+                                k_roll, runner.env_steps, parts.env.spec.max_steps, greedy=True)
+        return traj
+
+    traj = jax.device_get(roll(runner, key))
+    done = np.asarray(traj.done[:, 0])
+    length = int(np.argmax(done)) + 1 if done.any() else len(done)
+    return {name: np.asarray(traj.extras[name][:length, 0]) for name in ("role", "group") if name in traj.extras}
+
+
+def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_index: int = 0) -> pathlib.Path | None:
+    """``roles.png``: role (and group) of every agent at every step of one greedy episode of the first seed."""
+    if cfg.alg not in BDPS_METHODS:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    one = jax.tree.map(lambda x: x[seed_index], runner)
+    data = greedy_episode(cfg, one, jax.random.PRNGKey(cfg.seed))
+    spec_agents = data["role"].shape[1]
+    fig, axes = plt.subplots(len(data), 1, figsize=(8, 1.0 + 0.4 * spec_agents * len(data)), squeeze=False)
+    for ax, (name, values) in zip(axes[:, 0], data.items()):
+        count = cfg.sharing.bdps_roles if name == "role" else cfg.sharing.bdps_groups
+        ax.imshow(values.T, aspect="auto", interpolation="nearest", cmap="tab10", vmin=0, vmax=9)
+        ax.set_ylabel("agent")
+        ax.set_yticks(range(values.shape[1]))
+        ax.set_title(f"{name} (0..{count - 1}) per agent, one greedy episode", fontsize=9)
+    axes[-1, 0].set_xlabel("episode step")
+    fig.tight_layout()
+    path = pathlib.Path(run_dir) / "roles.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,222 @@
+"""MADPS: dynamic parameter sharing by policy distance (seed 003, Algorithm 1; code: Harry67Hu/MADPS).
+
+The actor is split into a front block (the first Dense layers) and a back block (the last hidden
+layer and the output layer: ``64 -> 64 -> A`` as in the reference); every agent has a front slot
+(``SharingState.extra.front``) and a back slot (``SharingState.slots``); the banks keep N rows, so
+any agent can get a row of its own. At the start every front is shared (slot 0) and every back is
+the agent's own (slot i). Critics follow the back slots.
+
+Every ``sharing.madps_interval`` iterations the training loop runs a MAPD round
+(``psjax.sharing.mapd``) and hands the distance matrix D to ``restructure`` below, which visits
+the agent pairs i < j in index order (thresholds: fusion eps1, division eps2 >= 2 eps1, back fusion
+eps0):
+
+- same front slot, ``d_ij > eps2``: division; j gets its own front row (row j), a copy of the shared
+  row (parameters and Adam moments);
+- same front slot, ``d_ij < eps0``: back fusion; j points at ``back[i]`` when ``D[back[i], j] < eps0``,
+  else at i's back row from before the round;
+- different front slots, ``d_ij < eps1``: front fusion; j points at ``front[i]`` (i's current network,
+  ``Net^N(i)`` if i fused this round) when ``D[front[i], j] < eps1``, else at i's front row from before the
+  round (``Net^O(i)``): the seed's second contradiction (i's new network may be too far from j although
+  i itself is close). The reference code points j at row i there, which is i's own network only when
+  i had one: after earlier fusions row i holds stale parameters (or the untrained initial row of an
+  agent that never divided), so psjax takes i's network before the round instead. Distances
+  ``D[k, j]`` of a slot k are those of agent k, as in the reference (slot k is agent k's row).
+
+Each visiting agent i makes at most one change per round (the reference's ``break``); a re-pointing
+that would leave the index unchanged is not a change. The first contradiction (``d_0 < eps1`` but
+``2 d_0 > eps2``) cannot occur because the config requires ``eps2 >= 2 eps1`` (triangle inequality).
+Fusion only re-points an index: nothing is averaged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from psjax.config import ConfigError, TrainConfig
+from psjax.envs.base import EnvSpec
+from psjax.sharing.bank import SharingState, SlotLayout
+from psjax.sharing.bank_ops import map_banks
+from psjax.sharing.methods import Scheme
+
+LEARNERS = ("a2c", "ppo")
+
+
+class MADPSExtra(NamedTuple):
+    """``SharingState.extra`` of MADPS (the back slots are ``SharingState.slots``)."""
+
+    front: chex.Array  # int32[N] front slot of every agent
+    rounds: chex.Array  # int32[] restructuring rounds so far
+    changes: chex.Array  # int32[] changes made by the last round
+
+
+class Restructured(NamedTuple):
+    front: chex.Array  # int32[N]
+    back: chex.Array  # int32[N]
+    copy_from: chex.Array  # int32[N] row j of the front block becomes the pre-round row copy_from[j]; -1 = kept
+    changed: chex.Array  # bool[N] agent i (as the visiting agent) made its change this round
+
+
+def thresholds(cfg: TrainConfig) -> tuple[float, float, float]:
+    """``(eps0, eps1, eps2)`` from the config: back fusion, fusion, division."""
+    sc = cfg.sharing
+    eps1 = sc.madps_fuse_threshold
+    eps2 = sc.madps_divide_threshold or 2.0 * eps1
+    eps0 = sc.madps_back_threshold or 0.5 * eps1
+    return eps0, eps1, eps2
+
+
+def check_madps_config(cfg: TrainConfig) -> None:
+    """Config rules of MADPS (called by ``config.validate``); raises ConfigError."""
+    if cfg.learner_name not in LEARNERS:
+        raise ConfigError(
+            f"alg=madps splits an actor into front and back blocks; learner={cfg.learner_name!r} is not allowed; "
+            f"allowed: {', '.join(LEARNERS)}"
+        )
+    eps0, eps1, eps2 = thresholds(cfg)
+    if eps2 < 2.0 * eps1:
+        raise ConfigError(
+            f"sharing.madps_divide_threshold={eps2} is below 2 * madps_fuse_threshold = {2.0 * eps1}: two agents "
+            "each within eps1 of a third could then be asked to fuse and to divide at once; allowed: >= 2 * eps1 "
+            "(or 0 for exactly 2 * eps1)"
+        )
+    if eps0 > eps1:
+        raise ConfigError(f"sharing.madps_back_threshold={eps0} is above madps_fuse_threshold={eps1}; allowed: <= eps1")
+
+
+def restructure(d: chex.Array, front: chex.Array, back: chex.Array, eps0: float, eps1: float,
+                eps2: float) -> Restructured:
+    """One round of fusion / division (Algorithm 1 of the seed, as the reference code runs it).
+
+    Args:
+      d: ``[N, N]`` policy distances (row / column k also stands for slot k: slot k is agent k's row).
+      front, back: ``int32[N]`` slot indices before the round.
+      eps0, eps1, eps2: back-fusion, fusion and division thresholds.
+    Returns:
+      the new indices and the front rows to copy (divisions), see ``Restructured``.
+    """
+    n = d.shape[0]
+    chex.assert_shape(d, (n, n))
+    chex.assert_shape([front, back], (n,))
+    front0, back0 = front.astype(jnp.int32), back.astype(jnp.int32)  # i's networks before the round (Net^O(i))
+
+    def visit(i, carry):
+        def pair(j, carry):
+            front, back, copy_from, done = carry
+            active = (j > i) & ~done
+            same = front[i] == front[j]
+            dij = d[i, j]
+            divide = active & same & (dij > eps2) & (front[j] != j)
+            back_to = jnp.where(d[back[i], j] < eps0, back[i], back0[i])
+            fuse_back = active & same & (dij < eps0) & (back[j] != back_to)
+            front_to = jnp.where(d[front[i], j] < eps1, front[i], front0[i])
+            fuse_front = active & ~same & (dij < eps1) & (front[j] != front_to)
+            # the shared row as it stands now: if it was itself filled by a copy this round, copy its source
+            source = jnp.where(copy_from[front[j]] >= 0, copy_from[front[j]], front[j])
+            copy_from = copy_from.at[j].set(jnp.where(divide, source, copy_from[j]))
+            front = front.at[j].set(jnp.where(divide, j, jnp.where(fuse_front, front_to, front[j])))
+            back = back.at[j].set(jnp.where(fuse_back, back_to, back[j]))
+            return front, back, copy_from, done | divide | fuse_back | fuse_front
+
+        front, back, copy_from, changed = carry
+        front, back, copy_from, done = jax.lax.fori_loop(
+            0, n, pair, (front, back, copy_from, jnp.zeros((), jnp.bool_))
+        )
+        return front, back, copy_from, changed.at[i].set(done)
+
+    init = (front.astype(jnp.int32), back.astype(jnp.int32), jnp.full((n,), -1, jnp.int32), jnp.zeros(n, bool))
+    front, back, copy_from, changed = jax.lax.fori_loop(0, n, visit, init)
+    return Restructured(front, back, copy_from, changed)
+
+
+def dense_layers(bank: Any) -> list[str]:
+    """The flax ``Dense_k`` module names of a bank, from the input to the output."""
+    return sorted((k for k in bank["params"] if k.startswith("Dense_")), key=lambda k: int(k.split("_")[-1]))
+
+
+def front_layers(bank: Any) -> frozenset[str]:
+    """The actor's front block: every Dense layer but the last two (the back: last hidden layer + output)."""
+    names = dense_layers(bank)
+    if len(names) < 3:
+        raise ValueError(f"MADPS needs an actor with at least 3 Dense layers, got {names}")
+    return frozenset(names[:-2])
+
+
+def _layer(path: tuple[str, ...]) -> str:
+    return next((p for p in path if p.startswith("Dense_")), "")
+
+
+def copy_front_rows(learner_state: Any, copy_from: chex.Array, front: frozenset[str]) -> Any:
+    """Row j of the actor's front layers := pre-round row ``copy_from[j]`` where it is >= 0, in the
+    parameters and the Adam moments (A2C / PPO have no target network)."""
+    rows = jnp.where(copy_from >= 0, copy_from, jnp.arange(copy_from.shape[0]))
+
+    def fn(path, x):
+        return x[rows] if _layer(path) in front else x
+
+    return map_banks(learner_state, ("actor",), fn, target=False, moments=True)
+
+
+def distinct(slots: chex.Array) -> chex.Array:
+    """Number of distinct values in ``int32[N]`` (values in 0..N-1)."""
+    n = slots.shape[0]
+    return (slots[None, :] == jnp.arange(n)[:, None]).any(-1).sum().astype(jnp.int32)
+
+
+def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+    """The MADPS scheme: N rows per bank (``indexed``), per-agent front / back slots."""
+    del hidden, num_masked_layers
+    check_madps_config(cfg)
+    n = spec.num_agents
+    eps0, eps1, eps2 = thresholds(cfg)
+
+    def init(key):
+        del key
+        extra = MADPSExtra(jnp.zeros(n, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        return SharingState(jnp.arange(n, dtype=jnp.int32), (), extra)
+
+    def agent_params(name, bank, owned, sharing):
+        del owned
+        back = sharing.slots
+        if name != "actor":  # critics follow the back slots
+            return jax.tree.map(lambda x: x[back], bank), 0
+        front, fl = sharing.extra.front, front_layers(bank)
+        params = jax.tree_util.tree_map_with_path(
+            lambda p, x: x[front] if _layer(tuple(getattr(k, "key", "") for k in p)) in fl else x[back], bank
+        )
+        return params, 0
+
+    def apply_distance(sharing, learner_state, d, key):
+        del key
+        extra = sharing.extra
+        rounds = extra.rounds + 1
+        # rounds before madps_start only measure: the policies all start near-uniform and near-identical
+        act = rounds * cfg.sharing.madps_interval >= cfg.sharing.madps_start
+        out = restructure(d, extra.front, sharing.slots, eps0, eps1, eps2)
+        copy_from = jnp.where(act, out.copy_from, -1)
+        learner_state = copy_front_rows(learner_state, copy_from, front_layers(learner_state.params["actor"]))
+        front, back = jnp.where(act, out.front, extra.front), jnp.where(act, out.back, sharing.slots)
+        extra = MADPSExtra(front, rounds, jnp.where(act, out.changed.sum(), 0).astype(jnp.int32))
+        return sharing._replace(slots=back, extra=extra), learner_state
+
+    def update(sharing, learner_state, traj, key, step):
+        del traj, key, step
+        extra = sharing.extra
+        metrics = {
+            "madps_front_slots": distinct(extra.front),
+            "madps_back_slots": distinct(sharing.slots),
+            "madps_front": extra.front,
+            "madps_back": sharing.slots,
+            "madps_rounds": extra.rounds,
+            "madps_changes": extra.changes,
+        }
+        return sharing, learner_state, metrics
+
+    return Scheme(
+        SlotLayout(n, "indexed", False), init, update, agent_params=agent_params,
+        restructure=apply_distance, distance_interval=cfg.sharing.madps_interval,
+    )

@@ -1,0 +1,279 @@
+"""MAPD: multi-agent policy distance (seed 003; code: Harry67Hu/MADPS).
+
+A conditional VAE (``psjax.nets.vae.PolicyVAE``) learns to encode an agent's action
+distribution ``pi_i(.|o)`` together with the observation ``o`` into a diagonal Gaussian over a
+latent ``z``. Every agent's policy is evaluated on the same pooled batch of observations; the
+distance between agents i and j is the mean over the valid observations of a distance between
+their latent Gaussians ``N(mu_i(o), sigma_i(o))`` and ``N(mu_j(o), sigma_j(o))`` (closed forms for
+diagonal Gaussians per observation, Monte Carlo over the observations):
+
+- ``wasserstein`` (default): 2-Wasserstein, ``sqrt(|mu_i - mu_j|^2 + |sigma_i - sigma_j|^2)``;
+- ``hellinger``: ``sqrt(1 - BC)`` with the Bhattacharyya coefficient ``BC = exp(-BD)``;
+- ``bhattacharyya``: ``BD = 1/8 dmu^T S^-1 dmu + 1/2 ln(det S / sqrt(det S_i det S_j))``, S = (S_i + S_j) / 2.
+
+Wasserstein and Hellinger are metrics per observation, so their means are (pseudo-)metrics: zero
+for identical policies, symmetric, non-negative, triangle inequality. Bhattacharyya is symmetric
+and non-negative but not a metric (no triangle inequality). The reference code divides BD by the
+latent size and derives its Hellinger from the averaged BD; psjax uses the textbook forms.
+
+A round trains a fresh VAE from the round's key (no VAE state carried between rounds): a pure
+function of the policies, the observations and the key. Observations of dead agents (all zeros)
+get weight 0; shapes stay static.
+
+Where the observations come from: feed-forward actors (A2C, PPO: ``BUFFER_LEARNERS``) can be evaluated on
+any stored observation, so the training loop keeps an ``ObsBuffer``, a ring of the last
+``mapd_buffer_size`` env steps (every agent's observation and available actions), filled every iteration
+with up to ``mapd_buffer_add`` steps drawn from the rollout; a round evaluates every policy on it. One
+A2C rollout (8 envs x 5 steps) alone gives 40 observations per agent, too few for the VAE to learn
+anything (10 Adam steps on LBF): its latents stay near their initialisation and the distances near zero
+whatever the policies. Value learners (QMIX, VDN, IQL) unroll recurrent Q networks along the rollout, so
+they keep measuring on the round's rollout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from psjax.config import SharingConfig
+from psjax.nets.vae import PolicyVAE, vae_loss
+from psjax.types import Transition
+
+DISTANCES = ("wasserstein", "hellinger", "bhattacharyya")
+BUFFER_LEARNERS = ("a2c", "ppo")  # feed-forward actors: policies can be evaluated on stored observations
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def wasserstein(mu1, logvar1, mu2, logvar2) -> chex.Array:
+    """2-Wasserstein distance between diagonal Gaussians; ``[..., Z]`` each -> ``[...]``."""
+    sd1, sd2 = jnp.exp(0.5 * logvar1), jnp.exp(0.5 * logvar2)
+    return jnp.sqrt(((mu1 - mu2) ** 2).sum(-1) + ((sd1 - sd2) ** 2).sum(-1))
+
+
+def bhattacharyya(mu1, logvar1, mu2, logvar2) -> chex.Array:
+    """Bhattacharyya distance between diagonal Gaussians; ``[..., Z]`` each -> ``[...]`` (>= 0)."""
+    var = 0.5 * (jnp.exp(logvar1) + jnp.exp(logvar2))
+    term_mean = 0.125 * ((mu1 - mu2) ** 2 / var).sum(-1)
+    # ln(var / sqrt(var1 var2)) = ln cosh((logvar1 - logvar2) / 2): exactly 0 for equal variances
+    half = 0.5 * jnp.abs(logvar1 - logvar2)
+    term_cov = 0.5 * (half + jnp.log1p(jnp.exp(-2.0 * half)) - jnp.log(2.0)).sum(-1)
+    return jnp.maximum(term_mean + term_cov, 0.0)  # >= 0 exactly; clip float round-off
+
+
+def hellinger(mu1, logvar1, mu2, logvar2) -> chex.Array:
+    """Hellinger distance ``sqrt(1 - exp(-BD))`` between diagonal Gaussians, in [0, 1]."""
+    bd = bhattacharyya(mu1, logvar1, mu2, logvar2)
+    return jnp.sqrt(jnp.maximum(-jnp.expm1(-bd), 0.0))
+
+
+_DISTANCE_FNS = {"wasserstein": wasserstein, "hellinger": hellinger, "bhattacharyya": bhattacharyya}
+
+
+def pairwise_distance(mu: chex.Array, logvar: chex.Array, weight: chex.Array, kind: str = "wasserstein"):
+    """The agents x agents distance matrix from every agent's latent Gaussians on shared observations.
+
+    Args:
+      mu, logvar: ``[N, P, Z]`` agent i's latent Gaussian on observation p.
+      weight: ``[P]`` validity weight of each observation (0 = excluded).
+      kind: one of ``DISTANCES``.
+    Returns:
+      ``D[N, N]``: weighted mean over observations of the per-observation distance; exactly 0 on
+      the diagonal.
+    """
+    chex.assert_rank(mu, 3)
+    chex.assert_equal_shape([mu, logvar])
+    chex.assert_shape(weight, (mu.shape[1],))
+    fn = _DISTANCE_FNS[kind]
+    per_obs = fn(mu[:, None], logvar[:, None], mu[None, :], logvar[None, :])  # [N, N, P]
+    d = (per_obs * weight).sum(-1) / jnp.maximum(weight.sum(), 1e-8)
+    return jnp.where(jnp.eye(mu.shape[0], dtype=bool), 0.0, d)
+
+
+# --------------------------------------------------------------------------- the conditional VAE
+
+
+def valid_observations(obs: chex.Array) -> chex.Array:
+    """``obs[..., D] -> bool[...]``: not all zeros (an all-zero observation is a dead agent's)."""
+    return jnp.any(obs != 0, axis=-1)
+
+
+def train_policy_vae(
+    key: chex.PRNGKey, vae: PolicyVAE, probs: chex.Array, obs: chex.Array, weight: chex.Array, epochs: int,
+    batch_size: int, lr: float, kl_coef: float,
+) -> tuple[Any, chex.Array]:
+    """Train a fresh VAE on every (agent, observation) pair.
+
+    Args:
+      probs: ``[N, P, A]`` agent i's action probabilities on observation p.
+      obs: ``[P, D]`` the pooled observations; weight: ``[P]`` their validity (0 = padding / dead).
+    Returns:
+      (params, mean loss per epoch ``[epochs]``).
+    """
+    num_agents, num_obs, _ = probs.shape
+    total = num_agents * num_obs
+    batch = min(batch_size, total)
+    steps = max(total // batch, 1)
+    flat_probs = probs.reshape(total, -1)
+
+    def minibatch(idx):
+        p = idx % num_obs
+        return flat_probs[idx], obs[p], weight[p]
+
+    k_init, k_train = jax.random.split(key)
+    params = vae.init(k_init, k_init, flat_probs[:1], obs[:1])
+    opt = optax.adam(lr)
+
+    def loss_fn(params, idx, k):
+        x, o, w = minibatch(idx)
+        recon, mu, logvar = vae.apply(params, k, x, o)
+        return vae_loss(recon, x, mu, logvar, w, kl_coef)
+
+    def sgd_step(carry, inputs):
+        params, opt_state = carry
+        idx, k = inputs
+        loss, grads = jax.value_and_grad(loss_fn)(params, idx, k)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def epoch(carry, k):
+        k_perm, k_steps = jax.random.split(k)
+        idx = jax.random.permutation(k_perm, total)[: steps * batch].reshape(steps, batch)
+        carry, losses = jax.lax.scan(sgd_step, carry, (idx, jax.random.split(k_steps, steps)))
+        return carry, losses.mean()
+
+    (params, _), losses = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(k_train, epochs))
+    return params, losses
+
+
+def policy_distance(
+    key: chex.PRNGKey, logits: chex.Array, obs: chex.Array, weight: chex.Array, sc: SharingConfig
+) -> tuple[chex.Array, chex.Array]:
+    """One MAPD round on given observations: ``logits[N, P, A], obs[P, D], weight[P]`` ->
+    ``(D[N, N], VAE loss per epoch [mapd_epochs])``.
+
+    Unavailable actions must already be masked in ``logits`` (a large negative value).
+    """
+    chex.assert_rank(logits, 3)
+    chex.assert_shape(obs, (logits.shape[1], None))
+    probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+    vae = PolicyVAE(logits.shape[-1], sc.mapd_latent, sc.mapd_hidden)
+    params, losses = train_policy_vae(
+        key, vae, probs, obs, weight, sc.mapd_epochs, sc.mapd_batch_size, sc.mapd_lr, sc.mapd_kl_coef
+    )
+    mu, logvar = vae.apply(params, probs, jnp.broadcast_to(obs, (*probs.shape[:2], obs.shape[-1])),
+                           method=PolicyVAE.encode)
+    return pairwise_distance(mu, logvar, weight, sc.mapd_distance), losses
+
+
+def pool_observations(key: chex.PRNGKey, logits: chex.Array, obs: chex.Array, pool_size: int,
+                      valid: chex.Array | None = None):
+    """Pool a rollout's (or the buffer's) observations of every agent and draw up to ``pool_size`` of them.
+
+    Args:
+      logits: ``[N_pol, T, E, N_obs, A]`` every policy on every agent's observations.
+      obs: ``[T, E, N_obs, D]``.
+      valid: optional ``bool[T, E, N_obs]`` (e.g. the buffer rows written so far), and-ed with "not all zeros".
+    Returns:
+      ``(logits[N_pol, P, A], obs[P, D], weight[P])`` with ``P = min(pool_size, T * E * N_obs)``: valid
+      observations first (uniformly without replacement among them), so invalid ones (dead agents' all-zero
+      observations, unwritten buffer rows) are only drawn when there are fewer than P valid ones, with weight 0.
+    """
+    chex.assert_rank(logits, 5)
+    chex.assert_rank(obs, 4)
+    flat_obs = obs.reshape(-1, obs.shape[-1])
+    flat_logits = logits.reshape(logits.shape[0], -1, logits.shape[-1])
+    ok = valid_observations(flat_obs)
+    if valid is not None:
+        chex.assert_shape(valid, obs.shape[:-1])
+        ok = ok & valid.reshape(-1)
+    total = flat_obs.shape[0]
+    size = min(pool_size, total)
+    if size < total:  # random order within the valid ones, which all rank before the invalid ones
+        _, idx = jax.lax.top_k(ok + jax.random.uniform(key, (total,), maxval=0.5), size)
+    else:
+        idx = jnp.arange(total)
+    return flat_logits[:, idx], flat_obs[idx], ok[idx].astype(jnp.float32)
+
+
+def distance_round(key: chex.PRNGKey, logits: chex.Array, obs: chex.Array, sc: SharingConfig,
+                   valid: chex.Array | None = None):
+    """``logits[N_pol, T, E, N_obs, A], obs[T, E, N_obs, D] (, valid bool[T, E, N_obs]) ->
+    (D[N_pol, N_pol], VAE losses [epochs])``."""
+    k_pool, k_vae = jax.random.split(key)
+    pooled_logits, pooled_obs, weight = pool_observations(k_pool, logits, obs, sc.mapd_pool_size, valid)
+    return policy_distance(k_vae, pooled_logits, pooled_obs, weight, sc)
+
+
+# --------------------------------------------------------------------------- the observation buffer
+
+
+class ObsBuffer(NamedTuple):
+    """Ring buffer of recent env steps for the distance rounds (one seed; vmaps over seeds)."""
+
+    obs: chex.Array  # [B, N, D] every agent's observation at a stored step (zeros until written)
+    avail: chex.Array  # bool[B, N, A] its available actions
+    pos: chex.Array  # int32[] the next row to write
+    count: chex.Array  # int32[] rows written so far, at most B
+
+
+def init_buffer(rows: int, num_agents: int, obs_dim: int, num_actions: int) -> ObsBuffer:
+    return ObsBuffer(
+        jnp.zeros((rows, num_agents, obs_dim), jnp.float32),
+        jnp.zeros((rows, num_agents, num_actions), jnp.bool_),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+    )
+
+
+def buffer_add(buf: ObsBuffer, obs: chex.Array, avail: chex.Array, key: chex.PRNGKey, add: int) -> ObsBuffer:
+    """Write ``min(add, T * E)`` steps of a rollout (``obs[T, E, N, D], avail[T, E, N, A]``), drawn uniformly
+    without replacement (all of them, in order, when they fit), over the oldest rows."""
+    rows = buf.obs.shape[0]
+    flat_obs = obs.reshape(-1, *obs.shape[2:]).astype(buf.obs.dtype)
+    flat_avail = avail.reshape(-1, *avail.shape[2:]).astype(jnp.bool_)
+    total = flat_obs.shape[0]
+    k = min(add, total, rows)
+    idx = jnp.arange(k) if k == total else jax.random.permutation(key, total)[:k]
+    dest = (buf.pos + jnp.arange(k)) % rows
+    return ObsBuffer(
+        buf.obs.at[dest].set(flat_obs[idx]),
+        buf.avail.at[dest].set(flat_avail[idx]),
+        (buf.pos + k) % rows,
+        jnp.minimum(buf.count + k, rows),
+    )
+
+
+def buffer_transition(buf: ObsBuffer) -> tuple[Transition, chex.Array]:
+    """The buffer as a rollout ``[T=B, E=1, ...]`` for ``Learner.policy_logits`` of a feed-forward actor (which
+    reads only ``obs`` and ``avail``), and ``bool[B, 1, N]``: the rows written so far."""
+    filled = jnp.arange(buf.obs.shape[0]) < buf.count
+    traj = Transition(buf.obs[:, None], (), buf.avail[:, None], (), (), (), (), {})
+    return traj, jnp.broadcast_to(filled[:, None, None], buf.obs.shape[:1] + (1, buf.obs.shape[1]))
+
+
+def id_relabel(codes) -> Callable[[chex.Array], chex.Array]:
+    """``obs[..., N, D] -> obs`` with the last K features of column i set to agent i's code ``codes[i]``
+    (``codes[N, K]``, the agent indication appended by ``psjax.envs.with_agent_id``)."""
+    codes = jnp.asarray(codes, jnp.float32)
+    k = codes.shape[1]
+
+    def relabel(obs):
+        chex.assert_axis_dimension(obs, -2, codes.shape[0])
+        ids = jnp.broadcast_to(codes.astype(obs.dtype), (*obs.shape[:-1], k))
+        return jnp.concatenate([obs[..., :-k], ids], -1)
+
+    return relabel
+
+
+def off_diagonal_mean(d: chex.Array) -> chex.Array:
+    """Mean of the off-diagonal entries of ``d[N, N]`` (0 for one agent)."""
+    n = d.shape[0]
+    if n < 2:
+        return jnp.zeros((), d.dtype)
+    return (d * (1.0 - jnp.eye(n, dtype=d.dtype))).sum() / (n * (n - 1))

@@ -1,0 +1,232 @@
+"""BDPS: roles / groups in range and fixed between their periods, the GAT's attention, the selector's
+TD target by hand, gradients only to the networks agents are assigned to, one compile and seed vmap,
+config validation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from psjax.config import ConfigError, make_config
+from psjax.learners.bdps import make_agent_model, selector_targets
+from psjax.nets.bdps import GroupSelector
+from psjax.train import _init, _rollout, make_parts, make_train
+
+T_U, E_FACTOR = 2, 2
+T_V = T_U * E_FACTOR
+
+
+def tiny(alg="bdps", **extra):
+    """The two-type cue game with 3 agents and 10-step episodes; k = 3 roles, m = 2 groups."""
+    overrides = {
+        "env": "typed", "num_agents": 3, "alg": alg, "bdps_roles": 3, "bdps_groups": 2,
+        "bdps_role_period": T_U, "bdps_group_factor": E_FACTOR, "num_envs": 4, "rollout_len": 16,
+        "hidden": 16, "bdps_vae_hidden": 8, "bdps_embed": 16, "bdps_gat_out": 12, "bdps_selector_hidden": 8,
+        "batch_size": 4, "buffer_size": 8, "learning_starts": 0, "updates_per_rollout": 1, "steps": 4 * 16 * 2,
+        "mixer_embed": 8, "hypernet_hidden": 16,
+    }
+    return make_config({**overrides, **extra})
+
+
+@pytest.fixture(scope="module")
+def built():
+    """The tiny config's parts and a freshly initialised runner (one compiled init)."""
+    cfg = tiny()
+    parts = make_parts(cfg)
+    return cfg, parts, jax.jit(lambda key: _init(parts, key))(jax.random.PRNGKey(3))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Two iterations of a vmapped two-seed BDPS training, compiled once, called with two pairs of keys."""
+    cfg = tiny(eps_decay_steps=1)  # epsilon 0.05 from the start: groups mostly greedy, still explored
+    train = make_train(cfg)
+    traces = []
+
+    def counted(key):
+        traces.append(1)
+        return train(key)
+
+    fn = jax.jit(jax.vmap(counted))
+    first = fn(jax.random.split(jax.random.PRNGKey(0), 2))
+    second = fn(jax.random.split(jax.random.PRNGKey(1), 2))
+    return cfg, first, second, len(traces)
+
+
+def episode_steps(done):
+    """``done[T, E] -> c[T, E]``: steps into the episode at each step (the rollout starts fresh episodes)."""
+    c = np.zeros(done.shape, int)
+    for t in range(1, done.shape[0]):
+        c[t] = np.where(done[t - 1], 0, c[t - 1] + 1)
+    return c
+
+
+def test_roles_and_groups_in_range_and_constant_between_periods(built):
+    cfg, parts, runner = built
+    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(3), 4))
+    steps = 30  # three 10-step episodes per env, from fresh episodes
+
+    @jax.jit
+    def roll(runner, env_state, ts):
+        return _rollout(parts, runner.learner, runner.sharing, env_state, ts, parts.learner.init_hidden(4),
+                        runner.key, runner.env_steps, steps, greedy=False)
+
+    (_, _, hidden), (traj, _) = roll(runner, env_state, ts)
+    assert hidden["t"].dtype == jnp.int32 and hidden["role"].dtype == jnp.int32  # the loop's reset keeps dtypes
+    role, group = np.asarray(traj.extras["role"]), np.asarray(traj.extras["group"])
+    done = np.asarray(traj.done)
+    assert role.shape == group.shape == (steps, 4, 3)
+    assert role.min() >= 0 and role.max() < 3 and group.min() >= 0 and group.max() < 2
+    c = episode_steps(done)
+    np.testing.assert_array_equal(np.asarray(traj.extras["group_due"]), c % T_V == 0)
+    prev_same_episode = (c[1:] > 0)[..., None]
+    role_kept = (c[1:] % T_U != 0)[..., None] & prev_same_episode
+    group_kept = (c[1:] % T_V != 0)[..., None] & prev_same_episode
+    assert np.all(role[1:][np.broadcast_to(role_kept, role[1:].shape)] ==
+                  role[:-1][np.broadcast_to(role_kept, role[1:].shape)])
+    assert np.all(group[1:][np.broadcast_to(group_kept, group[1:].shape)] ==
+                  group[:-1][np.broadcast_to(group_kept, group[1:].shape)])
+    # they do change at their periods (sampled roles; untrained selector values differ between agents)
+    assert np.any(role[1:] != role[:-1]) and np.any(group[1:] != group[:-1])
+    # h_U stays with the role: it changes only where a role is chosen
+    h_u = np.asarray(traj.extras["h_u"])
+    assert np.all(h_u[1:][role_kept[..., 0]] == h_u[:-1][role_kept[..., 0]])
+    assert np.all(np.asarray(traj.extras["adv"]) >= 0.0)
+
+
+def test_gat_attention_sums_to_one_and_ignores_dead_agents():
+    sel = GroupSelector(num_roles=3, num_groups=2, embed=16, gat_out=12, hidden=8)
+    roles = jnp.array([[0, 1, 2, 1], [2, 2, 0, 1]])
+    alive = jnp.array([[True, False, True, True], [True, True, True, False]])
+    h = jnp.zeros((2, 4, 8))
+    params = sel.init(jax.random.PRNGKey(0), h, roles, alive)
+    alpha = sel.apply(params, roles, alive, method=sel.attention)  # [B, heads, N, N]
+    assert alpha.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(alpha.sum(-1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(alpha[0, :, :, 1], 0.0)
+    np.testing.assert_array_equal(alpha[1, :, :, 3], 0.0)
+    assert np.all(alpha[0, :, :, [0, 2, 3]] > 0.0)
+    # a dead agent's role does not reach the living agents' group values
+    _, values = sel.apply(params, h, roles, alive)
+    _, values2 = sel.apply(params, h, roles.at[0, 1].set(0).at[1, 3].set(0), alive)
+    np.testing.assert_allclose(values2[0, [0, 2, 3]], values[0, [0, 2, 3]], rtol=1e-6)
+    np.testing.assert_allclose(values2[1, :3], values[1, :3], rtol=1e-6)
+    assert not np.allclose(values2[0, 1], values[0, 1])  # its own values still follow its own role
+
+
+def test_selector_td_target_by_hand():
+    """Choices at steps 0, 2, 3, 5; the episode ends at step 2; gamma = 0.5."""
+    reward = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    done = jnp.array([False, False, True, False, False, False])
+    due = np.array([True, False, True, True, False, True])
+    choice_next = jnp.array(np.append(due[1:], False))
+    v_next = jnp.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])  # mixed max group value at step t+1
+    y, valid = selector_targets(reward, done, choice_next, v_next, 0.5)
+    # step 0: r0 + r1 + 0.5 * V(step 2) = 1 + 2 + 10; step 2: the episode ends there, 3;
+    # step 3: r3 + r4 + 0.5 * V(step 5) = 4 + 5 + 25; step 5: runs past the stored sequence -> no target
+    np.testing.assert_allclose(np.asarray(y)[due][:3], [13.0, 3.0, 34.0])
+    np.testing.assert_array_equal(np.asarray(valid)[due], [True, True, True, False])
+
+
+def test_role_and_group_networks_get_gradients_only_from_their_agents(built):
+    cfg, parts, runner = built
+    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    params = runner.learner.params
+    T, B, N = 5, 2, 3
+    obs = jax.random.normal(jax.random.PRNGKey(1), (T + 1, B, N, parts.env.spec.obs_dim))
+    seq = {
+        "obs": obs,
+        "role": jnp.broadcast_to(jnp.array([0, 1, 0]), (T + 1, B, N)),  # nobody has role 2
+        "group": jnp.zeros((T + 1, B, N), jnp.int32),  # nobody is in group 1
+        "h_u": jax.random.normal(jax.random.PRNGKey(2), (T + 1, B, N, cfg.sharing.bdps_vae_hidden)),
+    }
+    hidden0 = jax.tree.map(lambda h: h[:B], model.init_hidden(B))
+    resets = jnp.zeros((T + 1, B), bool).at[3, 1].set(True)
+
+    @jax.jit
+    def grads(agents):
+        return jax.grad(lambda p: model.unroll(p, None, hidden0, seq, resets)[:, :, agents].sum())(params)
+
+    def row_norms(tree):
+        return np.array([sum(float(jnp.abs(x[i]).sum()) for x in jax.tree.leaves(tree))
+                         for i in range(jax.tree.leaves(tree)[0].shape[0])])
+
+    g = grads(jnp.array([0, 1, 2]))
+    role_rows, group_rows = row_norms(g["role"]), row_norms(g["group"])
+    assert role_rows[0] > 0 and role_rows[1] > 0 and role_rows[2] == 0.0
+    assert group_rows[0] > 0 and group_rows[1] == 0.0
+    g0 = grads(jnp.array([0, 2, 0]))  # agents with role 0 only: role network 1 gets nothing
+    assert row_norms(g0["role"])[1] == 0.0 and row_norms(g0["role"])[0] > 0
+    # the selectors get no gradient from the TD loss's utilities
+    assert all(float(jnp.abs(x).sum()) == 0.0 for x in jax.tree.leaves(g["vae"]))
+
+
+@pytest.mark.slow  # compiles the whole training program (~1-3 min on 2 busy cores)
+def test_trains_compiled_once_and_vmapped_over_seeds(trained):
+    cfg, (runner, metrics), (runner2, metrics2), traces = trained
+    assert traces == 1
+    for m in (metrics, metrics2):
+        for name in ("loss", "vae_mse", "sel_loss", "bdps_role_change", "bdps_group_change", "bdps_entropy_diff"):
+            assert m[name].shape == (2, cfg.num_iterations) and np.all(np.isfinite(m[name])), name
+        assert m["bdps_role"].shape == (2, cfg.num_iterations, 3)
+    role_bank = runner.learner.params["role"]
+    leaf = jax.tree.leaves(role_bank)[0]
+    assert leaf.shape[:2] == (2, 3)  # seeds x role networks
+    assert not np.allclose(leaf[0], leaf[1])  # seeds differ
+    assert not np.allclose(leaf[0], jax.tree.leaves(runner2.learner.params["role"])[0][0])  # keys differ
+
+
+@pytest.mark.slow
+def test_vmapped_seeds_equal_single_runs():
+    cfg = tiny(steps=4 * 16 * 2)
+    train = make_train(cfg)
+    keys = jax.random.split(jax.random.PRNGKey(5), 2)
+    _, batched = jax.jit(jax.vmap(train))(keys)
+    _, single = jax.jit(train)(keys[1])
+    for name in ("loss", "vae_mse", "sel_loss"):
+        np.testing.assert_allclose(batched[name][1], single[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("alg", ["bdps_role", "bdps_team"])
+def test_ablations_build_only_their_level(alg):
+    cfg = tiny(alg)
+    parts = make_parts(cfg)
+    params = jax.eval_shape(parts.learner.init, jax.random.PRNGKey(0)).params
+    if alg == "bdps_role":
+        assert "role" in params and "group" not in params and "selector" not in params
+    else:
+        assert "group" in params and "selector" in params and "role" not in params
+    assert parts.learner.bank_names == (("role",) if alg == "bdps_role" else ("group",))
+
+
+@pytest.mark.slow  # tracing the whole program: ~10-40 s on 2 busy cores
+def test_vdn_learner_traces_the_whole_program():
+    """VDN mixes the utilities and the selector's group values by sums (shapes checked by tracing, no compile)."""
+    cfg = tiny(learner="vdn")
+    _, metrics = jax.eval_shape(make_train(cfg), jax.random.PRNGKey(0))
+    assert metrics["sel_loss"].shape == (cfg.num_iterations,) and metrics["bdps_role"].shape == (cfg.num_iterations, 3)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"bdps_roles": 4}, r"bdps_roles=4 .* 3 agents; allowed: 2..3"),
+    ({"bdps_groups": 3, "bdps_roles": 2}, r"bdps_groups=3 .*allowed: 2..2"),
+    ({"bdps_role_period": 10}, r"bdps_role_period=10 must be shorter than the episode limit 10"),
+    ({"bdps_group_factor": 5}, r"T_V = .* = 10 must be shorter than the episode limit 10; allowed: "
+                               r"bdps_group_factor 1..4"),
+    ({"learner": "iql"}, r"learner='iql' is not allowed; allowed: qmix, vdn"),
+    ({"learner": "ppo"}, r"learner='ppo' is not allowed"),
+    ({"bdps_roles": 1}, r"bdps_roles=1 is below the minimum 2"),
+])
+def test_config_validation(overrides, match):
+    base = {"env": "typed", "num_agents": 3, "alg": "bdps", "bdps_role_period": 2, "bdps_group_factor": 2}
+    with pytest.raises(ConfigError, match=match):
+        make_config({**base, **overrides})
+
+
+def test_two_agent_envs_need_two_roles_and_two_groups():
+    with pytest.raises(ConfigError, match=r"bdps_roles=3 is not allowed with 2 agents; allowed: 2..2"):
+        make_config({"env": "lbf", "scenario": "8x8-2p-2f-coop", "alg": "bdps"})
+    cfg = make_config({"env": "lbf", "scenario": "8x8-2p-2f-coop", "alg": "bdps", "bdps_roles": 2})
+    assert cfg.learner_name == "qmix"
+    # bdps_role ignores m; the group period need not fit in the episode
+    make_config({"env": "typed", "num_agents": 3, "alg": "bdps_role", "bdps_role_period": 2, "bdps_group_factor": 9})
