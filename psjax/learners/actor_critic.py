@@ -62,8 +62,8 @@ def gae(reward_t, value_t, done_t, last_value, gamma, lam):
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     ac = cfg.ac
     n = spec.num_agents
-    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01)
-    critic = MLP(ac.hidden, 1, out_scale=1.0)
+    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape)
+    critic = MLP(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
     layout = scheme.layout
     critic_in_dim = spec.state_dim + n if ac.central_critic else spec.obs_dim
     minibatch = ac.num_envs * ac.rollout_len // ac.num_minibatches

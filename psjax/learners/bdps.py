@@ -163,7 +163,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
     k, m, t_u = sc.bdps_roles, sc.bdps_groups, sc.bdps_role_period
     t_v = t_u * sc.bdps_group_factor
     hid, hid_u, hid_s = qc.hidden, sc.bdps_vae_hidden, sc.bdps_selector_hidden
-    net = RecurrentQNet(hid, num_actions)
+    net = RecurrentQNet(hid, num_actions, obs_shape=spec.obs_shape)
     vae = AdvantageVAE(t_u, k, hid_u)
     selector = GroupSelector(k, m, sc.bdps_embed, sc.bdps_gat_out, hid_s)
     sel_mixer = QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale) if cfg.learner_name == "qmix" \

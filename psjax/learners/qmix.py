@@ -127,7 +127,7 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
     """The default model: a RecurrentQNet bank, every agent's slot and masks given by ``scheme``."""
     qc = cfg.q
     n = spec.num_agents
-    net = RecurrentQNet(qc.hidden, spec.num_actions)
+    net = RecurrentQNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape)
     layout = scheme.layout
 
     def init(key):

@@ -50,6 +50,8 @@ def layer_of(path: tuple[str, ...]) -> str:
     for name in path:
         if name in LAYERS:
             return name
+        if name == "ConvTorso_0":  # image observations: the conv torso is part of the first (feature) layer
+            return LAYERS[0]
     raise ValueError(f"parameter {'/'.join(path)} is in none of the agent network's layers {LAYERS}")
 
 
