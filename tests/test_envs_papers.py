@@ -364,3 +364,23 @@ def test_conv_torso_reads_image_and_extra_features():
     qp = jax.jit(q.init)(jax.random.PRNGKey(2), h0[0], x[0])
     h, qs = jax.jit(q.apply)(qp, h0, x)
     assert h.shape == (4, 8) and qs.shape == (4, 6) and "ConvTorso_0" in qp["params"]
+
+
+@pytest.mark.parametrize("alg,learner", [("fups_id", "qmix"), ("pps_pp", "qmix"), ("nops", "a2c")])
+def test_learners_train_on_image_observations_through_the_conv_torso(alg, learner):
+    from psjax.config import make_config
+    from psjax.train import make_parts, make_train
+
+    tiny = {"qmix": {"num_envs": 2, "rollout_len": 8, "hidden": 8, "buffer_size": 4, "batch_size": 2,
+                     "learning_starts": 0, "updates_per_rollout": 1},
+            "a2c": {"num_envs": 2, "rollout_len": 4, "hidden": 8}}[learner]
+    cfg = make_config({"env": "lbf", "lbf_grid_obs": True, "fov": 1, "alg": alg, "learner": learner,
+                       "steps": 2 * tiny["num_envs"] * tiny["rollout_len"], **tiny})
+    parts = make_parts(cfg)
+    assert parts.env.spec.obs_shape  # an image: the networks must read it through their conv torso
+    params = parts.learner.params(jax.eval_shape(parts.learner.init, jax.random.PRNGKey(0)))
+    bank = params["agent" if learner == "qmix" else "actor"]["params"]
+    assert "ConvTorso_0" in bank
+    runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
+    assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(runner.learner.params))
+    assert int(runner.env_steps) == cfg.num_iterations * cfg.steps_per_iteration
