@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Cost of one MAPD distance round (and MADPS restructuring) next to one training iteration.
 
-For one configuration: the training iteration without distance rounds and the distance round on
-an iteration's rollout (policy evaluation of every agent on every agent's observations, a fresh
-conditional VAE trained for ``mapd_epochs``, the distance matrix, and for MADPS the fusion /
-division with its row copies) are each jitted; compile time and the median wall time of
+For one configuration: the training iteration without distance rounds (with A2C / PPO it still writes
+to the observation buffer) and the distance round on a full observation buffer (A2C / PPO) or on an
+iteration's rollout (value learners): policy evaluation of every agent on every stored observation, a
+fresh conditional VAE trained for ``mapd_epochs``, the distance matrix, and for MADPS the fusion /
+division with its row copies, are each jitted; compile time and the median wall time of
 ``--repeats`` calls are reported, with the round's cost in training iterations and amortised over
 the round interval (``madps_interval`` for MADPS, else ``mapd_interval``, default 500).
 
@@ -62,20 +63,26 @@ def measure(overrides: dict, repeats: int) -> dict:
     runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
     plain = parts._replace(distance_interval=0)
     it_compile, it_s = _timed(lambda r: _iteration(plain, r), (runner,), repeats)
+    if parts.buffer_rows:  # fill the observation buffer first: the round measures on all of it
+        fills = -(-parts.buffer_rows // min(cfg.sharing.mapd_buffer_add, cfg.steps_per_iteration))
+        runner = jax.jit(lambda r: jax.lax.scan(lambda r, _: (_iteration(plain, r)[0], None), r, None, fills)[0])(
+            runner)
     # one rollout to measure on, then the round alone (due at once: interval 1)
     _, (traj, _) = jax.jit(lambda r: _rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
                                               r.env_steps, parts.rollout_len, greedy=False))(runner)
     every = parts._replace(distance_interval=1)
 
-    def round_fn(learner, sharing, traj, hidden, key):
-        return _distance_round(every, learner, sharing, traj, hidden, 0, key)
+    def round_fn(learner, sharing, traj, hidden, key, buffer):
+        return _distance_round(every, learner, sharing, traj, hidden, 0, key, buffer)
 
-    args = (runner.learner, runner.sharing, traj, runner.hidden, jax.random.PRNGKey(1))
+    args = (runner.learner, runner.sharing, traj, runner.hidden, jax.random.PRNGKey(1), runner.mapd_buffer)
     round_compile, round_s = _timed(round_fn, args, repeats)
     return {
         "alg": cfg.alg, "learner": cfg.learner_name, "env": cfg.env.name, "agents": parts.env.spec.num_agents,
         "steps_per_iteration": cfg.steps_per_iteration, "round_interval": interval,
-        "pool": min(cfg.sharing.mapd_pool_size, cfg.steps_per_iteration * parts.env.spec.num_agents),
+        "buffer_rows": parts.buffer_rows,
+        "pool": min(cfg.sharing.mapd_pool_size,
+                    (parts.buffer_rows or cfg.steps_per_iteration) * parts.env.spec.num_agents),
         "mapd_epochs": cfg.sharing.mapd_epochs,
         "iteration_s": it_s, "iteration_compile_s": it_compile,
         "round_s": round_s, "round_compile_s": round_compile,

@@ -154,19 +154,33 @@ class SharingConfig:
     mapd_batch_size: int = _f(128, "MAPD: VAE minibatch size", min=1)
     mapd_lr: float = _f(3e-4, "MAPD: VAE Adam learning rate", min=0.0)
     mapd_kl_coef: float = _f(0.01, "MAPD: weight of the KL term of the VAE loss", min=0.0)
-    madps_interval: int = _f(500, "MADPS: training iterations between restructuring rounds (A2C default: 20k env "
+    madps_interval: int = _f(500, "MADPS: training iterations between distance rounds (A2C default: 20k env "
                              "steps, 10 rounds in a 200k-step run)", min=1)
-    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
-                                     "fronts", min=0.0)
+    madps_start: int = _f(1000, "MADPS: training iterations before the first restructuring; earlier rounds only "
+                          "measure and log the distances (every policy starts near-uniform, so all distances start "
+                          "near zero; A2C default: 40k env steps, the second round)", min=0)
+    madps_fuse_threshold: float = _f(0.005, "MADPS: eps1; agents on different front slots closer than this fuse "
+                                     "their fronts. An absolute distance, as in the seed (which tunes it per task: 1.0 "
+                                     "on spread, 0.5 on SMAC; reference code 0.5), retuned to psjax's MAPD scale "
+                                     "(Wasserstein, default VAE, A2C): near-identical initial policies 0.001-0.002, "
+                                     "A2C agents that trained apart from a shared start 0.01-0.03 while still "
+                                     "near-uniform (LBF coop: 0.009-0.014 for 2e5 steps), MPE spread 6 agents NoPS "
+                                     "0.05-0.3 at 0.1-0.2M steps, opposite policies 0.3-0.5 "
+                                     "(benchmarks/madps_runs.sh); eps2 = 0.01 divides agents that trained apart, "
+                                     "eps0 = 0.0025 fuses only "
+                                     "near-identical ones", min=0.0)
     madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
                                        "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
-    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs; "
-                                     "0 = eps1 / 2", min=0.0)
+    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
+                                     "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
     bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
     bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
     bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
                                "(paper: 5, 7, 8, 10 or 14)", min=1)
     bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
+    bdps_shared_torso: bool = _f(False, "BDPS: one Dense -> GRU torso shared by the role and group networks, with "
+                                 "per-role / per-group output heads (the group heads also read h_U); a deviation "
+                                 "from the paper's k + m full recurrent networks, about FuPS's agent compute")
     bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
     bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
                               min=1)

@@ -118,7 +118,9 @@ def test_config_rules():
         make_config({"alg": "madps", "learner": "qmix"})
     cfg = make_config({"alg": "madps"})
     assert cfg.learner_name == "a2c"
-    assert madps.thresholds(cfg) == (0.25, 0.5, 1.0)
+    assert madps.thresholds(cfg) == pytest.approx((0.0025, 0.005, 0.01))  # psjax's distance scale, not the seed's
+    assert cfg.sharing.madps_start == 2 * cfg.sharing.madps_interval  # the first round only measures
+    assert madps.thresholds(make_config({"alg": "madps", "madps_fuse_threshold": 0.5})) == (0.25, 0.5, 1.0)
     assert make_config({"alg": "madps", "learner": "ppo"}).learner_name == "ppo"
 
 
@@ -152,9 +154,24 @@ def test_agents_gather_front_and_back_rows_per_layer():
                                   state.params["critic"]["params"]["Dense_0"]["bias"][jnp.array([2, 0, 1])])
 
 
+def test_rounds_before_madps_start_only_measure():
+    _, parts = _madps_parts(madps_interval=2, madps_start=4)
+    learner = jax.jit(parts.learner.init)(jax.random.PRNGKey(0))
+    sharing = parts.scheme.init(jax.random.PRNGKey(0))
+    restructure = jax.jit(parts.scheme.restructure)
+    d = jnp.asarray(_matrix(3, far=5.0))  # every pair far apart: agents 1 and 2 would divide
+    sharing1, learner1 = restructure(sharing, learner, d, jax.random.PRNGKey(1))  # round 1 at iteration 2 < 4
+    assert sharing1.extra.front.tolist() == [0, 0, 0] and sharing1.slots.tolist() == [0, 1, 2]
+    assert int(sharing1.extra.rounds) == 1 and int(sharing1.extra.changes) == 0
+    jax.tree.map(np.testing.assert_array_equal, learner1.params, learner.params)
+    sharing2, _ = restructure(sharing1, learner1, d, jax.random.PRNGKey(2))  # round 2 at iteration 4: acts
+    assert sharing2.extra.front.tolist() == [0, 1, 0] and int(sharing2.extra.changes) == 1
+    assert int(sharing2.extra.rounds) == 2
+
+
 @pytest.mark.slow
 def test_division_copy_is_equal_right_after_and_diverges_with_training():
-    cfg, parts = _madps_parts()
+    cfg, parts = _madps_parts(madps_start=0, madps_fuse_threshold=0.5)  # eps (0.25, 0.5, 1.0)
     runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
     # agents 0 and 2 far apart on the shared front: a round divides agent 1 (agent 0's first j) ... make it 2:
     d = _matrix(3, far=0.7, d02=3.0)
@@ -183,7 +200,7 @@ def test_division_copy_is_equal_right_after_and_diverges_with_training():
 def test_madps_jits_once_and_vmaps_over_seeds():
     cfg = make_config({"alg": "madps", "env": "mpe_spread", "ac.num_envs": 2, "ac.rollout_len": 4, "steps": 48,
                        "madps_interval": 2, "mapd_epochs": 2, "mapd_batch_size": 32, "mapd_pool_size": 48,
-                       "madps_fuse_threshold": 1e-3})
+                       "madps_fuse_threshold": 1e-3, "madps_start": 0})
     train = jax.jit(jax.vmap(make_train(cfg)))
     _, metrics = train(jax.random.split(jax.random.PRNGKey(0), 2))
     assert train._cache_size() == 1

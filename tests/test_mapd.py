@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from psjax.config import ConfigError, make_config
+from psjax.envs.base import TimeStep
 from psjax.sharing import mapd
 from psjax.sharing.report import last_distance, plot_distance
-from psjax.envs.base import TimeStep
 from psjax.train import _distance_round, make_parts, make_train
 from psjax.types import Transition
 
@@ -129,13 +129,14 @@ def test_round_zero_for_identical_policies_and_positive_for_a_different_one():
     obs = jax.random.normal(k_obs, (200, 4))
     base = jax.random.normal(k_logits, (200, 5))
     logits = jnp.stack([base, base, -base])  # agents 0 and 1 identical, agent 2 prefers other actions
-    d, losses = jax.jit(lambda k: mapd.policy_distance(k, logits, obs, jnp.ones(200), sc))(k_round)
+    round_fn = jax.jit(lambda k: mapd.policy_distance(k, logits, obs, jnp.ones(200), sc))
+    d, losses = round_fn(k_round)
     d = np.asarray(d)
     assert d[0, 1] == pytest.approx(0.0, abs=1e-6)
     assert d[0, 2] > 0.05 and d[1, 2] > 0.05
     np.testing.assert_allclose(d, d.T, rtol=1e-6)
     assert np.isfinite(np.asarray(losses)).all() and losses[-1] < losses[0]  # the VAE learned something
-    d2, _ = mapd.policy_distance(k_round, logits, obs, jnp.ones(200), sc)
+    d2, _ = round_fn(k_round)
     np.testing.assert_allclose(np.asarray(d2), d, rtol=1e-5, atol=1e-6)  # deterministic given the key
 
 
@@ -224,7 +225,7 @@ def test_buffer_distance_of_two_different_policies_is_far_above_the_noise_level(
 
 
 def test_actor_critic_policy_logits_diagonal_is_each_agents_own_policy():
-    cfg = make_config({"alg": "nops", "learner": "a2c", "env": "lbf", "ac.num_envs": 2})
+    cfg = make_config({"alg": "nops", "learner": "a2c", "env": "mpe_spread", "ac.num_envs": 2})
     parts = make_parts(cfg)
     n, a, d = parts.env.spec.num_agents, parts.env.spec.num_actions, parts.env.spec.obs_dim
     avail = jnp.ones((2, n, a), bool).at[0, 1, 2].set(False)  # one unavailable action

@@ -27,6 +27,16 @@ Each visiting agent i makes at most one change per round (the reference's ``brea
 that would leave the index unchanged is not a change. The first contradiction (``d_0 < eps1`` but
 ``2 d_0 > eps2``) cannot occur because the config requires ``eps2 >= 2 eps1`` (triangle inequality).
 Fusion only re-points an index: nothing is averaged.
+
+Defaults (``psjax/config.py``, evidence in ``benchmarks/madps_runs.sh``): the thresholds are absolute
+distances, as in the seed, but on psjax's MAPD scale (eps1 = 0.005, eps2 = 0.01, eps0 = 0.0025), far below
+the reference's eps1 = 0.5: with the default VAE, near-identical policies measure 0.001-0.002, A2C agents
+that trained apart from a shared start while their policies are still near-uniform 0.01-0.03, and
+clearly different policies 0.1-0.5; at eps1 = 0.5 the first round fused every back at once, and fused
+networks never divide again (identical networks measure 0), so back fusion (eps0) sits just above the
+near-identical level and division (eps2) at the level of agents that trained apart.
+Every actor starts near-uniform (small output layer), so the rounds before ``madps_start`` (default: the
+first) only measure; ``madps_rounds`` counts them too, ``madps_changes`` is 0 there.
 """
 
 from __future__ import annotations
@@ -143,11 +153,13 @@ def front_layers(bank: Any) -> frozenset[str]:
     names = dense_layers(bank)
     if len(names) < 3:
         raise ValueError(f"MADPS needs an actor with at least 3 Dense layers, got {names}")
-    return frozenset(names[:-2])
+    # with image observations the conv torso sits before the first Dense layer: part of the front
+    torso = [k for k in bank["params"] if k.startswith("ConvTorso_")]
+    return frozenset(names[:-2] + torso)
 
 
 def _layer(path: tuple[str, ...]) -> str:
-    return next((p for p in path if p.startswith("Dense_")), "")
+    return next((p for p in path if p.startswith(("Dense_", "ConvTorso_"))), "")
 
 
 def copy_front_rows(learner_state: Any, copy_from: chex.Array, front: frozenset[str]) -> Any:
