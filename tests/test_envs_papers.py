@@ -366,7 +366,8 @@ def test_conv_torso_reads_image_and_extra_features():
     assert h.shape == (4, 8) and qs.shape == (4, 6) and "ConvTorso_0" in qp["params"]
 
 
-@pytest.mark.parametrize("alg,learner", [("fups_id", "qmix"), ("pps_pp", "qmix"), ("nops", "a2c")])
+@pytest.mark.parametrize("alg,learner", [("fups_id", "qmix"), pytest.param("pps_pp", "qmix", marks=pytest.mark.slow),
+                                         ("nops", "a2c")])
 def test_learners_train_on_image_observations_through_the_conv_torso(alg, learner):
     from psjax.config import make_config
     from psjax.train import make_parts, make_train

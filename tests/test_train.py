@@ -86,7 +86,8 @@ def test_vmapped_seeds_equal_single_runs(learner):
         np.testing.assert_allclose(single_metrics["return"], batched_metrics["return"][i], rtol=1e-5)
 
 
-@pytest.mark.parametrize("learner", ["qmix", "ppo"])
+# the QMIX case compiles the replay-buffer program twice (minutes on 2 busy cores): make test-all
+@pytest.mark.parametrize("learner", [pytest.param("qmix", marks=pytest.mark.slow), "ppo"])
 def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
     section = "q" if learner == "qmix" else "ac"
     base = {"env": "lbf", "alg": "nops", "learner": learner, f"{section}.num_envs": 4, f"{section}.rollout_len": 8,
