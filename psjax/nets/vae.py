@@ -12,6 +12,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 
 class IdentityVAE(nn.Module):
@@ -89,3 +90,30 @@ class PolicyVAE(nn.Module):
         mu, logvar = self.encode(probs, obs)
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
         return self.decode(z, obs), mu, logvar
+
+
+def fit_minibatch_epochs(loss_fn, params, lr: float, total: int, batch: int, epochs: int, key: chex.PRNGKey):
+    """Adam over ``epochs`` shuffled passes of ``total // batch`` minibatches of row indices.
+
+    ``loss_fn(params, idx[batch], key) -> scalar`` reads its own minibatch from the indices (so the
+    data can stay where it is, e.g. inside a ``run_if`` loop). Returns (params, mean loss per epoch
+    ``[epochs]``). Shared by the identity VAE (SePS / AdaPS) and MAPD's policy VAE.
+    """
+    steps = max(total // batch, 1)
+    opt = optax.adam(lr)
+
+    def sgd_step(carry, inputs):
+        params, opt_state = carry
+        idx, k = inputs
+        loss, grads = jax.value_and_grad(loss_fn)(params, idx, k)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    def epoch(carry, k):
+        k_perm, k_steps = jax.random.split(k)
+        idx = jax.random.permutation(k_perm, total)[: steps * batch].reshape(steps, batch)
+        carry, losses = jax.lax.scan(sgd_step, carry, (idx, jax.random.split(k_steps, steps)))
+        return carry, losses.mean()
+
+    (params, _), losses = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(key, epochs))
+    return params, losses

@@ -25,11 +25,10 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 
 from psjax.config import ConfigError, TrainConfig
 from psjax.envs.base import EnvSpec
-from psjax.nets.vae import IdentityVAE, vae_loss
+from psjax.nets.vae import IdentityVAE, fit_minibatch_epochs, vae_loss
 from psjax.sharing import bank_ops
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.kmeans import KMeansResult, kmeans, select_k
@@ -130,7 +129,6 @@ def train_identity_vae(
     num_agents, size = buffer.action.shape
     total = num_agents * size
     batch = min(batch_size, total)
-    steps = total // batch
     obs, next_obs = buffer.obs.reshape(total, -1), buffer.next_obs.reshape(total, -1)
     action, reward = buffer.action.reshape(total), buffer.reward.reshape(total)
 
@@ -148,26 +146,12 @@ def train_identity_vae(
     k_init, k_train = jax.random.split(key)
     example = minibatch(jnp.zeros((1,), jnp.int32))
     params = vae.init(k_init, k_init, example["agent"], example["obs"], example["action"])
-    opt = optax.adam(lr)
-
-    def loss_fn(params, mb, k):
+    def loss_fn(params, idx, k):
+        mb = minibatch(idx)
         pred, mu, logvar = vae.apply(params, k, mb["agent"], mb["obs"], mb["action"])
         return vae_loss(pred, mb["target"], mu, logvar, mb["weight"], kl_coef)
 
-    def sgd_step(carry, inputs):
-        params, opt_state = carry
-        idx, k = inputs
-        loss, grads = jax.value_and_grad(loss_fn)(params, minibatch(idx), k)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    def epoch(carry, k):
-        k_perm, k_steps = jax.random.split(k)
-        idx = jax.random.permutation(k_perm, total)[: steps * batch].reshape(steps, batch)
-        carry, losses = jax.lax.scan(sgd_step, carry, (idx, jax.random.split(k_steps, steps)))
-        return carry, losses.mean()
-
-    (params, _), losses = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(k_train, epochs))
+    params, losses = fit_minibatch_epochs(loss_fn, params, lr, total, batch, epochs, k_train)
     mu, _ = vae.apply(params, jnp.arange(num_agents), method=IdentityVAE.encode)
     return params, mu, losses
 
