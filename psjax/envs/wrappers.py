@@ -37,6 +37,20 @@ def agent_id_features(num_agents: int, kind: str) -> np.ndarray:
     raise ValueError(f"unknown agent indication {kind!r}; allowed: {', '.join(AGENT_ID_KINDS)}")
 
 
+def map_timesteps(env: Env, spec, fn) -> Env:
+    """``env`` with ``fn(ts) -> ts`` applied to every TimeStep that ``reset`` and ``step`` return."""
+
+    def reset(key):
+        state, ts = env.reset(key)
+        return state, fn(ts)
+
+    def step(key, state, actions):
+        state, ts = env.step(key, state, actions)
+        return state, fn(ts)
+
+    return Env(spec=spec, reset=reset, step=step)
+
+
 def with_agent_id(env: Env, kind: str) -> Env:
     """Append agent indication codes to ``obs``: ``[N, D] -> [N, D + K]``; spec.obs_dim follows."""
     codes = agent_id_features(env.spec.num_agents, kind)
@@ -47,15 +61,7 @@ def with_agent_id(env: Env, kind: str) -> Env:
     def add(ts):
         return ts._replace(obs=jnp.concatenate([ts.obs, jnp.asarray(codes, ts.obs.dtype)], axis=-1))
 
-    def reset(key):
-        state, ts = env.reset(key)
-        return state, add(ts)
-
-    def step(key, state, actions):
-        state, ts = env.step(key, state, actions)
-        return state, add(ts)
-
-    return Env(spec=spec, reset=reset, step=step)
+    return map_timesteps(env, spec, add)
 
 
 class Padding(NamedTuple):
@@ -193,12 +199,4 @@ def with_image_indication(env: Env, kind: str) -> Env:
         new = image_indication(img, kind).reshape(n, -1)
         return ts._replace(obs=jnp.concatenate([new, ts.obs[:, size:]], axis=-1))
 
-    def reset(key):
-        state, ts = env.reset(key)
-        return state, change(ts)
-
-    def step(key, state, actions):
-        state, ts = env.step(key, state, actions)
-        return state, change(ts)
-
-    return Env(spec=spec, reset=reset, step=step)
+    return map_timesteps(env, spec, change)
