@@ -34,3 +34,8 @@ done
   --out benchmarks/results/bdps_throughput_smax.json
 "$PY" benchmarks/throughput.py --envs lbf --learners qmix --methods fups_id,bdps,bdps_role,bdps_team --markdown \
   --set bdps_roles=2 --out benchmarks/results/bdps_throughput_lbf.json
+# the same with the shared-torso deviation (one Dense -> GRU torso, per-role / per-group output heads)
+"$PY" benchmarks/throughput.py --envs smax --learners qmix --methods fups_id,bdps,bdps_role,bdps_team --markdown \
+  --set bdps_shared_torso=true --out benchmarks/results/bdps_shared_throughput_smax.json
+"$PY" benchmarks/throughput.py --envs lbf --learners qmix --methods fups_id,bdps,bdps_role,bdps_team --markdown \
+  --set bdps_roles=2 --set bdps_shared_torso=true --out benchmarks/results/bdps_shared_throughput_lbf.json

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from psjax.config import ConfigError, make_config
+from psjax.envs.base import team_reward
 from psjax.learners.bdps import make_agent_model, selector_targets
 from psjax.nets.bdps import GroupSelector
+from psjax.nets.mixers import QMixer
 from psjax.train import _init, _rollout, make_parts, make_train
 
 T_U, E_FACTOR = 2, 2
@@ -128,10 +130,99 @@ def test_selector_td_target_by_hand():
     np.testing.assert_array_equal(np.asarray(valid)[due], [True, True, True, False])
 
 
-def test_role_and_group_networks_get_gradients_only_from_their_agents(built):
+def test_selector_td_target_unknown_next_choice():
+    """A segment that ends at a choice whose value was not computed gets no target; one ending in done still does."""
+    reward, v_next = jnp.arange(1.0, 7.0), jnp.zeros(6)
+    done = jnp.array([False, False, True, False, False, False])
+    choice_next = jnp.array([False, True, False, False, True, False])
+    known = jnp.array([True, False, True, True, True, True])  # the choice at step 2 has no value
+    _, valid = selector_targets(reward, done, choice_next, v_next, 0.5, known)
+    np.testing.assert_array_equal(np.asarray(valid), [False, False, True, True, True, False])
+
+
+def selector_sequence(cfg, spec, episode_starts, t_len=16, batch=3, key=0):
+    """A stored-sequence dict with episodes starting where ``episode_starts[b]`` says (step counters from
+    ``start[b]`` at t = 0), random roles / groups / rewards / states and some dead agents."""
+    n, t_v = spec.num_agents, cfg.sharing.bdps_role_period * cfg.sharing.bdps_group_factor
+    counter = np.zeros((t_len + 1, batch), int)
+    for b, (first, starts) in enumerate(episode_starts):
+        counter[0, b] = first
+        for t in range(1, t_len + 1):
+            counter[t, b] = 0 if t in starts else counter[t - 1, b] + 1
+    ks = jax.random.split(jax.random.PRNGKey(key), 6)
+    avail = jax.random.bernoulli(ks[0], 0.8, (t_len + 1, batch, n, spec.num_actions)).at[..., 0].set(True)
+    avail = avail.at[5:, 0, 1, 1:].set(False)  # agent 1 of sequence 0 dies at step 5
+    seq = {
+        "role": jax.random.randint(ks[1], (t_len + 1, batch, n), 0, cfg.sharing.bdps_roles),
+        "group": jax.random.randint(ks[2], (t_len + 1, batch, n), 0, cfg.sharing.bdps_groups),
+        "group_due": jnp.asarray(counter % t_v == 0),
+        "done": jnp.asarray(counter[1:] == 0),
+        "reward": jax.random.normal(ks[3], (t_len, batch, n)),
+        "state": jax.random.normal(ks[4], (t_len + 1, batch, spec.state_dim)),
+        "avail": avail,
+        "adv": jnp.abs(jax.random.normal(ks[5], (t_len + 1, batch, n))),
+    }
+    resets = jnp.concatenate([jnp.zeros((1, batch), bool), seq["done"]], 0)
+    return seq, resets
+
+
+def reference_selector_loss(cfg, spec, params, target, seq, h0, resets):
+    """The selector's TD loss computed at every stored step (GAT + GRU each step, GRU state kept between
+    choices): what the learner's choice-slot computation must equal."""
+    sc, qc = cfg.sharing, cfg.q
+    sel = GroupSelector(sc.bdps_roles, sc.bdps_groups, sc.bdps_embed, sc.bdps_gat_out, sc.bdps_selector_hidden)
+    mixer = QMixer(spec.num_agents, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale)
+
+    def values(p):
+        def step(h, inputs):
+            role, live, due, reset = inputs
+            h = jnp.where(reset[:, None, None], 0.0, h)
+            h_new, v = sel.apply(p, h, role, live)
+            return jnp.where(due[:, None, None], h_new, h), v
+
+        alive = seq["avail"].sum(-1) > 1
+        return jax.lax.scan(step, h0, (seq["role"], alive, seq["group_due"], resets))[1]
+
+    v, v_target = values(params["selector"]), values(target["selector"])
+    chosen = jnp.take_along_axis(v[:-1], seq["group"][:-1, ..., None], -1)[..., 0]
+    pred = mixer.apply(params["sel_mixer"], chosen, seq["state"][:-1])
+    v_next = mixer.apply(target["sel_mixer"], v_target[1:].max(-1), seq["state"][1:])
+    due = seq["group_due"]
+    choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)
+    y, valid = selector_targets(team_reward(spec, seq["reward"]), seq["done"], choice_next, v_next, qc.gamma)
+    weight = (due[:-1] & valid).astype(jnp.float32)
+    return (weight * (pred - y) ** 2).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+def test_selector_loss_at_choice_slots_equals_every_step_computation(built):
     cfg, parts, runner = built
-    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    spec = parts.env.spec
+    model = make_agent_model(cfg, spec, parts.scheme)
     params = runner.learner.params
+    target = jax.tree.map(lambda x: 0.9 * x + 0.01, params)
+    # sequence 0: an episode ends at step 9; 1: starts mid-episode (first choice at t = 1); 2: short episodes
+    seq, resets = selector_sequence(cfg, spec, [(0, {10}), (3, set()), (2, {5, 7, 13})])
+    h0 = jax.random.normal(jax.random.PRNGKey(7), (3, spec.num_agents, cfg.sharing.bdps_selector_hidden))
+    hidden0 = {**jax.tree.map(lambda h: h[:3], model.init_hidden(3)), "sel_h": h0}
+    loss_fn = jax.jit(lambda p, t, s, r: model.extra_loss(p, t, s, hidden0, r, jax.random.PRNGKey(0))[1])
+    metrics = loss_fn(params, target, seq, resets)
+    expected = reference_selector_loss(cfg, spec, params, target, seq, h0, resets)
+    assert float(metrics["sel_dropped"]) == 0.0
+    np.testing.assert_allclose(metrics["sel_loss"], expected, rtol=1e-5)
+    # episodes of one step: 17 choices in 17 steps, more than the 12 slots (2 * ceil(17 / T_V) + 2)
+    seq, resets = selector_sequence(cfg, spec, [(0, set(range(1, 17)))] * 3)
+    metrics = loss_fn(params, target, seq, resets)
+    assert float(metrics["sel_dropped"]) == pytest.approx(4 / 16)  # choices at steps 12..15 of 0..15
+    assert np.isfinite(float(metrics["sel_loss"])) and float(metrics["sel_loss"]) > 0.0
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_role_and_group_networks_get_gradients_only_from_their_agents(built, shared):
+    cfg, parts, runner = built
+    if shared:
+        cfg = tiny(bdps_shared_torso=True)
+    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    params = model.init(jax.random.PRNGKey(4)) if shared else runner.learner.params
     T, B, N = 5, 2, 3
     obs = jax.random.normal(jax.random.PRNGKey(1), (T + 1, B, N, parts.env.spec.obs_dim))
     seq = {
@@ -159,6 +250,8 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built):
     assert row_norms(g0["role"])[1] == 0.0 and row_norms(g0["role"])[0] > 0
     # the selectors get no gradient from the TD loss's utilities
     assert all(float(jnp.abs(x).sum()) == 0.0 for x in jax.tree.leaves(g["vae"]))
+    if shared:  # the torso learns from every agent
+        assert all(float(jnp.abs(x).sum()) > 0.0 for x in jax.tree.leaves(g["torso"]))
 
 
 @pytest.mark.slow  # compiles the whole training program (~1-3 min on 2 busy cores)

@@ -4,7 +4,12 @@ Every agent's utility is ``Q_i = Q_U[role_i](tau_i) + Q_V[group_i](tau_i, h_U,i)
 networks and a bank of m group networks (RecurrentQNet each). All k + m networks run for every agent and
 the agent's role / group picks its outputs: batched matmuls instead of per-agent parameter gathers, and
 exactly zero gradient for the networks nobody was assigned to. Each network keeps its own GRU state per
-agent, so a switch continues from the network's own view of the episode.
+agent, so a switch continues from the network's own view of the episode. That is (k + m) x FuPS's agent
+compute in the rollout and in every gradient step (measured on CPU, LBF 8x8 k = m = 2: unroll + gradient
+about 6x FuPS's; BDPS's throughput about 0.2x FuPS+id's). ``bdps_shared_torso`` (a deviation, off by
+default: the seed keeps the networks of different roles / groups apart) shares one Dense -> GRU torso
+between all role and group networks and keeps per-role / per-group output heads (the group heads read
+``[torso state, h_U]``): about FuPS's agent compute.
 
 Roles and groups change inside episodes, per env and per agent, so they live in the rollout's recurrent
 state (``hidden``), which the loop zeroes where an episode ends (roles, groups, counters and the
@@ -19,7 +24,10 @@ advantage history reset with the episode):
 Training (one optimiser, summed losses, inside the learner's jitted update): the learner's TD loss on
 Q_tot with the roles / groups / h_U stored per step in the replay items; ``bdps_vae_coef`` x the GRU-VAE
 loss (MSE reconstruction of the stored T_U-step advantage windows + lambda KL); ``bdps_selector_coef``
-x the selector's QMIX-style TD loss on its T_V-step returns (its own mixer).
+x the selector's QMIX-style TD loss on its T_V-step returns (its own mixer). The selector only runs at the
+stored choice steps, packed into a static number of slots per sequence (twice a long episode's choices,
++2); choices beyond the last slot (only with many episodes shorter than T_V) get no loss, counted by the
+``sel_dropped`` metric.
 
 Variants (the seed's ablation): ``bdps_role`` = individual level only (``Q_i = Q_U[role_i]``, no
 group selector); ``bdps_team`` = team level only (``Q_i = Q_V[group_i]``): the role selector still runs,
@@ -47,12 +55,13 @@ from psjax.config import BDPS_METHODS, ConfigError, TrainConfig
 from psjax.envs.base import EnvSpec, team_reward
 from psjax.learners.qmix import AgentModel
 from psjax.nets.agents import RecurrentQNet
-from psjax.nets.bdps import AdvantageVAE, GroupSelector
+from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.sharing.bank import SharingState, SlotLayout, init_bank
 from psjax.sharing.methods import Scheme
 
 MODES = {"bdps": "both", "bdps_role": "role", "bdps_team": "team"}
+RECURRENT = ("role_h", "group_h", "torso_h")  # the agent networks' GRU states in the rollout state
 LEARNERS = ("qmix", "vdn")  # a team value to mix; IQL has none
 
 
@@ -128,7 +137,7 @@ def living(avail: chex.Array) -> chex.Array:
     return avail.sum(-1) > 1
 
 
-def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma):
+def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None):
     """Targets of the group selector's TD task along a stored sequence (time axis 0).
 
     A choice made at step t earns the rewards of its steps t, t+1, ... up to the step before the next
@@ -138,19 +147,22 @@ def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma):
     inputs are not stored): such choices get no loss.
 
     Shapes ``[T, ...]``: ``reward_t``, ``done_t`` (bool), ``choice_tp1`` (bool, a choice is made at step
-    t+1; False on the last step) and ``v_tp1`` (max over groups of the mixed group value at step t+1).
+    t+1; False on the last step) and ``v_tp1`` (max over groups of the mixed group value at step t+1);
+    ``known_tp1`` (bool, default all True): whether that next choice's value was computed; a segment that
+    ends at a choice whose value is not known is not valid either.
     """
     chex.assert_equal_shape([reward_t, done_t, choice_tp1, v_tp1])
+    known_tp1 = jnp.ones_like(choice_tp1) if known_tp1 is None else known_tp1
 
     def step(carry, inputs):
         acc_next, valid_next = carry  # the segment value from step t+1 on, and whether it is complete
-        r, d, c, v = inputs
+        r, d, c, v, known = inputs
         acc = r + jnp.where(d, 0.0, jnp.where(c, gamma * v, acc_next))
-        valid = d | c | valid_next
+        valid = d | jnp.where(c, known, valid_next)
         return (acc, valid), (acc, valid)
 
     init = (jnp.zeros_like(reward_t[0]), jnp.zeros_like(done_t[0]))
-    _, (y, valid) = jax.lax.scan(step, init, (reward_t, done_t, choice_tp1, v_tp1), reverse=True)
+    _, (y, valid) = jax.lax.scan(step, init, (reward_t, done_t, choice_tp1, v_tp1, known_tp1), reverse=True)
     return y, valid
 
 
@@ -162,8 +174,14 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
     n, num_actions = spec.num_agents, spec.num_actions
     k, m, t_u = sc.bdps_roles, sc.bdps_groups, sc.bdps_role_period
     t_v = t_u * sc.bdps_group_factor
+    # choice slots per stored sequence (T + 1 steps) for the selector's loss: twice the choices of one long
+    # episode, room for about one extra choice (episode start) per T_V steps; the metric sel_dropped says
+    # how many choices found no slot
+    slots = min(qc.rollout_len + 1, 2 * (-(-(qc.rollout_len + 1) // t_v)) + 2)
     hid, hid_u, hid_s = qc.hidden, sc.bdps_vae_hidden, sc.bdps_selector_hidden
+    shared = sc.bdps_shared_torso
     net = RecurrentQNet(hid, num_actions, obs_shape=spec.obs_shape)
+    torso, head = Torso(hid, spec.obs_shape), QHead(num_actions)
     vae = AdvantageVAE(t_u, k, hid_u)
     selector = GroupSelector(k, m, sc.bdps_embed, sc.bdps_gat_out, hid_s)
     sel_mixer = QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale) if cfg.learner_name == "qmix" \
@@ -173,12 +191,17 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
     def init(key):
         k_vae, k_role, k_group, k_sel, k_mix = jax.random.split(key, 5)
         params = {"vae": vae.init(k_vae, k_vae, jnp.zeros((t_u,)))}
+        if shared:  # one torso, a bank of output heads per level (the group heads also read h_U)
+            params["torso"] = torso.init(jax.random.fold_in(k_vae, 1), jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,)))
+            role_net = lambda kk: head.init(kk, jnp.zeros((hid,)))  # noqa: E731
+            group_net = lambda kk: head.init(kk, jnp.zeros((hid + hid_u,)))  # noqa: E731
+        else:
+            role_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,)))  # noqa: E731
+            group_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim + hid_u,)))  # noqa: E731
         if use_roles:
-            params["role"] = init_bank(lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,))),
-                                       k_role, k)
+            params["role"] = init_bank(role_net, k_role, k)
         if use_groups:
-            dummy = jnp.zeros((spec.obs_dim + hid_u,))
-            params["group"] = init_bank(lambda kk: net.init(kk, jnp.zeros((hid,)), dummy), k_group, m)
+            params["group"] = init_bank(group_net, k_group, m)
             params["selector"] = selector.init(
                 k_sel, jnp.zeros((n, hid_s)), jnp.zeros((n,), jnp.int32), jnp.ones((n,), bool)
             )
@@ -193,11 +216,14 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
             "role": jnp.zeros((e, n), jnp.int32),
             "h_u": jnp.zeros((e, n, hid_u)),  # the VAE's GRU state at the last role choice
         }
-        if use_roles:
+        if shared:
+            h["torso_h"] = jnp.zeros((e, n, hid))  # the shared torso's GRU state
+        elif use_roles:
             h["role_h"] = jnp.zeros((e, n, k, hid))  # GRU state of every role network for every agent
+        if use_groups and not shared:
+            h["group_h"] = jnp.zeros((e, n, m, hid))
         if use_groups:
             h["group"] = jnp.zeros((e, n), jnp.int32)
-            h["group_h"] = jnp.zeros((e, n, m, hid))
             h["sel_h"] = jnp.zeros((e, n, hid_s))  # the selector's GRU state
         return h
 
@@ -208,20 +234,46 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         return jnp.moveaxis(h2, 0, -2), jnp.moveaxis(q, 0, -2)
 
     def pick(q_all, idx):
-        """``q_all[..., N, K, A], idx int[..., N] -> [..., N, A]``: each agent's own network."""
-        return jnp.take_along_axis(q_all, idx[..., None, None], axis=-2)[..., 0, :]
+        """``q_all[..., N, K, A], idx int[..., N] -> [..., N, A]``: each agent's own network (a one-hot sum, not
+        a gather: its gradient is a product, not a scatter, and exactly zero for the networks not picked)."""
+        return (q_all * jax.nn.one_hot(idx, q_all.shape[-2], dtype=q_all.dtype)[..., None]).sum(-2)
+
+    def recur(params, h, obs, h_u):
+        """The recurrent part of one step: ``(h', feats)``. Paper structure: feats are every network's utilities
+        ``q_all [..., N, K, A]`` per level; shared torso: the torso's state ``[..., N, H]``."""
+        h = dict(h)
+        if shared:
+            h["torso_h"] = torso.apply(params["torso"], h["torso_h"], obs)
+            return h, h["torso_h"]
+        feats = {}
+        if use_roles:
+            h["role_h"], feats["role"] = bank_q(params["role"], h["role_h"], obs)
+        if use_groups:
+            h["group_h"], feats["group"] = bank_q(params["group"], h["group_h"], jnp.concatenate([obs, h_u], -1))
+        return h, feats
+
+    def readout(params, feats, role, group, h_u):
+        """Per-agent utilities from ``recur``'s feats (no recurrence: a whole sequence at once):
+        ``(q[..., N, A], q_u, q_v)``, the two levels' parts zeros where absent."""
+        if shared:  # every head of the bank on the shared features: one matmul per level
+            heads = jax.vmap(head.apply, in_axes=(0, None), out_axes=-2)
+            q_all = {}
+            if use_roles:
+                q_all["role"] = heads(params["role"], feats)
+            if use_groups:
+                q_all["group"] = heads(params["group"], jnp.concatenate([feats, h_u], -1))
+        else:
+            q_all = feats
+        q_u = pick(q_all["role"], role) if use_roles else 0.0
+        q_v = pick(q_all["group"], group) if use_groups else 0.0
+        q = q_u + q_v
+        zero = jnp.zeros_like(q)
+        return q, q_u + zero, q_v + zero
 
     def utilities(params, h, obs, role, group, h_u):
         """``(h', q[..., N, A], q_u, q_v)``: the summed utilities and the two levels' parts (zeros if absent)."""
-        h = dict(h)
-        q_u = q_v = jnp.zeros((*obs.shape[:-1], num_actions))
-        if use_roles:
-            h["role_h"], q_all = bank_q(params["role"], h["role_h"], obs)
-            q_u = pick(q_all, role)
-        if use_groups:
-            h["group_h"], q_all = bank_q(params["group"], h["group_h"], jnp.concatenate([obs, h_u], -1))
-            q_v = pick(q_all, group)
-        return h, q_u + q_v, q_u, q_v
+        h, feats = recur(params, h, obs, h_u)
+        return (h, *readout(params, feats, role, group, h_u))
 
     def act(params, sharing, hidden, ts, key, choose, epsilon, greedy):
         del sharing
@@ -244,7 +296,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
             new["sel_h"] = jnp.where(group_due[:, None, None], sel_h, hidden["sel_h"])
             extras.update(group=new["group"], group_due=group_due)
         nets, q, q_u, q_v = utilities(params, new, ts.obs, role, new.get("group"), h_u)
-        new.update({name: nets[name] for name in ("role_h", "group_h") if name in nets})
+        new.update({name: nets[name] for name in RECURRENT if name in nets})
         actions = choose(k_act, q)
         best = jnp.max(jnp.where(ts.avail_actions, q, -jnp.inf), -1)
         adv = best - jnp.take_along_axis(q, actions[..., None], -1)[..., 0]  # >= 0: the action is available
@@ -266,17 +318,16 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
 
     def unroll(params, sharing, hidden0, seq, resets):
         del sharing
-        h0 = {name: hidden0[name] for name in ("role_h", "group_h") if name in hidden0}
+        h0 = {name: hidden0[name] for name in RECURRENT if name in hidden0}
 
-        def step(h, inputs):
-            obs, role, group, h_u, reset = inputs
-            h = jax.tree.map(lambda x: jnp.where(reset[:, None, None, None], 0.0, x), h)
-            h, q, _, _ = utilities(params, h, obs, role, group, h_u)
-            return {name: h[name] for name in h0}, q
+        def step(h, inputs):  # only the recurrent part in the loop; the heads / picks run on the whole sequence
+            obs, h_u, reset = inputs
+            h = jax.tree.map(lambda x: jnp.where(reset.reshape(-1, *[1] * (x.ndim - 1)), 0.0, x), h)
+            h, feats = recur(params, h, obs, h_u)
+            return {name: h[name] for name in h0}, feats
 
-        group = seq.get("group", seq["role"])  # unused without groups
-        _, q = jax.lax.scan(step, h0, (seq["obs"], seq["role"], group, seq["h_u"], resets))
-        return q
+        _, feats = jax.lax.scan(step, h0, (seq["obs"], seq["h_u"], resets))
+        return readout(params, feats, seq["role"], seq.get("group"), seq["h_u"])[0]
 
     def vae_loss(params, seq, key):
         """MSE reconstruction of the stored advantages in T_U-step windows + lambda KL; windows that cross
@@ -293,33 +344,65 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         mse, kl = (weight * mse).sum() / denom, (weight * kl).sum() / denom
         return mse + sc.bdps_kl_coef * kl, {"vae_mse": mse, "vae_kl": kl}
 
-    def selector_values(sel_params, hidden0, seq, resets):
-        """Group values at every stored step ``[T+1, B, N, m]``, the selector's GRU advanced at choice steps."""
-        alive = living(seq["avail"])
+    def choice_slots(seq, resets):
+        """The stored choice steps packed into ``slots`` static slots per sequence (the selector only runs
+        there): ``idx[P, B]`` (step of each slot; unused slots repeat step T), ``reset[P, B]`` (an episode
+        started since the previous slot), ``rank[T+1, B]`` (slot of each step's latest choice) and
+        ``computed[T+1, B]`` (a choice step that got a slot; choices past the last slot get no loss)."""
+        due = seq["group_due"]
+        t_len = due.shape[0]
+        idx = jax.vmap(lambda d: jnp.nonzero(d, size=slots, fill_value=t_len - 1)[0], 1, 1)(due)
+        started = jnp.take_along_axis(jnp.cumsum(resets, 0), idx, 0)
+        reset = started > jnp.concatenate([jnp.zeros_like(started[:1]), started[:-1]], 0)
+        rank = jnp.cumsum(due, 0) - 1
+        return idx, reset, rank, due & (rank < slots)
+
+    def at_slots(x, idx):
+        """``x[T+1, B, ...] -> [P, B, ...]``: the values at the choice slots' steps."""
+        return jnp.take_along_axis(x, idx.reshape(*idx.shape, *[1] * (x.ndim - 2)), 0)
+
+    def from_slots(x, rank):
+        """``x[P, B, ...] -> [T+1, B, ...]``: each step gets its latest choice slot's value."""
+        return jnp.take_along_axis(x, jnp.clip(rank, 0, slots - 1).reshape(*rank.shape, *[1] * (x.ndim - 2)), 0)
+
+    def selector_values(sel_params, hidden0, seq, slot_info):
+        """Group values ``[P, B, N, m]`` at the choice slots, the selector's GRU advanced at choice steps only."""
+        idx, reset, _, _ = slot_info
+
+        # the GAT has no recurrence: all slots at once; only the GRU in the loop, the head after it
+        x = selector.apply(sel_params, at_slots(seq["role"], idx), at_slots(living(seq["avail"]), idx),
+                           method=selector.features)
 
         def step(h, inputs):
-            role, live, due, reset = inputs
-            h = jnp.where(reset[:, None, None], 0.0, h)
-            h_new, values = selector.apply(sel_params, h, role, live)
-            return jnp.where(due[:, None, None], h_new, h), values
+            x_s, reset_s = inputs
+            h = selector.apply(sel_params, jnp.where(reset_s[:, None, None], 0.0, h), x_s, method=selector.recur)
+            return h, h
 
-        _, values = jax.lax.scan(step, hidden0["sel_h"], (seq["role"], alive, seq["group_due"], resets))
-        return values
+        _, h = jax.lax.scan(step, hidden0["sel_h"], (x, reset))
+        return selector.apply(sel_params, h, method=selector.values)
 
     def selector_loss(params, target, seq, hidden0, resets):
-        values = selector_values(params["selector"], hidden0, seq, resets)
-        values_target = selector_values(target["selector"], hidden0, seq, resets)
-        chosen = jnp.take_along_axis(values[:-1], seq["group"][:-1, ..., None], -1)[..., 0]  # [T, B, N]
-        pred = sel_mixer.apply(params["sel_mixer"], chosen, seq["state"][:-1])
-        v_next = sel_mixer.apply(target["sel_mixer"], values_target[1:].max(-1), seq["state"][1:])
+        slot_info = choice_slots(seq, resets)
+        idx, _, rank, computed = slot_info
+        values = selector_values(params["selector"], hidden0, seq, slot_info)  # [P, B, N, m]
+        values_target = selector_values(target["selector"], hidden0, seq, slot_info)
+        # mixed at the slots only, then spread over the steps (read where a choice is made: step t's own
+        # choice for the prediction, step t+1's for the target)
+        state = at_slots(seq["state"], idx)
+        chosen = jnp.take_along_axis(values, at_slots(seq["group"], idx)[..., None], -1)[..., 0]  # [P, B, N]
+        pred = from_slots(sel_mixer.apply(params["sel_mixer"], chosen, state), rank)[:-1]  # [T, B]
+        v_next = from_slots(sel_mixer.apply(target["sel_mixer"], values_target.max(-1), state), rank)[1:]
         due = seq["group_due"]
         choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)  # step T's choice: not stored
         reward = team_reward(spec, seq["reward"])
-        y, valid = selector_targets(reward, seq["done"], choice_next, v_next, qc.gamma)
-        weight = (due[:-1] & valid).astype(jnp.float32)
+        known_next = jnp.concatenate([computed[1:-1], jnp.zeros_like(computed[:1])], 0)
+        y, valid = selector_targets(reward, seq["done"], choice_next, v_next, qc.gamma, known_next)
+        weight = (computed[:-1] & valid).astype(jnp.float32)
         td = pred - jax.lax.stop_gradient(y)
         loss = (weight * td**2).sum() / jnp.maximum(weight.sum(), 1.0)
-        return loss, {"sel_loss": loss, "sel_q": (weight * pred).sum() / jnp.maximum(weight.sum(), 1.0)}
+        dropped = (due[:-1] & ~computed[:-1]).sum() / jnp.maximum(due[:-1].sum(), 1)
+        return loss, {"sel_loss": loss, "sel_q": (weight * pred).sum() / jnp.maximum(weight.sum(), 1.0),
+                      "sel_dropped": dropped}
 
     def extra_loss(params, target, seq, hidden0, resets, key):
         loss, metrics = vae_loss(params, seq, key)

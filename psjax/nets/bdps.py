@@ -5,6 +5,8 @@
   reconstructs the T_U advantages from the latent.
 * ``GroupSelector``: one-hot role -> MLP -> GAT over the living agents (k heads, LeakyReLU scores,
   softmax over living agents only) -> GRU -> per-agent values of the m groups.
+* ``Torso`` / ``QHead``: RecurrentQNet split into its recurrent part and its output layer (same layers and
+  initialisers), for the ``bdps_shared_torso`` option (one torso, per-role / per-group heads).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from psjax.nets.agents import _dense, _torso
+from psjax.nets.init import orthogonal
 
 NEG_INF = -1e9
 # The selectors' GRUs: LeCun-normal recurrent kernels. psjax's LAPACK-free orthogonal init is a scan per
@@ -99,10 +104,43 @@ class GroupSelector(nn.Module):
         """``alpha[..., heads, N, N]`` (for inspection and tests)."""
         return gat_attention(self.project(roles), self.a_src, self.a_dst, alive)
 
-    def __call__(self, h, roles, alive):
+    def features(self, roles, alive):
+        """The GAT's output ``x[..., N, heads * F]``: no recurrence, so a whole stored sequence at once."""
         wx = self.project(roles)
         alpha = gat_attention(wx, self.a_src, self.a_dst, alive)
         out = nn.elu(jnp.einsum("...hij,...jhf->...ihf", alpha, wx))  # [..., N, heads, F]
-        x = out.reshape(*out.shape[:-2], -1)
-        h, _ = self.gru(h, x)
-        return h, self.head(h)
+        return out.reshape(*out.shape[:-2], -1)
+
+    def recur(self, h, x):
+        """The selector's GRU: ``(h[..., N, G], x[..., N, heads * F]) -> h'``."""
+        return self.gru(h, x)[0]
+
+    def values(self, h):
+        """``h[..., N, G] -> group values [..., N, m]``."""
+        return self.head(h)
+
+    def __call__(self, h, roles, alive):
+        h = self.recur(h, self.features(roles, alive))
+        return h, self.values(h)
+
+
+class Torso(nn.Module):
+    """``(h[..., H], obs[..., D]) -> h'[..., H]``: RecurrentQNet's Dense -> ReLU -> GRU (same initialisers)."""
+
+    hidden: int
+    obs_shape: tuple[int, ...] = ()
+
+    @nn.compact
+    def __call__(self, h, obs):
+        x = nn.relu(_dense(self.hidden)(_torso(obs, self.obs_shape)))
+        return nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0))(h, x)[0]
+
+
+class QHead(nn.Module):
+    """``x[..., F] -> q[..., A]``: RecurrentQNet's output layer."""
+
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, x):
+        return _dense(self.num_actions, 1.0)(x)
