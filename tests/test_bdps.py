@@ -254,7 +254,6 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built, sha
         assert all(float(jnp.abs(x).sum()) > 0.0 for x in jax.tree.leaves(g["torso"]))
 
 
-@pytest.mark.slow  # compiles the whole training program (~1-3 min on 2 busy cores)
 def test_trains_compiled_once_and_vmapped_over_seeds(trained):
     cfg, (runner, metrics), (runner2, metrics2), traces = trained
     assert traces == 1

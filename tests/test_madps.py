@@ -169,7 +169,6 @@ def test_rounds_before_madps_start_only_measure():
     assert int(sharing2.extra.rounds) == 2
 
 
-@pytest.mark.slow
 def test_division_copy_is_equal_right_after_and_diverges_with_training():
     cfg, parts = _madps_parts(madps_start=0, madps_fuse_threshold=0.5)  # eps (0.25, 0.5, 1.0)
     runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
@@ -196,7 +195,6 @@ def test_division_copy_is_equal_right_after_and_diverges_with_training():
     assert runner.sharing.extra.front.tolist() == [0, 0, 2]
 
 
-@pytest.mark.slow
 def test_madps_jits_once_and_vmaps_over_seeds():
     cfg = make_config({"alg": "madps", "env": "mpe_spread", "ac.num_envs": 2, "ac.rollout_len": 4, "steps": 48,
                        "madps_interval": 2, "mapd_epochs": 2, "mapd_batch_size": 32, "mapd_pool_size": 48,

@@ -249,7 +249,6 @@ def test_actor_critic_policy_logits_diagonal_is_each_agents_own_policy():
         np.testing.assert_allclose(np.log(np.asarray(taken)), np.asarray(logp[:, i]), atol=1e-5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("over", [
     {"alg": "fups_id", "learner": "qmix", "env": "mpe_spread", "q.num_envs": 2, "q.rollout_len": 8,
      "learning_starts": 0, "steps": 64},

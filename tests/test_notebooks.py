@@ -1,8 +1,9 @@
 """The notebooks run top to bottom at tiny size (PSJAX_NOTEBOOK_SMALL=1) and save their figures.
 
-Notebooks that train (01, 02, and 03 without a given run) are slow-marked: each compiles two or
-three full training programs. 03 also runs unmarked on a run folder written by the host loop with a
-fake trainer that logs sharing metrics of every kind the notebook looks for.
+01 and 02 run in `make test` (about 40 s each on an idle 2-core CPU: each compiles two or three
+tiny training programs); 03 training its own AdaPS run is slow-marked (`make test-all`), and 03
+also runs unmarked on a run folder written by the host loop with a fake trainer that logs sharing
+metrics of every kind the notebook looks for.
 """
 
 from __future__ import annotations
@@ -78,13 +79,11 @@ def test_inspect_run_notebook_trains_adaps(tmp_path, monkeypatch):
     _assert_pngs(run_dir, ["curve.png", "sharing.png"])
 
 
-@pytest.mark.slow
 def test_quickstart_notebook(tmp_path, monkeypatch):
     out = _execute("01_quickstart.ipynb", tmp_path, monkeypatch)
     _assert_pngs(out, ["quickstart_curves.png"])
 
 
-@pytest.mark.slow
 def test_compare_methods_notebook(tmp_path, monkeypatch):
     out = _execute("02_compare_methods.ipynb", tmp_path, monkeypatch)
     _assert_pngs(out, ["sweep/compare.png", "report_again/compare.png"])
