@@ -16,7 +16,7 @@ Run folder::
     eval.jsonl, eval.csv         one row per greedy evaluation per seed (the first one before training)
     summary.json                 param count, throughput, compile time, final evaluation
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band
-    sharing.png                  SePS / AdaPS / MADPS / Kaleidoscope: clusters, shared units, slots
+    sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
     distance.png                 the last MAPD policy distance matrix (``mapd_interval`` > 0, or MADPS)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
