@@ -289,10 +289,6 @@ def render_crware(st: CRWState, layout: Layout, ax) -> None:
     for i in range(pos.shape[0]):
         ax.scatter(pos[i, 0], pos[i, 1], s=160, marker=markers[hd[i]], c=palette[colours[i] % len(palette)],
                    edgecolors="k")
-    ax.set_xlim(-0.5, w - 0.5)
-    ax.set_ylim(h - 0.5, -0.5)
-    ax.set_xticks(np.arange(w) - 0.5, minor=True)
-    ax.set_yticks(np.arange(h) - 0.5, minor=True)
-    ax.grid(which="minor", color="0.85")
-    ax.set_aspect("equal")
-    ax.set_title(f"C-RWARE {w}x{h}: {pos.shape[0]} robots, {c} colours")
+    from psjax.envs.render import grid_axes
+
+    grid_axes(ax, w, h, f"C-RWARE {w}x{h}: {pos.shape[0]} robots, {c} colours")

@@ -188,10 +188,6 @@ def render_lbf(st, ax, grid: int, title: str = "LBF") -> None:
         if not eaten[k]:
             ax.scatter(fpos[k, 1], fpos[k, 0], s=300, marker="s", c="tab:green", edgecolors="k")
             ax.text(fpos[k, 1], fpos[k, 0], str(flev[k]), ha="center", va="center", color="w")
-    ax.set_xlim(-0.5, grid - 0.5)
-    ax.set_ylim(grid - 0.5, -0.5)
-    ax.set_xticks(np.arange(grid) - 0.5, minor=True)
-    ax.set_yticks(np.arange(grid) - 0.5, minor=True)
-    ax.grid(which="minor", color="0.8")
-    ax.set_aspect("equal")
-    ax.set_title(title)
+    from psjax.envs.render import grid_axes
+
+    grid_axes(ax, grid, grid, title, grid_color="0.8")

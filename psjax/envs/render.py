@@ -27,6 +27,25 @@ def _advance(env, key, steps: int):
     return wstate.env_state, ts
 
 
+def grid_axes(ax, width: int, height: int, title: str, grid_color: str = "0.85") -> None:
+    """Cell grid, row 0 at the top, equal aspect: the frame of every grid-world picture."""
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.set_xticks(np.arange(width) - 0.5, minor=True)
+    ax.set_yticks(np.arange(height) - 0.5, minor=True)
+    ax.grid(which="minor", color=grid_color)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+
+
+def _save(fig, path: pathlib.Path) -> pathlib.Path:
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
 def render_all(out_dir: str | pathlib.Path = "docs/img", steps: int = 5, seed: int = 0) -> list[pathlib.Path]:
     """Write one PNG per environment into ``out_dir``; returns the paths."""
     import matplotlib
@@ -49,17 +68,13 @@ def render_all(out_dir: str | pathlib.Path = "docs/img", steps: int = 5, seed: i
     st, _ = _advance(make_bps(split), key, steps)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     render_bps(st, split, ax)
-    paths.append(out / "env_bps.png")
-    fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(fig, out / "env_bps.png"))
 
     layout = CRW_VARIANTS["tiny"]
     st, _ = _advance(make_crware(layout), key, steps)
     fig, ax = plt.subplots(figsize=(4.5, 5))
     render_crware(st, layout, ax)
-    paths.append(out / "env_crware.png")
-    fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(fig, out / "env_crware.png"))
 
     env = make_lbf("8x8-2p-2f-coop", fov=2, grid_obs=True, persistent_levels=True)
     st, ts = _advance(env, key, steps)
@@ -72,9 +87,7 @@ def render_all(out_dir: str | pathlib.Path = "docs/img", steps: int = 5, seed: i
         axes[1 + k].set_title(f"agent 0 view: {name}")
         axes[1 + k].set_xticks([])
         axes[1 + k].set_yticks([])
-    paths.append(out / "env_lbf_grid.png")
-    fig.savefig(paths[-1], dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_save(fig, out / "env_lbf_grid.png"))
     return paths
 
 
