@@ -79,6 +79,10 @@ def test_store_transitions_pairs_next_observations_and_skips_episode_ends():
     np.testing.assert_array_equal(buf.action[:, :3], [[0, 1, 2], [0, 1, 2]])
     np.testing.assert_array_equal(buf.reward[:, :3], [[0, 1, 1], [0.5, 1.5, 1.5]])
     np.testing.assert_array_equal(buf.obs[:, 3:], 0.0)
+    # after the switch the scheme offers with active=False: nothing is written, nothing counted
+    again = identity.store_transitions(buf, _traj(obs + 1, jnp.zeros_like(done), action, reward),
+                                       jax.random.PRNGKey(1), active=jnp.array(False))
+    jax.tree.map(np.testing.assert_array_equal, again, buf)
 
 
 def test_reservoir_keeps_a_uniform_sample_deterministically():
