@@ -9,6 +9,8 @@ scope) and reused by every test of that environment, including the hand-built st
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -494,3 +496,17 @@ def test_check_env_config_names_bad_value(cfg, pattern):
 def test_check_env_config_accepts_defaults():
     for cfg in (*CONFIGS.values(), EnvConfig(), EnvConfig(name="lbf", scenario="15x15-4p-5f", fov=2)):
         check_env_config(cfg)
+
+
+def test_lbf_imports_jumanji_without_touching_a_jupyter_backend():
+    # jumanji.environments calls IPython's %matplotlib magic at import when builtins.__IPYTHON__ is set;
+    # outside a kernel get_ipython() is None, so that call raises: a fresh interpreter with the flag set
+    # builds an LBF env only if psjax hides the flag during the import, and the flag survives it.
+    script = (
+        "import builtins; builtins.__IPYTHON__ = True\n"
+        "from psjax.config import EnvConfig\n"
+        "from psjax.envs import make_env\n"
+        "make_env(EnvConfig(name='lbf'), 'fups')\n"
+        "assert builtins.__IPYTHON__ is True\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)

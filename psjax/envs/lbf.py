@@ -94,6 +94,25 @@ def _persistent_generator(base_cls, levels: tuple[int, ...]):
     return PersistentLevels
 
 
+
+def _jumanji_lbf():
+    """jumanji's LBF environment and generator classes, imported with IPython's flag hidden.
+
+    Importing ``jumanji.environments`` inside a Jupyter kernel switches matplotlib to the ipympl
+    widget backend, which fails where ipympl is not installed (local Jupyter; Colab gets
+    ``inline``); psjax draws its own figures and needs none of that.
+    """
+    import builtins
+
+    ipython_flag = builtins.__dict__.pop("__IPYTHON__", None)
+    try:
+        from jumanji.environments.routing.lbf import LevelBasedForaging
+        from jumanji.environments.routing.lbf.generator import RandomGenerator
+    finally:
+        if ipython_flag is not None:
+            builtins.__IPYTHON__ = ipython_flag
+    return LevelBasedForaging, RandomGenerator
+
 def make_lbf(
     scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 0, grid_obs: bool = False,
     persistent_levels: bool = False, levels_seed: int = 0,
@@ -115,8 +134,7 @@ def make_lbf(
     ``terminated`` when all food is eaten (jumanji's LAST step with discount 0), which also
     counts as ``won``; ``truncated`` at the time limit (default 50).
     """
-    from jumanji.environments.routing.lbf import LevelBasedForaging
-    from jumanji.environments.routing.lbf.generator import RandomGenerator
+    LevelBasedForaging, RandomGenerator = _jumanji_lbf()
 
     sc = parse_lbf_scenario(scenario, fov)
     max_steps = time_limit if time_limit > 0 else DEFAULT_TIME_LIMIT
