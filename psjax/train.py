@@ -20,7 +20,7 @@ from psjax.envs.base import Env, TimeStep
 from psjax.evaluate import episode_means, first_episodes
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
-from psjax.sharing import bank_ops, mapd
+from psjax.sharing import bank_ops, mapd, methods
 from psjax.sharing.methods import make_scheme
 from psjax.types import Learner, Transition
 
@@ -105,6 +105,9 @@ def _rollout(
 ):
     """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, TimeStep)."""
     env, learner = parts.env, parts.learner
+    learner_state = learner_state._replace(
+        params=methods.derive_for_acting(parts.scheme, learner_state.params, learner.bank_names, sharing)
+    )
 
     def env_step(carry, k):
         env_state, ts, hidden = carry

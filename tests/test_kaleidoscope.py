@@ -12,7 +12,7 @@ from psjax.nets.agents import MLP, RecurrentQNet
 from psjax.run import seed_keys
 from psjax.sharing import kaleidoscope as kal
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
-from psjax.sharing.methods import agent_derive, make_scheme
+from psjax.sharing.methods import agent_derive, derive_for_acting, make_scheme
 from psjax.train import count_params, make_parts, make_program, make_train
 
 N, D, H, A = 3, 10, 16, 5
@@ -77,6 +77,10 @@ def test_apply_with_derived_params_equals_loop_over_agents():
             s = jax.nn.sigmoid(owned["agent"]["params"][layer]["kernel"][i])
             p_i["params"][layer]["kernel"] = jnp.sign(w) * jnp.maximum(jnp.abs(w) - s, 0.0)
         np.testing.assert_allclose(out[:, i], net.apply(p_i, x[:, i]), rtol=1e-5, atol=1e-6)
+    # derived once for a rollout (derive_for_acting), the acting forward pass is the same
+    acting = derive_for_acting(scheme, params, ("agent",), state)
+    once = apply_agents(net.apply, bank, scheme.layout, state, x, derive=agent_derive(scheme, "agent", acting))
+    np.testing.assert_array_equal(once, out)
 
 
 def test_diversity_loss_by_hand_and_its_sign():

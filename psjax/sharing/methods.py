@@ -59,11 +59,31 @@ def init_sharing_params(scheme: Scheme, key: chex.PRNGKey, params: dict, names: 
     return {**params, "sharing": scheme.init_params(key, {name: params[name] for name in names})}
 
 
+# key of ``params`` under which ``derive_for_acting`` keeps every bank's per-agent parameters
+DERIVED = "derived_for_acting"
+
+
 def agent_derive(scheme: Scheme, name: str, params: dict, sharing: SharingState | None = None) -> Callable | None:
     """The ``derive`` argument of ``apply_agents`` for bank ``name`` of ``params`` (None for most methods)."""
     if scheme.agent_params is None:
         return None
+    if DERIVED in params:
+        return lambda bank: params[DERIVED][name]
     return lambda bank: scheme.agent_params(name, bank, params.get("sharing"), sharing)
+
+
+def derive_for_acting(scheme: Scheme, params: dict, names: tuple[str, ...], sharing: SharingState) -> dict:
+    """``params`` plus every bank's per-agent parameters, derived once for a whole rollout.
+
+    Parameters and sharing state are constant during a rollout, but ``agent_params`` (Kaleidoscope's
+    per-agent masked weights, MADPS's gathered front and back) would otherwise be recomputed at every
+    step: XLA does not hoist work out of a loop when the result is larger than its inputs (N copies of
+    a bank). For acting only: gradients must flow through ``agent_params``, so updates never see this.
+    """
+    if scheme.agent_params is None:
+        return params
+    derived = {name: scheme.agent_params(name, params[name], params.get("sharing"), sharing) for name in names}
+    return {**params, DERIVED: derived}
 
 
 def init_aux_state(scheme: Scheme) -> Any:
