@@ -103,6 +103,22 @@ def test_diversity_loss_by_hand_and_its_sign():
     assert further < apart < same  # 0.015 keeps W1[1,0] only; 0.005 keeps W0[1,0] too
 
 
+def test_pairwise_mask_distance_equals_the_pairwise_form_in_value_and_gradient():
+    def pairwise_form(w, t):  # the reference's: every ordered pair of |w|-weighted binary masks
+        m = kal.binary_masks(w, t) * jnp.abs(jax.lax.stop_gradient(w))
+        return jnp.abs(m[:, None] - m[None, :]).sum()
+
+    k_w, k_t = jax.random.split(jax.random.PRNGKey(0))
+    w = 0.1 * jax.random.normal(k_w, (6, 5))
+    t = jax.random.uniform(k_t, (4, 6, 5), minval=-5.0, maxval=-1.0)  # thresholds 0.007-0.27: mixed masks
+    value, (g_w, g_t) = jax.value_and_grad(kal.pairwise_mask_distance, (0, 1))(w, t)
+    expected, (_, expected_g_t) = jax.value_and_grad(pairwise_form, (0, 1))(w, t)
+    assert float(expected) > 0.0 and np.abs(np.asarray(expected_g_t)).sum() > 0.0  # the masks do differ
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
+    np.testing.assert_allclose(g_t, expected_g_t, rtol=1e-6, atol=1e-9)
+    assert np.all(np.asarray(g_w) == 0.0)  # |w| enters without gradient, as before
+
+
 def test_straight_through_gradient_reaches_the_thresholds():
     params = _tiny_params()
     grads = jax.grad(lambda p: kal.diversity_loss(p, ("agent",)))(params)
