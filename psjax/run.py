@@ -28,7 +28,6 @@ import csv
 import json
 import math
 import pathlib
-import statistics
 import sys
 import time
 import types
@@ -305,23 +304,13 @@ def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
     return summary
 
 
-def _timing(times: list[tuple[int, float]], full: int, steps_per_iter: int) -> dict:
-    """Throughput and compile time from ``(iterations, seconds)`` of this session's chunks.
-
-    Compile time = first chunk's time minus the median of later full-size chunks; throughput
-    (env steps per second, all seeds) from those later chunks, or from every chunk (compile
-    included) when there are none.
-    """
-    later = [(n, t) for n, t in times[1:] if n == full]
-    if later and times[0][0] == full:
-        steady = statistics.median(t for _, t in later)
-        compile_s = max(0.0, times[0][1] - steady)
-        sps = sum(n for n, _ in later) * steps_per_iter / sum(t for _, t in later)
-    else:
-        compile_s = None
-        total = sum(t for _, t in times)
-        sps = sum(n for n, _ in times) * steps_per_iter / total if total else None
-    return {"compile_s": compile_s, "steps_per_sec": sps, "steps_per_sec_includes_compile": not later}
+def _timing(times: list[tuple[int, float]], compile_s: float, steps_per_iter: int) -> dict:
+    """Throughput (env steps per second, all seeds) from ``(iterations, seconds)`` of this session's
+    chunks, which run already compiled; ``compile_s`` is the chunk programs' compile time, measured
+    apart (``jit(...).lower(...).compile()``)."""
+    total = sum(t for _, t in times)
+    sps = sum(n for n, _ in times) * steps_per_iter / total if total else None
+    return {"compile_s": compile_s, "steps_per_sec": sps, "steps_per_sec_includes_compile": False}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -378,7 +367,14 @@ def run(
     keys = seed_keys(cfg.seed, cfg.seeds)
     init = jax.jit(jax.vmap(main.init))
     evaluate = jax.jit(jax.vmap(main.evaluate))
-    chunk_fns = {plan[0]: jax.jit(jax.vmap(main.run_chunk))}
+    chunk_fns, compile_times = {}, []
+
+    def compiled_chunk(program, runner):
+        # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
+        t0 = time.perf_counter()
+        fn = jax.jit(jax.vmap(program.run_chunk)).lower(runner).compile()
+        compile_times.append(time.perf_counter() - t0)
+        return fn
     metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
 
     if resume is not None:
@@ -404,9 +400,10 @@ def run(
     try:
         for j in range(done, stop):
             size = plan[j]
-            if size not in chunk_fns:  # the remainder chunk: a second compiled size
-                programs[size] = make_program(cfg, size)
-                chunk_fns[size] = jax.jit(jax.vmap(programs[size].run_chunk))
+            if size not in chunk_fns:  # the first chunk's size, then the remainder chunk's (a second program)
+                if size not in programs:
+                    programs[size] = make_program(cfg, size)
+                chunk_fns[size] = compiled_chunk(programs[size], runner)
             t0 = time.perf_counter()
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
@@ -442,7 +439,7 @@ def run(
         "finished": done == len(plan),
         "chunks": plan,
         "session_wall_s": time.perf_counter() - t_start,
-        **_timing(times, plan[0], spi * len(seeds)),
+        **_timing(times, sum(compile_times) if compile_times else None, spi * len(seeds)),
     }
     summarize(run_dir, cfg, info)
     plot_curves(run_dir, cfg)
