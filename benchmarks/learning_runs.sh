@@ -14,7 +14,8 @@ train env=mpe_spread alg=fups_id learner=qmix seeds=2 steps=3e5 eval_every=0.1 r
 train env=mpe_spread alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=mpe_ppo_fupsid
 train env=smax map=3m alg=fups_id learner=ppo seeds=2 steps=2e6 eval_every=0.1 run_name=smax3m_ppo_fupsid
 train env=smax map=3m alg=fups_id learner=qmix seeds=2 steps=2e6 eval_every=0.05 run_name=smax3m_qmix_fupsid
-train preset=smax_3m_qmix run_name=smax3m_qmix_fupsid_tdl_upd8
+train preset=smax_3m_qmix q.updates_per_rollout=8 eval_envs=32 run_name=smax3m_qmix_fupsid_tdl_upd8
+train preset=smax_3m_qmix run_name=smax3m_qmix_fupsid_tdl_upd16
 train env=speaker_listener alg=fups_id learner=ppo seeds=2 steps=3e5 eval_every=0.1 run_name=speaker_listener_ppo_fupsid
 # sharing methods (docs/results.md, "Sharing methods")
 train env=lbf scenario=8x8-2p-2f-coop alg=kaleidoscope learner=ppo seeds=2 steps=3e5 run_name=lbf_coop_kal_ppo
