@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# MADPS next to NoPS, FuPS+id and SePS on MPE spread with 6 and 9 agents (A2C) and on LBF coop (PPO), several
-# seeds: the comparison issue 5 asks for, meant for a bigger machine than the 2-core CI box (each line is
-# a vmapped multi-seed run; on 2 CPU cores a 2e6-step line takes hours). Each writes runs/<name>/ with
-# curves.png, distance.png (MAPD distance matrix, logged every 500 iterations by every method here) and,
-# for MADPS, the number of front / back slots in use over time (madps_front_slots, madps_back_slots).
+# MADPS next to NoPS, FuPS+id and SePS on MPE spread with 6 and 9 agents and on LBF coop, several seeds: the
+# comparison issue 5 asks for, with PPO (each line is a vmapped multi-seed run; docs/results.md has the runs
+# of `SEEDS=3 STEPS=1e6`, MPE9_STEPS=5e5, minutes each on 2 CPU cores). Each writes runs/<name>/ with
+# curves.png, distance.png (MAPD distance matrix, logged every 10 iterations = 20k env steps by every method
+# here) and, for MADPS, the number of front / back slots in use over time (madps_front_slots,
+# madps_back_slots). A2C at its defaults (8 envs x 5 steps) stays at the random policy's return on spread
+# with 6 and 9 agents for NoPS, SePS and MADPS within 1e6 steps and learns little on LBF coop; A2C=1 adds
+# those A2C runs (the seed's learner; a MAPD round every 500 iterations = 20k env steps).
 #
 # QUICK=1 runs only the short checks behind the MAPD / MADPS defaults (minutes on 2 CPU cores): the distance
 # ranges of NoPS / FuPS+id / SePS under A2C (1e5 steps, a round every 250 iterations = 10k steps) and MADPS
@@ -14,6 +17,7 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SEEDS=${SEEDS:-4}
 STEPS=${STEPS:-2e6}
+MPE9_STEPS=${MPE9_STEPS:-$STEPS}
 train() { "$PY" -m psjax train progress=false out_dir=runs eval_every=0.05 seeds="$SEEDS" steps="$STEPS" "$@"; }
 mpe6="env=mpe_spread num_agents=6 num_landmarks=6"
 lbf="env=lbf scenario=8x8-2p-2f-coop"
@@ -42,21 +46,30 @@ PY
   exit 0
 fi
 
-# LBF first (the cheapest), with PPO: A2C (8 envs x 5 steps) learns little on LBF coop within 1e6 steps for
-# any method (docs/results.md). The PPO rollout is 16 x 128 steps: a MAPD round every 10 iterations (20k
-# steps), MADPS acting from the second round.
+# The PPO rollout is 16 x 128 steps: a MAPD round every 10 iterations (20k steps), MADPS acting from the second.
+ppo="learner=ppo mapd_interval=10"
+madps_ppo="learner=ppo madps_interval=10 madps_start=20"
 for m in nops fups_id; do
-  train $lbf alg=$m learner=ppo mapd_interval=10 run_name=lbf_coop_${m}_ppo
+  train $lbf alg=$m $ppo run_name=lbf_coop_${m}_ppo
 done
-train $lbf alg=seps learner=ppo mapd_interval=10 identity_pretrain_steps=1e5 run_name=lbf_coop_seps_ppo
-train $lbf alg=madps learner=ppo madps_interval=10 madps_start=20 run_name=lbf_coop_madps_ppo
+train $lbf alg=seps $ppo identity_pretrain_steps=1e5 run_name=lbf_coop_seps_ppo
+train $lbf alg=madps $madps_ppo run_name=lbf_coop_madps_ppo
 for agents in 6 9; do
   env="env=mpe_spread num_agents=$agents num_landmarks=$agents"
-  for m in madps nops fups_id; do
-    train $env alg=$m learner=a2c mapd_interval=500 run_name=mpe${agents}_${m}_a2c
+  steps=$STEPS; [[ $agents == 9 ]] && steps=$MPE9_STEPS
+  train $env alg=madps $madps_ppo steps=$steps run_name=mpe${agents}_madps_ppo
+  for m in nops fups_id; do
+    train $env alg=$m $ppo steps=$steps run_name=mpe${agents}_${m}_ppo
   done
-  train $env alg=seps learner=a2c mapd_interval=500 identity_pretrain_steps=1e5 run_name=mpe${agents}_seps_a2c
+  train $env alg=seps $ppo steps=$steps identity_pretrain_steps=1e5 run_name=mpe${agents}_seps_ppo
   # the seed's spread threshold (eps1 = 1.0, 200 x psjax's default eps1 = 0.005: every back fuses at the
   # first acting round) next to the default
-  train $env alg=madps learner=a2c madps_fuse_threshold=1.0 run_name=mpe${agents}_madps_eps1_a2c
+  train $env alg=madps $madps_ppo steps=$steps madps_fuse_threshold=1.0 run_name=mpe${agents}_madps_eps1_ppo
+  if [[ "${A2C:-0}" == 1 ]]; then
+    for m in madps nops fups_id; do
+      train $env alg=$m learner=a2c mapd_interval=500 steps=$steps run_name=mpe${agents}_${m}_a2c
+    done
+    train $env alg=seps learner=a2c mapd_interval=500 steps=$steps identity_pretrain_steps=1e5 \
+      run_name=mpe${agents}_seps_a2c
+  fi
 done
