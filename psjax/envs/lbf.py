@@ -94,7 +94,6 @@ def _persistent_generator(base_cls, levels: tuple[int, ...]):
     return PersistentLevels
 
 
-
 def _jumanji_lbf():
     """jumanji's LBF environment and generator classes, imported with IPython's flag hidden.
 
@@ -112,6 +111,7 @@ def _jumanji_lbf():
         if ipython_flag is not None:
             builtins.__IPYTHON__ = ipython_flag
     return LevelBasedForaging, RandomGenerator
+
 
 def make_lbf(
     scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 0, grid_obs: bool = False,
