@@ -157,17 +157,15 @@ def test_reset_layer_touches_only_weights_every_agent_masks():
     w = jnp.array([[0.5, 0.004], [0.002, 0.3]])
     # agent 0 masks |w| < 0.01, agent 1 masks |w| < 0.003: only w[1, 0] = 0.002 is masked by both
     t = jnp.stack([jnp.full((2, 2), _logit(0.01)), jnp.full((2, 2), _logit(0.003))])
-    new_w, new_t, flags = kal.reset_layer(jax.random.PRNGKey(0), w, t, jnp.bool_(True), 1.0, 5.0, 5.0)
+    new_w, new_t, flags = kal.reset_layer(jax.random.PRNGKey(0), w, t, 1.0, 5.0, 5.0)
     np.testing.assert_array_equal(flags, [[False, False], [True, False]])
     changed = np.asarray(new_w != w)
     np.testing.assert_array_equal(changed, flags)
     np.testing.assert_array_equal(np.asarray(new_t != t), np.broadcast_to(flags, (2, 2, 2)))
     assert np.all(np.asarray(new_t[:, 1, 0]) <= -5.0) and np.all(np.asarray(new_t[:, 1, 0]) >= -10.0)
-    _, _, none = kal.reset_layer(jax.random.PRNGKey(0), w, t, jnp.bool_(False), 1.0, 5.0, 5.0)
-    assert not np.any(np.asarray(none))
     # ratio 0.5: a random half of the eligible weights
     big_w = jnp.full((100, 100), 0.001)
-    _, _, half = kal.reset_layer(jax.random.PRNGKey(1), big_w, jnp.zeros((2, 100, 100)), jnp.bool_(True), 0.5, 5, 5)
+    _, _, half = kal.reset_layer(jax.random.PRNGKey(1), big_w, jnp.zeros((2, 100, 100)), 0.5, 5, 5)
     assert 0.45 < float(half.mean()) < 0.55
 
 

@@ -169,7 +169,7 @@ def rescale(window: LossWindow, main: chex.Array, div: chex.Array, coef: float) 
     return scale, window
 
 
-def reset_layer(key, w, t, do_reset, ratio: float, scale: float, bias: float):
+def reset_layer(key, w, t, ratio: float, scale: float, bias: float):
     """Re-initialise the weights of one layer that every agent masks out, each with probability ``ratio``.
 
     ``w[in, out], t[N, in, out] -> (w', t', flags[in, out] bool)``. New weights are drawn uniformly
@@ -179,7 +179,7 @@ def reset_layer(key, w, t, do_reset, ratio: float, scale: float, bias: float):
     """
     u = jax.random.uniform(key, (2 + t.shape[0], *w.shape))  # one draw: flag, weight, N thresholds
     all_masked = jnp.all(jnp.abs(w) <= jax.nn.sigmoid(t), axis=0)
-    flags = all_masked & (u[0] < ratio) & do_reset
+    flags = all_masked & (u[0] < ratio)
     bound = jnp.sqrt(3.0 * jnp.mean(w**2))
     new_w = bound * (2.0 * u[1] - 1.0)
     new_t = -(scale * u[2:] + bias)
@@ -236,7 +236,7 @@ def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_l
             weights, count = operand
             out = []
             for k, (w, t) in zip(jax.random.split(key, len(weights)), weights):
-                w, t, flags = reset_layer(k, w, t, True, sc.kal_reset_ratio, *threshold_init)
+                w, t, flags = reset_layer(k, w, t, sc.kal_reset_ratio, *threshold_init)
                 out.append((w, t))
                 count = count + flags.sum()
             return tuple(out), count
