@@ -259,6 +259,7 @@ def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
             "final_per_seed": [float(v) for v in g.final],
             "env_steps": int(max(r.summary.get("env_steps_per_seed", 0) for r in g.runs)),
             "steps_per_sec": _mean_of(g.runs, "steps_per_sec"),
+            # run folders written before compile time was measured apart timed it with the first chunk
             "steps_per_sec_includes_compile": any(r.summary.get("steps_per_sec_includes_compile") for r in g.runs),
             "compile_s": _mean_of(g.runs, "compile_s"),
             "param_count": param_counts[0] if len(param_counts) == 1 else param_counts,
