@@ -133,19 +133,36 @@ def pairwise_mask_distance(w: chex.Array, t: chex.Array) -> chex.Array:
     """``sum_{i, j} || m_i |w| - m_j |w| ||_1`` over ordered agent pairs, in O(N) instead of O(N^2) memory.
 
     ``w[in, out], t[N, in, out] -> scalar``. The masks are binary in the forward pass, so at a weight that
-    c of the N agents keep the pairs contribute ``2 c (N - c) |w|``, and the gradient that ``jnp.abs`` would
-    send to agent i's weighted mask, ``2 sum_j sign(m_i - m_j) = 2 (N m_i - c)``, is attached to the
-    straight-through path by hand: value and gradient equal the pairwise form (tested), which materialised
-    ``[N, N, in, out]`` at every update (A2C-Kaleidoscope on LBF: 0.58 -> 0.73 x FuPS with this form).
+    c of the N agents keep the pairs contribute ``2 c (N - c) |w|``; the gradient that ``jnp.abs`` sends to
+    agent i's weighted mask through the straight-through estimator, ``2 sum_j sign(m_i - m_j) |w| =
+    2 (N m_i - c) |w|``, reaches its thresholds times ``-sigmoid'(t_i)``; ``w`` gets none (as the reference).
+    Value and gradient equal the pairwise form (tested), which materialised ``[N, N, in, out]`` at every update.
     """
-    a = jnp.abs(jax.lax.stop_gradient(w))
-    soft = a - jax.nn.sigmoid(t)  # [N, in, out]; its gradient is the straight-through estimator's
-    hard = jax.lax.stop_gradient((soft > 0).astype(soft.dtype))
-    kept = hard.sum(0)  # c
+    return _mask_distance(jnp.abs(jax.lax.stop_gradient(w)), t)
+
+
+# A custom VJP rather than the straight-through gradient attached through autodiff: the same numbers, a
+# third of the ops; per A2C update (40 samples) this loss runs over every masked weight of every agent.
+@jax.custom_vjp
+def _mask_distance(a: chex.Array, t: chex.Array) -> chex.Array:
+    return _mask_distance_fwd(a, t)[0]
+
+
+def _mask_distance_fwd(a, t):
+    threshold = jax.nn.sigmoid(t)
+    keep = (a > threshold).astype(t.dtype)  # [N, in, out]
+    kept = keep.sum(0)  # c
     n = t.shape[0]
-    value = (2.0 * kept * (n - kept) * a).sum()
-    grad = jax.lax.stop_gradient(2.0 * (n * hard - kept) * a)
-    return value + ((soft - jax.lax.stop_gradient(soft)) * grad).sum()
+    return (2.0 * kept * (n - kept) * a).sum(), (a, threshold, keep, kept)
+
+
+def _mask_distance_bwd(residuals, g):
+    a, threshold, keep, kept = residuals
+    n = threshold.shape[0]
+    return jnp.zeros_like(a), -g * 2.0 * (n * keep - kept) * a * threshold * (1.0 - threshold)
+
+
+_mask_distance.defvjp(_mask_distance_fwd, _mask_distance_bwd)
 
 
 def init_window(length: int) -> LossWindow:
