@@ -136,15 +136,26 @@ def _read_jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_run(run_dir) -> Run:
-    """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder."""
+METRICS = {"auto": None, "win": "eval_won", "return": "eval_return"}  # compare's metric= values
+
+
+def load_run(run_dir, metric: str = "auto") -> Run:
+    """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder.
+
+    ``metric``: "auto" (win rate on SMAX, return elsewhere), "win" or "return" (e.g. SMAX maps where no
+    method wins yet at the steps compared).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
     path = pathlib.Path(run_dir)
     for name in ("config.yaml", "summary.json", "eval.jsonl"):
         if not (path / name).is_file():
             raise ConfigError(f"{path} is not a finished run folder: no {name}")
     config = yaml.safe_load((path / "config.yaml").read_text())
     summary = json.loads((path / "summary.json").read_text())
-    metric = "eval_won" if summary.get("has_win") else "eval_return"
+    if metric == "win" and not summary.get("has_win"):
+        raise ConfigError(f"metric=win: {path} ({config['env']['name']}) has no win rate; allowed: auto, return")
+    metric = METRICS[metric] or ("eval_won" if summary.get("has_win") else "eval_return")
     rows = _read_jsonl(path / "eval.jsonl")
     seeds = sorted({r["seed"] for r in rows})
     by_seed = {s: [r for r in rows if r["seed"] == s] for s in seeds}
@@ -344,18 +355,19 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def report(run_dirs: Sequence, out_dir, *, reps: int = 2000) -> dict:
+def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto") -> dict:
     """Write ``compare.png``, ``compare.md`` and ``compare.json`` for ``run_dirs`` into ``out_dir``.
 
     Args:
       run_dirs: run folders and / or sweep folders holding run folders.
       out_dir: where the three files go (created if needed).
       reps: bootstrap replicates of the final-performance intervals.
+      metric: "auto" (win rate on SMAX, return elsewhere), "win" or "return".
 
     Returns ``{"png", "markdown", "json"}`` paths, ``"rows"`` (see ``table_rows``) and ``"runs"``.
     """
     paths = find_runs(run_dirs)
-    groups = group_runs([load_run(p) for p in paths])
+    groups = group_runs([load_run(p, metric) for p in paths])
     rows = table_rows(groups, reps=reps)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,7 +483,7 @@ def _int_arg(pairs: dict, key: str, default: int) -> int:
 
 
 def main(command: str, args: list[str]) -> int:
-    """``compare RUN_DIR ... [out=DIR]`` and ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
+    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return]`` and ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
 
     Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
     """
@@ -481,15 +493,16 @@ def main(command: str, args: list[str]) -> int:
         folders = [a for a in args if "=" not in a]
         pairs = parse_pairs([a for a in args if "=" in a])
         out = pairs.pop("out", None)
+        metric = pairs.pop("metric", "auto")
         if pairs:
-            raise ConfigError(f"compare takes run folders and out=DIR; got {', '.join(pairs)}")
+            raise ConfigError(f"compare takes run folders, out=DIR and metric=auto|win|return; got {', '.join(pairs)}")
         if not folders:
             raise ConfigError("compare needs at least one run folder or sweep folder")
         if out is None:  # a single sweep folder gets its report inside it
             one = pathlib.Path(folders[0])
             out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
                 pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = report(folders, out)
+        result = report(folders, out, metric=metric)
     else:
         pairs = parse_pairs(args)
         algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()

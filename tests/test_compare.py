@@ -140,6 +140,20 @@ def test_report_explicit_folders_and_warnings(sweep_dir, tmp_path):
         report([tmp_path / "one"], tmp_path / "bad")
 
 
+def test_report_metric_return_on_smax(sweep_dir, tmp_path):
+    """metric=return reads SMAX's return (where no method wins yet); metric=win needs a win rate."""
+    out = report([sweep_dir / "smax"], tmp_path / "ret", metric="return")
+    per_seed = json.loads((sweep_dir / "smax" / "summary.json").read_text())["final_eval"]["per_seed"]
+    row = out["rows"][0]
+    assert row["metric"] == "eval_return"
+    assert row["final_per_seed"] == pytest.approx([r["eval_return"] for r in per_seed])
+    assert "### smax 3m: final greedy return" in out["markdown"].read_text()
+    with pytest.raises(ConfigError, match="has no win rate"):
+        report([sweep_dir / "nops"], tmp_path / "bad", metric="win")
+    with pytest.raises(ConfigError, match="allowed: auto, win, return"):
+        report([sweep_dir / "smax"], tmp_path / "bad", metric="wins")
+
+
 # --------------------------------------------------------------------------- sweeps, CLI, Makefile
 
 
@@ -167,6 +181,7 @@ def test_cli_compare(sweep_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| nops | qmix | 2 |" in printed and (tmp_path / "compare.png").exists()
     assert cli.main(["compare", f"out={tmp_path}"]) == 2
+    assert cli.main(["compare", str(sweep_dir / "nops"), "metric=win", f"out={tmp_path / 'w'}"]) == 2
     assert cli.main(["compare-sweep", "algs=fups nothing", f"out={tmp_path / 'x'}"]) == 2
     assert cli.main(["compare-sweep", "seeds=two"]) == 2
     assert "unknown method" in capsys.readouterr().err and not (tmp_path / "x").exists()
