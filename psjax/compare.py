@@ -483,7 +483,8 @@ def _int_arg(pairs: dict, key: str, default: int) -> int:
 
 
 def main(command: str, args: list[str]) -> int:
-    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return]`` and ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
+    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return]`` and
+    ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
 
     Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
     """
