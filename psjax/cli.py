@@ -15,9 +15,10 @@ USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
        python -m psjax fields                                list every config key with its default
-       python -m psjax compare RUN_DIR ... [out=DIR] [metric=return]
+       python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N]
                                                              report (compare.png, compare.md) of run / sweep folders;
-                                                             metric: auto (SMAX win rate, else return), win, return
+                                                             metric: auto (SMAX win rate, else return), win, return;
+                                                             steps: compare at N env steps per seed (longer runs cut)
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
                                                              one run per method, then the report (psjax.compare)
 

@@ -139,11 +139,13 @@ def _read_jsonl(path: pathlib.Path) -> list[dict]:
 METRICS = {"auto": None, "win": "eval_won", "return": "eval_return"}  # compare's metric= values
 
 
-def load_run(run_dir, metric: str = "auto") -> Run:
+def load_run(run_dir, metric: str = "auto", steps: int | None = None) -> Run:
     """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder.
 
     ``metric``: "auto" (win rate on SMAX, return elsewhere), "win" or "return" (e.g. SMAX maps where no
     method wins yet at the steps compared).
+    ``steps``: keep the evaluations up to this many env steps per seed, rounded up to whole iterations as
+    training rounds ``steps`` (so runs of different lengths compare at one budget); None keeps all.
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
@@ -163,6 +165,15 @@ def load_run(run_dir, metric: str = "auto") -> Run:
     x = np.array([r["env_steps"] for r in by_seed[seeds[0]][:num]], dtype=float)
     y = np.array([[np.nan if by_seed[s][i].get(metric) is None else by_seed[s][i][metric] for s in seeds]
                   for i in range(num)], dtype=float).reshape(num, len(seeds))
+    if steps is not None:
+        per_iteration = summary.get("steps_per_iteration") or 1
+        limit = -(-int(steps) // per_iteration) * per_iteration
+        keep = x <= limit
+        if not keep.any():
+            raise ConfigError(f"steps={steps}: {path} has no evaluation at or before {limit:,} env steps; "
+                              f"its first is at {int(x[0]):,}")
+        x, y = x[keep], y[keep]
+        summary = {**summary, "env_steps_per_seed": min(summary.get("env_steps_per_seed", limit), limit)}
     return Run(path, env_label(config["env"]), summary.get("alg", config["alg"]), summary["learner"], config,
                summary, metric, seeds, x, y)
 
@@ -355,7 +366,7 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto") -> dict:
+def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto", steps: int | None = None) -> dict:
     """Write ``compare.png``, ``compare.md`` and ``compare.json`` for ``run_dirs`` into ``out_dir``.
 
     Args:
@@ -363,11 +374,13 @@ def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto
       out_dir: where the three files go (created if needed).
       reps: bootstrap replicates of the final-performance intervals.
       metric: "auto" (win rate on SMAX, return elsewhere), "win" or "return".
+      steps: compare at this many env steps per seed: later evaluations are left out, and a run's final
+        score is its last evaluation at or before it (None: every run's own last evaluation).
 
     Returns ``{"png", "markdown", "json"}`` paths, ``"rows"`` (see ``table_rows``) and ``"runs"``.
     """
     paths = find_runs(run_dirs)
-    groups = group_runs([load_run(p, metric) for p in paths])
+    groups = group_runs([load_run(p, metric, steps) for p in paths])
     rows = table_rows(groups, reps=reps)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -483,7 +496,7 @@ def _int_arg(pairs: dict, key: str, default: int) -> int:
 
 
 def main(command: str, args: list[str]) -> int:
-    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return]`` and
+    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N]`` and
     ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
 
     Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
@@ -495,15 +508,17 @@ def main(command: str, args: list[str]) -> int:
         pairs = parse_pairs([a for a in args if "=" in a])
         out = pairs.pop("out", None)
         metric = pairs.pop("metric", "auto")
+        steps = _int_arg(pairs, "steps", None) if "steps" in pairs else None
         if pairs:
-            raise ConfigError(f"compare takes run folders, out=DIR and metric=auto|win|return; got {', '.join(pairs)}")
+            raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return and steps=N; "
+                              f"got {', '.join(pairs)}")
         if not folders:
             raise ConfigError("compare needs at least one run folder or sweep folder")
         if out is None:  # a single sweep folder gets its report inside it
             one = pathlib.Path(folders[0])
             out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
                 pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = report(folders, out, metric=metric)
+        result = report(folders, out, metric=metric, steps=steps)
     else:
         pairs = parse_pairs(args)
         algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()

@@ -154,6 +154,21 @@ def test_report_metric_return_on_smax(sweep_dir, tmp_path):
         report([sweep_dir / "smax"], tmp_path / "bad", metric="wins")
 
 
+def test_report_steps_cuts_longer_runs(sweep_dir, tmp_path):
+    """steps=N compares at N env steps per seed: the final score is the last evaluation at or before N."""
+    rows = [json.loads(line) for line in (sweep_dir / "nops" / "eval.jsonl").read_text().splitlines()]
+    middle = sorted({r["env_steps"] for r in rows})[1]  # evaluations at 0, 16, 32 env steps
+    assert 0 < middle < 32
+    out = report([sweep_dir / "nops"], tmp_path / "cut", steps=middle - 3)  # rounded up to whole iterations
+    row = out["rows"][0]
+    assert row["env_steps"] == middle
+    assert row["final_per_seed"] == pytest.approx([r["eval_return"] for r in rows if r["env_steps"] == middle])
+    full = report([sweep_dir / "nops"], tmp_path / "full", steps=10**6)["rows"][0]
+    assert full["env_steps"] == 32 and full["final_per_seed"] == pytest.approx(_final_evals(sweep_dir / "nops"))
+    with pytest.raises(ConfigError, match="no evaluation at or before"):
+        report([sweep_dir / "nops"], tmp_path / "bad", steps=-8)
+
+
 # --------------------------------------------------------------------------- sweeps, CLI, Makefile
 
 
@@ -182,6 +197,9 @@ def test_cli_compare(sweep_dir, tmp_path, capsys):
     assert "| nops | qmix | 2 |" in printed and (tmp_path / "compare.png").exists()
     assert cli.main(["compare", f"out={tmp_path}"]) == 2
     assert cli.main(["compare", str(sweep_dir / "nops"), "metric=win", f"out={tmp_path / 'w'}"]) == 2
+    assert cli.main(["compare", str(sweep_dir / "nops"), "steps=16", f"out={tmp_path / 's'}"]) == 0
+    assert "| nops | qmix | 2 |" in capsys.readouterr().out
+    assert cli.main(["compare", str(sweep_dir / "nops"), "steps=ten", f"out={tmp_path / 's'}"]) == 2
     assert cli.main(["compare-sweep", "algs=fups nothing", f"out={tmp_path / 'x'}"]) == 2
     assert cli.main(["compare-sweep", "seeds=two"]) == 2
     assert "unknown method" in capsys.readouterr().err and not (tmp_path / "x").exists()
