@@ -206,7 +206,9 @@ class QConfig:
     eps_start: float = _f(1.0, "initial epsilon", min=0.0, max=1.0)
     eps_end: float = _f(0.05, "final epsilon", min=0.0, max=1.0)
     eps_decay_steps: int = _f(50_000, "env steps of linear epsilon decay", min=1)
-    target_update_interval: int = _f(200, "gradient steps between hard target updates", min=1)
+    target_update_interval: int = _f(200, "gradient steps between hard target updates (target_tau = 0)", min=1)
+    target_tau: float = _f(0.0, "soft (Polyak) target updates: target <- tau * online + (1 - tau) * target after "
+                           "every gradient step; 0 = hard copies every target_update_interval steps", min=0.0, max=1.0)
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
     td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
     stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")

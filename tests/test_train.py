@@ -107,3 +107,26 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
         np.testing.assert_array_equal(x, y)
     assert (full / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
     assert (full / "eval.csv").read_text() == (resumed / "eval.csv").read_text()
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.25])
+def test_target_updates_hard_and_soft(tau):
+    """Hard: the target is the online network after every ``target_update_interval``-th gradient step and
+    untouched between; soft (``target_tau``): target <- tau * online + (1 - tau) * target after every step."""
+    from psjax.train import _init, _iteration
+
+    cfg = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 0, "q.updates_per_rollout": 1,
+                       "q.target_update_interval": 2, "q.target_tau": tau})
+    parts = make_parts(cfg)
+    step = jax.jit(lambda r: _iteration(parts, r)[0])
+    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    for update in (1, 2, 3):
+        before = leaves(runner.learner.target)
+        runner = step(runner)
+        online, target = leaves(runner.learner.params), leaves(runner.learner.target)
+        assert not np.allclose(online, before)  # the gradient step moved the online network
+        if tau > 0:
+            np.testing.assert_allclose(target, tau * online + (1 - tau) * before, rtol=1e-5, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(target, online if update % 2 == 0 else before)

@@ -27,7 +27,7 @@ NEG_INF = -1e9
 
 class QState(NamedTuple):
     params: dict  # {"agent": bank [K, ...], "mixer": mixer params}
-    target: dict  # same structure, hard-copied every target_update_interval updates
+    target: dict  # same structure: hard copies every target_update_interval updates, or Polyak (target_tau)
     opt_state: Any
     buffer: replay.Replay
     updates: chex.Array  # int32, gradient steps taken
@@ -235,8 +235,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
-        sync = num_updates % qc.target_update_interval == 0
-        target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
+        if qc.target_tau > 0:  # soft: no jump in the targets (hard copies shake the policy, docs/results.md)
+            target = optax.incremental_update(params, state.target, qc.target_tau)
+        else:
+            sync = num_updates % qc.target_update_interval == 0
+            target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
         metrics = {"grad_norm": optax.tree.norm(grads), **aux}
         state = state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates, aux=aux_state)
         return state, metrics
