@@ -114,6 +114,14 @@ def test_gat_attention_sums_to_one_and_ignores_dead_agents():
     np.testing.assert_allclose(values2[0, [0, 2, 3]], values[0, [0, 2, 3]], rtol=1e-6)
     np.testing.assert_allclose(values2[1, :3], values[1, :3], rtol=1e-6)
     assert not np.allclose(values2[0, 1], values[0, 1])  # its own values still follow its own role
+    # the GAT output is ELU of the attention-weighted sum of the projected roles, head by head
+    wx = np.asarray(sel.apply(params, roles, method=sel.project))  # [B, N, heads, F]
+    feats = np.asarray(sel.apply(params, roles, alive, method=sel.features)).reshape(wx.shape)
+    a = np.asarray(alpha)
+    for b, i, head in np.ndindex(2, 4, 3):
+        mixed = sum(a[b, head, i, j] * wx[b, j, head] for j in range(4))
+        np.testing.assert_allclose(feats[b, i, head], np.where(mixed > 0, mixed, np.expm1(mixed)), rtol=1e-5,
+                                   atol=1e-6)
 
 
 def test_selector_td_target_by_hand():
