@@ -483,9 +483,11 @@ def sweep(
 # --------------------------------------------------------------------------- command line
 
 
-def _int_arg(pairs: dict, key: str, default: int) -> int:
-    """Pop ``key`` from the CLI pairs as an integer (``2e6`` accepted)."""
-    value = pairs.pop(key, default)
+def _int_arg(pairs: dict, key: str, default: int | None) -> int | None:
+    """Pop ``key`` from the CLI pairs as an integer (``2e6`` accepted); ``default`` when it is absent."""
+    if key not in pairs:
+        return default
+    value = pairs.pop(key)
     try:
         number = float(value)
         if number != int(number):
@@ -508,7 +510,7 @@ def main(command: str, args: list[str]) -> int:
         pairs = parse_pairs([a for a in args if "=" in a])
         out = pairs.pop("out", None)
         metric = pairs.pop("metric", "auto")
-        steps = _int_arg(pairs, "steps", None) if "steps" in pairs else None
+        steps = _int_arg(pairs, "steps", None)
         if pairs:
             raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return and steps=N; "
                               f"got {', '.join(pairs)}")

@@ -113,6 +113,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
 def test_target_updates_hard_and_soft(tau):
     """Hard: the target is the online network after every ``target_update_interval``-th gradient step and
     untouched between; soft (``target_tau``): target <- tau * online + (1 - tau) * target after every step."""
+    from jax.flatten_util import ravel_pytree
+
     from psjax.train import _init, _iteration
 
     cfg = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 0, "q.updates_per_rollout": 1,
@@ -120,7 +122,7 @@ def test_target_updates_hard_and_soft(tau):
     parts = make_parts(cfg)
     step = jax.jit(lambda r: _iteration(parts, r)[0])
     runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
-    leaves = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])  # noqa: E731
+    leaves = lambda tree: np.asarray(ravel_pytree(tree)[0])  # noqa: E731
     for update in (1, 2, 3):
         before = leaves(runner.learner.target)
         runner = step(runner)
