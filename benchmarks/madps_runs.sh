@@ -8,10 +8,11 @@
 # with 6 and 9 agents for NoPS, SePS and MADPS within 1e6 steps and learns little on LBF coop; A2C=1 adds
 # those A2C runs (the seed's learner; a MAPD round every 500 iterations = 20k env steps).
 #
-# QUICK=1 runs only the short checks behind the MAPD / MADPS defaults (minutes on 2 CPU cores): the distance
-# ranges of NoPS / FuPS+id / SePS under A2C (1e5 steps, a round every 250 iterations = 10k steps) and MADPS
-# with its defaults (2e5 steps: a round every 500 iterations, the first one only measures), then prints, per
-# run, the off-diagonal distances at each round and MADPS's distinct front / back slots.
+# QUICK=1 runs short checks of the MAPD distance ranges (minutes on 2 CPU cores): NoPS / FuPS+id / SePS under
+# A2C (1e5 steps, a round every 250 iterations = 10k steps) and MADPS with its defaults (2e5 steps: a round
+# every 500 iterations, the first one only measures), then prints, per run, the off-diagonal distances at each
+# round and MADPS's distinct front / back slots. The evidence behind the defaults (initialisation, thresholds,
+# the VAE's training pairs) is benchmarks/madps_init.py and benchmarks/madps_vae_pairs.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -62,8 +63,7 @@ for agents in 6 9; do
     train $env alg=$m $ppo steps=$steps run_name=mpe${agents}_${m}_ppo
   done
   train $env alg=seps $ppo steps=$steps identity_pretrain_steps=1e5 run_name=mpe${agents}_seps_ppo
-  # the seed's spread threshold (eps1 = 1.0, 200 x psjax's default eps1 = 0.005: every back fuses at the
-  # first acting round) next to the default
+  # the seed's spread threshold (eps1 = 1.0, twice the reference code's default 0.5) next to the default
   train $env alg=madps $madps_ppo steps=$steps madps_fuse_threshold=1.0 run_name=mpe${agents}_madps_eps1_ppo
   if [[ "${A2C:-0}" == 1 ]]; then
     for m in madps nops fups_id; do

@@ -15,10 +15,11 @@ USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
        python -m psjax fields                                list every config key with its default
-       python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N]
+       python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N] [policy=greedy]
                                                              report (compare.png, compare.md) of run / sweep folders;
                                                              metric: auto (SMAX win rate, else return), win, return;
-                                                             steps: compare at N env steps per seed (longer runs cut)
+                                                             steps: compare at N env steps per seed (longer runs cut);
+                                                             policy: auto (each run's eval policy), greedy, sample
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
                                                              one run per method, then the report (psjax.compare)
 
@@ -100,9 +101,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    summary = json.loads((run_dir / "summary.json").read_text())
-    mean = summary["final_eval"]["mean"]
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in mean.items() if v is not None)
-    print(f"final greedy eval (mean of {len(summary['seeds'])} seeds): {shown}")
+    for line in final_eval_lines(json.loads((run_dir / "summary.json").read_text())):
+        print(line)
     print(f"run folder: {run_dir}")
     return 0
+
+
+def final_eval_lines(summary: dict) -> list[str]:
+    """One line per evaluated policy, naming it, e.g. ``final eval (sampled policy, 32 episodes per seed,
+    mean of 2 seeds): return=0.91, length=12.3`` (the win rate only where the env has one)."""
+    from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key  # only after training: JAX is loaded already
+
+    final = summary["final_eval"]
+    stats = [s for s in EVAL_STATS if s != "won" or summary.get("has_win")]
+    lines = []
+    for policy in final["policies"]:
+        values = {s: final["mean"].get(eval_key(s, policy)) for s in stats}
+        shown = ", ".join(f"{s}={v:.4g}" for s, v in values.items() if v is not None)
+        lines.append(f"final eval ({POLICY_NAMES[policy]} policy, {final['episodes_per_seed']} episodes per seed, "
+                     f"mean of {len(summary['seeds'])} seeds): {shown}")
+    return lines

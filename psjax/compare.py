@@ -1,12 +1,15 @@
 """Compare methods across run folders: learning curves with confidence bands and IQM tables.
 
 ``report(run_dirs, out_dir)`` reads finished run folders (written by ``psjax.run``) or sweep folders
-holding them, groups the runs by (environment, method, learner) and writes into ``out_dir``:
+holding them, groups the runs by (environment, method, learner, evaluation policy) and writes into
+``out_dir``:
 
-    compare.png    greedy-evaluation return (win rate on SMAX) vs env steps per seed, one panel per
-                   environment: IQM over seeds with a 95% bootstrap band, one line per method
+    compare.png    evaluation return (win rate on SMAX) vs env steps per seed, one panel per
+                   environment: IQM over seeds with a 95% bootstrap band, one line per method; the axis
+                   (or, where runs differ, each line) names the evaluation policy
     compare.md     one Markdown table per environment: method, learner, seeds, final IQM [95% CI],
-                   env steps, steps per second, compile time, parameter count
+                   env steps, steps per second, compile time, parameter count; the headers name the
+                   evaluation policy, and a table whose runs used different policies says so
     compare.json   the same rows as numbers (and the run folders behind each row)
 
 ``sweep(env_overrides, algs, seeds, steps, out_dir, extra)`` trains one run per method (seeds
@@ -23,8 +26,12 @@ deprecate_kwarg() missing 1 required positional argument`` in ``arch.univariate.
 .venv with numpy 2.4.6 / scipy 1.17.1), and it would pull in statsmodels, patsy, formulaic and
 narwhals for two statistics that take a few lines of numpy (below).
 
-The final score of a seed is its last greedy evaluation (as in ``summary.json``). With 2-3 seeds
-the bootstrap interval is little more than the range of the seeds: read it as such.
+The final score of a seed is its last evaluation (as in ``summary.json``) with the run's primary
+evaluation policy (``eval_policy``: sampled for A2C / PPO, greedy for value learners by default), or with
+the policy that ``policy=greedy|sample`` names where the runs evaluated it (``eval_policy=both``). Runs of
+one method evaluated with different policies are never pooled: they get a row each. Run folders written
+before the policy was recorded count as greedy (their only evaluation then), and the report says so.
+With 2-3 seeds the bootstrap interval is little more than the range of the seeds: read it as such.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ from psjax.config import METHODS, ConfigError, make_config
 
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
-POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint")
+# eval_policy: the policy compared is part of a row's identity (Group.policy), so both vs sample may pool.
+POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "eval_policy")
 SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
 SWEEP_ALGS = ("fups", "nops", "seps")
 SWEEP_LEARNER = "ppo"
@@ -112,6 +120,8 @@ class Run(NamedTuple):
     config: dict  # config.yaml, nested
     summary: dict  # summary.json
     metric: str  # "eval_won" on SMAX, else "eval_return"
+    policy: str  # the evaluation policy of y: "greedy" or "sample"
+    policy_assumed: bool  # the folder records no policy (written before eval_policy existed): greedy assumed
     seeds: list[int]
     x: np.ndarray  # float[I] env steps per seed at each evaluation
     y: np.ndarray  # float[I, S] the metric per evaluation and seed (NaN where missing)
@@ -136,19 +146,33 @@ def _read_jsonl(path: pathlib.Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _evaluate():
+    """``psjax.evaluate`` (metric names, policy names), imported on use: it loads JAX, which a report does not
+    otherwise need."""
+    from psjax import evaluate
+
+    return evaluate
+
+
 METRICS = {"auto": None, "win": "eval_won", "return": "eval_return"}  # compare's metric= values
+POLICIES = ("auto", "greedy", "sample")  # compare's policy= values; auto = each run's primary policy
 
 
-def load_run(run_dir, metric: str = "auto", steps: int | None = None) -> Run:
+def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: str = "auto") -> Run:
     """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder.
 
     ``metric``: "auto" (win rate on SMAX, return elsewhere), "win" or "return" (e.g. SMAX maps where no
     method wins yet at the steps compared).
+    ``policy``: "auto" (the run's primary evaluation policy), "greedy" or "sample" (the run must have
+    evaluated it). A folder that records no policy (written before ``eval_policy``) is taken as greedy,
+    with a warning.
     ``steps``: keep the evaluations up to this many env steps per seed, rounded up to whole iterations as
     training rounds ``steps`` (so runs of different lengths compare at one budget); None keeps all.
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown policy {policy!r}; allowed: {', '.join(POLICIES)}")
     path = pathlib.Path(run_dir)
     for name in ("config.yaml", "summary.json", "eval.jsonl"):
         if not (path / name).is_file():
@@ -158,12 +182,23 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None) -> Run:
     if metric == "win" and not summary.get("has_win"):
         raise ConfigError(f"metric=win: {path} ({config['env']['name']}) has no win rate; allowed: auto, return")
     metric = METRICS[metric] or ("eval_won" if summary.get("has_win") else "eval_return")
+    evaluated = summary.get("final_eval", {}).get("policies")
+    assumed = evaluated is None
+    if assumed:
+        warnings.warn(f"{path} records no evaluation policy (written before eval_policy existed): its evaluations "
+                      "are taken as greedy, the only policy psjax evaluated then", stacklevel=2)
+        evaluated = ["greedy"]
+    chosen = evaluated[0] if policy == "auto" else policy
+    if chosen not in evaluated:
+        raise ConfigError(f"policy={policy}: {path} evaluated the {' and '.join(evaluated)} policy only; allowed: "
+                          f"auto, {', '.join(evaluated)} (eval_policy=both evaluates both)")
+    column = metric if assumed else _evaluate().eval_key(metric.removeprefix("eval_"), chosen)
     rows = _read_jsonl(path / "eval.jsonl")
     seeds = sorted({r["seed"] for r in rows})
     by_seed = {s: [r for r in rows if r["seed"] == s] for s in seeds}
     num = min(len(v) for v in by_seed.values())  # a seed cut short is not expected; keep the common part
     x = np.array([r["env_steps"] for r in by_seed[seeds[0]][:num]], dtype=float)
-    y = np.array([[np.nan if by_seed[s][i].get(metric) is None else by_seed[s][i][metric] for s in seeds]
+    y = np.array([[np.nan if by_seed[s][i].get(column) is None else by_seed[s][i][column] for s in seeds]
                   for i in range(num)], dtype=float).reshape(num, len(seeds))
     if steps is not None:
         per_iteration = summary.get("steps_per_iteration") or 1
@@ -175,7 +210,7 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None) -> Run:
         x, y = x[keep], y[keep]
         summary = {**summary, "env_steps_per_seed": min(summary.get("env_steps_per_seed", limit), limit)}
     return Run(path, env_label(config["env"]), summary.get("alg", config["alg"]), summary["learner"], config,
-               summary, metric, seeds, x, y)
+               summary, metric, chosen, assumed, seeds, x, y)
 
 
 def find_runs(paths: Sequence) -> list[pathlib.Path]:
@@ -211,11 +246,12 @@ def _method_order(method: str) -> tuple:
 
 
 class Group(NamedTuple):
-    """The runs of one (env, method, learner), their seeds pooled."""
+    """The runs of one (env, method, learner, evaluation policy), their seeds pooled."""
 
     env: str
     method: str
     learner: str
+    policy: str  # "greedy" or "sample"
     runs: list[Run]
     x: np.ndarray  # float[I] common evaluation grid (env steps per seed)
     y: np.ndarray  # float[I, S] all seeds on that grid
@@ -223,16 +259,18 @@ class Group(NamedTuple):
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
-    """Pool the seeds of runs with the same (env, method, learner); sorted by env, then METHODS order.
+    """Pool the seeds of runs with the same (env, method, learner, evaluation policy); sorted by env, then
+    METHODS order, learner, policy.
 
     Seeds of pooled runs are put on the first run's evaluation grid (linear interpolation where
     the grids differ). A seed number seen twice in one group is kept once (the first folder), and
     a warning names runs whose configs differ beyond seeds and folder names.
     """
-    keys = sorted({(r.env, r.method, r.learner) for r in runs}, key=lambda k: (k[0], _method_order(k[1]), k[2]))
+    keys = sorted({(r.env, r.method, r.learner, r.policy) for r in runs},
+                  key=lambda k: (k[0], _method_order(k[1]), k[2], k[3]))
     groups = []
-    for env, method, learner in keys:
-        members = [r for r in runs if (r.env, r.method, r.learner) == (env, method, learner)]
+    for env, method, learner, policy in keys:
+        members = [r for r in runs if (r.env, r.method, r.learner, r.policy) == (env, method, learner, policy)]
         base = {k: v for k, v in _flat(members[0].config).items() if k not in POOL_IGNORED}
         for r in members[1:]:
             other = {k: v for k, v in _flat(r.config).items() if k not in POOL_IGNORED}
@@ -254,7 +292,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
                     col = np.interp(x, r.x[ok], col[ok], left=np.nan, right=np.nan) if ok.any() else x * np.nan
                 columns.append(col)
                 finals.append(r.y[ok, s][-1] if ok.any() else np.nan)
-        groups.append(Group(env, method, learner, members, x, np.stack(columns, axis=1), np.array(finals)))
+        groups.append(Group(env, method, learner, policy, members, x, np.stack(columns, axis=1), np.array(finals)))
     return groups
 
 
@@ -275,7 +313,9 @@ def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
         param_counts = sorted({r.summary.get("param_count") for r in g.runs})
         rows.append({
             "env": g.env, "method": g.method, "learner": g.learner,
-            "metric": g.runs[0].metric, "seeds": int(finals.size),
+            "metric": g.runs[0].metric, "policy": g.policy,
+            "policy_assumed": [r.path.name for r in g.runs if r.policy_assumed],
+            "seeds": int(finals.size),
             "iqm": point, "ci_low": low, "ci_high": high,
             "mean": float(np.mean(finals)) if finals.size else math.nan,
             "final_per_seed": [float(v) for v in g.final],
@@ -296,27 +336,47 @@ def _fmt(v, spec: str) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """One table per environment, rows in the order given."""
+    """One table per environment, rows in the order given.
+
+    The headers name the evaluation policy; where the rows of a table come from different policies the
+    table gets a policy column and a line that says so (and how to compare one policy).
+    """
+    names = _evaluate().POLICY_NAMES
     out = []
     for env in dict.fromkeys(r["env"] for r in rows):
         sub = [r for r in rows if r["env"] == env]
         name = "win rate" if sub[0]["metric"] == "eval_won" else "return"
-        out += [f"### {env}: final greedy {name}", "",
-                f"| method | learner | seeds | final {name}, IQM [95% CI] | env steps per seed | "
-                "env steps/s (all seeds) | compile s | parameters |",
-                "|---|---|---:|---|---:|---:|---:|---:|"]
+        policies = list(dict.fromkeys(r["policy"] for r in sub))
+        mixed = len(policies) > 1
+        which = "MIXED evaluation policies (see the policy column)" if mixed else f"{names[policies[0]]} policy"
+        final = f"final {name}" if mixed else f"final {name} ({names[policies[0]]} policy)"
+        out += [f"### {env}: final {name}, {which}", "",
+                "| method | learner | " + ("eval policy | " if mixed else "") + f"seeds | {final}, IQM [95% CI] | "
+                "env steps per seed | env steps/s (all seeds) | compile s | parameters |",
+                "|---|---|" + ("---|" if mixed else "") + "---:|---|---:|---:|---:|---:|"]
         for r in sub:
             sps = _fmt(r["steps_per_sec"], ",.0f") + ("*" if r["steps_per_sec_includes_compile"] else "")
             steps = f"{r['env_steps']:,}" + ("" if r["finished"] else " (unfinished)")
             params = (f"{r['param_count']:,}" if isinstance(r["param_count"], int)
                       else " / ".join(f"{p:,}" for p in r["param_count"] if p is not None) or "-")
-            out.append(f"| {r['method']} | {r['learner']} | {r['seeds']} | {_fmt(r['iqm'], '.3f')} "
+            policy = f"{names[r['policy']]}{' (assumed)' if r['policy_assumed'] else ''} | " if mixed else ""
+            out.append(f"| {r['method']} | {r['learner']} | {policy}{r['seeds']} | {_fmt(r['iqm'], '.3f')} "
                        f"[{_fmt(r['ci_low'], '.3f')}, {_fmt(r['ci_high'], '.3f')}] | {steps} | {sps} | "
                        f"{_fmt(r['compile_s'], '.1f')} | {params} |")
         out.append("")
-    out.append("Final = each seed's last greedy evaluation; IQM over seeds (the mean when there are fewer than 4) "
-               "with a 95% stratified percentile bootstrap interval. Steps per second: every seed of a run "
-               "together, compilation excluded (* = included: the run had no second chunk to time).")
+        if mixed:
+            used = "; ".join(f"{names[p]} for " + ", ".join(f"{r['method']} ({r['learner']})" for r in sub
+                                                          if r["policy"] == p) for p in policies)
+            out += [f"**Mixed evaluation policies**: {used}. A greedy and a sampled figure measure different "
+                    "policies and are not comparable; to compare one policy, train with eval_policy=both and "
+                    "compare with policy=greedy or policy=sample.", ""]
+        assumed = [name for r in sub for name in r["policy_assumed"]]
+        if assumed:
+            out += [f"Greedy assumed for {', '.join(assumed)}: run folders written before the evaluation policy "
+                    "was recorded (psjax evaluated greedily only then).", ""]
+    out.append("Final = each seed's last evaluation with the policy named; IQM over seeds (the mean when there are "
+               "fewer than 4) with a 95% stratified percentile bootstrap interval. Steps per second: every seed of a "
+               "run together, compilation excluded (* = included: the run had no second chunk to time).")
     return "\n".join(out) + "\n"
 
 
@@ -334,7 +394,8 @@ def curve_band(y: np.ndarray, reps: int = 1000) -> tuple[np.ndarray, np.ndarray,
 
 
 def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
-    """``compare.png``: one panel per environment, one line per (method, learner) with its band."""
+    """``compare.png``: one panel per environment, one line per (method, learner, policy) with its band."""
+    names = _evaluate().POLICY_NAMES
     from matplotlib import colormaps
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
@@ -343,20 +404,22 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
     rows = math.ceil(len(envs) / cols)
     fig = Figure(figsize=(6 * cols, 4.2 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).reshape(-1)
-    labels = list(dict.fromkeys((g.method, g.learner) for g in groups))
+    labels = list(dict.fromkeys((g.method, g.learner, g.policy) for g in groups))
     colors = colormaps["tab10" if len(labels) <= 10 else "tab20"]
     for ax, env in zip(axes, envs):
         for g in (g for g in groups if g.env == env):
             mid, low, high = curve_band(g.y)
             keep = np.isfinite(mid)
-            color = colors(labels.index((g.method, g.learner)) % colors.N)
+            color = colors(labels.index((g.method, g.learner, g.policy)) % colors.N)
             ax.plot(g.x[keep], mid[keep], color=color, marker="o", ms=2.5,
-                    label=f"{g.method} ({g.learner}, {g.y.shape[1]} seeds)")
+                    label=f"{g.method} ({g.learner}, {names[g.policy]} policy, {g.y.shape[1]} seeds)")
             ax.fill_between(g.x[keep], low[keep], high[keep], color=color, alpha=0.2, lw=0)
         metric = "win rate" if g.runs[0].metric == "eval_won" else "return"
+        policies = list(dict.fromkeys(g.policy for g in groups if g.env == env))
         ax.set_title(env)
         ax.set_xlabel("env steps per seed")
-        ax.set_ylabel(f"greedy eval {metric}")
+        ax.set_ylabel(f"eval {metric} ({names[policies[0]]} policy)" if len(policies) == 1 else
+                      f"eval {metric} (MIXED policies: see the legend)")
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     for ax in axes[len(envs):]:
@@ -366,7 +429,8 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto", steps: int | None = None) -> dict:
+def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto", steps: int | None = None,
+           policy: str = "auto") -> dict:
     """Write ``compare.png``, ``compare.md`` and ``compare.json`` for ``run_dirs`` into ``out_dir``.
 
     Args:
@@ -376,11 +440,13 @@ def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto
       metric: "auto" (win rate on SMAX, return elsewhere), "win" or "return".
       steps: compare at this many env steps per seed: later evaluations are left out, and a run's final
         score is its last evaluation at or before it (None: every run's own last evaluation).
+      policy: "auto" (each run's primary evaluation policy), "greedy" or "sample" (every run must have
+        evaluated it: eval_policy=both, or that policy alone).
 
     Returns ``{"png", "markdown", "json"}`` paths, ``"rows"`` (see ``table_rows``) and ``"runs"``.
     """
     paths = find_runs(run_dirs)
-    groups = group_runs([load_run(p, metric, steps) for p in paths])
+    groups = group_runs([load_run(p, metric, steps, policy) for p in paths])
     rows = table_rows(groups, reps=reps)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -498,7 +564,7 @@ def _int_arg(pairs: dict, key: str, default: int | None) -> int | None:
 
 
 def main(command: str, args: list[str]) -> int:
-    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N]`` and
+    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N] [policy=auto|greedy|sample]`` and
     ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
 
     Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
@@ -510,17 +576,18 @@ def main(command: str, args: list[str]) -> int:
         pairs = parse_pairs([a for a in args if "=" in a])
         out = pairs.pop("out", None)
         metric = pairs.pop("metric", "auto")
+        policy = pairs.pop("policy", "auto")
         steps = _int_arg(pairs, "steps", None)
         if pairs:
-            raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return and steps=N; "
-                              f"got {', '.join(pairs)}")
+            raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return, steps=N and "
+                              f"policy=auto|greedy|sample; got {', '.join(pairs)}")
         if not folders:
             raise ConfigError("compare needs at least one run folder or sweep folder")
         if out is None:  # a single sweep folder gets its report inside it
             one = pathlib.Path(folders[0])
             out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
                 pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = report(folders, out, metric=metric, steps=steps)
+        result = report(folders, out, metric=metric, steps=steps, policy=policy)
     else:
         pairs = parse_pairs(args)
         algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()

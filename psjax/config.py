@@ -96,15 +96,26 @@ class SharingConfig:
     identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
     identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
     identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
+    identity_cluster_input: str = _f(
+        "auto", "SePS/AdaPS: the identity vectors k-means clusters; mean = the encoder means mu_i; sample = one "
+        "draw z_i = mu_i + sigma_i * eps per agent; auto = mean for SePS (its code), sample for AdaPS (its paper, "
+        "section 4.1: 'the identity vector (sampled from output of encoder)')", choices=("auto", "mean", "sample"))
     adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
                                 min=0.0, max=1.0)
     adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
+    adaps_mask_critic: bool = _f(False, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
+                                 "too; False = the policy network only, the paper's f(.; phi * M_k)")
     adaps_mapping_scale: float = _f(
         3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
         "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)
     pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
                            min=1)
-    pps_window: int = _f(96, "PPS: reward buffer length in rollout steps (per-agent reward, mean over envs)", min=1)
+    pps_window: int = _f(96, "PPS: reward buffer length W, in pps_window_unit (paper: 96, 'the same length as the "
+                         "batch size' of 96 episodes)", min=1)
+    pps_window_unit: str = _f(
+        "episodes", "PPS: unit of the reward buffer; episodes = R_i is agent i's reward summed over the last W "
+        "completed episodes of all parallel envs (the paper's reading); steps = summed over the last W rollout steps, "
+        "each step's reward averaged over the envs", choices=("episodes", "steps"))
     pps_rs_weights: str = _f(
         "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after shifting by min(0, min R) "
         "(the paper's formula; uniform when all are 0); softmax = softmax(R_i / pps_rs_temperature) (released code)",
@@ -115,7 +126,8 @@ class SharingConfig:
     pps_pp_personal: str = _f(
         "front", "PP-PPS: side of the boundary kept per agent; front = feature layers personal, later layers shared "
         "(paper); back = the released code's direction", choices=("front", "back"))
-    pps_pp_weights: str = _f("uniform", "PP-PPS: weights of the shared part (uniform as the code; reward as RS-PPS)",
+    pps_pp_weights: str = _f("reward", "PP-PPS: weights of the shared part; reward = the RS-PPS weights (paper, "
+                             "sections 4.3 and 5); uniform = the released code's plain average",
                              choices=("uniform", "reward"))
     pps_target: str = _f(
         "keep", "PPS: target network at aggregation; keep (released code), aggregate (its rows averaged the same "
@@ -154,25 +166,35 @@ class SharingConfig:
     mapd_batch_size: int = _f(128, "MAPD: VAE minibatch size", min=1)
     mapd_lr: float = _f(3e-4, "MAPD: VAE Adam learning rate", min=0.0)
     mapd_kl_coef: float = _f(0.01, "MAPD: weight of the KL term of the VAE loss", min=0.0)
+    mapd_vae_pairs: str = _f(
+        "own", "MAPD: the VAE's training pairs; own = each agent's policy on its own observations (the reference); "
+        "pooled = every agent's policy on every pooled observation (the pairs it then encodes: on the typed env "
+        "1.3-1.5x larger cross-type distances, a 0-20% cleaner same / cross-type separation; "
+        "benchmarks/madps_vae_pairs.py). The distances use the pooled batch either way", choices=("own", "pooled"))
     madps_interval: int = _f(500, "MADPS: training iterations between distance rounds (A2C default: 20k env "
                              "steps, 10 rounds in a 200k-step run)", min=1)
     madps_start: int = _f(1000, "MADPS: training iterations before the first restructuring; earlier rounds only "
-                          "measure and log the distances (every policy starts near-uniform, so all distances start "
-                          "near zero; A2C default: 40k env steps, the second round)", min=0)
-    madps_fuse_threshold: float = _f(0.005, "MADPS: eps1; agents on different front slots closer than this fuse "
-                                     "their fronts. An absolute distance, as in the seed (which tunes it per task: 1.0 "
-                                     "on spread, 0.5 on SMAC; reference code 0.5), retuned to psjax's MAPD scale "
-                                     "(Wasserstein, default VAE, A2C): near-identical initial policies 0.001-0.002, "
-                                     "A2C agents that trained apart from a shared start 0.01-0.03 while still "
-                                     "near-uniform (LBF coop: 0.009-0.014 for 2e5 steps), MPE spread 6 agents NoPS "
-                                     "0.05-0.3 at 0.1-0.2M steps, opposite policies 0.3-0.5 "
-                                     "(benchmarks/madps_runs.sh); eps2 = 0.01 divides agents that trained apart, "
-                                     "eps0 = 0.0025 fuses only "
-                                     "near-identical ones", min=0.0)
+                          "measure and log the distances (A2C default: 40k env steps, the second round). Early "
+                          "distances measure the initialisation more than learning: reference init 0.15-0.6 at 1-2k "
+                          "steps on LBF / spread / typed, settling by 10-20k (benchmarks/madps_init.py)", min=0)
+    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
+                                     "fronts. An absolute Wasserstein distance; the reference code's 0.5 (the seed "
+                                     "tunes it per task: 1.0 on spread, 0.5 on SMAC). Measured (A2C, "
+                                     "benchmarks/madps_init.py): on the typed env agents of different types reach "
+                                     "0.8-1.9 by 10k steps and same-type agents fall below 0.1 under either "
+                                     "madps_init, so eps0 / eps1 / eps2 = 0.25 / 0.5 / 1.0 find the two types; LBF "
+                                     "coop and 3-agent spread (homogeneous) stay at 0.005-0.38, so their backs fuse",
+                                     min=0.0)
     madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
                                        "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
     madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
                                      "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
+    madps_init: str = _f("reference", "MADPS: actor initialisation; reference = the reference code's default "
+                         "(initial_as_the_same=False): every layer orthogonal with gain 0.5 plus N(0, 0.2) noise on "
+                         "weights and biases, so every agent starts with its own non-uniform policy (first MAPD "
+                         "distances 0.15-0.6); psjax = psjax's other actors: hidden layers orthogonal sqrt(2), "
+                         "output layer orthogonal 0.01 (near-uniform, near-identical policies: 0.006-0.04)",
+                         choices=("psjax", "reference"))
     bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
     bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
     bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
@@ -189,6 +211,9 @@ class SharingConfig:
     bdps_selector_hidden: int = _f(64, "BDPS: group selector GRU state (paper: 64)", min=1)
     bdps_vae_coef: float = _f(1.0, "BDPS: weight of the GRU-VAE loss in the summed loss (one optimiser)", min=0.0)
     bdps_selector_coef: float = _f(1.0, "BDPS: weight of the group selector's TD loss in the summed loss", min=0.0)
+    bdps_advantage: str = _f("taken", "BDPS: the advantage the role selector reads: taken = max_a Q - Q(a_t) (the "
+                             "paper; exactly 0 on greedy steps), mean = max_a Q - mean Q over the available actions "
+                             "(non-zero under greedy acting)", choices=("taken", "mean"))
 
 
 @dataclass(frozen=True)
@@ -212,6 +237,8 @@ class QConfig:
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
     td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
     stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")
+    last_action: bool = _f(False, "recurrent agents also read the one-hot of their previous action (zeros at an "
+                           "episode's start): pymarl's obs_last_action, BDPS's Q_U(tau, a_{t-1})")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
     mixer_embed: int = _f(32, "QMIX mixing-network width", min=1)
     hypernet_hidden: int = _f(64, "QMIX hypernetwork hidden width", min=1)
@@ -231,7 +258,12 @@ class ACConfig:
     gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
     gae_lambda: float = _f(1.0, "GAE lambda; 1.0 = plain n-step returns", min=0.0, max=1.0)
     ent_coef: float = _f(0.01, "entropy bonus", min=0.0)
-    vf_coef: float = _f(0.5, "value-loss weight", min=0.0)
+    vf_coef: float = _f(
+        0.5, "value-loss weight c in loss = policy + c * mean (V - R)^2 - ent_coef * entropy (no extra 1/2; means "
+        "over time, envs and agents). A2C default 0.5 = the SePS code's value_loss_coef (ac.py: "
+        "0.5 * (R - V)^2, its terms summed over agents where psjax averages them, the same ratio of value to "
+        "policy and entropy terms); the PPO preset sets 0.25 = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean",
+        min=0.0)
     max_grad_norm: float = _f(0.5, "global gradient-norm clip", min=0.0)
     clip_eps: float = _f(0.2, "PPO ratio clip", min=0.0)
     epochs: int = _f(1, "passes over each rollout (PPO > 1)", min=1)
@@ -251,8 +283,17 @@ class TrainConfig:
     seed: int = _f(0, "first seed; seeds are seed .. seed+seeds-1", min=0)
     seeds: int = _f(1, "seeds trained together (vmapped)", min=1)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
-    eval_every: float = _f(0.05, "greedy evaluation every this fraction of training", min=0.0, max=1.0)
-    eval_envs: int = _f(32, "episodes per greedy evaluation", min=1)
+    eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
+    eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
+                        min=1)
+    eval_policy: str = _f(
+        "auto", "policy the evaluations act with: greedy = argmax of the Q values or policy logits; sample = the "
+        "training policy (A2C / PPO: actions drawn from pi; QMIX / VDN / IQL: epsilon-greedy at the current "
+        "epsilon, learner.act(greedy=False)); both = both in one run from the same keys, the learner's default "
+        "first; auto = sample for a2c / ppo (EPyMARL's soft policies; the SePS, AdaPS and MADPS papers report the "
+        "stochastic policy), greedy for qmix / vdn / iql (pymarl's test mode). The first policy of "
+        "eval_policies is reported as eval_return / eval_won / eval_length, every policy also as "
+        "eval_<policy>_return etc.", choices=("auto", "greedy", "sample", "both"))
     checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
     out_dir: str = _f("runs", "parent folder of run folders")
     run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
@@ -278,11 +319,19 @@ class TrainConfig:
     def num_iterations(self) -> int:
         return max(1, math.ceil(self.steps / self.steps_per_iteration))
 
+    @property
+    def eval_policies(self) -> tuple[str, ...]:
+        """The policies each evaluation runs (``greedy`` / ``sample``), the primary one first."""
+        default = "greedy" if self.is_value_based else "sample"
+        other = "sample" if default == "greedy" else "greedy"
+        return {"auto": (default,), "both": (default, other)}.get(self.eval_policy, (self.eval_policy,))
+
 
 # Learner-specific defaults layered under the user's overrides.
 LEARNER_PRESETS: dict[str, dict[str, Any]] = {
     "ppo": {"ac.num_envs": 16, "ac.rollout_len": 128, "ac.gae_lambda": 0.95, "ac.epochs": 4,
-            "ac.num_minibatches": 4, "ac.normalize_adv": True, "ac.lr": 5e-4},
+            "ac.num_minibatches": 4, "ac.normalize_adv": True, "ac.lr": 5e-4,
+            "ac.vf_coef": 0.25},  # = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean squared error (ACConfig.vf_coef)
 }
 
 # Short names accepted on the command line.

@@ -1,7 +1,10 @@
-"""Episode statistics, and the random-policy reference every learner must beat.
+"""Episode statistics, evaluation metric names, and the random-policy reference every learner must beat.
 
-Greedy evaluation of a trained runner lives in ``train.py`` (it reuses the training
-rollout); both it and ``random_policy_score`` summarise episodes with ``episode_means``.
+Evaluation of a trained runner lives in ``train.py`` (it reuses the training rollout, acting greedily
+or with the training policy: ``TrainConfig.eval_policy``); both it and ``random_policy_score`` summarise
+episodes with ``episode_means``. Every evaluation figure names its policy: ``eval_<policy>_<stat>``
+(``eval_sample_return``, ``eval_greedy_won``), and the primary policy (``TrainConfig.eval_policies[0]``)
+is also reported unqualified as ``eval_<stat>``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,24 @@ import jax
 import jax.numpy as jnp
 
 from psjax.envs.base import Env, TimeStep
+
+EVAL_STATS = ("return", "won", "length")  # what an evaluation reports for each policy
+POLICY_NAMES = {"greedy": "greedy", "sample": "sampled"}  # figures and tables say "sampled policy"
+
+
+def eval_key(stat: str, policy: str | None = None) -> str:
+    """A metric name: ``eval_return`` (the primary policy) or, with ``policy``, ``eval_sample_return``."""
+    return f"eval_{policy}_{stat}" if policy else f"eval_{stat}"
+
+
+def policy_metrics(per_policy: dict[str, dict]) -> dict:
+    """``{policy: {stat: value}}`` (primary policy first) to flat metrics: every policy under its qualified
+    names, the primary one also under the plain ``eval_<stat>``."""
+    primary = next(iter(per_policy))
+    out = {eval_key(stat): v for stat, v in per_policy[primary].items()}
+    for policy, stats in per_policy.items():
+        out.update({eval_key(stat, policy): v for stat, v in stats.items()})
+    return out
 
 
 def episode_means(ended: jax.Array, step_ts: TimeStep) -> dict:

@@ -1,21 +1,26 @@
 """Host loop around the jitted trainer: chunks, evaluation, logs, checkpoints, plots.
 
 ``run(cfg)`` trains seeds ``cfg.seed .. cfg.seed + cfg.seeds - 1`` together (vmapped) in chunks of
-training iterations. After each chunk it evaluates greedily, appends to the logs and writes an orbax
-checkpoint, so ``run(resume=folder)`` continues an interrupted run and ends with the same params and
-metrics as an uninterrupted one. Python only runs between chunks, never inside one.
+training iterations. After each chunk it evaluates the policies of ``cfg.eval_policies``, appends to the
+logs and writes an orbax checkpoint, so ``run(resume=folder)`` continues an interrupted run and ends with
+the same params and metrics as an uninterrupted one. Python only runs between chunks, never inside one.
 
 The trainer is used only through ``psjax.train.make_program(cfg, chunk_iters) -> Program`` with
 ``init(key) -> runner``, ``run_chunk(runner) -> (runner, metrics[chunk_iters])``,
-``evaluate(runner, key) -> scalars``, ``param_count``, ``num_iterations`` and ``steps_per_iteration``.
+``evaluate(runner, key) -> scalars`` (``eval_<stat>`` and ``eval_<policy>_<stat>`` for every policy of
+``cfg.eval_policies``), ``param_count``, ``num_iterations`` and ``steps_per_iteration``.
 
 Run folder::
 
     config.yaml                  resolved config (``config.to_dict``); ``resume`` reads it back
     metrics.jsonl, metrics.csv   one row per training iteration per seed
-    eval.jsonl, eval.csv         one row per greedy evaluation per seed (the first one before training)
-    summary.json                 param count, throughput, compile time, final evaluation
-    curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band
+    eval.jsonl, eval.csv         one row per evaluation per seed (the first one before training): eval_policy
+                                 (the primary policy, whose figures are eval_return / eval_won / eval_length),
+                                 then eval_<policy>_return / _won / _length for every evaluated policy
+    summary.json                 param count, throughput, compile time, final evaluation (final_eval.policy
+                                 names the policy of its plain eval_* figures)
+    curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band; one eval
+                                 line per evaluated policy, named with its episodes and seeds
     sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
     distance.png                 the last MAPD policy distance matrix (``mapd_interval`` > 0, or MADPS)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
@@ -38,19 +43,19 @@ import numpy as np
 import yaml
 
 from psjax.config import BDPS_METHODS, ConfigError, TrainConfig, load_run_config, to_dict
+from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
 EVAL_SALT = 0x65766C  # "evl"
 FIRST_COLUMNS = ("seed", "iteration", "env_steps")
-EVAL_METRICS = ("eval_return", "eval_won", "eval_length")
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
 def chunk_plan(num_iterations: int, eval_every: float) -> list[int]:
-    """Training iterations per chunk; one greedy evaluation follows each chunk.
+    """Training iterations per chunk; one evaluation follows each chunk.
 
     Chunks hold ``round(eval_every * num_iterations)`` iterations (at least 1; ``eval_every=0``:
     one chunk); the last one holds the remainder. The plan depends only on the config, so a
@@ -122,15 +127,27 @@ def metric_rows(metrics: dict[str, np.ndarray], seeds: list[int], first_iteratio
     return rows
 
 
-def eval_rows(result: dict[str, np.ndarray], seeds: list[int], iteration: int, env_steps) -> list[dict]:
-    """One row per seed from an evaluation's scalars ``name -> [S]``."""
+def eval_columns(policies: tuple[str, ...]) -> list[str]:
+    """The metric columns of ``eval.jsonl`` / ``eval.csv``: the primary policy's plain ``eval_<stat>``, then
+    ``eval_<policy>_<stat>`` for every policy (``policies`` = ``cfg.eval_policies``, primary first)."""
+    return [eval_key(stat) for stat in EVAL_STATS] + [eval_key(stat, p) for p in policies for stat in EVAL_STATS]
+
+
+def eval_rows(result: dict[str, np.ndarray], seeds: list[int], iteration: int, env_steps,
+              policies: tuple[str, ...]) -> list[dict]:
+    """One row per seed from an evaluation's scalars ``name -> [S]``; ``eval_policy`` names the primary policy."""
     env_steps = np.broadcast_to(np.asarray(env_steps), (len(seeds),))
     rows = []
     for s, seed in enumerate(seeds):
-        row = {"seed": seed, "iteration": iteration, "env_steps": int(env_steps[s])}
-        row.update({k: _cell(result[k][s]) for k in EVAL_METRICS})
+        row = {"seed": seed, "iteration": iteration, "env_steps": int(env_steps[s]), "eval_policy": policies[0]}
+        row.update({k: _cell(result[k][s]) for k in eval_columns(policies)})
         rows.append(row)
     return rows
+
+
+def eval_label(cfg: TrainConfig, policy: str) -> str:
+    """How figures and printed lines name an evaluation, e.g. ``sampled policy, 32 episodes x 2 seeds``."""
+    return f"{POLICY_NAMES[policy]} policy, {cfg.eval_envs} episodes x {cfg.seeds} seed{'s' * (cfg.seeds > 1)}"
 
 
 class RowLog:
@@ -260,21 +277,24 @@ def _band(ax, x: np.ndarray, y: np.ndarray, label: str, **style) -> None:
 
 
 def plot_curves(run_dir: pathlib.Path, cfg: TrainConfig) -> pathlib.Path:
-    """``curve.png``: training and greedy-eval return vs env steps (+ win rate for SMAX)."""
+    """``curve.png``: training and evaluation return vs env steps (+ win rate for SMAX), one evaluation
+    line per policy of ``cfg.eval_policies``, its legend naming the policy, episodes and seeds."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
     has_win = cfg.env.name == "smax"
     train, evals = RowLog(run_dir, "metrics").read(), RowLog(run_dir, "eval").read()
     fig = Figure(figsize=(11 if has_win else 6, 4), layout="constrained")
     axes = fig.subplots(1, 2 if has_win else 1, squeeze=False)[0]
-    panels = [(axes[0], "return", "eval_return", "return")]
+    panels = [(axes[0], "return", "return", "return")]
     if has_win:
-        panels.append((axes[1], "won", "eval_won", "win rate"))
-    for ax, train_col, eval_col, ylabel in panels:
+        panels.append((axes[1], "won", "won", "win rate"))
+    for ax, train_col, stat, ylabel in panels:
         if train:
             _band(ax, *_seed_table(train, train_col, cfg.seeds), "training (explore)")
-        if evals:
-            _band(ax, *_seed_table(evals, eval_col, cfg.seeds), "greedy eval", marker="o", ms=3)
+        for policy, marker in zip(cfg.eval_policies, "os"):
+            if evals:
+                _band(ax, *_seed_table(evals, eval_key(stat, policy), cfg.seeds),
+                      f"eval {ylabel} ({eval_label(cfg, policy)})", marker=marker, ms=3)
         ax.set_xlabel("env steps per seed")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -286,11 +306,17 @@ def plot_curves(run_dir: pathlib.Path, cfg: TrainConfig) -> pathlib.Path:
 
 
 def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
-    """``summary.json``: ``info`` (param count, timing) plus the final evaluation per seed and mean."""
+    """``summary.json``: ``info`` (param count, timing) plus the final evaluation per seed and mean.
+
+    ``final_eval.policy`` names the policy of the plain ``eval_return`` / ``eval_won`` / ``eval_length``
+    figures (the primary one), ``final_eval.policies`` every evaluated policy (each also under
+    ``eval_<policy>_<stat>``), ``final_eval.episodes_per_seed`` the episodes behind each figure and seed.
+    """
+    columns = eval_columns(cfg.eval_policies)
     evals = RowLog(run_dir, "eval").read()[-cfg.seeds:]
-    per_seed = [{k: r[k] for k in ("seed", "env_steps") + EVAL_METRICS} for r in evals]
+    per_seed = [{k: r[k] for k in ("seed", "env_steps", *columns)} for r in evals]
     mean = {}
-    for k in EVAL_METRICS:
+    for k in columns:
         values = [r[k] for r in per_seed if r[k] is not None]
         mean[k] = sum(values) / len(values) if values else None
     summary = {
@@ -298,7 +324,8 @@ def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
         "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
         "has_win": cfg.env.name == "smax",
         **info,
-        "final_eval": {"per_seed": per_seed, "mean": mean},
+        "final_eval": {"policy": cfg.eval_policies[0], "policies": list(cfg.eval_policies),
+                       "episodes_per_seed": cfg.eval_envs, "per_seed": per_seed, "mean": mean},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -388,7 +415,7 @@ def run(
         done, eval_base = 0, eval_key_base(keys)
         runner = init(keys)
         result = jax.device_get(evaluate(runner, eval_keys(eval_base, 0)))
-        eval_log.append(eval_rows(result, seeds, 0, 0))
+        eval_log.append(eval_rows(result, seeds, 0, 0, cfg.eval_policies))
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
         _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
@@ -410,13 +437,14 @@ def run(
             metrics = jax.device_get(metrics)
             metrics_log.append(metric_rows(metrics, seeds, starts[j]))
             result = jax.device_get(evaluate(runner, eval_keys(eval_base, j + 1)))
-            eval_log.append(eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1]))
+            eval_log.append(eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1], cfg.eval_policies))
             if manager is not None:
                 _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
-            postfix = {"return": f"{_nanmean(metrics['return']):.3g}",
-                       "eval": f"{_nanmean(result['eval_return']):.3g}"}
-            if cfg.env.name == "smax":
-                postfix["win"] = f"{_nanmean(result['eval_won']):.2f}"
+            postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
+            for policy in cfg.eval_policies:  # e.g. "sampled eval=0.91"
+                postfix[f"{POLICY_NAMES[policy]} eval"] = f"{_nanmean(result[eval_key('return', policy)]):.3g}"
+                if cfg.env.name == "smax":
+                    postfix[f"{POLICY_NAMES[policy]} win"] = f"{_nanmean(result[eval_key('won', policy)]):.2f}"
             bar.set_postfix(postfix, refresh=False)  # shown by the update below
             bar.update(size * spi)
             done = j + 1

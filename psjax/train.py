@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from psjax.config import TrainConfig
 from psjax.envs import agent_id_features, make_env, resolve_agent_id
 from psjax.envs.base import Env, TimeStep
-from psjax.evaluate import episode_means, first_episodes
+from psjax.evaluate import POLICY_NAMES, episode_means, first_episodes, policy_metrics
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
 from psjax.sharing import bank_ops, mapd, methods
@@ -44,6 +44,7 @@ class Runner(NamedTuple):
 class Program(NamedTuple):
     init: Callable[[chex.PRNGKey], Runner]
     run_chunk: Callable[[Runner], tuple[Runner, dict]]
+    # evaluate(runner, key) -> eval_<policy>_<stat> for each of cfg.eval_policies, the first also as eval_<stat>
     evaluate: Callable[[Runner, chex.PRNGKey], dict]
     param_count: int
     num_iterations: int
@@ -127,6 +128,9 @@ def _rollout(
             next_ts.done,
             next_ts.terminated,
             extras,
+            next_ts.final_obs,
+            next_ts.final_state,
+            next_ts.final_avail,
         )
         return (env_state, next_ts, hidden), (transition, next_ts)
 
@@ -214,8 +218,15 @@ def _distance_round(parts: Parts, learner_state, sharing, traj: Transition, hidd
     return learner_state, sharing, metrics
 
 
-def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:
-    """Greedy policy for one full episode in each of ``num_envs`` fresh envs."""
+def _evaluate(parts: Parts, num_envs: int, runner: Runner, key, policy: str) -> dict:
+    """One full episode in each of ``num_envs`` fresh envs under ``policy``: ``greedy`` (argmax actions) or
+    ``sample`` (the training policy: actions drawn from pi, or epsilon-greedy at the runner's current epsilon).
+
+    Returns ``{"return", "won", "length"}`` scalars, means over the ``num_envs`` first episodes. The key alone
+    fixes the envs' initial states, so policies evaluated from one key face the same starts.
+    """
+    if policy not in POLICY_NAMES:
+        raise ValueError(f"evaluation policy {policy!r}; allowed: {', '.join(POLICY_NAMES)}")
     k_reset, k_roll = jax.random.split(key)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
     _, (_, step_ts) = _rollout(
@@ -228,9 +239,9 @@ def _evaluate(parts: Parts, num_envs: int, runner: Runner, key) -> dict:
         k_roll,
         runner.env_steps,
         parts.env.spec.max_steps,
-        greedy=True,
+        greedy=policy == "greedy",
     )
-    return {f"eval_{k}": v for k, v in episode_means(first_episodes(step_ts), step_ts).items()}
+    return episode_means(first_episodes(step_ts), step_ts)
 
 
 def count_params(parts: Parts) -> int:
@@ -251,7 +262,8 @@ def make_train(cfg: TrainConfig) -> Callable[[chex.PRNGKey], tuple[Runner, dict]
 
 
 def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
-    """The loop in chunks of ``chunk_iters`` iterations, plus greedy evaluation."""
+    """The loop in chunks of ``chunk_iters`` iterations, plus evaluation of each of ``cfg.eval_policies`` (all
+    from the evaluation key: paired starts; the metric names of ``psjax.evaluate.policy_metrics``)."""
     parts = make_parts(cfg)
 
     def run_chunk(runner):
@@ -260,7 +272,8 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
     return Program(
         init=lambda key: _init(parts, key),
         run_chunk=run_chunk,
-        evaluate=lambda runner, key: _evaluate(parts, cfg.eval_envs, runner, key),
+        evaluate=lambda runner, key: policy_metrics(
+            {p: _evaluate(parts, cfg.eval_envs, runner, key, p) for p in cfg.eval_policies}),
         param_count=count_params(parts),
         num_iterations=cfg.num_iterations,
         steps_per_iteration=cfg.steps_per_iteration,

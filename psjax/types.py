@@ -15,9 +15,14 @@ class Transition(NamedTuple):
     avail: chex.Array  # [E, N, A] bool available actions at that observation
     action: chex.Array  # [E, N] int32
     reward: chex.Array  # [E, N] reward for the action
-    done: chex.Array  # [E] bool, the episode ended on this step (terminated or truncated)
-    terminated: chex.Array  # [E] bool, ended in a terminal state
+    done: chex.Array  # [E] bool, the episode ended on this step (terminated or truncated): memory resets here
+    terminated: chex.Array  # [E] bool, ended in a terminal state: the only place a bootstrap is cut
     extras: dict  # learner-specific per-step data, e.g. {"logp": [E, N], "value": [E, N]}
+    # What the action led to, before any automatic reset (``TimeStep.final_*``): on a step that ended the
+    # episode by its time limit, the observation to bootstrap from; otherwise the next step's own observation.
+    next_obs: chex.Array = ()  # [E, N, D]
+    next_state: chex.Array = ()  # [E, S]
+    next_avail: chex.Array = ()  # [E, N, A] bool
 
 
 class Learner(NamedTuple):

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from psjax.evaluate import policy_metrics
+
 
 class FakeProgram(NamedTuple):
     """The ``psjax.train.Program`` interface, for testing the host loop without the trainer."""
@@ -54,10 +56,12 @@ def make_fake_program(cfg, chunk_iters: int) -> FakeProgram:
     def run_chunk(r):
         return jax.lax.scan(one_iteration, r, None, length=chunk_iters)
 
-    def evaluate(r, key):
+    def evaluate(r, key):  # every policy of cfg.eval_policies, the i-th one's return offset by i
         noise = jax.random.uniform(key)
-        return {"eval_return": r.params.sum() + noise, "eval_won": (noise > 0.5).astype(jnp.float32),
-                "eval_length": jnp.float32(7.0)}
+        return policy_metrics({
+            policy: {"return": r.params.sum() + noise + i, "won": (noise > 0.5).astype(jnp.float32),
+                     "length": jnp.float32(7.0)}
+            for i, policy in enumerate(cfg.eval_policies)})
 
     return FakeProgram(init, run_chunk, evaluate, 4, cfg.num_iterations, spi)
 

@@ -42,6 +42,7 @@ def no_jit(monkeypatch):
         (["train", "seeds=0"], "seeds=0"),
         (["train", "env=smax", "seeds"], "'seeds'"),
         (["train", "preset=nope"], "'nope'"),
+        (["train", "eval_policy=argmax"], "eval_policy='argmax' is not allowed; allowed: 'auto', 'greedy', 'sample'"),
         (["train", "resume=/no/such/run"], "/no/such/run"),
         (["train", "resume=x", "seeds=2"], "seeds"),
         (["frobnicate"], "'frobnicate'"),
@@ -100,7 +101,8 @@ def test_train_then_resume_end_to_end(tmp_path, monkeypatch, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     run_dir = tmp_path / "cli"
-    assert f"run folder: {run_dir}" in out and "eval_return=" in out
+    assert f"run folder: {run_dir}" in out  # qmix: evaluated greedily; LBF has no win rate to print
+    assert "final eval (greedy policy, 32 episodes per seed, mean of 2 seeds): return=" in out and "won=" not in out
     assert json.loads((run_dir / "summary.json").read_text())["finished"]
     assert cli.main(["train", f"resume={run_dir}"]) == 0  # finished already: rewrites the summary only
     assert cli.main(args) == 2  # the folder exists

@@ -119,7 +119,9 @@ def test_report_on_run_folders(sweep_dir, tmp_path):
     assert rows[0]["steps_per_sec"] == pytest.approx(summary["steps_per_sec"])
     assert rows[0]["param_count"] == 4 and rows[0]["env_steps"] == 32 and rows[0]["finished"]
 
-    assert "### lbf 8x8-2p-2f-coop: final greedy return" in md and "### smax 3m: final greedy win rate" in md
+    assert "### lbf 8x8-2p-2f-coop: final return, greedy policy" in md  # qmix runs: greedy by default
+    assert "### smax 3m: final win rate, greedy policy" in md and "final win rate (greedy policy), IQM" in md
+    assert [r["policy"] for r in rows] == ["greedy"] * 3 and "MIXED" not in md
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(lines) == 2 + 3  # a header row per env table + one row per group
     body = [line for line in lines if not line.startswith("| method")]
@@ -147,7 +149,7 @@ def test_report_metric_return_on_smax(sweep_dir, tmp_path):
     row = out["rows"][0]
     assert row["metric"] == "eval_return"
     assert row["final_per_seed"] == pytest.approx([r["eval_return"] for r in per_seed])
-    assert "### smax 3m: final greedy return" in out["markdown"].read_text()
+    assert "### smax 3m: final return, greedy policy" in out["markdown"].read_text()
     with pytest.raises(ConfigError, match="has no win rate"):
         report([sweep_dir / "nops"], tmp_path / "bad", metric="win")
     with pytest.raises(ConfigError, match="allowed: auto, win, return"):

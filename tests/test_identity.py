@@ -141,6 +141,51 @@ def test_adaps_masks_are_binary_and_follow_the_clusters():
     np.testing.assert_allclose(overlap[0, 2], inter, rtol=1e-6)
 
 
+def test_identity_vectors_are_the_means_or_one_sample_each():
+    mu = jnp.array([[1.0, -2.0], [3.0, 0.5], [0.0, 0.0]])
+    logvar = jnp.array([[0.0, 2.0], [-2.0, 0.0], [-40.0, -40.0]])
+    key = jax.random.PRNGKey(7)
+    np.testing.assert_array_equal(identity.identity_vectors(key, mu, logvar, "mean"), mu)
+    eps = np.asarray(jax.random.normal(key, (3, 2)))
+    sampled = np.asarray(identity.identity_vectors(key, mu, logvar, "sample"))
+    np.testing.assert_allclose(sampled, np.asarray(mu) + np.exp(0.5 * np.asarray(logvar)) * eps, rtol=1e-6)
+    assert not np.allclose(sampled[:2], mu[:2])  # a real draw where sigma is not tiny ...
+    np.testing.assert_allclose(sampled[2], mu[2], atol=1e-8)  # ... and the mean where it is
+    assert not np.allclose(identity.identity_vectors(jax.random.PRNGKey(8), mu, logvar, "sample"), sampled)
+    # auto: SePS clusters the means (its code), AdaPS one sample per agent (its paper, section 4.1)
+    assert identity.cluster_input(make_config({**TYPED, "alg": "seps"})) == "mean"
+    assert identity.cluster_input(make_config({**TYPED, "alg": "adaps"})) == "sample"
+    assert identity.cluster_input(make_config({**TYPED, "alg": "adaps", "identity_cluster_input": "mean"})) == "mean"
+    assert identity.cluster_input(make_config({**TYPED, "alg": "seps", "identity_cluster_input": "sample"})) == "sample"
+    with pytest.raises(ConfigError, match=r"identity_cluster_input='median'.*allowed: 'auto', 'mean', 'sample'"):
+        make_config({**TYPED, "alg": "adaps", "identity_cluster_input": "median"})
+
+
+@pytest.mark.parametrize("mask_critic", [False, True])
+def test_adaps_critic_is_not_masked_unless_asked(mask_critic):
+    """Four agents see the same observation; agents 2 and 3 (cluster 1) lose half the hidden units. The
+    actor's outputs differ between the clusters; the critic's are equal unless adaps_mask_critic."""
+    cfg = make_config({**TYPED, "alg": "adaps", "adaps_mask_critic": mask_critic})
+    parts = make_parts(cfg)
+    runner = _init(parts, jax.random.PRNGKey(0))
+    hidden = cfg.ac.hidden
+    half = (jnp.arange(hidden) % 2 == 0).astype(jnp.float32)
+    masks = tuple(jnp.stack([jnp.ones(hidden), jnp.ones(hidden), half, half]) for _ in runner.sharing.masks)
+    sharing = runner.sharing._replace(masks=masks)
+    ts = runner.ts._replace(obs=jnp.broadcast_to(runner.ts.obs[:, :1], runner.ts.obs.shape))  # equal inputs
+    _, _, extras = parts.learner.act(runner.learner, sharing, runner.hidden, ts, jax.random.PRNGKey(1),
+                                     runner.env_steps, True)
+    value = np.asarray(extras["value"])  # [E, N]
+    np.testing.assert_allclose(value[:, 1], value[:, 0], rtol=1e-6)  # same cluster: same value either way
+    if mask_critic:
+        assert not np.allclose(value[:, 2], value[:, 0])
+    else:
+        np.testing.assert_allclose(value[:, 2], value[:, 0], rtol=1e-6)
+    logp = np.asarray(extras["logp"])  # of the greedy action: the actor is masked in both cases
+    np.testing.assert_allclose(logp[:, 1], logp[:, 0], rtol=1e-6)
+    assert not np.allclose(logp[:, 2], logp[:, 0])
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -202,6 +247,7 @@ def test_seps_switch_copies_the_pretrained_slot_into_every_row_once():
 
     sharing, after, metrics = update(sharing, learner, traj, jax.random.PRNGKey(4), jnp.int32(2_000))
     assert bool(sharing.extra.switched)
+    np.testing.assert_array_equal(sharing.extra.points, sharing.extra.means)  # SePS clusters the encoder means
     np.testing.assert_array_equal(sharing.slots, sharing.extra.labels)
     np.testing.assert_array_equal(metrics["cluster"], sharing.slots)
     old_mu, new_mu = learner.opt_state[1][0].mu, after.opt_state[1][0].mu
@@ -328,13 +374,14 @@ def test_adaps_masks_are_the_ones_the_learner_applies(adaps_run):
         mask1 = np.asarray(final.sharing.masks[1][agent])
         kernel1 = np.asarray(grads["Dense_1"]["kernel"][0])  # [H, H]
         assert np.all(kernel1[:, mask1 == 0] == 0.0) and np.all(kernel1[mask0 == 0, :] == 0.0)
-    # and the learner's policy changes when the masks are lifted
+    # and the learner's policy changes when the masks are lifted; its critic does not (not masked by default)
     act = jax.jit(parts.learner.act, static_argnums=6)
     args = (final.hidden, final.ts, jax.random.PRNGKey(0), final.env_steps, False)
-    _, _, masked = act(final.learner, final.sharing, *args)
+    actions, _, masked = act(final.learner, final.sharing, *args)
     unmasked = final.sharing._replace(masks=tuple(jnp.ones_like(m) for m in final.sharing.masks))
-    _, _, plain = act(final.learner, unmasked, *args)
-    assert not np.allclose(masked["value"], plain["value"])
+    plain_actions, _, plain = act(final.learner, unmasked, *args)
+    np.testing.assert_array_equal(masked["value"], plain["value"])
+    assert not np.array_equal(actions, plain_actions) or not np.allclose(masked["logp"], plain["logp"])
 
 
 # --------------------------------------------------------------------------- every learner

@@ -118,9 +118,12 @@ def test_config_rules():
         make_config({"alg": "madps", "learner": "qmix"})
     cfg = make_config({"alg": "madps"})
     assert cfg.learner_name == "a2c"
-    assert madps.thresholds(cfg) == pytest.approx((0.0025, 0.005, 0.01))  # psjax's distance scale, not the seed's
+    assert madps.thresholds(cfg) == pytest.approx((0.25, 0.5, 1.0))  # the reference code's eps0, eps1, eps2
+    assert cfg.sharing.madps_init == "reference"
     assert cfg.sharing.madps_start == 2 * cfg.sharing.madps_interval  # the first round only measures
-    assert madps.thresholds(make_config({"alg": "madps", "madps_fuse_threshold": 0.5})) == (0.25, 0.5, 1.0)
+    assert madps.thresholds(make_config({"alg": "madps", "madps_fuse_threshold": 0.1})) == (0.05, 0.1, 0.2)
+    with pytest.raises(ConfigError, match="madps_init"):
+        make_config({"alg": "madps", "madps_init": "xavier"})
     assert make_config({"alg": "madps", "learner": "ppo"}).learner_name == "ppo"
 
 
@@ -136,6 +139,61 @@ def _madps_parts(**over):
     return cfg, make_parts(cfg)
 
 
+def _actor_shapes(cfg):
+    parts = make_parts(cfg)
+    return jax.tree.map(lambda x: x.shape, jax.eval_shape(parts.learner.init, jax.random.PRNGKey(0)).params["actor"])
+
+
+def test_madps_actor_front_is_two_dense_layers_and_back_is_64_64_a():
+    cfg, parts = _madps_parts()
+    n, d, a = parts.env.spec.num_agents, parts.env.spec.obs_dim, parts.env.spec.num_actions
+    shapes = _actor_shapes(cfg)["params"]
+    assert shapes == {  # N rows each: obs -> 64 -> 64 (front), 64 -> 64 -> A (back)
+        "front_0": {"kernel": (n, d, 64), "bias": (n, 64)}, "front_1": {"kernel": (n, 64, 64), "bias": (n, 64)},
+        "back_0": {"kernel": (n, 64, 64), "bias": (n, 64)}, "back_out": {"kernel": (n, 64, a), "bias": (n, a)},
+    }
+    assert madps.front_layers(_actor_shapes(cfg)) == {"front_0", "front_1"}
+    # every other method keeps the two-hidden-layer actor with flax's auto names
+    other = _actor_shapes(make_config({"alg": "nops", "learner": "a2c", "env": "mpe_spread"}))["params"]
+    assert sorted(other) == ["Dense_0", "Dense_1", "Dense_2"] and other["Dense_0"]["kernel"] == (n, d, 64)
+    with pytest.raises(ValueError, match="front_0"):
+        madps.front_layers({"params": other})
+
+
+def test_front_block_takes_the_conv_torso_by_name():
+    from psjax.nets.agents import MLP
+
+    net = MLP(8, 3, depth=3, names=madps.FRONT + madps.BACK, obs_shape=(3, 3, 2))
+    params = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((18,)))
+    assert sorted(params["params"]) == ["back_0", "back_out", "front_0", "front_1", "front_torso"]
+    assert madps.front_layers(params) == {"front_torso", "front_0", "front_1"}
+
+
+def test_reference_init_is_orthogonal_with_gain_half_plus_gaussian_noise():
+    from psjax.nets.init import orthogonal_plus_noise
+
+    key = jax.random.PRNGKey(3)
+    base = np.asarray(orthogonal_plus_noise(0.5, 0.0)(key, (64, 64)), np.float64)
+    np.testing.assert_allclose(base.T @ base, 0.25 * np.eye(64), atol=1e-5)  # gain 0.5
+    noise = np.asarray(orthogonal_plus_noise(0.5, 0.2)(key, (64, 64)), np.float64) - base  # the same draw + noise
+    assert noise.std() == pytest.approx(0.2, rel=0.03) and abs(noise.mean()) < 0.01
+    assert abs(np.corrcoef(noise.ravel(), base.ravel())[0, 1]) < 0.05  # independent of the orthogonal part
+
+
+def test_madps_init_reference_draws_noisy_actor_weights_psjax_a_near_uniform_output():
+    ref = jax.jit(_madps_parts()[1].learner.init)(jax.random.PRNGKey(0)).params["actor"]["params"]
+    own = jax.jit(_madps_parts(madps_init="psjax")[1].learner.init)(jax.random.PRNGKey(0)).params["actor"]["params"]
+    for layer in ref:  # reference: N(0, 0.2) noise on every bias
+        assert 0.15 < float(jnp.std(ref[layer]["bias"])) < 0.25
+        np.testing.assert_array_equal(own[layer]["bias"], 0.0)
+    # kernels: 0.5 x orthogonal (entry variance 0.25 / 64 on 64 x 64) plus N(0, 0.2^2): std sqrt(0.25 / 64 + 0.04)
+    for layer in ("front_1", "back_0"):
+        assert float(jnp.std(ref[layer]["kernel"])) == pytest.approx(np.sqrt(0.25 / 64 + 0.04), rel=0.03)
+    # psjax: output kernel orthogonal with gain 0.01 (64 -> A: orthonormal columns times 0.01)
+    w = np.asarray(own["back_out"]["kernel"][0], np.float64)
+    np.testing.assert_allclose(w.T @ w, 1e-4 * np.eye(w.shape[1]), atol=1e-9)
+
+
 def test_agents_gather_front_and_back_rows_per_layer():
     _, parts = _madps_parts()
     state = jax.jit(parts.learner.init)(jax.random.PRNGKey(0))
@@ -146,8 +204,9 @@ def test_agents_gather_front_and_back_rows_per_layer():
     params, axes = parts.scheme.agent_params("actor", actor, None, sharing)
     assert axes == 0
     p = params["params"]
-    np.testing.assert_array_equal(p["Dense_0"]["kernel"], actor["params"]["Dense_0"]["kernel"][jnp.array([1, 1, 0])])
-    for layer in ("Dense_1", "Dense_2"):
+    for layer in ("front_0", "front_1"):  # the front block: obs -> 64 -> 64, gathered by the front slots
+        np.testing.assert_array_equal(p[layer]["kernel"], actor["params"][layer]["kernel"][jnp.array([1, 1, 0])])
+    for layer in ("back_0", "back_out"):  # the back block: 64 -> 64 -> A, by the back slots
         np.testing.assert_array_equal(p[layer]["kernel"], actor["params"][layer]["kernel"][jnp.array([2, 0, 1])])
     critic, _ = parts.scheme.agent_params("critic", state.params["critic"], None, sharing)
     np.testing.assert_array_equal(critic["params"]["Dense_0"]["bias"],
@@ -169,29 +228,37 @@ def test_rounds_before_madps_start_only_measure():
     assert int(sharing2.extra.rounds) == 2
 
 
-def test_division_copy_is_equal_right_after_and_diverges_with_training():
+def test_division_copies_both_front_layers_equal_right_after_and_diverging_with_training():
+    from psjax.train import _iteration
+
     cfg, parts = _madps_parts(madps_start=0, madps_fuse_threshold=0.5)  # eps (0.25, 0.5, 1.0)
-    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    step = jax.jit(lambda r: _iteration(parts, r))
+    runner, _ = step(jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0)))  # non-zero Adam moments
     # agents 0 and 2 far apart on the shared front: a round divides agent 1 (agent 0's first j) ... make it 2:
     d = _matrix(3, far=0.7, d02=3.0)
     sharing, learner = parts.scheme.restructure(runner.sharing, runner.learner, jnp.asarray(d), jax.random.PRNGKey(1))
     assert sharing.extra.front.tolist() == [0, 0, 2]
-    front = learner.params["actor"]["params"]["Dense_0"]
-    np.testing.assert_array_equal(front["kernel"][2], front["kernel"][0])
-    mu = learner.opt_state[1][0].mu["actor"]["params"]["Dense_0"]["kernel"]
-    np.testing.assert_array_equal(mu[2], mu[0])
+    actor, before = learner.params["actor"]["params"], runner.learner.params["actor"]["params"]
+    moments = [learner.opt_state[1][0].mu["actor"]["params"], learner.opt_state[1][0].nu["actor"]["params"]]
+    for layer in ("front_0", "front_1"):  # both front layers (obs -> 64 -> 64), parameters and Adam moments
+        assert actor[layer]["kernel"].shape[-1] == cfg.ac.hidden
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_array_equal(actor[layer][leaf][2], before[layer][leaf][0])
+            np.testing.assert_array_equal(actor[layer][leaf][:2], before[layer][leaf][:2])  # other rows kept
+            for m in moments:
+                np.testing.assert_array_equal(m[layer][leaf][2], m[layer][leaf][0])
+        assert not np.array_equal(before[layer]["kernel"][2], before[layer]["kernel"][0])  # the copy changed row 2
+        assert float(jnp.abs(moments[0][layer]["kernel"][0]).max()) > 0.0
     # the back block is untouched by a division
-    np.testing.assert_array_equal(learner.params["actor"]["params"]["Dense_1"]["kernel"],
-                                  runner.learner.params["actor"]["params"]["Dense_1"]["kernel"])
+    for layer in ("back_0", "back_out"):
+        np.testing.assert_array_equal(actor[layer]["kernel"], before[layer]["kernel"])
     # a few learner updates on fresh rollouts: agents 0 / 1 train row 0, agent 2 trains row 2
-    from psjax.train import _iteration
-
     runner = runner._replace(sharing=sharing, learner=learner)
-    step = jax.jit(lambda r: _iteration(parts, r))
     for _ in range(3):
         runner, _ = step(runner)
-    front = runner.learner.params["actor"]["params"]["Dense_0"]["kernel"]
-    assert float(jnp.abs(front[2] - front[0]).max()) > 1e-5
+    for layer in ("front_0", "front_1"):
+        front = runner.learner.params["actor"]["params"][layer]["kernel"]
+        assert float(jnp.abs(front[2] - front[0]).max()) > 1e-5
     assert runner.sharing.extra.front.tolist() == [0, 0, 2]
 
 

@@ -140,6 +140,41 @@ def test_round_zero_for_identical_policies_and_positive_for_a_different_one():
     np.testing.assert_allclose(np.asarray(d2), d, rtol=1e-5, atol=1e-6)  # deterministic given the key
 
 
+def test_own_pairs_are_each_policy_on_its_own_agents_observations():
+    # logits[i, t, e, j, a] = 100 i + 10 j + a: policy i on agent j's observation; obs[t, e, j] = j + 1
+    n, a = 3, 2
+    i, j, act = np.meshgrid(np.arange(n), np.arange(n), np.arange(a), indexing="ij")
+    logits = jnp.broadcast_to(jnp.asarray(100 * i + 10 * j + act, jnp.float32)[:, None, None], (n, 2, 1, n, a))
+    obs = jnp.broadcast_to(jnp.arange(1.0, n + 1)[None, None, :, None], (2, 1, n, 4))
+    own, own_obs, weight = mapd.own_pairs(jax.random.PRNGKey(0), logits, obs, size=100)
+    assert own.shape == (2 * n, a) and own_obs.shape == (2 * n, 4)
+    agent = np.asarray(own_obs[:, 0]).astype(int) - 1  # every pair is agent k's observation with policy k
+    np.testing.assert_array_equal(np.asarray(own[:, 0]), 110 * agent)
+    np.testing.assert_array_equal(np.asarray(weight), 1.0)
+    # a smaller size draws without replacement among them
+    own, own_obs, _ = mapd.own_pairs(jax.random.PRNGKey(1), logits, obs, size=4)
+    assert own.shape == (4, a)
+    np.testing.assert_array_equal(np.asarray(own[:, 0]), 110 * (np.asarray(own_obs[:, 0]).astype(int) - 1))
+
+
+@pytest.mark.parametrize("pairs", ["own", "pooled"])
+def test_round_on_agents_with_their_own_observation_regions(pairs):
+    """Agents observe different regions (o ~ N(3 c_j, I)); policies 0 and 1 are the same linear policy, policy 2 a
+    different one: the round measures 0 for the identical pair and a clearly larger distance for the others,
+    whichever pairs the VAE trains on."""
+    sc = make_config({"alg": "nops", "learner": "a2c", "mapd_vae_pairs": pairs}).sharing
+    k_c, k_o, k_w, k_v = jax.random.split(jax.random.PRNGKey(5), 4)
+    obs = 3.0 * jax.random.normal(k_c, (3, 6)) + jax.random.normal(k_o, (256, 1, 3, 6))  # [T, E, N, D]
+    w = 2.0 * jax.random.normal(k_w, (2, 6, 5)) / np.sqrt(6)
+    weights = jnp.stack([w[0], w[0], w[1]])
+    logits = jnp.einsum("tejd,ida->iteja", obs, weights)  # [N_pol, T, E, N_obs, A]
+    d, losses = jax.jit(lambda k: mapd.distance_round(k, logits, obs, sc))(k_v)
+    d = np.asarray(d)
+    assert d[0, 1] == pytest.approx(0.0, abs=1e-6)
+    assert d[0, 2] > 0.3 and d[1, 2] > 0.3
+    assert np.isfinite(np.asarray(losses)).all() and losses[-1] < losses[0]
+
+
 def test_config_rejects_unknown_distance():
     with pytest.raises(ConfigError, match="mapd_distance"):
         make_config({"alg": "nops", "mapd_distance": "kl"})
@@ -234,8 +269,11 @@ def test_actor_critic_policy_logits_diagonal_is_each_agents_own_policy():
     def act_and_logits(key):
         k_init, k_obs, k_act = jax.random.split(key, 3)
         state, sharing = parts.learner.init(k_init), parts.scheme.init(k_init)
-        ts = TimeStep(jax.random.normal(k_obs, (2, n, d)), jnp.zeros((2, parts.env.spec.state_dim)), avail,
-                      *(jnp.zeros(2),) * 6)
+        obs, env_state, zeros = jax.random.normal(k_obs, (2, n, d)), jnp.zeros((2, parts.env.spec.state_dim)), \
+            jnp.zeros(2)
+        ts = TimeStep(obs=obs, state=env_state, avail_actions=avail, reward=zeros, terminated=zeros, truncated=zeros,
+                      episode_return=zeros, episode_length=zeros, won=zeros, final_obs=obs, final_state=env_state,
+                      final_avail=avail)
         actions, _, extras = parts.learner.act(state, sharing, parts.learner.init_hidden(2), ts, k_act, 0, False)
         traj = Transition(ts.obs[None], ts.state[None], avail[None], actions[None], (), (), (), {})
         return actions, extras["logp"], parts.learner.policy_logits(state, sharing, traj, None)

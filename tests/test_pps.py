@@ -1,5 +1,6 @@
 """PPS (A / RS / PP): aggregated rows equal the hand-computed weighted mean, personal layers are
-untouched, RS weights by hand, nothing happens between intervals, one jitted vmapped program."""
+untouched, RS weights by hand (reward buffer in episodes and in steps), PP-PPS with the RS weights,
+nothing happens between intervals, one jitted vmapped program."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from psjax.envs.base import EnvSpec
 from psjax.learners import make_learner
 from psjax.run import seed_keys
 from psjax.sharing.methods import make_scheme
-from psjax.sharing.pps import LAYERS, interval_crossed, push_rewards, reward_weights, shared_layers
+from psjax.sharing.pps import (
+    LAYERS,
+    episode_returns,
+    interval_crossed,
+    push_episodes,
+    push_rewards,
+    reward_weights,
+    shared_layers,
+)
 from psjax.train import make_program, make_train
 from psjax.types import Transition
 
 N, T, E = 3, 2, 2
 SPEC = EnvSpec("toy", N, obs_dim=4, state_dim=5, num_actions=3, max_steps=10, agent_types=(0, 0, 0),
                team_reward="sum", has_won=False)
-SMALL = {"env": "matrix", "q.hidden": 8, "q.rollout_len": 4, "q.buffer_size": 4, "q.batch_size": 2}
+SMALL = {"env": "matrix", "q.hidden": 8, "q.rollout_len": 4, "q.buffer_size": 4, "q.batch_size": 2, "q.num_envs": E}
 
 
 @functools.cache
@@ -47,14 +56,16 @@ def _setup(alg, **sharing):
     return scheme, scheme.init(jax.random.PRNGKey(3)), _learner_state()
 
 
-def _traj(reward):
-    """A Transition ``[T, E, ...]`` with the given per-agent rewards ``[T, E, N]`` (PPS reads only those)."""
+def _traj(reward, done=None):
+    """A Transition ``[T, E, ...]`` with the given per-agent rewards ``[T, E, N]`` and episode ends
+    ``done[T, E]`` (none by default); PPS reads only those."""
     reward = jnp.asarray(reward, jnp.float32)
     t, e, n = reward.shape
+    done = jnp.zeros((t, e), bool) if done is None else jnp.asarray(done, bool)
     return Transition(
         obs=jnp.zeros((t, e, n, SPEC.obs_dim)), state=jnp.zeros((t, e, SPEC.state_dim)),
         avail=jnp.ones((t, e, n, SPEC.num_actions), bool), action=jnp.zeros((t, e, n), jnp.int32),
-        reward=reward, done=jnp.zeros((t, e), bool), terminated=jnp.zeros((t, e), bool), extras={},
+        reward=reward, done=done, terminated=jnp.zeros((t, e), bool), extras={},
     )
 
 
@@ -63,11 +74,11 @@ def _adam(opt_state) -> optax.ScaleByAdamState:
                 if isinstance(x, optax.ScaleByAdamState))
 
 
-def _step(scheme, sharing, state, reward, updates, last_updates=0):
+def _step(scheme, sharing, state, reward, updates, last_updates=0, done=None):
     """One sharing update after the learner moved from ``last_updates`` to ``updates`` gradient steps."""
     sharing = sharing._replace(extra=sharing.extra._replace(last_updates=jnp.int32(last_updates)))
-    return scheme.update(sharing, state._replace(updates=jnp.int32(updates)), _traj(reward),
-                                  jax.random.PRNGKey(4), 0)
+    return scheme.update(sharing, state._replace(updates=jnp.int32(updates)), _traj(reward, done),
+                         jax.random.PRNGKey(4), 0)
 
 
 def _hand_mean(x, w):
@@ -82,19 +93,29 @@ def _by_layer(bank):
 ZERO_REWARD = np.zeros((T, E, N))
 
 
+# both episodes end at the rollout's last step: the episode buffer then holds the same sums as the step buffer
+ENDS = [[False, False], [True, True]]
+
+
 @pytest.mark.parametrize(
-    ("alg", "reward", "weights"),
+    ("alg", "reward", "unit", "weights"),
     [
-        ("pps_a", [[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [1 / 3, 1 / 3, 1 / 3]),
-        # R = sum over steps of the mean over envs = [0.5, 1.5, 0.0] -> 0.5 / 2, 1.5 / 2, 0
-        ("pps_rs", [[[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [0.25, 0.75, 0.0]),
+        ("pps_a", [[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], "episodes",
+         [1 / 3, 1 / 3, 1 / 3]),
+        # steps: R = sum over steps of the mean over envs = [0.5, 1.5, 0.0] -> 0.5 / 2, 1.5 / 2, 0
+        ("pps_rs", [[[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], "steps",
+         [0.25, 0.75, 0.0]),
+        # episodes: the two episodes' returns [1, 1, 0] + [0, 2, 0] = [1, 3, 0] -> 1/4, 3/4, 0
+        ("pps_rs", [[[1.0, 1.0, 0.0], [0.0, 2.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], "episodes",
+         [0.25, 0.75, 0.0]),
         # negative rewards: R = [-2, 0, 2] shifted by 2 -> [0, 2, 4] / 6
-        ("pps_rs", [[[-2.0, 0.0, 2.0], [-2.0, 0.0, 2.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [0.0, 1 / 3, 2 / 3]),
+        ("pps_rs", [[[-2.0, 0.0, 2.0], [-2.0, 0.0, 2.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], "steps",
+         [0.0, 1 / 3, 2 / 3]),
     ],
 )
-def test_aggregated_rows_equal_the_weighted_mean_by_hand(alg, reward, weights):
-    scheme, sharing, state = _setup(alg)
-    sharing2, new, metrics = _step(scheme, sharing, state, reward, updates=12, last_updates=8)
+def test_aggregated_rows_equal_the_weighted_mean_by_hand(alg, reward, unit, weights):
+    scheme, sharing, state = _setup(alg, pps_window_unit=unit)
+    sharing2, new, metrics = _step(scheme, sharing, state, reward, updates=12, last_updates=8, done=ENDS)
     assert float(metrics["pps_aggregated"]) == 1.0
     np.testing.assert_allclose(metrics["pps_weight"], weights, atol=1e-6)
     for old, agg in zip(jax.tree.leaves(state.params["agent"]), jax.tree.leaves(new.params["agent"])):
@@ -152,13 +173,25 @@ def test_pp_pps_aggregates_only_the_shared_layers(boundary, personal, shared):
     assert float(metrics["pps_dispersion_personal"]) > 0.1
 
 
-def test_pp_pps_can_use_reward_weights():
-    scheme, sharing, state = _setup("pps_pp", pps_pp_weights="reward")
-    reward = [[[0.0, 0.0, 4.0], [0.0, 0.0, 4.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
-    _, new, metrics = _step(scheme, sharing, state, reward, updates=10, last_updates=0)
-    np.testing.assert_allclose(metrics["pps_weight"], [0.0, 0.0, 1.0])
-    for old, agg in zip(_by_layer(state.params["agent"])["Dense_1"], _by_layer(new.params["agent"])["Dense_1"]):
-        np.testing.assert_allclose(agg, np.broadcast_to(np.asarray(old)[2], old.shape), rtol=1e-6)
+@pytest.mark.parametrize(("weights", "expected"), [("reward", [0.2, 0.0, 0.8]), ("uniform", [1 / 3, 1 / 3, 1 / 3])])
+def test_pp_pps_aggregates_with_the_rs_weights_by_default(weights, expected):
+    """PP-PPS (paper, section 4.3): the shared part is the RS-weighted mean. Env 0 ends an episode with
+    returns [1, 0, 4] at step 0, env 1 carries on; R = [1, 0, 4] -> [0.2, 0, 0.8]. The released code's
+    uniform average stays an option."""
+    cfg = make_config({**SMALL, "alg": "pps_pp", "pps_interval": 10, "pps_window": 4})
+    assert cfg.sharing.pps_pp_weights == "reward" and cfg.sharing.pps_window_unit == "episodes"
+    scheme, sharing, state = _setup("pps_pp", **({} if weights == "reward" else {"pps_pp_weights": weights}))
+    reward = [[[1.0, 0.0, 4.0], [0.0, 5.0, 0.0]], [[7.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    _, new, metrics = _step(scheme, sharing, state, reward, updates=10, done=[[True, False], [False, False]])
+    np.testing.assert_allclose(metrics["pps_reward"], [1.0, 0.0, 4.0])
+    np.testing.assert_allclose(metrics["pps_weight"], expected, rtol=1e-6)
+    old_layers, new_layers = _by_layer(state.params["agent"]), _by_layer(new.params["agent"])
+    for old, agg in zip(old_layers["Dense_1"], new_layers["Dense_1"]):  # the shared Q head
+        old = np.asarray(old, np.float64)
+        row = sum(w * old[i] for i, w in enumerate(expected))  # the aggregated row, written out
+        np.testing.assert_allclose(agg, np.broadcast_to(row, old.shape), rtol=1e-5, atol=1e-6)
+    for layer in ("Dense_0", "GRUCell_0"):  # personal: untouched
+        jax.tree.map(np.testing.assert_array_equal, new_layers[layer], old_layers[layer])
 
 
 def test_reward_weights_by_hand():
@@ -185,12 +218,70 @@ def test_reward_buffer_keeps_the_last_window_steps():
     np.testing.assert_allclose(buffer, [[0.0, 3.0], [5.0, 6.0], [1.0, 1.0]])  # the oldest steps fell out
 
 
+def test_episode_returns_and_the_episode_ring_by_hand():
+    """T = 3, E = 2, N = 2. Env 0 carries 10 / 0 from the previous rollout, ends at t = 0 and t = 2; env 1
+    carries 0 / 20 and ends at t = 1 and t = 2 (two envs end in the same step). In the order they ended:
+    (t0, e0) [10 + 1, 0] = [11, 0]; (t1, e1) [0 + 2 + 0, 20 + 0 + 2] = [2, 22]; (t2, e0) [0 + 3, 1 + 3] = [3, 4];
+    (t2, e1) [1, 1]. Both envs ended at the last step: nothing carries over."""
+    reward = jnp.array([[[1.0, 0.0], [2.0, 0.0]], [[0.0, 1.0], [0.0, 2.0]], [[3.0, 3.0], [1.0, 1.0]]])
+    done = jnp.array([[True, False], [False, True], [True, True]])
+    returns, running = episode_returns(reward, done, jnp.array([[10.0, 0.0], [0.0, 20.0]]))
+    np.testing.assert_allclose(returns[0, 0], [11.0, 0.0])
+    np.testing.assert_allclose(returns[1, 1], [2.0, 22.0])
+    np.testing.assert_allclose(returns[2], [[3.0, 4.0], [1.0, 1.0]])
+    np.testing.assert_allclose(returns[1, 0], [0.0, 1.0])  # env 0's episode under way at t = 1
+    np.testing.assert_allclose(running, np.zeros((2, 2)))
+    # a ring of W = 5 that already holds 3 episodes: the four go to rows 3, 4, 0, 1
+    old = jnp.array([[9.0, 9.0], [8.0, 8.0], [7.0, 7.0], [0.0, 0.0], [0.0, 0.0]])
+    ring, count = push_episodes(old, jnp.int32(3), returns, done)
+    np.testing.assert_allclose(ring, [[3.0, 4.0], [1.0, 1.0], [7.0, 7.0], [11.0, 0.0], [2.0, 22.0]])
+    assert int(count) == 7
+    # more episodes than rows (W = 3): only the last three are kept, on distinct rows 1, 2, 0
+    ring, count = push_episodes(jnp.zeros((3, 2)), jnp.int32(0), returns, done)
+    np.testing.assert_allclose(ring, [[1.0, 1.0], [2.0, 22.0], [3.0, 4.0]])
+    assert int(count) == 4
+    # an episode that does not end carries its partial return into the next rollout
+    _, running = episode_returns(reward[:2], done[:2], jnp.zeros((2, 2)))
+    np.testing.assert_allclose(running, [[0.0, 1.0], [0.0, 0.0]])
+
+
+def test_rs_weights_from_episodes_across_rollouts_by_hand():
+    """The scheme's own buffer over three rollouts (T = 2, E = 2, W = 4 episodes), weights by hand.
+
+    rollout 1: env 0 ends [1, 0, 0] at t = 1 (over two steps); env 1 runs on with [0, 2, 0] so far.
+    rollout 2: env 1 ends at t = 0 with [0, 2, 0] + [0, 0, 3] = [0, 2, 3]; env 0 ends [0, 0, 1] at t = 0 and
+      [2, 0, 0] at t = 1. Buffer: [1, 0, 0], [0, 0, 1], [0, 2, 3], [2, 0, 0]: R = [3, 2, 4] -> [3, 2, 4] / 9.
+    rollout 3: both envs end at t = 0, env 0 [0, 6, 0], env 1 [0, 0, 0]: the two oldest fall out;
+      R = [0, 2, 3] + [2, 0, 0] + [0, 6, 0] + 0 = [2, 8, 3] -> [2, 8, 3] / 13.
+    The step unit on the same rewards sees only the mean over envs of the last 4 steps.
+    """
+    rollouts = [
+        ([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [[False, False], [True, False]]),
+        ([[[0.0, 0.0, 1.0], [0.0, 0.0, 3.0]], [[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [[True, True], [True, False]]),
+        ([[[0.0, 6.0, 0.0], [0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]], [[True, True], [False, False]]),
+    ]
+    expected = {"episodes": ([3.0, 2.0, 4.0], [2.0, 8.0, 3.0]),
+                # steps: per-step means over envs, last 4 steps: rollouts 2 and 3
+                "steps": ([1.5, 1.0, 2.0], [1.0, 3.0, 2.0])}
+    for unit, (r2, r3) in expected.items():
+        scheme, sharing, state = _setup("pps_rs", pps_window_unit=unit)
+        got = []
+        for reward, done in rollouts:
+            sharing, _, metrics = _step(scheme, sharing, state, reward, updates=1, done=done)
+            got.append(np.asarray(metrics["pps_reward"]))
+        np.testing.assert_allclose(got[1], r2, rtol=1e-6)
+        np.testing.assert_allclose(got[2], r3, rtol=1e-6)
+        np.testing.assert_allclose(metrics["pps_weight"], np.array(r3) / np.sum(r3), rtol=1e-6)
+        if unit == "episodes":
+            assert int(metrics["pps_episodes"]) == 4
+
+
 def test_rs_pps_with_a_team_reward_equals_a_pps():
     reward = np.broadcast_to(np.array([0.0, 1.0])[:, None, None], (T, E, N))  # every agent the same reward
     out = {}
     for alg in ("pps_a", "pps_rs"):
         scheme, sharing, state = _setup(alg)
-        out[alg] = _step(scheme, sharing, state, reward, updates=10, last_updates=0)[1].params["agent"]
+        out[alg] = _step(scheme, sharing, state, reward, updates=10, last_updates=0, done=ENDS)[1].params["agent"]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), out["pps_a"], out["pps_rs"])
 
 
@@ -229,6 +320,11 @@ def test_config_rules():
         make_config({"alg": "pps_pp", "pps_pp_boundary": 3})
     with pytest.raises(ConfigError, match="pps_rs_weights"):
         make_config({"alg": "pps_rs", "pps_rs_weights": "max"})
+    with pytest.raises(ConfigError, match=r"pps_window_unit='rollouts'.*allowed: 'episodes', 'steps'"):
+        make_config({"alg": "pps_rs", "pps_window_unit": "rollouts"})
+    preset = make_config(preset="pps_smax")
+    assert preset.q.target_tau == 0.05 and preset.sharing.pps_window == 96  # the paper's Table 1
+    assert (preset.sharing.pps_window_unit, preset.sharing.pps_pp_weights) == ("episodes", "reward")
 
 
 TWO_STEP = {

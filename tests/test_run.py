@@ -92,7 +92,9 @@ def test_run_folder_contents(tmp_path, fake_factory):
     assert len(jsonl) == 60 and jsonl[6]["return"] is None
 
     evals = _csv_rows(run_dir / "eval.csv")
-    assert evals[0] == ["seed", "iteration", "env_steps", "eval_return", "eval_won", "eval_length"]
+    assert evals[0] == ["seed", "iteration", "env_steps", "eval_policy", "eval_return", "eval_won", "eval_length",
+                        "eval_greedy_return", "eval_greedy_won", "eval_greedy_length"]  # qmix: greedy by default
+    assert {r[3] for r in evals[1:]} == {"greedy"} and all(r[4:7] == r[7:10] for r in evals[1:])
     assert len(evals) - 1 == (len(chunk_plan(20, 0.25)) + 1) * cfg.seeds  # + the evaluation before training
     assert evals[1][2] == "0" and evals[-1][2] == str(cfg.num_iterations * cfg.steps_per_iteration)
 
@@ -101,8 +103,9 @@ def test_run_folder_contents(tmp_path, fake_factory):
     assert summary["param_count"] == 4 and summary["has_win"] and summary["finished"]
     assert summary["compile_s"] is not None and summary["compile_s"] >= 0 and summary["steps_per_sec"] > 0
     assert [r["seed"] for r in summary["final_eval"]["per_seed"]] == [7, 8, 9]
-    final = [float(r[3]) for r in evals[-3:]]
+    final = [float(r[4]) for r in evals[-3:]]
     assert summary["final_eval"]["mean"]["eval_return"] == pytest.approx(np.mean(final))
+    assert summary["final_eval"]["policy"] == "greedy" and summary["final_eval"]["episodes_per_seed"] == 32
     assert len([p for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]) == 2  # max_to_keep
 
 

@@ -4,6 +4,9 @@ Arrays are agent-stacked: ``obs[N, D]``, ``avail_actions[N, A]``, ``reward[N]``.
 ``step`` auto-resets: on the step that ends an episode, ``terminated`` / ``truncated``
 describe the episode that just ended, the episode statistics hold its totals, and
 ``obs`` / ``state`` / ``avail_actions`` already belong to the first step of the next one.
+``final_obs`` / ``final_state`` / ``final_avail`` keep what the ended episode's last step
+observed (before the reset), so that learners can bootstrap through a time limit; on every
+other step they equal ``obs`` / ``state`` / ``avail_actions``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class TimeStep(NamedTuple):
     episode_return: chex.Array  # [] float32, team return so far; at done: of the ended episode
     episode_length: chex.Array  # [] int32, steps so far; at done: of the ended episode
     won: chex.Array  # [] bool, at done: whether the ended episode was won (False if no win condition)
+    # What the step observed before any automatic reset: on a done step the ended episode's last
+    # observation (the bootstrap input after a truncation); otherwise equal to obs / state / avail_actions.
+    final_obs: chex.Array  # [N, D] float32
+    final_state: chex.Array  # [S] float32
+    final_avail: chex.Array  # [N, A] bool
 
     @property
     def done(self) -> chex.Array:
@@ -117,7 +125,8 @@ def make_env_from_raw(spec: EnvSpec, reset_raw: RawReset, step_raw: RawStep) -> 
     the team reward (``team_reward(spec, reward)``), and ``won`` is only ever True on a done
     step. On a done step ``obs`` / ``state`` / ``avail_actions`` come from a fresh reset
     while ``reward`` / ``terminated`` / ``truncated`` / ``won`` / the statistics describe
-    the step and episode that just ended.
+    the step and episode that just ended, and ``final_obs`` / ``final_state`` / ``final_avail`` hold
+    the ended episode's last observation (the raw step's output before the reset).
 
     ``spec.max_steps`` (when > 0) is enforced here as a time limit (truncation, never on a
     terminal step), so raw environments may leave time limits to this helper.
@@ -143,6 +152,7 @@ def make_env_from_raw(spec: EnvSpec, reset_raw: RawReset, step_raw: RawStep) -> 
         ts = TimeStep(
             obs=obs, state=state, avail_actions=avail, reward=jnp.zeros((n,), jnp.float32),
             terminated=false, truncated=false, episode_return=ret, episode_length=length, won=false,
+            final_obs=obs, final_state=state, final_avail=avail,
         )
         return AutoResetState(env_state, ret, length), ts
 
@@ -175,7 +185,8 @@ def make_env_from_raw(spec: EnvSpec, reset_raw: RawReset, step_raw: RawStep) -> 
         r_env_state = strong_types(r_env_state)
         r_obs, r_state, r_avail = _cast(r_obs, r_state, r_avail)
         env_state = select_tree(done, r_env_state, env_state)
-        obs, state, avail = select_tree(done, (r_obs, r_state, r_avail), (obs, state, avail))
+        final = (obs, state, avail)
+        obs, state, avail = select_tree(done, (r_obs, r_state, r_avail), final)
 
         new_wstate = AutoResetState(
             env_state,
@@ -186,6 +197,7 @@ def make_env_from_raw(spec: EnvSpec, reset_raw: RawReset, step_raw: RawStep) -> 
             obs=obs, state=state, avail_actions=avail, reward=reward, terminated=terminated,
             truncated=truncated, episode_return=ep_return.astype(jnp.float32),
             episode_length=ep_length.astype(jnp.int32), won=won,
+            final_obs=final[0], final_state=final[1], final_avail=final[2],
         )
         return new_wstate, ts
 

@@ -51,6 +51,12 @@ def map_timesteps(env: Env, spec, fn) -> Env:
     return Env(spec=spec, reset=reset, step=step)
 
 
+def map_observations(ts, fn):
+    """``ts`` with ``fn(obs[N, D]) -> [N, D']`` applied to ``obs`` and ``final_obs`` alike (every observation
+    wrapper must change both, or the bootstrap after a time limit reads an unwrapped observation)."""
+    return ts._replace(obs=fn(ts.obs), final_obs=fn(ts.final_obs))
+
+
 def with_agent_id(env: Env, kind: str) -> Env:
     """Append agent indication codes to ``obs``: ``[N, D] -> [N, D + K]``; spec.obs_dim follows."""
     codes = agent_id_features(env.spec.num_agents, kind)
@@ -58,10 +64,10 @@ def with_agent_id(env: Env, kind: str) -> Env:
         return env
     spec = env.spec._replace(obs_dim=env.spec.obs_dim + codes.shape[1])
 
-    def add(ts):
-        return ts._replace(obs=jnp.concatenate([ts.obs, jnp.asarray(codes, ts.obs.dtype)], axis=-1))
+    def add(obs):
+        return jnp.concatenate([obs, jnp.asarray(codes, obs.dtype)], axis=-1)
 
-    return map_timesteps(env, spec, add)
+    return map_timesteps(env, spec, lambda ts: map_observations(ts, add))
 
 
 class Padding(NamedTuple):
@@ -194,9 +200,9 @@ def with_image_indication(env: Env, kind: str) -> Env:
     c2 = indication_channels(c, n, kind)
     spec = env.spec._replace(obs_shape=(h, w, c2), obs_dim=env.spec.obs_dim - size + h * w * c2)
 
-    def change(ts):
-        img = ts.obs[:, :size].reshape(n, h, w, c)
+    def change(obs):
+        img = obs[:, :size].reshape(n, h, w, c)
         new = image_indication(img, kind).reshape(n, -1)
-        return ts._replace(obs=jnp.concatenate([new, ts.obs[:, size:]], axis=-1))
+        return jnp.concatenate([new, obs[:, size:]], axis=-1)
 
-    return map_timesteps(env, spec, change)
+    return map_timesteps(env, spec, lambda ts: map_observations(ts, change))

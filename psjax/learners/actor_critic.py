@@ -21,7 +21,15 @@ from psjax.envs.base import EnvSpec, TimeStep
 from psjax.learners import bank_names
 from psjax.nets.agents import MLP
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
-from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
+from psjax.sharing.madps import actor_options
+from psjax.sharing.methods import (
+    Scheme,
+    add_aux_loss,
+    agent_derive,
+    bank_layout,
+    init_aux_state,
+    init_sharing_params,
+)
 from psjax.types import Learner, Transition
 
 NEG_INF = -1e9
@@ -34,37 +42,43 @@ class ACState(NamedTuple):
     aux: Any = ()  # state of the scheme's auxiliary loss (Kaleidoscope's loss window); () for most methods
 
 
-def gae(reward_t, value_t, done_t, last_value, gamma, lam):
-    """Generalised advantage estimates along time.
+def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
+    """Generalised advantage estimates along time (axis 0), bootstrapping through time limits.
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * V(o'_t) - V(o_t)`` and
+    ``A_t = delta_t + gamma * lam * (1 - done_t) * A_{t+1}``: an episode's end (``done_t``) stops the
+    advantage from reading the next episode, but only a terminal state (``terminated_t``) drops the
+    bootstrap; after a truncation ``V(o'_t)`` is the value of the episode's last observation.
 
     Args:
-      reward_t, value_t: [T, ...]; done_t: [T, ...] bool (episode ended at t);
-      last_value: [...] value of the observation after the last step.
+      reward_t, value_t: [T, ...] rewards and V(o_t); next_value_t: [T, ...] V(o'_t) of the observation
+        each step led to, before any automatic reset; terminated_t, done_t: [T, ...] bool.
     Returns:
-      (advantages [T, ...], returns [T, ...]); with lam = 1 the returns are the
-      n-step returns ``sum_k gamma^k r_{t+k} + gamma^(T-t) V(s_T)`` cut at episode ends.
+      (advantages [T, ...], returns [T, ...]); with lam = 1 the returns are the n-step returns
+      ``sum_k gamma^k r_{t+k} + gamma^(n) V(o')`` up to the rollout's or the episode's end.
     """
-    not_done = 1.0 - done_t.astype(jnp.float32)
+    chex.assert_equal_shape([reward_t, value_t, next_value_t])
+    bootstrap = 1.0 - jnp.broadcast_to(terminated_t, reward_t.shape).astype(jnp.float32)
+    carry_on = 1.0 - jnp.broadcast_to(done_t, reward_t.shape).astype(jnp.float32)
+    delta = reward_t + gamma * bootstrap * next_value_t - value_t
 
-    def step(carry, inputs):
-        adv_next, value_next = carry
-        r, v, nd = inputs
-        delta = r + gamma * nd * value_next - v
-        adv = delta + gamma * lam * nd * adv_next
-        return (adv, v), adv
+    def step(adv_next, inputs):
+        d, c = inputs
+        adv = d + gamma * lam * c * adv_next
+        return adv, adv
 
-    _, adv = jax.lax.scan(
-        step, (jnp.zeros_like(last_value), last_value), (reward_t, value_t, not_done), reverse=True
-    )
+    _, adv = jax.lax.scan(step, jnp.zeros_like(delta[0]), (delta, carry_on), reverse=True)
     return adv, adv + value_t
 
 
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     ac = cfg.ac
     n = spec.num_agents
-    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape)
+    # MADPS's actor: a deeper MLP with named front / back blocks ({} for every other method)
+    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape, **actor_options(cfg))
     critic = MLP(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
     layout = scheme.layout
+    critic_layout = bank_layout(scheme, "critic")  # AdaPS masks the policy only
     critic_in_dim = spec.state_dim + n if ac.central_critic else spec.obs_dim
     minibatch = ac.num_envs * ac.rollout_len // ac.num_minibatches
     total_updates = cfg.num_iterations * ac.epochs * ac.num_minibatches
@@ -88,7 +102,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
 
     def value(params, sharing, obs, state):
         derive = agent_derive(scheme, "critic", params, sharing)
-        out = apply_agents(critic.apply, params["critic"], layout, sharing, critic_input(obs, state), derive=derive)
+        x = critic_input(obs, state)
+        out = apply_agents(critic.apply, params["critic"], critic_layout, sharing, x, derive=derive)
         return out[..., 0]
 
     def policy_logits(state: ACState, sharing, traj: Transition, hidden0, relabel=None):
@@ -136,7 +151,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - ac.clip_eps, 1 + ac.clip_eps) * adv)
         policy_loss = -surrogate.mean()
-        value_loss = 0.5 * jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
+        # no 1/2: vf_coef weighs the plain squared error, as the SePS code's value_loss_coef (see ACConfig.vf_coef)
+        value_loss = jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
@@ -151,10 +167,13 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         return total, (metrics, aux_state)
 
     def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
-        del hidden0, step
-        last_value = value(state.params, sharing, last.obs, last.state)  # [E, N]
+        del hidden0, step, last  # traj.next_obs ends with the observation after the rollout
+        # V(o'_t) for every step: the next step's value within an episode, the last observation's after a
+        # time limit (one batched critic pass; the rollout's own values were computed before each step)
+        next_value = value(state.params, sharing, traj.next_obs, traj.next_state)  # [T, E, N]
         adv, ret = gae(
-            traj.reward, traj.extras["value"], traj.done[..., None], last_value, ac.gamma, ac.gae_lambda
+            traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
+            ac.gamma, ac.gae_lambda,
         )
         samples = {
             "obs": traj.obs,

@@ -47,49 +47,77 @@ def epsilon_greedy(key, q, avail, epsilon):
     return jnp.where(explore, random_actions, masked_argmax(q, avail))
 
 
-def td_targets(reward_t, done_t, q_next_tp1, gamma, lam=0.0):
+def td_targets(reward_t, terminated_t, done_t, q_next_t, gamma, lam=0.0):
     """TD(lambda) targets along time (axis 0); ``lam = 0`` gives one-step targets.
 
-    ``G_t = r_t + gamma * (1 - done_t) * ((1 - lam) * q_next_{t+1} + lam * G_{t+1})`` with
-    ``G`` past the last step replaced by ``q_next``. ``done_t`` closes the bootstrap on the
-    step that ends the episode: its next observation already belongs to the following episode.
-    Shapes: ``[T, ...]`` for all three arrays (``done_t`` broadcastable).
+    ``G_t = r_t + gamma * (1 - terminated_t) * ((1 - lam_t) * q_next_t + lam_t * G_{t+1})`` with
+    ``lam_t = lam * (1 - done_t)`` and ``G`` past the last step replaced by ``q_next``. ``q_next_t`` is
+    the value of the observation step t led to (after a time limit: the episode's last observation),
+    so a truncation bootstraps from it while a terminal state (``terminated_t``) cuts the bootstrap;
+    either end of an episode (``done_t``) stops the lambda-return from reading the next episode.
+    Shapes: ``[T, ...]`` for reward_t and q_next_t; terminated_t / done_t broadcastable to them.
     """
-    not_done = 1.0 - jnp.broadcast_to(done_t, reward_t.shape).astype(jnp.float32)
+    bootstrap = 1.0 - jnp.broadcast_to(terminated_t, reward_t.shape).astype(jnp.float32)
     if lam == 0.0:
-        return reward_t + gamma * not_done * q_next_tp1
+        return reward_t + gamma * bootstrap * q_next_t
+    lam_t = lam * (1.0 - jnp.broadcast_to(done_t, reward_t.shape).astype(jnp.float32))
 
     def step(g_next, inputs):
-        r, nd, q_next = inputs
-        g = r + gamma * nd * ((1.0 - lam) * q_next + lam * g_next)
+        r, b, lt, q_next = inputs
+        g = r + gamma * b * ((1.0 - lt) * q_next + lt * g_next)
         return g, g
 
-    _, g = jax.lax.scan(step, q_next_tp1[-1], (reward_t, not_done, q_next_tp1), reverse=True)
+    _, g = jax.lax.scan(step, q_next_t[-1], (reward_t, bootstrap, lam_t, q_next_t), reverse=True)
     return g
+
+
+def after_step(x_tp1, x_final, done_t):
+    """What step t led to: ``x_final[t]`` (the ended episode's last observation's) where ``done_t``, else
+    ``x_tp1[t]`` (the next stored step's). ``x_tp1, x_final: [T, B, ...]``, ``done_t: [T, B]``."""
+    return jnp.where(done_t.reshape(done_t.shape + (1,) * (x_tp1.ndim - done_t.ndim)), x_final, x_tp1)
 
 
 def sequence_targets(
     q, q_target, seq, gamma, double_q, mix_online=None, mix_target=None, reduce_reward=None, lam=0.0
 ):
-    """Predictions and one-step double-Q targets along a stored sequence.
+    """Predictions and double-Q TD(lambda) targets along a stored sequence.
 
     Args:
-      q, q_target: [T+1, B, N, A] online / target utilities for every observation of the sequence.
-      seq: time-major dict with action [T, B, N], reward [T, B, N], done [T, B], avail [T+1, B, N, A],
-        state [T+1, B, S]. Step t's target reads observation t+1 and is cut when done_t.
+      q, q_target: pairs ``(q [T+1, B, N, A], q_final [T, B, N, A])`` of online / target utilities for every
+        stored observation and for every step's pre-reset next observation (``AgentModel.unroll``).
+      seq: time-major dict with action [T, B, N], reward [T, B, N], done / terminated [T, B],
+        avail [T+1, B, N, A], state [T+1, B, S], final_avail [T, B, N, A], final_state [T, B, S].
+        Step t bootstraps from observation t+1, or from its final observation where done_t; only
+        terminated_t cuts the bootstrap (a time limit is not a terminal state).
       mix_online, mix_target: ``(q[T, B, N], state[T, B, S]) -> [T, B]`` mixers; None for IQL.
       reduce_reward: per-agent -> team reward (with a mixer).
     Returns:
       (prediction, target): [T, B] with a mixer, [T, B, N] without.
     """
+    (q, q_final), (q_target, q_target_final) = q, q_target
+    done = seq["done"]
     q_taken = jnp.take_along_axis(q[:-1], seq["action"][..., None], axis=-1)[..., 0]
-    next_choice = masked_argmax(q[1:] if double_q else q_target[1:], seq["avail"][1:])
-    q_next = jnp.take_along_axis(q_target[1:], next_choice[..., None], axis=-1)[..., 0]
+    avail_next = after_step(seq["avail"][1:], seq["final_avail"], done)
+    q_target_next = after_step(q_target[1:], q_target_final, done)
+    chooser = after_step(q[1:], q_final, done) if double_q else q_target_next
+    next_choice = masked_argmax(chooser, avail_next)
+    q_next = jnp.take_along_axis(q_target_next, next_choice[..., None], axis=-1)[..., 0]
     if mix_online is None:
-        return q_taken, td_targets(seq["reward"], seq["done"][..., None], q_next, gamma, lam)
+        return q_taken, td_targets(seq["reward"], seq["terminated"][..., None], done[..., None], q_next, gamma, lam)
     pred = mix_online(q_taken, seq["state"][:-1])
-    q_next_tot = mix_target(q_next, seq["state"][1:])
-    return pred, td_targets(reduce_reward(seq["reward"]), seq["done"], q_next_tot, gamma, lam)
+    q_next_tot = mix_target(q_next, after_step(seq["state"][1:], seq["final_state"], done))
+    return pred, td_targets(reduce_reward(seq["reward"]), seq["terminated"], done, q_next_tot, gamma, lam)
+
+
+def last_action_inputs(last0, action, resets, num_actions):
+    """The last-action input of every stored step (pymarl's ``obs_last_action``).
+
+    ``last0 [B, N, A]`` one-hot of the action before the sequence (zeros = none), ``action [T, B, N]``,
+    ``resets [T+1, B]`` (an episode starts at that step) -> ``[T+1, B, N, A]``: one-hot of a_{t-1}, zeros
+    where an episode starts.
+    """
+    prev = jnp.concatenate([last0[None], jax.nn.one_hot(action, num_actions, dtype=last0.dtype)], axis=0)
+    return jnp.where(resets[:, :, None, None], 0.0, prev)
 
 
 class AgentModel(NamedTuple):
@@ -105,8 +133,11 @@ class AgentModel(NamedTuple):
       exploration rate (0 when greedy); ``extras`` per-step data, the keys of ``stored`` go to the replay.
     stored(T) -> {name: zeros [T + 1, ...]} per-step extras kept in replay items (the step after the
       rollout repeats the last step's value); ``{}`` for the default model.
-    unroll(params, sharing, hidden0, seq, resets) -> q [T+1, B, N, A] along stored sequences; ``seq`` is
-      time-major with "obs" [T+1, B, N, D] and the stored extras [T+1, B, ...]; resets [T+1, B].
+    unroll(params, sharing, hidden0, seq, resets) -> (q [T+1, B, N, A], q_final [T, B, N, A]) along stored
+      sequences; ``seq`` is time-major with "obs" [T+1, B, N, D], "final_obs" [T, B, N, D], "action" [T, B, N]
+      and the stored extras [T+1, B, ...]; resets [T+1, B]. ``q_final[t]`` are the utilities of
+      ``final_obs[t]`` (what step t led to before any reset) from the recurrent state after obs t, not reset,
+      with step t's extras and a_t as the last action: the bootstrap after a time limit.
     extra_loss: None or (params, target, seq, hidden0, resets, key) -> (loss, metrics), added to the TD
       loss (``seq`` also holds action, reward, done, avail, state).
     rollout_metrics: None or (traj: Transition [T, E, ...]) -> metrics of the iteration's rollout.
@@ -124,37 +155,58 @@ class AgentModel(NamedTuple):
 
 
 def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentModel:
-    """The default model: a RecurrentQNet bank, every agent's slot and masks given by ``scheme``."""
+    """The default model: a RecurrentQNet bank, every agent's slot and masks given by ``scheme``.
+
+    With ``q.last_action`` the network also reads the one-hot of the agent's previous action (zeros at an
+    episode's start), kept at acting time in the hidden pytree as ``{"h": [E, N, H], "last_action":
+    [E, N, A]}`` (the loop zeroes both where an episode ends)."""
     qc = cfg.q
-    n = spec.num_agents
+    n, num_actions = spec.num_agents, spec.num_actions
     net = RecurrentQNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape)
     layout = scheme.layout
+    in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
 
     def init(key):
-        dummy_obs = jnp.zeros((spec.obs_dim,))
+        dummy_obs = jnp.zeros((in_dim,))
         return {"agent": init_bank(lambda k: net.init(k, jnp.zeros((qc.hidden,)), dummy_obs), key, layout.num_slots)}
 
     def init_hidden(num_envs):
-        return jnp.zeros((num_envs, n, qc.hidden), jnp.float32)
+        h = jnp.zeros((num_envs, n, qc.hidden), jnp.float32)
+        return {"h": h, "last_action": jnp.zeros((num_envs, n, num_actions), jnp.float32)} if qc.last_action else h
 
     def q_values(params, sharing, hidden, obs):
-        """``hidden[..., N, H], obs[..., N, D] -> (hidden', q[..., N, A])`` with ``params`` online or target."""
+        """``hidden[..., N, H], obs[..., N, D'] -> (hidden', q[..., N, A])`` with ``params`` online or target."""
         derive = agent_derive(scheme, "agent", params, sharing)
         return apply_agents(net.apply, params["agent"], layout, sharing, hidden, obs, derive=derive)
 
     def act(params, sharing, hidden, ts, key, choose, epsilon, greedy):
         del epsilon, greedy
-        hidden, q = q_values(params, sharing, hidden, ts.obs)
-        return choose(key, q), hidden, {}
+        if not qc.last_action:
+            hidden, q = q_values(params, sharing, hidden, ts.obs)
+            return choose(key, q), hidden, {}
+        h, q = q_values(params, sharing, hidden["h"], jnp.concatenate([ts.obs, hidden["last_action"]], -1))
+        actions = choose(key, q)
+        return actions, {"h": h, "last_action": jax.nn.one_hot(actions, num_actions)}, {}
 
     def unroll(params, sharing, hidden0, seq, resets):
+        obs, final_obs = seq["obs"], seq["final_obs"]
+        h0 = hidden0
+        if qc.last_action:
+            h0 = hidden0["h"]
+            obs = jnp.concatenate([obs, last_action_inputs(hidden0["last_action"], seq["action"], resets,
+                                                           num_actions)], -1)
+            final_obs = jnp.concatenate([final_obs, jax.nn.one_hot(seq["action"], num_actions)], -1)
+
         def step(h, inputs):
             o, reset = inputs
             h = jnp.where(reset[:, None, None], 0.0, h)
-            return q_values(params, sharing, h, o)
+            h, q = q_values(params, sharing, h, o)
+            return h, (h, q)
 
-        _, q = jax.lax.scan(step, hidden0, (seq["obs"], resets))
-        return q
+        _, (h, q) = jax.lax.scan(step, h0, (obs, resets))
+        # each step's pre-reset next observation from the state the step left behind, in one batched pass
+        _, q_final = q_values(params, sharing, h[:-1], final_obs)
+        return q, q_final
 
     return AgentModel(init, init_hidden, act, lambda T: {}, unroll, None, None, ("agent",))
 
@@ -185,6 +237,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "action": jnp.zeros((T, n), jnp.int32),
             "reward": jnp.zeros((T, n)),
             "done": jnp.zeros((T,), bool),
+            "terminated": jnp.zeros((T,), bool),
+            "final_obs": jnp.zeros((T, n, spec.obs_dim)),
+            "final_state": jnp.zeros((T, spec.state_dim)),
+            "final_avail": jnp.zeros((T, n, num_actions), bool),
             "hidden0": jax.tree.map(lambda h: h[0], model.init_hidden(1)),
             **model.stored(T),
         }
@@ -255,6 +311,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "action": jnp.swapaxes(traj.action, 0, 1),
             "reward": jnp.swapaxes(traj.reward, 0, 1),
             "done": jnp.swapaxes(traj.done, 0, 1),
+            "terminated": jnp.swapaxes(traj.terminated, 0, 1),
+            "final_obs": jnp.swapaxes(traj.next_obs, 0, 1),
+            "final_state": jnp.swapaxes(traj.next_state, 0, 1),
+            "final_avail": jnp.swapaxes(traj.next_avail, 0, 1),
             "hidden0": hidden0 if qc.stored_state else jax.tree.map(jnp.zeros_like, hidden0),
             **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in model.stored(1)},
         }
@@ -292,7 +352,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         def on_agent(j):
             seq = jax.tree.map(lambda x: owner(x, j, 2), {"obs": traj.obs, **extras})
             seq["obs"] = seq["obs"] if relabel is None else relabel(seq["obs"])
-            q = model.unroll(state.params, sharing, jax.tree.map(lambda h: owner(h, j, 1), hidden0), seq, resets)
+            # the unroll's contract: one action / final observation fewer than observations
+            seq["action"] = owner(traj.action[:-1], j, 2)
+            seq["final_obs"] = owner(traj.next_obs[:-1], j, 2)
+            seq["final_obs"] = seq["final_obs"] if relabel is None else relabel(seq["final_obs"])
+            q, _ = model.unroll(state.params, sharing, jax.tree.map(lambda h: owner(h, j, 1), hidden0), seq, resets)
             return jnp.where(owner(traj.avail, j, 2), q, NEG_INF)  # [T, E, N_pol, A]
 
         return jnp.swapaxes(jax.vmap(on_agent)(jnp.arange(n)), 0, 3)

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from psjax.nets.init import orthogonal
+from psjax.nets.init import normal, orthogonal, orthogonal_plus_noise
 
 Masks = Sequence[chex.Array] | None  # one [..., H] array per maskable hidden layer
 
@@ -78,19 +78,50 @@ class RecurrentQNet(nn.Module):
 
 
 class MLP(nn.Module):
-    """Two hidden ReLU layers: ``x[..., D] -> out[..., out_dim]``; both hidden layers maskable."""
+    """``depth`` hidden ReLU layers: ``x[..., D] -> out[..., out_dim]``; every hidden layer maskable.
+
+    ``init_style``: ``psjax`` = hidden kernels orthogonal sqrt(2), the output kernel orthogonal ``out_scale``, zero
+    biases; ``reference`` = the MADPS reference's ``initial_as_the_same=False``: every kernel orthogonal with gain
+    ``REFERENCE_GAIN`` plus N(0, ``REFERENCE_NOISE``^2) noise, every bias N(0, ``REFERENCE_NOISE``^2)
+    (``out_scale`` unused; the conv torso keeps its own init). ``names``: explicit module names, the conv
+    torso's (used with image observations only) then the ``depth + 1`` Dense layers' from the input; ``()``
+    keeps flax's auto names (``ConvTorso_0``, ``Dense_k``), which other methods select layers by.
+    """
 
     hidden: int
     out_dim: int
     out_scale: float = 1.0
     obs_shape: tuple[int, ...] = ()  # (H, W, C): a ConvTorso reads the image part of x first
-    num_masked_layers = 2
+    depth: int = 2
+    init_style: str = "psjax"
+    names: tuple[str, ...] = ()
+    num_masked_layers = 2  # at the default depth; masks, when given, have one entry per hidden layer
+    INITS = ("psjax", "reference")
+    REFERENCE_GAIN = 0.5
+    REFERENCE_NOISE = 0.2
+
+    def _inits(self, scale: float) -> dict:
+        """``kernel_init`` / ``bias_init`` of a Dense layer whose psjax kernel scale is ``scale``."""
+        if self.init_style == "reference":
+            return dict(kernel_init=orthogonal_plus_noise(self.REFERENCE_GAIN, self.REFERENCE_NOISE),
+                        bias_init=normal(self.REFERENCE_NOISE))
+        if self.init_style != "psjax":
+            raise ValueError(f"MLP init_style={self.init_style!r}; allowed: {', '.join(self.INITS)}")
+        return dict(kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
     @nn.compact
     def __call__(self, x, masks: Masks = None):
-        x = _apply_mask(nn.relu(_dense(self.hidden)(_torso(x, self.obs_shape))), masks, 0)
-        x = _apply_mask(nn.relu(_dense(self.hidden)(x)), masks, 1)
-        return _dense(self.out_dim, self.out_scale)(x)
+        names = self.names or (None,) * (self.depth + 2)
+        if len(names) != self.depth + 2:
+            raise ValueError(f"MLP names={self.names}: need {self.depth + 2}, the torso's then {self.depth + 1} Dense")
+        if masks is not None and len(masks) != self.depth:
+            raise ValueError(f"MLP of depth {self.depth} got {len(masks)} masks")
+        if self.obs_shape:
+            x = ConvTorso(tuple(self.obs_shape), name=names[0])(x)
+        for layer in range(self.depth):
+            dense = nn.Dense(self.hidden, name=names[1 + layer], **self._inits(np.sqrt(2.0)))
+            x = _apply_mask(nn.relu(dense(x)), masks, layer)
+        return nn.Dense(self.out_dim, name=names[-1], **self._inits(self.out_scale))(x)
 
 
 def param_count(params) -> int:

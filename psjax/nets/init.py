@@ -41,3 +41,28 @@ def orthogonal(scale: float = 1.0):
         return (scale * q).reshape(shape).astype(dtype)
 
     return init
+
+
+def orthogonal_plus_noise(scale: float, noise: float):
+    """Flax-style initializer: ``orthogonal(scale)`` plus i.i.d. ``N(0, noise^2)`` on every entry.
+
+    The MADPS reference's actor initialisation (``initial_as_the_same=False``: gain 0.5, noise 0.2). The
+    noise dominates on 64-wide layers (orthogonal entries have std ``scale / sqrt(fan)`` = 0.06 there),
+    so every agent starts with its own clearly non-uniform policy.
+    """
+    base = orthogonal(scale)
+
+    def init(key, shape, dtype=jnp.float32):
+        k_base, k_noise = jax.random.split(key)
+        return (base(k_base, shape, jnp.float32) + noise * jax.random.normal(k_noise, shape)).astype(dtype)
+
+    return init
+
+
+def normal(std: float):
+    """Flax-style initializer: i.i.d. ``N(0, std^2)`` (the reference's bias noise; std 0 gives zeros)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return (std * jax.random.normal(key, shape)).astype(dtype)
+
+    return init

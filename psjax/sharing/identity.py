@@ -5,13 +5,16 @@ every agent's (o, a, r, o') transitions is kept. Once, at the first training ite
 reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
 
 1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
-2. runs k-means (k-means++ seeding, restarts) on the N encoder means, with K from the config
-   or by the Davies-Bouldin rule (``psjax.sharing.kmeans``),
+2. runs k-means (k-means++ seeding, restarts) on the N identity vectors, with K from the config
+   or by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the vectors are the encoder means
+   (SePS's code) or one sample z_i ~ N(mu_i, sigma_i^2) per agent (AdaPS's paper, section 4.1):
+   ``sharing.identity_cluster_input``,
 3. SePS: moves every agent to its cluster's slot, every slot a copy of the pretrained slot 0
    (parameters, target and Adam moments; critics follow the same slots);
    AdaPS: feeds every cluster centre through a fixed random mapping network, thresholds the
    sigmoid at lambda into binary hidden-unit masks, and gives each agent its cluster's masks
-   on the one shared network (no parameters added).
+   on the one shared network (no parameters added). The masks act on the policy network only
+   (the paper's f(.; phi * M_k)); ``sharing.adaps_mask_critic`` masks an A2C / PPO critic too.
 
 Nothing changes after that. The one-off work runs inside ``run_if``, a while loop that runs
 zero or one time: ``lax.cond`` under ``vmap`` over seeds (the host runner's case, where the
@@ -54,6 +57,7 @@ class IdentityState(NamedTuple):
     buffer: IdentityBuffer
     switched: chex.Array  # bool[], the one-off switch has happened
     means: chex.Array  # [N, Z] encoder means at the switch (zeros before)
+    points: chex.Array  # [N, Z] the identity vectors k-means clustered: ``means`` or one sample each (zeros before)
     centres: chex.Array  # [Kmax, Z] k-means centres at the switch; unused rows zero
     num_clusters: chex.Array  # int32[] K chosen (1 before the switch)
     labels: chex.Array  # int32[N] cluster of every agent (0 before the switch), numbered by first agent
@@ -130,7 +134,8 @@ def train_identity_vae(
 ) -> tuple[Any, chex.Array, chex.Array]:
     """Train a fresh VAE on the filled part of the buffer.
 
-    Returns (params, encoder means ``[N, Z]``, mean loss per epoch ``[epochs]``).
+    Returns (params, encoder means ``[N, Z]``, encoder log-variances ``[N, Z]``, mean loss per epoch
+    ``[epochs]``).
     """
     num_agents, size = buffer.action.shape
     total = num_agents * size
@@ -158,8 +163,18 @@ def train_identity_vae(
         return vae_loss(pred, mb["target"], mu, logvar, mb["weight"], kl_coef)
 
     params, losses = fit_minibatch_epochs(loss_fn, params, lr, total, batch, epochs, k_train)
-    mu, _ = vae.apply(params, jnp.arange(num_agents), method=IdentityVAE.encode)
-    return params, mu, losses
+    mu, logvar = vae.apply(params, jnp.arange(num_agents), method=IdentityVAE.encode)
+    return params, mu, logvar, losses
+
+
+def identity_vectors(key: chex.PRNGKey, mu: chex.Array, logvar: chex.Array, source: str) -> chex.Array:
+    """The vectors k-means clusters: ``mu[N, Z]`` itself (``mean``) or one reparameterised draw per agent,
+    ``mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` (``sample``)."""
+    if source == "mean":
+        return mu
+    if source != "sample":
+        raise ValueError(f"unknown identity_cluster_input {source!r}; allowed: 'mean', 'sample'")
+    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
 
 
 # --------------------------------------------------------------------------- AdaPS mapping network
@@ -186,19 +201,20 @@ def mapping_probs(mapping: dict, z: chex.Array) -> chex.Array:
     return jax.nn.sigmoid(jnp.tanh(z @ mapping["w1"] + mapping["b1"]) @ mapping["w2"])
 
 
-def standardise(centres: chex.Array, means: chex.Array) -> chex.Array:
+def standardise(centres: chex.Array, points: chex.Array) -> chex.Array:
     """Cluster centres in the units of the agents' spread around their mean:
-    ``(c - mean_i mu_i) / rms_i,d(mu_i,d - mean_i mu_i,d)``. The VAE's latent scale is arbitrary (the KL
-    weight is tiny); this makes the mapping network see distinct clusters as inputs of unit scale."""
-    centre = means.mean(0)
-    return (centres - centre) / (jnp.sqrt(((means - centre) ** 2).mean()) + 1e-8)
+    ``(c - mean_i x_i) / rms_i,d(x_i,d - mean_i x_i,d)`` for the clustered identity vectors ``points[N, Z]``
+    (encoder means or samples). The VAE's latent scale is arbitrary (the KL weight is tiny); this makes
+    the mapping network see distinct clusters as inputs of unit scale."""
+    centre = points.mean(0)
+    return (centres - centre) / (jnp.sqrt(((points - centre) ** 2).mean()) + 1e-8)
 
 
-def cluster_masks(mapping: dict, centres: chex.Array, means: chex.Array, labels: chex.Array, threshold: float,
+def cluster_masks(mapping: dict, centres: chex.Array, points: chex.Array, labels: chex.Array, threshold: float,
                   num_layers: int) -> tuple:
-    """Binary masks per agent from its cluster centre: ``centres[K, Z], means[N, Z], labels[N]`` -> one
+    """Binary masks per agent from its cluster centre: ``centres[K, Z], points[N, Z], labels[N]`` -> one
     ``float32[N, H]`` per maskable layer (exactly 0.0 or 1.0)."""
-    keep = (mapping_probs(mapping, standardise(centres, means)) > threshold).astype(jnp.float32)  # [K, L * H]
+    keep = (mapping_probs(mapping, standardise(centres, points)) > threshold).astype(jnp.float32)  # [K, L * H]
     per_agent = keep[labels]
     return tuple(jnp.split(per_agent, num_layers, axis=-1))
 
@@ -268,22 +284,32 @@ def _max_clusters(cfg: TrainConfig, num_agents: int) -> int:
     return cfg.sharing.identity_clusters
 
 
-def _cluster(cfg: TrainConfig, key: chex.PRNGKey, means: chex.Array, max_clusters: int) -> KMeansResult:
+def _cluster(cfg: TrainConfig, key: chex.PRNGKey, points: chex.Array, max_clusters: int) -> KMeansResult:
     sc = cfg.sharing
-    n = means.shape[0]
+    n = points.shape[0]
     if sc.identity_select_k and n > 2:
-        result, _ = select_k(key, means, 2, n - 1, sc.identity_kmeans_restarts)
+        result, _ = select_k(key, points, 2, n - 1, sc.identity_kmeans_restarts)
         return result
-    return kmeans(key, means, max_clusters, max_clusters, sc.identity_kmeans_restarts)
+    return kmeans(key, points, max_clusters, max_clusters, sc.identity_kmeans_restarts)
+
+
+def cluster_input(cfg: TrainConfig) -> str:
+    """``mean`` or ``sample``: ``sharing.identity_cluster_input``, with ``auto`` resolved per method
+    (SePS: the means, as its code; AdaPS: a sample, as its paper)."""
+    source = cfg.sharing.identity_cluster_input
+    if source == "auto":
+        return "sample" if cfg.alg == "adaps" else "mean"
+    return source
 
 
 def _make_identity_scheme(
     cfg: TrainConfig, spec: EnvSpec, layout: SlotLayout, init_masks: Callable[[], tuple], mapping_init: Callable,
-    apply_switch: Callable,
+    apply_switch: Callable, unmasked_banks: tuple[str, ...] = (),
 ) -> Scheme:
-    """The pipeline both methods share; ``apply_switch(sharing, learner_state, kmeans result, encoder
-    means, mapping params) -> (sharing, learner_state)`` is the method-specific step 3."""
+    """The pipeline both methods share; ``apply_switch(sharing, learner_state, kmeans result, clustered
+    vectors, mapping params) -> (sharing, learner_state)`` is the method-specific step 3."""
     sc = cfg.sharing
+    source = cluster_input(cfg)
     n = spec.num_agents
     max_clusters = _max_clusters(cfg, n)
     vae = IdentityVAE(n, spec.obs_dim, spec.num_actions, sc.identity_latent, sc.identity_hidden)
@@ -292,6 +318,7 @@ def _make_identity_scheme(
         extra = IdentityState(
             init_buffer(n, sc.identity_buffer_size, spec.obs_dim),
             jnp.zeros((), jnp.bool_),
+            jnp.zeros((n, sc.identity_latent), jnp.float32),
             jnp.zeros((n, sc.identity_latent), jnp.float32),
             jnp.zeros((max_clusters, sc.identity_latent), jnp.float32),
             jnp.ones((), jnp.int32),
@@ -305,13 +332,14 @@ def _make_identity_scheme(
         sharing, learner_state = operand
         extra = sharing.extra
         k_vae, k_kmeans = jax.random.split(key)
-        _, means, losses = train_identity_vae(
+        _, means, logvar, losses = train_identity_vae(
             k_vae, vae, buffer, sc.identity_epochs, sc.identity_batch_size, sc.identity_lr, sc.identity_kl_coef
         )
-        result = _cluster(cfg, k_kmeans, means, max_clusters)
-        sharing, learner_state = apply_switch(sharing, learner_state, result, means, extra.mapping)
+        points = identity_vectors(jax.random.fold_in(k_kmeans, 1), means, logvar, source)
+        result = _cluster(cfg, k_kmeans, points, max_clusters)
+        sharing, learner_state = apply_switch(sharing, learner_state, result, points, extra.mapping)
         extra = extra._replace(
-            switched=jnp.ones((), jnp.bool_), means=means, centres=result.centres,
+            switched=jnp.ones((), jnp.bool_), means=means, points=points, centres=result.centres,
             num_clusters=result.num_clusters, labels=result.labels, vae_loss=jnp.stack([losses[0], losses[-1]]),
         )
         return sharing._replace(extra=extra), learner_state
@@ -328,7 +356,7 @@ def _make_identity_scheme(
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
         return sharing, learner_state, _metrics(sharing, layout.masked)
 
-    return Scheme(layout, init, update)
+    return Scheme(layout, init, update, unmasked_banks=unmasked_banks)
 
 
 def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
@@ -340,8 +368,8 @@ def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
     banks = bank_names(cfg)
     layout = SlotLayout(_max_clusters(cfg, spec.num_agents), "indexed", False)
 
-    def apply_switch(sharing, learner_state, result, means, mapping):
-        del means, mapping
+    def apply_switch(sharing, learner_state, result, points, mapping):
+        del points, mapping
         learner_state = bank_ops.map_banks(learner_state, banks, lambda path, x: bank_ops.copy_row(x, 0))
         return sharing._replace(slots=result.labels), learner_state
 
@@ -350,7 +378,8 @@ def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
 
 def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
     """AdaPS: one shared network (``shared``, masked); masks all ones until the switch, then each
-    agent's cluster's binary masks from the fixed random mapping network. No parameters added."""
+    agent's cluster's binary masks from the fixed random mapping network. No parameters added.
+    The critic bank (A2C / PPO) is applied without masks unless ``sharing.adaps_mask_critic``."""
     sc = cfg.sharing
     n = spec.num_agents
     layout = SlotLayout(1, "shared", True)
@@ -362,8 +391,9 @@ def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
         return init_mapping(key, sc.identity_latent, sc.adaps_mapping_hidden, hidden * num_masked_layers,
                             sc.adaps_mapping_scale)
 
-    def apply_switch(sharing, learner_state, result, means, mapping):
-        masks = cluster_masks(mapping, result.centres, means, result.labels, sc.adaps_threshold, num_masked_layers)
+    def apply_switch(sharing, learner_state, result, points, mapping):
+        masks = cluster_masks(mapping, result.centres, points, result.labels, sc.adaps_threshold, num_masked_layers)
         return sharing._replace(masks=masks), learner_state
 
-    return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch)
+    unmasked = () if sc.adaps_mask_critic else ("critic",)
+    return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch, unmasked)

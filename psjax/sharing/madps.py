@@ -1,10 +1,12 @@
 """MADPS: dynamic parameter sharing by policy distance (seed 003, Algorithm 1; code: Harry67Hu/MADPS).
 
-The actor is split into a front block (the first Dense layers) and a back block (the last hidden
-layer and the output layer: ``64 -> 64 -> A`` as in the reference); every agent has a front slot
-(``SharingState.extra.front``) and a back slot (``SharingState.slots``); the banks keep N rows, so
-any agent can get a row of its own. At the start every front is shared (slot 0) and every back is
-the agent's own (slot i). Critics follow the back slots.
+The actor is the reference's: a front block ``obs -> 64 -> 64`` (the reference's shallow net, modules
+``front_0``, ``front_1``, plus ``front_torso`` with image observations) and a back block ``64 -> 64 -> A``
+(its deep net, ``back_0``, ``back_out``): MADPS asks the A2C / PPO learner for this three-hidden-layer ``MLP``
+with named blocks (``actor_options``) and selects the blocks by those names. Every agent has a front slot
+(``SharingState.extra.front``) and a back slot (``SharingState.slots``); the banks keep N rows, so any agent
+can get a row of its own. At the start every front is shared (slot 0) and every back is the agent's own
+(slot i). Critics follow the back slots.
 
 Every ``sharing.madps_interval`` iterations the training loop runs a MAPD round
 (``psjax.sharing.mapd``) and hands the distance matrix D to ``restructure`` below, which visits
@@ -12,7 +14,7 @@ the agent pairs i < j in index order (thresholds: fusion eps1, division eps2 >= 
 eps0):
 
 - same front slot, ``d_ij > eps2``: division; j gets its own front row (row j), a copy of the shared
-  row (parameters and Adam moments);
+  row (both front layers: parameters and Adam moments);
 - same front slot, ``d_ij < eps0``: back fusion; j points at ``back[i]`` when ``D[back[i], j] < eps0``,
   else at i's back row from before the round;
 - different front slots, ``d_ij < eps1``: front fusion; j points at ``front[i]`` (i's current network,
@@ -28,15 +30,13 @@ that would leave the index unchanged is not a change. The first contradiction (`
 ``2 d_0 > eps2``) cannot occur because the config requires ``eps2 >= 2 eps1`` (triangle inequality).
 Fusion only re-points an index: nothing is averaged.
 
-Defaults (``psjax/config.py``, evidence in ``benchmarks/madps_runs.sh``): the thresholds are absolute
-distances, as in the seed, but on psjax's MAPD scale (eps1 = 0.005, eps2 = 0.01, eps0 = 0.0025), far below
-the reference's eps1 = 0.5: with the default VAE, near-identical policies measure 0.001-0.002, A2C agents
-that trained apart from a shared start while their policies are still near-uniform 0.01-0.03, and
-clearly different policies 0.1-0.5; at eps1 = 0.5 the first round fused every back at once, and fused
-networks never divide again (identical networks measure 0), so back fusion (eps0) sits just above the
-near-identical level and division (eps2) at the level of agents that trained apart.
-Every actor starts near-uniform (small output layer), so the rounds before ``madps_start`` (default: the
-first) only measure; ``madps_rounds`` counts them too, ``madps_changes`` is 0 there.
+Defaults (``psjax/config.py``; evidence in ``benchmarks/madps_init.py``): the reference's actor initialisation
+(``madps_init=reference``: every layer orthogonal gain 0.5 plus N(0, 0.2) noise) and its thresholds
+(eps0 / eps1 / eps2 = 0.25 / 0.5 / 1.0). The MAPD scale is the reference's: agents that learned different
+behaviour (the typed env's two types) measure 0.8-1.9 and agents of one type fall below 0.1 within 10-20k A2C
+steps under either initialisation, and these thresholds find the types. The initialisation sets the scale of
+the first rounds only (0.15-0.6 under the reference's, 0.007-0.04 under psjax's near-uniform one), so rounds
+before ``madps_start`` only measure; ``madps_rounds`` counts them too, ``madps_changes`` is 0 there.
 """
 
 from __future__ import annotations
@@ -143,23 +143,32 @@ def restructure(d: chex.Array, front: chex.Array, back: chex.Array, eps0: float,
     return Restructured(front, back, copy_from, changed)
 
 
-def dense_layers(bank: Any) -> list[str]:
-    """The flax ``Dense_k`` module names of a bank, from the input to the output."""
-    return sorted((k for k in bank["params"] if k.startswith("Dense_")), key=lambda k: int(k.split("_")[-1]))
+# The MADPS actor's modules (``psjax.nets.agents.MLP`` names): the conv torso (image observations only), the
+# front block obs -> 64 -> 64 and the back block 64 -> 64 -> A, as in the reference's shallow / deep nets.
+FRONT = ("front_torso", "front_0", "front_1")
+BACK = ("back_0", "back_out")
+
+
+def actor_options(cfg: TrainConfig) -> dict:
+    """Extra ``MLP`` fields of the A2C / PPO actor: MADPS asks for three hidden layers with named blocks and its
+    initialisation (``sharing.madps_init``); ``{}`` (the default actor) for every other method."""
+    if cfg.alg != "madps":
+        return {}
+    return {"depth": len(FRONT) - 1 + len(BACK) - 1, "names": FRONT + BACK, "init_style": cfg.sharing.madps_init}
 
 
 def front_layers(bank: Any) -> frozenset[str]:
-    """The actor's front block: every Dense layer but the last two (the back: last hidden layer + output)."""
-    names = dense_layers(bank)
-    if len(names) < 3:
-        raise ValueError(f"MADPS needs an actor with at least 3 Dense layers, got {names}")
-    # with image observations the conv torso sits before the first Dense layer: part of the front
-    torso = [k for k in bank["params"] if k.startswith("ConvTorso_")]
-    return frozenset(names[:-2] + torso)
+    """The modules of the actor's front block present in ``bank`` (selected by their names, ``FRONT``)."""
+    names = frozenset(k for k in bank["params"] if k in FRONT)
+    if not set(FRONT[1:]) <= names or not set(BACK) <= set(bank["params"]):
+        raise ValueError(f"MADPS needs an actor with modules {FRONT + BACK} (madps.actor_options), got "
+                         f"{sorted(bank['params'])}")
+    return names
 
 
 def _layer(path: tuple[str, ...]) -> str:
-    return next((p for p in path if p.startswith(("Dense_", "ConvTorso_"))), "")
+    """The module of a bank leaf: ``("params", module, ..., leaf)`` -> module."""
+    return path[1] if len(path) > 1 and path[0] == "params" else ""
 
 
 def copy_front_rows(learner_state: Any, copy_from: chex.Array, front: frozenset[str]) -> Any:

@@ -42,6 +42,9 @@ class Scheme(NamedTuple):
     # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
     restructure: Callable | None = None
     distance_interval: int = 0
+    # Banks that ignore the agents' masks in a masked layout (AdaPS masks the policy, not the critic);
+    # the learners reach this only through ``bank_layout``.
+    unmasked_banks: tuple[str, ...] = ()
 
 
 class AuxLoss(NamedTuple):
@@ -57,6 +60,13 @@ def init_sharing_params(scheme: Scheme, key: chex.PRNGKey, params: dict, names: 
     if scheme.init_params is None:
         return params
     return {**params, "sharing": scheme.init_params(key, {name: params[name] for name in names})}
+
+
+def bank_layout(scheme: Scheme, name: str) -> SlotLayout:
+    """The ``SlotLayout`` to apply bank ``name`` with: the scheme's, unmasked for its ``unmasked_banks``."""
+    if name in scheme.unmasked_banks:
+        return scheme.layout._replace(masked=False)
+    return scheme.layout
 
 
 # key of ``params`` under which ``derive_for_acting`` keeps every bank's per-agent parameters

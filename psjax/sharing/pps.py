@@ -5,10 +5,16 @@ Every agent has its own Q network (a bank with one slot per agent, like NoPS). E
 written back to every agent:
 
 - ``pps_a``: uniform average of all layers;
-- ``pps_rs``: average weighted by each agent's reward over the last ``pps_window`` rollout
-  steps (``reward_weights``);
-- ``pps_pp``: only the shared side of a layer boundary is averaged; the other side stays
-  per agent (``shared_layers``).
+- ``pps_rs``: average weighted by each agent's reward R_i in the reward buffer
+  (``reward_weights``): by default the agent's returns summed over the last ``pps_window``
+  completed episodes (``pps_window_unit=episodes``, the paper's 96), else over the last
+  ``pps_window`` rollout steps (``steps``, each step's reward averaged over the envs);
+- ``pps_pp``: only the shared side of a layer boundary is averaged, by default with the RS
+  weights (``pps_pp_weights``); the other side stays per agent (``shared_layers``).
+
+The episode buffer is kept inside the compiled program: every env carries its running
+per-agent return (``PPSExtra.running``), and the returns of the episodes a rollout completes
+enter a ring of the last W, in the order they ended (step, then env).
 
 The scheme's ``update`` runs once per training iteration, after the learner's
 ``q.updates_per_rollout`` gradient steps, so an aggregation happens at the end of the
@@ -42,7 +48,12 @@ class PPSExtra(NamedTuple):
     """PPS state carried in ``SharingState.extra``."""
 
     last_updates: chex.Array  # int32, learner gradient steps at the previous sharing update
-    rewards: chex.Array  # float32[W, N] per-agent reward of the last W rollout steps (mean over envs)
+    # float32[W, N] the reward buffer. Unit episodes: per-agent returns of the last W completed episodes
+    # (a ring, episode k in row k mod W; rows of episodes not yet seen are 0). Unit steps: per-agent
+    # reward of the last W rollout steps, each the mean over envs, oldest first.
+    rewards: chex.Array
+    running: chex.Array  # float32[E, N] unit episodes: each env's per-agent reward so far in its episode
+    episodes: chex.Array  # int32, unit episodes: completed episodes written to the buffer so far
 
 
 def layer_of(path: tuple[str, ...]) -> str:
@@ -99,6 +110,51 @@ def push_rewards(buffer: chex.Array, reward: chex.Array) -> chex.Array:
     chex.assert_rank(reward, 3)
     window = buffer.shape[0]
     return jnp.concatenate([buffer, reward.mean(axis=1).astype(buffer.dtype)], axis=0)[-window:]
+
+
+def episode_returns(
+    reward: chex.Array, done: chex.Array, running: chex.Array
+) -> tuple[chex.Array, chex.Array]:
+    """Per-agent returns of the episodes a rollout completes.
+
+    Args:
+      reward: float32[T, E, N] per-agent rewards; done: bool[T, E], an episode ended on this step
+        (its reward belongs to the ending episode); running: float32[E, N] each env's reward so far
+        in the episode under way when the rollout started.
+    Returns:
+      (returns[T, E, N]: where ``done[t, e]``, the return of the episode env e ended at step t, else
+      the partial return of env e's episode up to t; running'[E, N] for the next rollout).
+    """
+    chex.assert_rank(reward, 3)
+    chex.assert_rank(done, 2)
+    t = reward.shape[0]
+    total = running[None] + jnp.cumsum(reward, axis=0)  # [T, E, N], as if no episode ended
+    ends = jnp.where(done, jnp.arange(t)[:, None], -1)
+    last_end = jax.lax.cummax(ends, axis=0)  # last step <= t that ended an episode, -1 if none
+    before = jnp.concatenate([jnp.full_like(last_end[:1], -1), last_end[:-1]])  # ... strictly before t
+    base = jnp.take_along_axis(total, jnp.maximum(before, 0)[..., None], axis=0)
+    returns = total - jnp.where(before[..., None] >= 0, base, 0.0)
+    return returns, jnp.where(done[-1][:, None], 0.0, returns[-1])
+
+
+def push_episodes(
+    buffer: chex.Array, episodes: chex.Array, returns: chex.Array, done: chex.Array
+) -> tuple[chex.Array, chex.Array]:
+    """Write the returns of the episodes that ended (``done[T, E]``) into the ring ``buffer[W, N]``.
+
+    Episodes count in the order they ended: by step, then by env within a step; the k-th episode
+    ever completed goes to row k mod W. When a rollout ends more than W episodes only its last W
+    are written. ``returns[T, E, N]`` as from ``episode_returns``. Returns (buffer, episodes').
+    """
+    chex.assert_rank(buffer, 2)
+    window = buffer.shape[0]
+    flat_done = done.reshape(-1)
+    rank = jnp.cumsum(flat_done) - 1  # [T * E] order of each ended episode within the rollout
+    ended = flat_done.sum().astype(jnp.int32)
+    keep = flat_done & (rank >= ended - window)  # at most W, on distinct rows
+    row = jnp.where(keep, (episodes + rank) % window, window)  # window = dropped
+    flat = returns.reshape(-1, returns.shape[-1]).astype(buffer.dtype)
+    return buffer.at[row].set(flat, mode="drop"), episodes + ended
 
 
 def interval_crossed(last_updates: chex.Array, updates: chex.Array, interval: int) -> chex.Array:
@@ -170,17 +226,24 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
         return layer_of(path) in layers
 
     reward_weighted = alg == "pps_rs" or (alg == "pps_pp" and sc.pps_pp_weights == "reward")
+    by_episode = sc.pps_window_unit == "episodes"
+    num_envs = cfg.learner_cfg.num_envs
 
     def init(key):
         del key
-        extra = PPSExtra(jnp.int32(0), jnp.zeros((sc.pps_window, n), jnp.float32))
+        extra = PPSExtra(jnp.int32(0), jnp.zeros((sc.pps_window, n), jnp.float32),
+                         jnp.zeros((num_envs, n), jnp.float32), jnp.int32(0))
         return SharingState(jnp.arange(n, dtype=jnp.int32), (), extra)
 
     def update(sharing, learner_state, traj, key, step):
         del step
         extra = sharing.extra
-        chex.assert_shape(traj.reward, (None, None, n))
-        rewards = push_rewards(extra.rewards, traj.reward)
+        chex.assert_shape(traj.reward, (None, num_envs, n))
+        if by_episode:
+            ended, running = episode_returns(traj.reward, traj.done, extra.running)
+            rewards, episodes = push_episodes(extra.rewards, extra.episodes, ended, traj.done)
+        else:
+            rewards, running, episodes = push_rewards(extra.rewards, traj.reward), extra.running, extra.episodes
         returns = rewards.sum(axis=0)
         if reward_weighted:
             weights = reward_weights(returns, sc.pps_rs_weights, sc.pps_rs_temperature)
@@ -205,8 +268,10 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
             "pps_weight": weights,
             "pps_reward": returns,
         }
+        if by_episode:
+            metrics["pps_episodes"] = jnp.minimum(episodes, sc.pps_window)  # episodes in the buffer
         if alg == "pps_pp":
             metrics["pps_dispersion_personal"] = dispersion(learner_state.params, names, lambda p: not keep(p)).mean()
-        return sharing._replace(extra=PPSExtra(updates, rewards)), learner_state, metrics
+        return sharing._replace(extra=PPSExtra(updates, rewards, running, episodes)), learner_state, metrics
 
     return Scheme(SlotLayout(n, "identity", False), init, update)

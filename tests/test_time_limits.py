@@ -1,0 +1,139 @@
+"""A time limit is not a terminal state: the environment contract hands the learners the observation an
+episode ended on (``TimeStep.final_*``, before the automatic reset), for every environment and wrapper,
+and the loop stores it where the learners read it (``Transition.next_*``).
+
+The check needs no knowledge of any environment: the same env with a time limit one step longer, fed the
+same keys and actions, shows at step L the observation the truncated episode ended on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from psjax.config import EnvConfig, make_config
+from psjax.envs import make_env
+from psjax.train import _init, _rollout, make_parts
+
+L = 4  # the time limit under test
+CASES = {  # name -> (env config, method: the method picks the agent-indication wrapper)
+    "matrix_two_step": (EnvConfig(name="matrix", matrix_game="two_step"), "fups"),
+    "mpe_spread": (EnvConfig(name="mpe_spread"), "fups"),
+    "speaker_listener": (EnvConfig(name="speaker_listener"), "fups_id"),
+    "lbf": (EnvConfig(name="lbf", scenario="8x8-2p-2f-coop"), "fups_id"),
+    "lbf_grid_indication": (EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True,
+                                      image_indication="geometric"), "fups"),
+    "smax": (EnvConfig(name="smax", map="3m"), "fups_id"),
+    "typed": (EnvConfig(name="typed", num_agents=4), "fups"),
+    "bps": (EnvConfig(name="bps", agents_per_colour="2,1"), "fups_id"),
+    "crware": (EnvConfig(name="crware", variant="mini"), "fups"),
+}
+
+
+def _run(env, key, steps):
+    """``steps`` steps of 4 envs under random available actions drawn from ``key`` (the same actions for the
+    same availabilities). Returns the stacked TimeSteps ``[steps, 4, ...]``."""
+    k_reset, k_roll = jax.random.split(key)
+    state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, 4))
+
+    def step(carry, k):
+        state, ts = carry
+        k_act, k_env = jax.random.split(k)
+        actions = jax.random.categorical(k_act, jnp.where(ts.avail_actions, 0.0, -1e9)).astype(jnp.int32)
+        state, ts = jax.vmap(env.step)(jax.random.split(k_env, 4), state, actions)
+        return (state, ts), ts
+
+    return jax.lax.scan(step, (state, ts), jax.random.split(k_roll, steps))[1]
+
+
+@pytest.mark.parametrize("name", tuple(CASES))
+def test_time_limit_hands_over_the_final_observation(name):
+    env_cfg, alg = CASES[name]
+    short = make_env(dataclasses.replace(env_cfg, time_limit=L), alg)
+    longer = make_env(dataclasses.replace(env_cfg, time_limit=L + 1), alg)
+    key = jax.random.PRNGKey(3)
+    ts_short = jax.jit(lambda k: _run(short, k, L))(key)
+    ts_long = jax.jit(lambda k: _run(longer, k, L))(key)
+    done = np.asarray(ts_short.terminated | ts_short.truncated)
+    # every step that did not end an episode: the final observation is the step's own observation
+    for final, now in ((ts_short.final_obs, ts_short.obs), (ts_short.final_state, ts_short.state),
+                       (ts_short.final_avail, ts_short.avail_actions)):
+        keep = ~done.reshape(done.shape + (1,) * (final.ndim - 2))
+        np.testing.assert_array_equal(np.where(keep, final, 0), np.where(keep, now, 0))
+    # before step L both runs are the same episodes
+    np.testing.assert_array_equal(ts_short.obs[: L - 1], ts_long.obs[: L - 1])
+    truncated = np.asarray(ts_short.truncated[L - 1])
+    if name != "matrix_two_step":  # its episodes terminate after two steps
+        assert truncated.any(), "no episode reached the time limit: the test would check nothing"
+    assert not np.asarray(ts_short.truncated[: L - 1]).any() or name == "matrix_two_step"
+    # at the limit the short env truncates; its final observation is what the longer env still shows
+    for final, cont in ((ts_short.final_obs, ts_long.obs), (ts_short.final_state, ts_long.state),
+                        (ts_short.final_avail, ts_long.avail_actions)):
+        np.testing.assert_allclose(np.asarray(final[L - 1])[truncated], np.asarray(cont[L - 1])[truncated],
+                                   rtol=1e-6, atol=1e-6)
+    # ... while its obs already belongs to a fresh episode
+    if name not in ("matrix_two_step", "typed"):  # typed's observation is a cue that may repeat
+        assert not np.allclose(np.asarray(ts_short.obs[L - 1])[truncated], np.asarray(ts_long.obs[L - 1])[truncated])
+
+
+def test_rollout_stores_the_observation_each_step_led_to_time_limit():
+    """``Transition.next_obs[t]`` is ``obs[t + 1]`` inside an episode and the truncated episode's last
+    observation where the time limit ended it (not the next episode's first)."""
+    cfg = make_config({"env": "mpe_spread", "alg": "fups", "learner": "ppo", "time_limit": 5,
+                       "ac.num_envs": 2, "ac.rollout_len": 12, "steps": 24})
+    parts = make_parts(cfg)
+    runner = _init(parts, jax.random.PRNGKey(0))
+    _, (traj, step_ts) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+                                  runner.hidden, jax.random.PRNGKey(1), 0, 12, greedy=False)
+    done = np.asarray(traj.done)
+    assert done[4].all() and done[9].all() and not np.asarray(traj.terminated).any()
+    inside = ~done[:-1]
+    np.testing.assert_array_equal(np.asarray(traj.next_obs[:-1])[inside], np.asarray(traj.obs[1:])[inside])
+    np.testing.assert_array_equal(np.asarray(traj.next_obs), np.asarray(step_ts.final_obs))
+    # MPE's landmark-relative positions change every step: the final observation is not the reset one
+    assert not np.allclose(np.asarray(traj.next_obs[4]), np.asarray(traj.obs[5]))
+
+
+@pytest.mark.parametrize("last_action", [False, True])
+def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
+    """``q_final[t]`` reads the truncated episode's last observation from the GRU state the episode left
+    (no reset), while ``q[t + 1]`` starts the next episode from zeros; with ``last_action`` the input is the
+    one-hot of the previous action, zeros at an episode's start, a_t for the final observation."""
+    from psjax.learners.qmix import recurrent_agent_model
+    from psjax.nets.agents import RecurrentQNet
+    from psjax.sharing.methods import make_scheme
+    from psjax.train import MASKED_LAYERS
+
+    cfg = make_config({"env": "mpe_spread", "alg": "fups", "learner": "qmix", "q.hidden": 8,
+                       "q.last_action": last_action})
+    spec = make_env(cfg.env, cfg.alg).spec
+    n, d, a = spec.num_agents, spec.obs_dim, spec.num_actions
+    model = recurrent_agent_model(cfg, spec, make_scheme(cfg, spec, 8, MASKED_LAYERS))
+    params = model.init(jax.random.PRNGKey(0))
+    t_len, b = 3, 1
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    obs = jax.random.normal(keys[0], (t_len + 1, b, n, d))
+    final_obs = jax.random.normal(keys[1], (t_len, b, n, d))
+    action = jax.random.randint(keys[2], (t_len, b, n), 0, a)
+    done = jnp.array([[False], [True], [False]])  # step 1 ends its episode by the time limit
+    resets = jnp.concatenate([jnp.zeros((1, b), bool), done])
+    hidden0 = jax.tree.map(lambda h: h[0], model.init_hidden(1))
+    q, q_final = model.unroll(params, None, jax.tree.map(lambda h: h[None], hidden0),
+                              {"obs": obs, "final_obs": final_obs, "action": action}, resets)
+    assert q.shape == (t_len + 1, b, n, a) and q_final.shape == (t_len, b, n, a)
+
+    net = RecurrentQNet(8, a)
+    p0 = jax.tree.map(lambda x: x[0], params["agent"])
+    one_hot = lambda x: jax.nn.one_hot(x, a)  # noqa: E731
+    inp = (lambda o, prev: jnp.concatenate([o, prev], -1)) if last_action else (lambda o, prev: o)  # noqa: E731
+    zero_h, no_action = jnp.zeros((n, 8)), jnp.zeros((n, a))
+    h0, q0 = net.apply(p0, zero_h, inp(obs[0, 0], no_action))
+    h1, q1 = net.apply(p0, h0, inp(obs[1, 0], one_hot(action[0, 0])))
+    _, qf1 = net.apply(p0, h1, inp(final_obs[1, 0], one_hot(action[1, 0])))  # the ended episode goes on
+    _, q2 = net.apply(p0, zero_h, inp(obs[2, 0], no_action))  # the next episode starts from scratch
+    for got, want in ((q[0, 0], q0), (q[1, 0], q1), (q_final[1, 0], qf1), (q[2, 0], q2)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
