@@ -16,16 +16,16 @@ SMAX_STEPS=${SMAX_STEPS:-2e6}
 LBF_STEPS=${LBF_STEPS:-2e6}
 BDPS_ARGS=${BDPS_ARGS:-}
 METHODS="bdps bdps_role bdps_team fups_id nops"
-train() { "$PY" -m psjax train preset=bdps_smax progress=false out_dir=runs seeds="$SEEDS" eval_every=0.05 $BDPS_ARGS "$@"; }
+train() { "$PY" -m psjax train progress=false out_dir=runs seeds="$SEEDS" eval_every=0.05 $BDPS_ARGS "$@"; }
 
 for map in 3m 5m_vs_6m; do
   for alg in $METHODS; do
-    train env=smax map="$map" alg="$alg" steps="$SMAX_STEPS" run_name="bdps_smax_${map}_${alg}"
+    train preset=bdps_smax env=smax map="$map" alg="$alg" steps="$SMAX_STEPS" run_name="bdps_smax_${map}_${alg}"
   done
 done
 # LBF 15x15-4p-5f (the paper's LBF ablation): 4 agents, k = 3, m = 2, 50-step episodes (T_V = 10)
 for alg in $METHODS; do
-  train env=lbf scenario=15x15-4p-5f alg="$alg" steps="$LBF_STEPS" run_name="bdps_lbf_15x15-4p-5f_${alg}"
+  train preset=bdps_lbf alg="$alg" steps="$LBF_STEPS" run_name="bdps_lbf_15x15-4p-5f_${alg}"
 done
 
 # Throughput of BDPS and its ablations next to QMIX FuPS+id in the same run (target: >= 0.6 x FuPS+id).

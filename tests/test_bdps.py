@@ -1,6 +1,9 @@
 """BDPS: roles / groups in range and fixed between their periods, the GAT's attention, the selector's
-TD target by hand, gradients only to the networks agents are assigned to, one compile and seed vmap,
-config validation."""
+TD target by hand, gradients only to the networks agents are assigned to, roles drawn at evaluation, both
+advantage definitions by hand, the time-limit bootstrap and last-action input against a hand unroll, one
+compile and seed vmap, config validation."""
+
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +12,10 @@ import pytest
 
 from psjax.config import ConfigError, make_config
 from psjax.envs.base import team_reward
-from psjax.learners.bdps import make_agent_model, selector_targets
-from psjax.nets.bdps import GroupSelector
+from psjax.learners.bdps import advantage, distinct_per_episode, make_agent_model, selector_targets
+from psjax.learners.qmix import masked_argmax
+from psjax.nets.agents import RecurrentQNet
+from psjax.nets.bdps import GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer
 from psjax.train import _init, _rollout, make_parts, make_train
 
@@ -53,6 +58,15 @@ def trained():
     first = fn(jax.random.split(jax.random.PRNGKey(0), 2))
     second = fn(jax.random.split(jax.random.PRNGKey(1), 2))
     return cfg, first, second, len(traces)
+
+
+@pytest.fixture(scope="module")
+def last_action_params(built):
+    """The tiny config with ``q.last_action``: its agent model and freshly initialised params."""
+    _, parts, _ = built
+    cfg = tiny(last_action=True)
+    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    return cfg, model, jax.jit(model.init)(jax.random.PRNGKey(5))
 
 
 def episode_steps(done):
@@ -238,13 +252,19 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built, sha
         "role": jnp.broadcast_to(jnp.array([0, 1, 0]), (T + 1, B, N)),  # nobody has role 2
         "group": jnp.zeros((T + 1, B, N), jnp.int32),  # nobody is in group 1
         "h_u": jax.random.normal(jax.random.PRNGKey(2), (T + 1, B, N, cfg.sharing.bdps_vae_hidden)),
+        "final_obs": obs[1:],
+        "action": jnp.zeros((T, B, N), jnp.int32),
     }
     hidden0 = jax.tree.map(lambda h: h[:B], model.init_hidden(B))
     resets = jnp.zeros((T + 1, B), bool).at[3, 1].set(True)
 
+    def utilities(p, agents):
+        q, q_final = model.unroll(p, None, hidden0, seq, resets)
+        return q[:, :, agents].sum() + q_final[:, :, agents].sum()
+
     @jax.jit
     def grads(agents):
-        return jax.grad(lambda p: model.unroll(p, None, hidden0, seq, resets)[:, :, agents].sum())(params)
+        return jax.grad(utilities)(params, agents)
 
     def row_norms(tree):
         return np.array([sum(float(jnp.abs(x[i]).sum()) for x in jax.tree.leaves(tree))
@@ -262,11 +282,195 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built, sha
         assert all(float(jnp.abs(x).sum()) > 0.0 for x in jax.tree.leaves(g["torso"]))
 
 
+def test_advantage_definitions_by_hand():
+    q = jnp.array([[1.0, 3.0, 2.0, 5.0], [4.0, 4.0, 0.0, 1.0]])
+    avail = jnp.array([[True, True, True, False], [True, True, False, True]])  # 5.0 and 0.0 unavailable
+    taken = advantage(q, avail, jnp.array([0, 1]), "taken")
+    np.testing.assert_allclose(taken, [3.0 - 1.0, 4.0 - 4.0])  # max over available - Q(a_t)
+    mean = advantage(q, avail, jnp.array([0, 1]), "mean")
+    np.testing.assert_allclose(mean, [3.0 - (1.0 + 3.0 + 2.0) / 3, 4.0 - (4.0 + 4.0 + 1.0) / 3], rtol=1e-6)
+    greedy = jnp.array([1, 0])  # the greedy actions: the seed's advantage is exactly 0, the mean one is not
+    np.testing.assert_array_equal(advantage(q, avail, greedy, "taken"), [0.0, 0.0])
+    np.testing.assert_allclose(advantage(q, avail, greedy, "mean"), [1.0, 1.0], rtol=1e-6)
+
+
+def wide_latents(params):
+    """The role VAE with mu = 0 for every input and sigma = e (logvar = 2): the agents' latents z = sigma * eps
+    differ only through eps."""
+    vae = dict(params["vae"]["params"])
+    vae["enc_mu"] = jax.tree.map(jnp.zeros_like, vae["enc_mu"])
+    vae["enc_logvar"] = {"kernel": jnp.zeros_like(vae["enc_logvar"]["kernel"]),
+                         "bias": jnp.full_like(vae["enc_logvar"]["bias"], 2.0)}
+    return {**params, "vae": {"params": vae}}
+
+
+def greedy_choose(ts):
+    return lambda key, q: masked_argmax(q, ts.avail_actions).astype(jnp.int32)
+
+
+def test_evaluation_draws_roles_from_the_latent_sample(built):
+    """Greedy acting (evaluation) draws u = argmax(mu + sigma * eps) as in training (seed 3.1.1): with one mean
+    for every agent and wide latents, the agents get different roles (the mean alone gives all of them role 0)."""
+    cfg, parts, runner = built
+    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    params = wide_latents(runner.learner.params)
+    _, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(3), 4))
+    key = jax.random.PRNGKey(11)
+    act = jax.jit(lambda greedy: model.act(params, None, model.init_hidden(4), ts, key, greedy_choose(ts), 0.0,
+                                           greedy)[1]["role"], static_argnums=0)
+    roles = np.asarray(act(True))
+    eps = jax.random.normal(jax.random.split(key, 4)[0], (4, 3, cfg.sharing.bdps_roles))  # act's role key
+    np.testing.assert_array_equal(roles, np.argmax(eps, -1))
+    assert len(np.unique(roles)) > 1
+    np.testing.assert_array_equal(roles, act(False))  # the draw does not depend on greedy acting
+
+
+def test_greedy_acting_advantage_windows(built):
+    """Under greedy acting the seed's advantage is exactly 0 at every step; ``bdps_advantage=mean`` is not."""
+    cfg, parts, runner = built
+    _, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(3), 4))
+    for kind, nonzero in (("taken", False), ("mean", True)):
+        model = make_agent_model(tiny(bdps_advantage=kind), parts.env.spec, parts.scheme)
+        _, hidden, extras = model.act(runner.learner.params, None, model.init_hidden(4), ts, jax.random.PRNGKey(0),
+                                      greedy_choose(ts), 0.0, True)
+        assert np.all(np.asarray(extras["adv"]) > 0.0) if nonzero else np.all(np.asarray(extras["adv"]) == 0.0)
+        np.testing.assert_array_equal(np.asarray(hidden["adv"])[..., 0], extras["adv"])  # ring slot of step 0
+
+
+def test_distinct_per_episode_by_hand():
+    """One env, 2 agents: an episode ending at step 1 that started before the trajectory (not counted), one over
+    steps 2-4 (roles {0, 2}: 2), one over steps 5-6 (roles {1}: 1), one still running at step 7."""
+    role = jnp.array([[1, 1], [0, 1], [0, 2], [0, 0], [2, 2], [1, 1], [1, 1], [0, 2]])[:, None]  # [T, E, N]
+    start = jnp.array([False, False, True, False, False, True, False, True])[:, None]
+    done = jnp.array([False, True, False, False, True, False, True, False])[:, None]
+    count, whole = distinct_per_episode(role, start, done, 3)
+    np.testing.assert_array_equal(np.asarray(whole)[:, 0], [0, 0, 0, 0, 1, 0, 1, 0])
+    assert float(count[4, 0]) == 2.0 and float(count[6, 0]) == 1.0
+
+
+def hand_unroll(cfg, spec, params, hidden0, seq, resets):
+    """The model's ``(q, q_final)`` step by step and network by network, resets applied by hand: q[t] from the
+    states after obs t; q_final[t] from the same states (before step t+1's reset) on final_obs[t], with step t's
+    role / group / h_U and a_t as the last action."""
+    sc, qc, A = cfg.sharing, cfg.q, spec.num_actions
+    k, m, shared = sc.bdps_roles, sc.bdps_groups, sc.bdps_shared_torso
+    net, torso, head = RecurrentQNet(qc.hidden, A), Torso(qc.hidden), QHead(A)
+
+    def row(bank, j):
+        return jax.tree.map(lambda x: x[j], bank)
+
+    def pick(q_all, idx):  # [B, N, K, A], [B, N] -> [B, N, A]
+        return jnp.take_along_axis(q_all, idx[..., None, None], -2)[..., 0, :]
+
+    def networks(h, x, h_u):
+        """(h', q_u_all [B, N, k, A], q_v_all [B, N, m, A])."""
+        if shared:
+            h = torso.apply(params["torso"], h, x)
+            feats = [h, jnp.concatenate([h, h_u], -1)]
+            return (h, jnp.stack([head.apply(row(params["role"], j), feats[0]) for j in range(k)], -2),
+                    jnp.stack([head.apply(row(params["group"], j), feats[1]) for j in range(m)], -2))
+        role_h, group_h = h
+        role_out = [net.apply(row(params["role"], j), role_h[..., j, :], x) for j in range(k)]
+        group_out = [net.apply(row(params["group"], j), group_h[..., j, :], jnp.concatenate([x, h_u], -1))
+                     for j in range(m)]
+        return ((jnp.stack([o[0] for o in role_out], -2), jnp.stack([o[0] for o in group_out], -2)),
+                jnp.stack([o[1] for o in role_out], -2), jnp.stack([o[1] for o in group_out], -2))
+
+    def with_last(x, last):
+        return jnp.concatenate([x, last], -1) if qc.last_action else x
+
+    h = hidden0["torso_h"] if shared else (hidden0["role_h"], hidden0["group_h"])
+    q, q_final = [], []
+    for t in range(seq["obs"].shape[0]):
+        r = resets[t][:, None, None]  # [B, 1, 1]
+        h = jax.tree.map(lambda x, r=r: jnp.where(r if x.ndim == 3 else r[..., None], 0.0, x), h)
+        last = None
+        if qc.last_action:  # a_{t-1}: before the sequence hidden0's, zeros where an episode starts
+            last = jnp.where(r, 0.0, hidden0["last_action"] if t == 0 else jax.nn.one_hot(seq["action"][t - 1], A))
+        h, q_u, q_v = networks(h, with_last(seq["obs"][t], last), seq["h_u"][t])
+        q.append(pick(q_u, seq["role"][t]) + pick(q_v, seq["group"][t]))
+        if t < seq["final_obs"].shape[0]:
+            x = with_last(seq["final_obs"][t], jax.nn.one_hot(seq["action"][t], A))
+            _, f_u, f_v = networks(h, x, seq["h_u"][t])
+            q_final.append(pick(f_u, seq["role"][t]) + pick(f_v, seq["group"][t]))
+    return jnp.stack(q), jnp.stack(q_final)
+
+
+@pytest.mark.parametrize("last_action, shared", [
+    (True, False), (False, False), pytest.param(True, True, marks=pytest.mark.slow)])
+def test_unroll_time_limit_bootstrap_equals_hand_unroll(built, last_action_params, last_action, shared):
+    """A stored sequence in which env 0's episode ends by time limit at step 2 (final_obs[2] is its last
+    observation, obs[3] the next episode's first): q and q_final equal a step-by-step unroll by hand."""
+    _, parts, runner = built
+    spec = parts.env.spec
+    if shared:
+        cfg = tiny(last_action=last_action, bdps_shared_torso=True)
+        model = make_agent_model(cfg, spec, parts.scheme)
+        params = jax.jit(model.init)(jax.random.PRNGKey(5))
+    elif last_action:
+        cfg, model, params = last_action_params
+    else:
+        cfg, params = tiny(), runner.learner.params
+        model = make_agent_model(cfg, spec, parts.scheme)
+    T, B, N, A = 6, 2, 3, spec.num_actions
+    ks = jax.random.split(jax.random.PRNGKey(6), 8)
+    obs = jax.random.normal(ks[0], (T + 1, B, N, spec.obs_dim))
+    final_obs = obs[1:].at[2, 0].set(jax.random.normal(ks[1], (N, spec.obs_dim)))
+    seq = {
+        "obs": obs, "final_obs": final_obs,
+        "action": jax.random.randint(ks[2], (T, B, N), 0, A),
+        "role": jax.random.randint(ks[3], (T + 1, B, N), 0, cfg.sharing.bdps_roles),
+        "group": jax.random.randint(ks[4], (T + 1, B, N), 0, cfg.sharing.bdps_groups),
+        "h_u": jax.random.normal(ks[5], (T + 1, B, N, cfg.sharing.bdps_vae_hidden)),
+    }
+    resets = jnp.zeros((T + 1, B), bool).at[3, 0].set(True)  # done at step 2 in env 0
+    hidden0 = model.init_hidden(B)
+    for i, name in enumerate(("role_h", "group_h", "torso_h")):  # stored GRU states (q.stored_state)
+        if name in hidden0:
+            hidden0[name] = jax.random.normal(jax.random.fold_in(ks[6], i), hidden0[name].shape)
+    if last_action:  # env 1 starts after action 1, env 0 with none
+        hidden0["last_action"] = jnp.zeros((B, N, A)).at[1, :, 1].set(1.0)
+    q, q_final = jax.jit(model.unroll)(params, None, hidden0, seq, resets)
+    assert q.shape == (T + 1, B, N, A) and q_final.shape == (T, B, N, A)
+    ref_q, ref_final = jax.jit(partial(hand_unroll, cfg, spec))(params, hidden0, seq, resets)
+    np.testing.assert_allclose(q, ref_q, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q_final, ref_final, rtol=1e-5, atol=1e-5)
+    # the bootstrap of the truncated step is not the next episode's first utilities
+    assert not np.allclose(q_final[2, 0], q[3, 0], atol=1e-3)
+
+
+def test_last_action_acting_agrees_with_unroll(built, last_action_params):
+    """With q.last_action, a greedy rollout's actions are the argmax of the stored sequence's unrolled utilities
+    (act and unroll read the same last actions, zeros after an episode's end); act keeps a_t one-hot."""
+    _, _, runner = built
+    cfg, model, params = last_action_params
+    parts = make_parts(cfg)
+    state = runner.learner._replace(params={**runner.learner.params, **params})
+    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(4), 2))
+    steps = 25  # 10-step episodes: two episode ends inside
+
+    @jax.jit
+    def roll(state, env_state, ts):
+        return _rollout(parts, state, runner.sharing, env_state, ts, parts.learner.init_hidden(2),
+                        jax.random.PRNGKey(9), runner.env_steps, steps, greedy=True)
+
+    (_, _, hidden), (traj, _) = roll(state, env_state, ts)
+    assert hidden["last_action"].shape == (2, 3, parts.env.spec.num_actions)
+    done = np.asarray(traj.done)
+    assert done[:-1].any()
+    seq = {"obs": traj.obs, "final_obs": traj.next_obs[:-1], "action": traj.action[:-1],
+           **{name: traj.extras[name] for name in ("role", "group", "h_u")}}
+    resets = jnp.concatenate([jnp.zeros((1, 2), bool), traj.done[:-1]], 0)
+    q, _ = jax.jit(model.unroll)(state.params, None, parts.learner.init_hidden(2), seq, resets)
+    np.testing.assert_array_equal(masked_argmax(q, traj.avail), traj.action)
+
+
 def test_trains_compiled_once_and_vmapped_over_seeds(trained):
     cfg, (runner, metrics), (runner2, metrics2), traces = trained
     assert traces == 1
     for m in (metrics, metrics2):
-        for name in ("loss", "vae_mse", "sel_loss", "bdps_role_change", "bdps_group_change", "bdps_entropy_diff"):
+        for name in ("loss", "vae_mse", "sel_loss", "bdps_role_change", "bdps_group_change", "bdps_entropy_diff",
+                     "bdps_roles_distinct", "bdps_groups_distinct", "bdps_adv_nonzero"):
             assert m[name].shape == (2, cfg.num_iterations) and np.all(np.isfinite(m[name])), name
         assert m["bdps_role"].shape == (2, cfg.num_iterations, 3)
     role_bank = runner.learner.params["role"]
@@ -316,6 +520,7 @@ def test_vdn_learner_traces_the_whole_program():
     ({"learner": "iql"}, r"learner='iql' is not allowed; allowed: qmix, vdn"),
     ({"learner": "ppo"}, r"learner='ppo' is not allowed"),
     ({"bdps_roles": 1}, r"bdps_roles=1 is below the minimum 2"),
+    ({"bdps_advantage": "max"}, r"sharing.bdps_advantage='max' is not allowed; allowed: 'taken', 'mean'"),
 ])
 def test_config_validation(overrides, match):
     base = {"env": "typed", "num_agents": 3, "alg": "bdps", "bdps_role_period": 2, "bdps_group_factor": 2}

@@ -16,8 +16,11 @@ state (``hidden``), which the loop zeroes where an episode ends (roles, groups, 
 advantage history reset with the episode):
 
 * step counter ``t``; every T_U steps (t % T_U == 0, so also at the first step) the GRU-VAE encodes the
-  agent's last T_U advantages ``A = max_a Q_i - Q_i(a_t)`` into h_U and a k-dim Gaussian; the role is the
-  argmax of a sample (of the mean when acting greedily);
+  agent's last T_U advantages into h_U and a k-dim Gaussian; the role is the argmax of a sample, at
+  evaluation too (seed section 3.1.1). The advantage is ``bdps_advantage``: ``taken`` = the seed's
+  ``max_a Q_i - Q_i(a_t)``, exactly 0 on every greedy step (so at evaluation every window is all zeros and
+  roles differ only through the sample's noise), or ``mean`` = ``max_a Q_i - mean Q_i`` over the available
+  actions;
 * every T_V = e * T_U steps the group selector (one-hot role -> MLP -> GAT over the living agents ->
   GRU) gives per-agent group values; groups are chosen epsilon-greedily with the action epsilon.
 
@@ -36,7 +39,12 @@ because the group selector's inputs are the roles and the group networks read h_
 Stored sequences: the step after a rollout (read only by targets) reuses the last step's roles, groups and
 h_U (exact unless a choice falls on it); the selector's GRU, like the agents' GRUs, starts a stored
 sequence from zeros unless ``q.stored_state``; a selector choice whose T_V window runs past the end of a
-stored sequence gets no loss (its next choice was not stored).
+stored sequence gets no loss (its next choice was not stored). A step that ends an episode by time limit
+bootstraps from the episode's last observation (``unroll``'s ``q_final``), read with that step's role, group
+and h_U by the networks' states the step left behind (one batched pass after the sequence's scan).
+
+With ``q.last_action`` every role / group network (or the shared torso) also reads the one-hot of the
+agent's previous action (the seed's ``Q_U(tau, a_{t-1})``), kept in the rollout state as ``last_action``.
 
 A living agent is one with more than one available action (SMAX leaves dead units only no-op);
 in environments without deaths every agent is always alive.
@@ -53,7 +61,7 @@ import jax.numpy as jnp
 
 from psjax.config import BDPS_METHODS, ConfigError, TrainConfig
 from psjax.envs.base import EnvSpec, team_reward
-from psjax.learners.qmix import AgentModel
+from psjax.learners.qmix import AgentModel, last_action_inputs
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
@@ -137,6 +145,51 @@ def living(avail: chex.Array) -> chex.Array:
     return avail.sum(-1) > 1
 
 
+def advantage(q: chex.Array, avail: chex.Array, action: chex.Array, kind: str) -> chex.Array:
+    """The role selector's per-step advantage, ``>= 0``: ``q[..., A], avail bool[..., A], action int[...] -> [...]``.
+
+    ``taken`` (the seed, section 3.1.1): ``max_a Q - Q(a_t)``, exactly 0 whenever the greedy action is taken.
+    ``mean``: ``max_a Q - mean Q`` over the available actions, 0 only where they all have one value.
+    """
+    best = jnp.max(jnp.where(avail, q, -jnp.inf), -1)
+    reference = {
+        "taken": lambda: jnp.take_along_axis(q, action[..., None], -1)[..., 0],
+        "mean": lambda: jnp.where(avail, q, 0.0).sum(-1) / jnp.maximum(avail.sum(-1), 1),
+    }[kind]()
+    return best - reference
+
+
+def draw_roles(key: chex.PRNGKey, mu: chex.Array, logvar: chex.Array) -> chex.Array:
+    """``u = argmax z, z = mu + sigma * eps, eps ~ N(0, I)`` (seed section 3.1.1): ``mu[..., k] -> int[...]``.
+
+    Drawn whether the actions are greedy or not: the VAE's mean alone gives every agent of the same advantage
+    window (all zeros under greedy acting with ``taken``) the same role.
+    """
+    z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape)
+    return jnp.argmax(z, -1).astype(jnp.int32)
+
+
+def distinct_per_episode(value: chex.Array, start: chex.Array, done: chex.Array, num_values: int):
+    """Distinct values (roles, groups) taken by any agent at any step of each episode that starts and ends
+    inside a trajectory.
+
+    ``value int[T, E, N]``, ``start bool[T, E]`` (the episode's first step), ``done bool[T, E]`` (its last) ->
+    ``(count float[T, E], whole bool[T, E])``: the count at the step that ends an episode, ``whole`` where
+    that episode also started inside the trajectory (counts elsewhere are meaningless).
+    """
+    used_t = jax.nn.one_hot(value, num_values, dtype=bool).any(-2)  # [T, E, K]
+
+    def step(carry, inputs):
+        used, inside = carry
+        u, s, d = inputs
+        used = jnp.where(s[:, None], u, used | u)
+        inside = inside | s
+        return (used, inside & ~d), (used.sum(-1).astype(jnp.float32), d & inside)
+
+    init = (jnp.zeros_like(used_t[0]), jnp.zeros_like(start[0]))
+    return jax.lax.scan(step, init, (used_t, start, done))[1]
+
+
 def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None):
     """Targets of the group selector's TD task along a stored sequence (time axis 0).
 
@@ -180,6 +233,9 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
     slots = min(qc.rollout_len + 1, 2 * (-(-(qc.rollout_len + 1) // t_v)) + 2)
     hid, hid_u, hid_s = qc.hidden, sc.bdps_vae_hidden, sc.bdps_selector_hidden
     shared = sc.bdps_shared_torso
+    # with q.last_action every network also reads the one-hot of the agent's previous action (the seed's
+    # Q_U(tau, a_{t-1})), kept at acting time in the rollout state (zeros at an episode's start)
+    in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
     net = RecurrentQNet(hid, num_actions, obs_shape=spec.obs_shape)
     torso, head = Torso(hid, spec.obs_shape), QHead(num_actions)
     vae = AdvantageVAE(t_u, k, hid_u)
@@ -192,12 +248,12 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         k_vae, k_role, k_group, k_sel, k_mix = jax.random.split(key, 5)
         params = {"vae": vae.init(k_vae, k_vae, jnp.zeros((t_u,)))}
         if shared:  # one torso, a bank of output heads per level (the group heads also read h_U)
-            params["torso"] = torso.init(jax.random.fold_in(k_vae, 1), jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,)))
+            params["torso"] = torso.init(jax.random.fold_in(k_vae, 1), jnp.zeros((hid,)), jnp.zeros((in_dim,)))
             role_net = lambda kk: head.init(kk, jnp.zeros((hid,)))  # noqa: E731
             group_net = lambda kk: head.init(kk, jnp.zeros((hid + hid_u,)))  # noqa: E731
         else:
-            role_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim,)))  # noqa: E731
-            group_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((spec.obs_dim + hid_u,)))  # noqa: E731
+            role_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((in_dim,)))  # noqa: E731
+            group_net = lambda kk: net.init(kk, jnp.zeros((hid,)), jnp.zeros((in_dim + hid_u,)))  # noqa: E731
         if use_roles:
             params["role"] = init_bank(role_net, k_role, k)
         if use_groups:
@@ -225,6 +281,8 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         if use_groups:
             h["group"] = jnp.zeros((e, n), jnp.int32)
             h["sel_h"] = jnp.zeros((e, n, hid_s))  # the selector's GRU state
+        if qc.last_action:
+            h["last_action"] = jnp.zeros((e, n, num_actions))  # one-hot a_{t-1}; zeros = none
         return h
 
     def bank_q(bank, h, x):
@@ -276,17 +334,18 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         return (h, *readout(params, feats, role, group, h_u))
 
     def act(params, sharing, hidden, ts, key, choose, epsilon, greedy):
-        del sharing
+        del sharing, greedy  # greedy acting: epsilon is 0; roles are drawn all the same (seed section 3.1.1)
         k_role, k_explore, k_group, k_act = jax.random.split(key, 4)
         t = hidden["t"]
-        # roles: every T_U steps from the advantages of the last T_U steps (stored in step order)
+        # roles: every T_U steps from the advantages of the last T_U steps (a ring buffer, slot = step % T_U)
         mu, logvar, h_u_new = vae.apply(params["vae"], hidden["adv"], method=vae.encode)
-        z = mu if greedy else mu + jnp.exp(0.5 * logvar) * jax.random.normal(k_role, mu.shape)
         role_due = (t % t_u == 0)[:, None]
-        role = jnp.where(role_due, jnp.argmax(z, -1).astype(jnp.int32), hidden["role"])
+        role = jnp.where(role_due, draw_roles(k_role, mu, logvar), hidden["role"])
         h_u = jnp.where(role_due[..., None], h_u_new, hidden["h_u"])
         new = {**hidden, "role": role, "h_u": h_u}
-        extras = {"role": role, "h_u": h_u}
+        window = (t > 0) & (t % t_u == 0)  # a choice that reads T_U advantages of this episode
+        extras = {"role": role, "h_u": h_u, "t": t, "window": window,
+                  "window_nonzero": window[:, None] & jnp.any(hidden["adv"] != 0.0, -1)}
         if use_groups:  # groups: every T_V steps, from the roles just chosen
             group_due = t % t_v == 0
             sel_h, values = selector.apply(params["selector"], hidden["sel_h"], role, living(ts.avail_actions))
@@ -295,11 +354,13 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
             new["group"] = jnp.where(group_due[:, None], chosen.astype(jnp.int32), hidden["group"])
             new["sel_h"] = jnp.where(group_due[:, None, None], sel_h, hidden["sel_h"])
             extras.update(group=new["group"], group_due=group_due)
-        nets, q, q_u, q_v = utilities(params, new, ts.obs, role, new.get("group"), h_u)
+        obs = jnp.concatenate([ts.obs, hidden["last_action"]], -1) if qc.last_action else ts.obs
+        nets, q, q_u, q_v = utilities(params, new, obs, role, new.get("group"), h_u)
         new.update({name: nets[name] for name in RECURRENT if name in nets})
         actions = choose(k_act, q)
-        best = jnp.max(jnp.where(ts.avail_actions, q, -jnp.inf), -1)
-        adv = best - jnp.take_along_axis(q, actions[..., None], -1)[..., 0]  # >= 0: the action is available
+        if qc.last_action:
+            new["last_action"] = jax.nn.one_hot(actions, num_actions)
+        adv = advantage(q, ts.avail_actions, actions, sc.bdps_advantage)
         slot = jax.nn.one_hot(t % t_u, t_u, dtype=bool)[:, None, :]
         new["adv"] = jnp.where(slot, adv[..., None], hidden["adv"])
         new["t"] = t + 1
@@ -317,17 +378,32 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         return items
 
     def unroll(params, sharing, hidden0, seq, resets):
+        """``(q [T+1, B, N, A], q_final [T, B, N, A])`` (``AgentModel``): ``q_final[t]`` reads ``final_obs[t]``
+        from the networks' states after obs t (not reset), with step t's role, group and h_U, and a_t as the
+        last action."""
         del sharing
         h0 = {name: hidden0[name] for name in RECURRENT if name in hidden0}
+        obs, final_obs = seq["obs"], seq["final_obs"]
+        if qc.last_action:
+            obs = jnp.concatenate([obs, last_action_inputs(hidden0["last_action"], seq["action"], resets,
+                                                           num_actions)], -1)
+            final_obs = jnp.concatenate([final_obs, jax.nn.one_hot(seq["action"], num_actions)], -1)
 
         def step(h, inputs):  # only the recurrent part in the loop; the heads / picks run on the whole sequence
-            obs, h_u, reset = inputs
+            o, h_u, reset = inputs
             h = jax.tree.map(lambda x: jnp.where(reset.reshape(-1, *[1] * (x.ndim - 1)), 0.0, x), h)
-            h, feats = recur(params, h, obs, h_u)
-            return {name: h[name] for name in h0}, feats
+            h, feats = recur(params, h, o, h_u)
+            h = {name: h[name] for name in h0}
+            return h, (h, feats)
 
-        _, feats = jax.lax.scan(step, h0, (seq["obs"], seq["h_u"], resets))
-        return readout(params, feats, seq["role"], seq.get("group"), seq["h_u"])[0]
+        _, (h, feats) = jax.lax.scan(step, h0, (obs, seq["h_u"], resets))
+        group = seq.get("group")
+        q = readout(params, feats, seq["role"], group, seq["h_u"])[0]
+        # every step's pre-reset next observation from the states the step left behind: one batched pass
+        before = lambda x: x[:-1]  # noqa: E731
+        _, q_final, _, _ = utilities(params, jax.tree.map(before, h), final_obs, before(seq["role"]),
+                                     None if group is None else before(group), before(seq["h_u"]))
+        return q, q_final
 
     def vae_loss(params, seq, key):
         """MSE reconstruction of the stored advantages in T_U-step windows + lambda KL; windows that cross
@@ -420,14 +496,44 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
 
     def rollout_metrics(traj):
         ex = traj.extras
-        metrics = {"bdps_role": ex["role"][-1, 0], "bdps_role_change": change_rate(ex["role"], traj.done)}
+        def distinct(name, count):  # mean over the episodes inside the rollout; NaN when none ended there
+            per_episode, whole = distinct_per_episode(ex[name], ex["t"] == 0, traj.done, count)
+            episodes = whole.sum()
+            return jnp.where(episodes > 0, (per_episode * whole).sum() / jnp.maximum(episodes, 1), jnp.nan)
+
+        metrics = {
+            "bdps_role": ex["role"][-1, 0], "bdps_role_change": change_rate(ex["role"], traj.done),
+            "bdps_roles_distinct": distinct("role", k),  # distinct roles per episode
+            # role choices whose T_U-step advantage window holds a non-zero advantage
+            "bdps_adv_nonzero": ex["window_nonzero"].sum() / jnp.maximum(ex["window"].sum() * n, 1),
+        }
         if use_groups:
-            metrics.update(bdps_group=ex["group"][-1, 0], bdps_group_change=change_rate(ex["group"], traj.done))
+            metrics.update(bdps_group=ex["group"][-1, 0], bdps_group_change=change_rate(ex["group"], traj.done),
+                           bdps_groups_distinct=distinct("group", m))
         if mode == "both":
             metrics["bdps_entropy_diff"] = ex["entropy_diff"].mean()
         return metrics
 
     return AgentModel(init, init_hidden, act, stored, unroll, extra_loss, rollout_metrics, names)
+
+
+def greedy_rollout(cfg: TrainConfig, runner: Any, key: chex.PRNGKey, num_envs: int = 1):
+    """``max_steps`` steps of ``runner`` (one seed's Runner) acting greedily (roles still drawn) in ``num_envs``
+    fresh envs: the Transition ``[T, E, ...]`` (every env's first episode lies inside it)."""
+    from psjax.train import _rollout, make_parts
+
+    parts = make_parts(cfg)
+
+    @jax.jit
+    def roll(runner, key):
+        k_reset, k_roll = jax.random.split(key)
+        env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
+        _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts,
+                                parts.learner.init_hidden(num_envs), k_roll, runner.env_steps,
+                                parts.env.spec.max_steps, greedy=True)
+        return traj
+
+    return roll(runner, key)
 
 
 def greedy_episode(cfg: TrainConfig, runner: Any, key: chex.PRNGKey) -> dict:
@@ -437,26 +543,28 @@ def greedy_episode(cfg: TrainConfig, runner: Any, key: chex.PRNGKey) -> dict:
     """
     import numpy as np
 
-    from psjax.train import _rollout, make_parts
-
-    parts = make_parts(cfg)
-
-    @jax.jit
-    def roll(runner, key):
-        k_reset, k_roll = jax.random.split(key)
-        env_state, ts = jax.vmap(parts.env.reset)(k_reset[None])
-        _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts, parts.learner.init_hidden(1),
-                                k_roll, runner.env_steps, parts.env.spec.max_steps, greedy=True)
-        return traj
-
-    traj = jax.device_get(roll(runner, key))
+    traj = jax.device_get(greedy_rollout(cfg, runner, key))
     done = np.asarray(traj.done[:, 0])
     length = int(np.argmax(done)) + 1 if done.any() else len(done)
     return {name: np.asarray(traj.extras[name][:length, 0]) for name in ("role", "group") if name in traj.extras}
 
 
+def greedy_metrics(cfg: TrainConfig, runner: Any, key: chex.PRNGKey, num_envs: int = 32) -> dict:
+    """The model's rollout metrics (``bdps_roles_distinct``, ``bdps_adv_nonzero``, change rates) over greedy
+    episodes of ``runner`` (one seed's Runner) in ``num_envs`` fresh envs: floats / numpy arrays."""
+    import numpy as np
+
+    from psjax.train import make_parts
+
+    parts = make_parts(cfg)
+    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    metrics = jax.jit(model.rollout_metrics)(greedy_rollout(cfg, runner, key, num_envs))
+    return {name: np.asarray(value) for name, value in metrics.items()}
+
+
 def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_index: int = 0) -> pathlib.Path | None:
-    """``roles.png``: role (and group) of every agent at every step of one greedy episode of the first seed."""
+    """``roles.png``: role (and group) of every agent at every step of one greedy episode of the first seed
+    (greedy actions; roles drawn as in training)."""
     if cfg.alg not in BDPS_METHODS:
         return None
     import matplotlib
@@ -473,7 +581,7 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_
         ax.imshow(values.T, aspect="auto", interpolation="nearest", cmap="tab10", vmin=0, vmax=9)
         ax.set_ylabel("agent")
         ax.set_yticks(range(values.shape[1]))
-        ax.set_title(f"{name} (0..{count - 1}) per agent, one greedy episode", fontsize=9)
+        ax.set_title(f"{name} (0..{count - 1}) per agent, one greedy-action episode", fontsize=9)
     axes[-1, 0].set_xlabel("episode step")
     fig.tight_layout()
     path = pathlib.Path(run_dir) / "roles.png"

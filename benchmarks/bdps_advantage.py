@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+# Usage: .venv/bin/python benchmarks/bdps_advantage.py bdps_smax 4e4 taken|mean [key=value ...]
+"""Short BDPS runs with each advantage definition: training bdps_adv_nonzero / bdps_roles_distinct, and
+the same metrics over 32 greedy evaluation episodes at the end (one seed)."""
+import sys, time
+import jax, numpy as np
+from psjax.config import make_config
+from psjax.learners.bdps import greedy_metrics
+from psjax.train import make_train
+
+preset, steps, kind = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]
+extra = dict(a.split("=", 1) for a in sys.argv[4:])
+cfg = make_config({"bdps_advantage": kind, "steps": steps, "seeds": 1, **extra}, preset=preset)
+t0 = time.time()
+runner, m = jax.jit(make_train(cfg))(jax.random.PRNGKey(cfg.seed))
+m = jax.device_get(m)
+t1 = time.time()
+g = greedy_metrics(cfg, runner, jax.random.PRNGKey(123), num_envs=32)
+t2 = time.time()
+it = len(m["bdps_adv_nonzero"])
+q = max(1, it // 4)
+fmt = lambda x: " ".join(f"{v:.3f}" for v in x)
+print(f"== {preset} {kind} steps={cfg.steps} iters={it} train+compile {t1 - t0:.0f}s eval {t2 - t1:.0f}s {extra}")
+print("train adv_nonzero (quarters):", fmt([np.nanmean(m["bdps_adv_nonzero"][i:i + q]) for i in range(0, it, q)]))
+print("train roles_distinct (quarters):", fmt([np.nanmean(m["bdps_roles_distinct"][i:i + q]) for i in range(0, it, q)]))
+print("train groups_distinct (quarters):", fmt([np.nanmean(m["bdps_groups_distinct"][i:i + q]) for i in range(0, it, q)]))
+print("train role_change last:", f'{m["bdps_role_change"][-1]:.3f}', "epsilon last:", f'{m["epsilon"][-1]:.3f}',
+      "return last quarter:", f'{np.nanmean(m["return"][-q:]):.3f}', "won last quarter:", f'{np.nanmean(m["won"][-q:]):.3f}')
+print("greedy eval:", {k: (float(v) if np.ndim(v) == 0 else v.tolist()) for k, v in g.items()})
