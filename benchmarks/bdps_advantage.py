@@ -2,8 +2,12 @@
 # Usage: .venv/bin/python benchmarks/bdps_advantage.py bdps_smax 4e4 taken|mean [key=value ...]
 """Short BDPS runs with each advantage definition: training bdps_adv_nonzero / bdps_roles_distinct, and
 the same metrics over 32 greedy evaluation episodes at the end (one seed)."""
-import sys, time
-import jax, numpy as np
+import sys
+import time
+
+import jax
+import numpy as np
+
 from psjax.config import make_config
 from psjax.learners.bdps import greedy_metrics
 from psjax.train import make_train
@@ -19,11 +23,16 @@ g = greedy_metrics(cfg, runner, jax.random.PRNGKey(123), num_envs=32)
 t2 = time.time()
 it = len(m["bdps_adv_nonzero"])
 q = max(1, it // 4)
-fmt = lambda x: " ".join(f"{v:.3f}" for v in x)
+
+
+def fmt(x):
+    return " ".join(f"{v:.3f}" for v in x)
+
+
 print(f"== {preset} {kind} steps={cfg.steps} iters={it} train+compile {t1 - t0:.0f}s eval {t2 - t1:.0f}s {extra}")
-print("train adv_nonzero (quarters):", fmt([np.nanmean(m["bdps_adv_nonzero"][i:i + q]) for i in range(0, it, q)]))
-print("train roles_distinct (quarters):", fmt([np.nanmean(m["bdps_roles_distinct"][i:i + q]) for i in range(0, it, q)]))
-print("train groups_distinct (quarters):", fmt([np.nanmean(m["bdps_groups_distinct"][i:i + q]) for i in range(0, it, q)]))
-print("train role_change last:", f'{m["bdps_role_change"][-1]:.3f}', "epsilon last:", f'{m["epsilon"][-1]:.3f}',
-      "return last quarter:", f'{np.nanmean(m["return"][-q:]):.3f}', "won last quarter:", f'{np.nanmean(m["won"][-q:]):.3f}')
+for name in ("bdps_adv_nonzero", "bdps_roles_distinct", "bdps_groups_distinct"):
+    print(f"train {name} (quarters):", fmt([np.nanmean(m[name][i:i + q]) for i in range(0, it, q)]))
+print("train role_change last:", f'{m["bdps_role_change"][-1]:.3f}', "epsilon last:", f'{m["epsilon"][-1]:.3f}')
+print("return last quarter:", f'{np.nanmean(m["return"][-q:]):.3f}',
+      "won last quarter:", f'{np.nanmean(m["won"][-q:]):.3f}')
 print("greedy eval:", {k: (float(v) if np.ndim(v) == 0 else v.tolist()) for k, v in g.items()})
