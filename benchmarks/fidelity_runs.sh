@@ -34,3 +34,6 @@ for group in $RUNS; do
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac
 done
+# The "before" columns of docs/results.md that were re-run on the pre-issue-16 code (commit 974d253):
+#   git worktree add /tmp/oldpsjax 974d253 && cd /tmp/oldpsjax && PYTHONPATH=. /work/main/.venv/bin/python -m psjax \
+#     train env=mpe_spread alg=fups_id learner=ppo seeds=3 steps=3e5 run_name=old_spread_ppo_fupsid   (and learner=qmix)
