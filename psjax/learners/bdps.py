@@ -61,7 +61,7 @@ import jax.numpy as jnp
 
 from psjax.config import BDPS_METHODS, ConfigError, TrainConfig
 from psjax.envs.base import EnvSpec, team_reward
-from psjax.learners.qmix import AgentModel, last_action_inputs
+from psjax.learners.qmix import AgentModel, with_last_action
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
@@ -385,9 +385,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         h0 = {name: hidden0[name] for name in RECURRENT if name in hidden0}
         obs, final_obs = seq["obs"], seq["final_obs"]
         if qc.last_action:
-            obs = jnp.concatenate([obs, last_action_inputs(hidden0["last_action"], seq["action"], resets,
-                                                           num_actions)], -1)
-            final_obs = jnp.concatenate([final_obs, jax.nn.one_hot(seq["action"], num_actions)], -1)
+            obs, final_obs = with_last_action(seq, hidden0["last_action"], resets, num_actions)
 
         def step(h, inputs):  # only the recurrent part in the loop; the heads / picks run on the whole sequence
             o, h_u, reset = inputs

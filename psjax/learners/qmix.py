@@ -109,15 +109,17 @@ def sequence_targets(
     return pred, td_targets(reduce_reward(seq["reward"]), seq["terminated"], done, q_next_tot, gamma, lam)
 
 
-def last_action_inputs(last0, action, resets, num_actions):
-    """The last-action input of every stored step (pymarl's ``obs_last_action``).
+def with_last_action(seq, last0, resets, num_actions):
+    """The unroll's inputs with the last action appended (pymarl's ``obs_last_action``).
 
-    ``last0 [B, N, A]`` one-hot of the action before the sequence (zeros = none), ``action [T, B, N]``,
-    ``resets [T+1, B]`` (an episode starts at that step) -> ``[T+1, B, N, A]``: one-hot of a_{t-1}, zeros
-    where an episode starts.
+    ``seq`` holds "obs" [T+1, B, N, D], "final_obs" [T, B, N, D] and "action" [T, B, N]; ``last0 [B, N, A]`` is
+    the one-hot of the action before the sequence (zeros = none); ``resets [T+1, B]`` marks episode starts.
+    Returns ``(obs [T+1, B, N, D + A], final_obs [T, B, N, D + A])``: step t reads one-hot a_{t-1} (zeros where
+    an episode starts), the final observation of step t reads a_t.
     """
-    prev = jnp.concatenate([last0[None], jax.nn.one_hot(action, num_actions, dtype=last0.dtype)], axis=0)
-    return jnp.where(resets[:, :, None, None], 0.0, prev)
+    taken = jax.nn.one_hot(seq["action"], num_actions, dtype=last0.dtype)
+    prev = jnp.where(resets[:, :, None, None], 0.0, jnp.concatenate([last0[None], taken], axis=0))
+    return jnp.concatenate([seq["obs"], prev], -1), jnp.concatenate([seq["final_obs"], taken], -1)
 
 
 class AgentModel(NamedTuple):
@@ -193,9 +195,7 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
         h0 = hidden0
         if qc.last_action:
             h0 = hidden0["h"]
-            obs = jnp.concatenate([obs, last_action_inputs(hidden0["last_action"], seq["action"], resets,
-                                                           num_actions)], -1)
-            final_obs = jnp.concatenate([final_obs, jax.nn.one_hot(seq["action"], num_actions)], -1)
+            obs, final_obs = with_last_action(seq, hidden0["last_action"], resets, num_actions)
 
         def step(h, inputs):
             o, reset = inputs
