@@ -31,6 +31,32 @@ for group in $RUNS; do
                    bdps_advantage=mean progress=false run_name=fid_bdps_3m_adv_mean ;;
     # PPS with the episode reward buffer and PP-PPS's RS weights
     pps_lbf) sweep pps_lbf preset=pps_smax env=lbf scenario=10x10-3p-3f algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=5e5 ;;
+    # PPO on SMAX 3m (terminates by win / loss, time limit 100 steps) and speaker-listener (time limit only)
+    smax_ppo) sweep smax_ppo env=smax map=3m algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
+    speaker_ppo) sweep speaker_ppo env=speaker_listener algs="fups_id" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    # the SePS / AdaPS table's A2C row on LBF coop (its PPO row is lbf_ppo)
+    lbf_a2c) sweep lbf_a2c env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;
+    # Kaleidoscope next to the re-run FuPS / NoPS rows
+    kal_lbf) sweep kal_lbf env=lbf scenario=8x8-2p-2f-coop algs="kaleidoscope" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    kal_lbf_reset) "$PY" -m psjax train env=lbf scenario=8x8-2p-2f-coop alg=kaleidoscope learner=ppo seeds=$SEEDS \
+                     steps=3e5 kal_reset_interval=5e4 progress=false run_name=fid_kal_lbf_reset50k ;;
+    kal_spread) sweep kal_spread env=mpe_spread algs="kaleidoscope kaleidoscope:qmix" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    # QMIX on LBF coop and MPE spread with TD(0.6) and 8 updates per rollout (the QMIX table's rows)
+    qmix_lbf) sweep qmix_lbf env=lbf scenario=8x8-2p-2f-coop algs="fups_id" learner=qmix seeds=$SEEDS steps=5e5 \
+                eval_every=0.1 q.td_lambda=0.6 q.updates_per_rollout=8 ;;
+    qmix_spread) sweep qmix_spread env=mpe_spread algs="fups_id" learner=qmix seeds=$SEEDS steps=1e6 \
+                   eval_every=0.1 q.td_lambda=0.6 q.updates_per_rollout=8 ;;
+    # MADPS's restructuring (a round every 10 PPO iterations): benchmarks/madps_runs.sh, one task per group
+    madps_lbf_1m) SEEDS=$SEEDS STEPS=1e6 TASKS=lbf OUT=runs/fid_madps benchmarks/madps_runs.sh ;;
+    madps_mpe6) SEEDS=$SEEDS STEPS=1e6 TASKS=mpe6 EPS1=0 OUT=runs/fid_madps benchmarks/madps_runs.sh ;;
+    # C-RWARE mini (time limit only) and image indication on LBF grid observations
+    crware_a2c) sweep crware_a2c env=crware variant=mini algs="fups fups_id nops" learner=a2c seeds=$SEEDS steps=3e5 \
+                  eval_every=0.1 ;;
+    image_ind) for ind in identity geometric binary inversion inversion_replacement; do
+                 "$PY" -m psjax train env=lbf scenario=8x8-2p-2f-coop fov=2 lbf_grid_obs=true lbf_fixed_levels=true \
+                   image_indication=$ind alg=fups learner=ppo seeds=$SEEDS steps=2e5 progress=false \
+                   run_name=fid_image_$ind
+               done ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac
 done

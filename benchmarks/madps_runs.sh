@@ -19,7 +19,9 @@ PY=.venv/bin/python
 SEEDS=${SEEDS:-4}
 STEPS=${STEPS:-2e6}
 MPE9_STEPS=${MPE9_STEPS:-$STEPS}
-train() { "$PY" -m psjax train progress=false out_dir=runs eval_every=0.05 seeds="$SEEDS" steps="$STEPS" "$@"; }
+TASKS=${TASKS:-"lbf mpe6 mpe9"}   # which of the three tasks to run
+EPS1=${EPS1:-1}                   # 0 leaves out the seed's eps1 = 1.0 variant
+train() { "$PY" -m psjax train progress=false out_dir="${OUT:-runs}" eval_every=0.05 seeds="$SEEDS" steps="$STEPS" "$@"; }
 mpe6="env=mpe_spread num_agents=6 num_landmarks=6"
 lbf="env=lbf scenario=8x8-2p-2f-coop"
 
@@ -50,12 +52,15 @@ fi
 # The PPO rollout is 16 x 128 steps: a MAPD round every 10 iterations (20k steps), MADPS acting from the second.
 ppo="learner=ppo mapd_interval=10"
 madps_ppo="learner=ppo madps_interval=10 madps_start=20"
-for m in nops fups_id; do
-  train $lbf alg=$m $ppo run_name=lbf_coop_${m}_ppo
-done
-train $lbf alg=seps $ppo identity_pretrain_steps=1e5 run_name=lbf_coop_seps_ppo
-train $lbf alg=madps $madps_ppo run_name=lbf_coop_madps_ppo
+if [[ " $TASKS " == *" lbf "* ]]; then
+  for m in nops fups_id; do
+    train $lbf alg=$m $ppo run_name=lbf_coop_${m}_ppo
+  done
+  train $lbf alg=seps $ppo identity_pretrain_steps=1e5 run_name=lbf_coop_seps_ppo
+  train $lbf alg=madps $madps_ppo run_name=lbf_coop_madps_ppo
+fi
 for agents in 6 9; do
+  [[ " $TASKS " == *" mpe$agents "* ]] || continue
   env="env=mpe_spread num_agents=$agents num_landmarks=$agents"
   steps=$STEPS; [[ $agents == 9 ]] && steps=$MPE9_STEPS
   train $env alg=madps $madps_ppo steps=$steps run_name=mpe${agents}_madps_ppo
@@ -64,7 +69,9 @@ for agents in 6 9; do
   done
   train $env alg=seps $ppo steps=$steps identity_pretrain_steps=1e5 run_name=mpe${agents}_seps_ppo
   # the seed's spread threshold (eps1 = 1.0, twice the reference code's default 0.5) next to the default
-  train $env alg=madps $madps_ppo steps=$steps madps_fuse_threshold=1.0 run_name=mpe${agents}_madps_eps1_ppo
+  if [[ "$EPS1" == 1 ]]; then
+    train $env alg=madps $madps_ppo steps=$steps madps_fuse_threshold=1.0 run_name=mpe${agents}_madps_eps1_ppo
+  fi
   if [[ "${A2C:-0}" == 1 ]]; then
     for m in madps nops fups_id; do
       train $env alg=$m learner=a2c mapd_interval=500 steps=$steps run_name=mpe${agents}_${m}_a2c

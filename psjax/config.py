@@ -37,6 +37,7 @@ PPS_METHODS = ("pps_a", "pps_rs", "pps_pp")
 PPS_LEARNERS = ("qmix", "vdn", "iql")
 BDPS_METHODS = ("bdps", "bdps_role", "bdps_team")  # an agent model under QMIX / VDN (psjax/learners/bdps.py)
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+MADPS_DEFAULT_INTERVAL_STEPS = 20_000  # env steps between MADPS distance rounds when madps_interval = 0
 
 
 class ConfigError(ValueError):
@@ -171,12 +172,14 @@ class SharingConfig:
         "pooled = every agent's policy on every pooled observation (the pairs it then encodes: on the typed env "
         "1.3-1.5x larger cross-type distances, a 0-20% cleaner same / cross-type separation; "
         "benchmarks/madps_vae_pairs.py). The distances use the pooled batch either way", choices=("own", "pooled"))
-    madps_interval: int = _f(500, "MADPS: training iterations between distance rounds (A2C default: 20k env "
-                             "steps, 10 rounds in a 200k-step run)", min=1)
-    madps_start: int = _f(1000, "MADPS: training iterations before the first restructuring; earlier rounds only "
-                          "measure and log the distances (A2C default: 40k env steps, the second round). Early "
-                          "distances measure the initialisation more than learning: reference init 0.15-0.6 at 1-2k "
-                          "steps on LBF / spread / typed, settling by 10-20k (benchmarks/madps_init.py)", min=0)
+    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the iteration count "
+                             "nearest 20k env steps (500 with A2C's 8 envs x 5 steps, 10 with PPO's 16 x 128): "
+                             "10 rounds in a 200k-step run whatever the learner's rollout size", min=0)
+    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring; earlier rounds only "
+                          "measure and log the distances; -1 = twice madps_interval (the second round: 40k env "
+                          "steps by default). Early distances measure the initialisation more than learning: "
+                          "reference init 0.15-0.6 at 1-2k steps on LBF / spread / typed, settling by 10-20k "
+                          "(benchmarks/madps_init.py)", min=-1)
     madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
                                      "fronts. An absolute Wasserstein distance; the reference code's 0.5 (the seed "
                                      "tunes it per task: 1.0 on spread, 0.5 on SMAC). Measured (A2C, "
@@ -318,6 +321,13 @@ class TrainConfig:
     @property
     def num_iterations(self) -> int:
         return max(1, math.ceil(self.steps / self.steps_per_iteration))
+
+    @property
+    def madps_schedule(self) -> tuple[int, int]:
+        """MADPS's (interval, start) in training iterations, the automatic defaults resolved."""
+        interval = self.sharing.madps_interval or max(1, round(MADPS_DEFAULT_INTERVAL_STEPS / self.steps_per_iteration))
+        start = self.sharing.madps_start if self.sharing.madps_start >= 0 else 2 * interval
+        return interval, start
 
     @property
     def eval_policies(self) -> tuple[str, ...]:

@@ -120,7 +120,11 @@ def test_config_rules():
     assert cfg.learner_name == "a2c"
     assert madps.thresholds(cfg) == pytest.approx((0.25, 0.5, 1.0))  # the reference code's eps0, eps1, eps2
     assert cfg.sharing.madps_init == "reference"
-    assert cfg.sharing.madps_start == 2 * cfg.sharing.madps_interval  # the first round only measures
+    # a round every ~20k env steps whatever the rollout size; the first round only measures
+    assert cfg.madps_schedule == (500, 1000)  # A2C: 8 envs x 5 steps
+    assert make_config({"alg": "madps", "learner": "ppo"}).madps_schedule == (10, 20)  # 16 x 128
+    assert make_config({"alg": "madps", "madps_interval": 7}).madps_schedule == (7, 14)
+    assert make_config({"alg": "madps", "madps_interval": 7, "madps_start": 0}).madps_schedule == (7, 0)
     assert madps.thresholds(make_config({"alg": "madps", "madps_fuse_threshold": 0.1})) == (0.05, 0.1, 0.2)
     with pytest.raises(ConfigError, match="madps_init"):
         make_config({"alg": "madps", "madps_init": "xavier"})

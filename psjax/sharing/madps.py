@@ -8,10 +8,10 @@ with named blocks (``actor_options``) and selects the blocks by those names. Eve
 can get a row of its own. At the start every front is shared (slot 0) and every back is the agent's own
 (slot i). Critics follow the back slots.
 
-Every ``sharing.madps_interval`` iterations the training loop runs a MAPD round
-(``psjax.sharing.mapd``) and hands the distance matrix D to ``restructure`` below, which visits
-the agent pairs i < j in index order (thresholds: fusion eps1, division eps2 >= 2 eps1, back fusion
-eps0):
+Every ``cfg.madps_schedule[0]`` iterations (``sharing.madps_interval``; about 20k env steps by default)
+the training loop runs a MAPD round (``psjax.sharing.mapd``) and hands the distance matrix D to
+``restructure`` below, which visits the agent pairs i < j in index order (thresholds: fusion eps1,
+division eps2 >= 2 eps1, back fusion eps0):
 
 - same front slot, ``d_ij > eps2``: division; j gets its own front row (row j), a copy of the shared
   row (both front layers: parameters and Adam moments);
@@ -194,6 +194,7 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
     check_madps_config(cfg)
     n = spec.num_agents
     eps0, eps1, eps2 = thresholds(cfg)
+    interval, start = cfg.madps_schedule
 
     def init(key):
         del key
@@ -216,7 +217,7 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
         extra = sharing.extra
         rounds = extra.rounds + 1
         # rounds before madps_start only measure: the policies all start near-uniform and near-identical
-        act = rounds * cfg.sharing.madps_interval >= cfg.sharing.madps_start
+        act = rounds * interval >= start
         out = restructure(d, extra.front, sharing.slots, eps0, eps1, eps2)
         copy_from = jnp.where(act, out.copy_from, -1)
         learner_state = copy_front_rows(learner_state, copy_from, front_layers(learner_state.params["actor"]))
@@ -239,5 +240,5 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
 
     return Scheme(
         SlotLayout(n, "indexed", False), init, update, agent_params=agent_params,
-        restructure=apply_distance, distance_interval=cfg.sharing.madps_interval,
+        restructure=apply_distance, distance_interval=interval,
     )
