@@ -162,6 +162,22 @@ def test_selector_td_target_unknown_next_choice():
     np.testing.assert_array_equal(np.asarray(valid), [False, False, True, True, True, False])
 
 
+def test_selector_td_target_truncated_segment_gets_no_target():
+    """A segment cut by a time limit has no target (its value runs past the limit); one that terminates
+    keeps its reward sum. Choices at steps 0 and 3; episodes end at step 1 (time limit) and step 4
+    (terminal); gamma = 0.5."""
+    reward = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    done = jnp.array([False, True, False, False, True, False])
+    terminated = jnp.array([False, False, False, False, True, False])
+    choice_next = jnp.array([False, False, True, False, False, False])
+    y, valid = selector_targets(reward, done, choice_next, jnp.zeros(6), 0.5, terminated_t=terminated)
+    np.testing.assert_array_equal(np.asarray(valid)[[0, 3]], [False, True])
+    assert float(y[3]) == 4.0 + 5.0
+    # the same steps read as terminal (the old rule) would give step 0 the target 1 + 2 = 3
+    _, valid_as_terminal = selector_targets(reward, done, choice_next, jnp.zeros(6), 0.5)
+    assert bool(valid_as_terminal[0])
+
+
 def selector_sequence(cfg, spec, episode_starts, t_len=16, batch=3, key=0):
     """A stored-sequence dict with episodes starting where ``episode_starts[b]`` says (step counters from
     ``start[b]`` at t = 0), random roles / groups / rewards / states and some dead agents."""
@@ -179,6 +195,7 @@ def selector_sequence(cfg, spec, episode_starts, t_len=16, batch=3, key=0):
         "group": jax.random.randint(ks[2], (t_len + 1, batch, n), 0, cfg.sharing.bdps_groups),
         "group_due": jnp.asarray(counter % t_v == 0),
         "done": jnp.asarray(counter[1:] == 0),
+        "terminated": jnp.asarray(counter[1:] == 0) & (jnp.arange(batch) != 1),  # sequence 1's episodes time out
         "reward": jax.random.normal(ks[3], (t_len, batch, n)),
         "state": jax.random.normal(ks[4], (t_len + 1, batch, spec.state_dim)),
         "avail": avail,
@@ -211,7 +228,8 @@ def reference_selector_loss(cfg, spec, params, target, seq, h0, resets):
     v_next = mixer.apply(target["sel_mixer"], v_target[1:].max(-1), seq["state"][1:])
     due = seq["group_due"]
     choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)
-    y, valid = selector_targets(team_reward(spec, seq["reward"]), seq["done"], choice_next, v_next, qc.gamma)
+    y, valid = selector_targets(team_reward(spec, seq["reward"]), seq["done"], choice_next, v_next, qc.gamma,
+                                terminated_t=seq["terminated"])
     weight = (due[:-1] & valid).astype(jnp.float32)
     return (weight * (pred - y) ** 2).sum() / jnp.maximum(weight.sum(), 1.0)
 

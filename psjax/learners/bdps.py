@@ -190,7 +190,7 @@ def distinct_per_episode(value: chex.Array, start: chex.Array, done: chex.Array,
     return jax.lax.scan(step, init, (used_t, start, done))[1]
 
 
-def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None):
+def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None, terminated_t=None):
     """Targets of the group selector's TD task along a stored sequence (time axis 0).
 
     A choice made at step t earns the rewards of its steps t, t+1, ... up to the step before the next
@@ -202,20 +202,25 @@ def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None)
     Shapes ``[T, ...]``: ``reward_t``, ``done_t`` (bool), ``choice_tp1`` (bool, a choice is made at step
     t+1; False on the last step) and ``v_tp1`` (max over groups of the mixed group value at step t+1);
     ``known_tp1`` (bool, default all True): whether that next choice's value was computed; a segment that
-    ends at a choice whose value is not known is not valid either.
+    ends at a choice whose value is not known is not valid either. ``terminated_t`` (bool, default
+    ``done_t``): the episode ended in a terminal state. A segment cut by a time limit is not valid: its
+    value goes on past the limit, and the selector's value there (the next choice, had the episode gone on)
+    is not stored, so it gets no loss rather than a target that treats the limit as terminal.
     """
     chex.assert_equal_shape([reward_t, done_t, choice_tp1, v_tp1])
     known_tp1 = jnp.ones_like(choice_tp1) if known_tp1 is None else known_tp1
+    terminated_t = done_t if terminated_t is None else terminated_t
 
     def step(carry, inputs):
         acc_next, valid_next = carry  # the segment value from step t+1 on, and whether it is complete
-        r, d, c, v, known = inputs
+        r, d, term, c, v, known = inputs
         acc = r + jnp.where(d, 0.0, jnp.where(c, gamma * v, acc_next))
-        valid = d | jnp.where(c, known, valid_next)
+        valid = jnp.where(d, term, jnp.where(c, known, valid_next))
         return (acc, valid), (acc, valid)
 
     init = (jnp.zeros_like(reward_t[0]), jnp.zeros_like(done_t[0]))
-    _, (y, valid) = jax.lax.scan(step, init, (reward_t, done_t, choice_tp1, v_tp1, known_tp1), reverse=True)
+    inputs = (reward_t, done_t, terminated_t, choice_tp1, v_tp1, known_tp1)
+    _, (y, valid) = jax.lax.scan(step, init, inputs, reverse=True)
     return y, valid
 
 
@@ -470,7 +475,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
         choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)  # step T's choice: not stored
         reward = team_reward(spec, seq["reward"])
         known_next = jnp.concatenate([computed[1:-1], jnp.zeros_like(computed[:1])], 0)
-        y, valid = selector_targets(reward, seq["done"], choice_next, v_next, qc.gamma, known_next)
+        y, valid = selector_targets(reward, seq["done"], choice_next, v_next, qc.gamma, known_next, seq["terminated"])
         weight = (computed[:-1] & valid).astype(jnp.float32)
         td = pred - jax.lax.stop_gradient(y)
         loss = (weight * td**2).sum() / jnp.maximum(weight.sum(), 1.0)
