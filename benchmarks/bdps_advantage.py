@@ -10,7 +10,7 @@ import numpy as np
 
 from psjax.config import make_config
 from psjax.learners.bdps import greedy_metrics
-from psjax.train import make_train
+from psjax.train import make_program, make_train
 
 preset, steps, kind = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]
 extra = dict(a.split("=", 1) for a in sys.argv[4:])
@@ -19,7 +19,7 @@ t0 = time.time()
 runner, m = jax.jit(make_train(cfg))(jax.random.PRNGKey(cfg.seed))
 m = jax.device_get(m)
 t1 = time.time()
-g = greedy_metrics(cfg, runner, jax.random.PRNGKey(123), num_envs=32)
+g = greedy_metrics(cfg, make_program(cfg, 1), runner, jax.random.PRNGKey(123), num_envs=32)
 t2 = time.time()
 it = len(m["bdps_adv_nonzero"])
 q = max(1, it // 4)

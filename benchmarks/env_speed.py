@@ -42,7 +42,7 @@ CASES = {
 
 def runner(cfg: EnvConfig, envs: int, steps: int):
     """A jitted ``key -> total reward`` that resets ``envs`` environments and scans ``steps`` steps."""
-    env = make_env(cfg, "fups")
+    env = make_env(cfg)
 
     def run(key):
         key, k0 = jax.random.split(key)

@@ -105,7 +105,7 @@ def run_typed(args):
 
     @jax.jit
     def measure(runner, key):
-        traj, valid = mapd.buffer_transition(runner.mapd_buffer)
+        traj, valid = mapd.buffer_transition(runner.sharing.distance.buffer)
         logits = parts.learner.policy_logits(runner.learner, runner.sharing, traj, None)
         return both_variants(key, logits, traj.obs, sc, valid)
 

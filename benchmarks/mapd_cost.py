@@ -31,8 +31,11 @@ if str(REPO) not in sys.path:
 
 import jax  # noqa: E402
 
+from psjax import registry  # noqa: E402
 from psjax.config import make_config  # noqa: E402
-from psjax.train import _distance_round, _init, _iteration, _rollout, make_parts  # noqa: E402
+from psjax.envs import agent_id_features, resolve_agent_id  # noqa: E402
+from psjax.sharing import mapd  # noqa: E402
+from psjax.train import _init, _iteration, _rollout, make_parts  # noqa: E402
 
 ENV_OVERRIDES = {
     "lbf": {"env": "lbf", "scenario": "8x8-2p-2f-coop"},
@@ -58,31 +61,39 @@ def _timed(fn, args, repeats: int) -> tuple[float, float]:
 
 def measure(overrides: dict, repeats: int) -> dict:
     cfg = make_config(overrides)
-    parts = make_parts(cfg)
-    interval = parts.distance_interval or 500
-    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
-    plain = parts._replace(distance_interval=0)
+    parts = make_parts(cfg)  # the scheme with the distance rounds (mapd.with_distance)
+    spec = parts.env.spec
+    interval = (cfg.madps_schedule[0] if parts.scheme.restructure is not None else cfg.sharing.mapd_interval) or 500
+    buffer_rows = 0 if cfg.learner_kind.recurrent else cfg.sharing.mapd_buffer_size
+    plain_cfg = cfg if parts.scheme.restructure is not None else \
+        make_config({**overrides, "mapd_interval": 0})  # the same iteration without the rounds
+    plain = make_parts(plain_cfg)
+    if plain_cfg is cfg:  # MADPS: its rounds are its own; time its iteration at a never-due interval
+        plain = make_parts(make_config({**overrides, "madps_interval": 10**6}))
+    runner = jax.jit(lambda k: _init(plain, k))(jax.random.PRNGKey(0))
     it_compile, it_s = _timed(lambda r: _iteration(plain, r), (runner,), repeats)
-    if parts.buffer_rows:  # fill the observation buffer first: the round measures on all of it
-        fills = -(-parts.buffer_rows // min(cfg.sharing.mapd_buffer_add, cfg.steps_per_iteration))
-        runner = jax.jit(lambda r: jax.lax.scan(lambda r, _: (_iteration(plain, r)[0], None), r, None, fills)[0])(
+    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    if buffer_rows:  # fill the observation buffer first (no round is due yet): the round measures on all of it
+        fills = -(-buffer_rows // min(cfg.sharing.mapd_buffer_add, cfg.steps_per_iteration))
+        runner = jax.jit(lambda r: jax.lax.scan(lambda r, _: (_iteration(parts, r)[0], None), r, None, fills)[0])(
             runner)
-    # one rollout to measure on, then the round alone (due at once: interval 1)
+    # one rollout to measure on, then the round alone
     _, (traj, _) = jax.jit(lambda r: _rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
                                               r.env_steps, parts.rollout_len, greedy=False))(runner)
-    every = parts._replace(distance_interval=1)
+    codes = agent_id_features(spec.num_agents, resolve_agent_id(cfg.env.agent_id, registry.get(cfg.alg).agent_id))
+    relabel = mapd.id_relabel(codes) if codes.shape[1] else None
 
-    def round_fn(learner, sharing, traj, hidden, key, buffer):
-        return _distance_round(every, learner, sharing, traj, hidden, 0, key, buffer)
+    def round_fn(learner, sharing, traj, hidden, key):
+        return mapd.measure(parts.learner.policy_logits, cfg.sharing, relabel, parts.scheme.restructure, learner,
+                            sharing, traj, hidden, key, sharing.distance.buffer)
 
-    args = (runner.learner, runner.sharing, traj, runner.hidden, jax.random.PRNGKey(1), runner.mapd_buffer)
+    args = (runner.learner, runner.sharing, traj, runner.hidden, jax.random.PRNGKey(1))
     round_compile, round_s = _timed(round_fn, args, repeats)
     return {
         "alg": cfg.alg, "learner": cfg.learner_name, "env": cfg.env.name, "agents": parts.env.spec.num_agents,
         "steps_per_iteration": cfg.steps_per_iteration, "round_interval": interval,
-        "buffer_rows": parts.buffer_rows,
-        "pool": min(cfg.sharing.mapd_pool_size,
-                    (parts.buffer_rows or cfg.steps_per_iteration) * parts.env.spec.num_agents),
+        "buffer_rows": buffer_rows,
+        "pool": min(cfg.sharing.mapd_pool_size, (buffer_rows or cfg.steps_per_iteration) * spec.num_agents),
         "mapd_epochs": cfg.sharing.mapd_epochs,
         "iteration_s": it_s, "iteration_compile_s": it_compile,
         "round_s": round_s, "round_compile_s": round_compile,

@@ -9,6 +9,7 @@ import sys
 
 import jax
 
+from psjax import registry
 from psjax.cli import parse_pairs
 from psjax.config import make_config
 from psjax.envs import make_env
@@ -17,7 +18,7 @@ from psjax.evaluate import random_policy_score
 
 def main(argv: list[str]) -> None:
     cfg = make_config(parse_pairs(argv))
-    env = make_env(cfg.env, cfg.alg)
+    env = make_env(cfg.env, registry.get(cfg.alg).agent_id)
     score = jax.jit(lambda k: random_policy_score(env, k, 1024))(jax.random.PRNGKey(0))
     print(" ".join(argv), {k: round(float(v), 4) for k, v in score.items()})
 

@@ -46,7 +46,8 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout without `pip install -e`
     sys.path.insert(0, str(REPO))
 
-from psjax.config import ENVS, LEARNERS, METHODS, VALUE_LEARNERS, ConfigError, make_config  # noqa: E402
+from psjax import registry  # noqa: E402
+from psjax.config import ENVS, LEARNERS, VALUE_LEARNERS, ConfigError, make_config  # noqa: E402
 
 # The "small config" of each environment.
 ENV_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -55,6 +56,7 @@ ENV_OVERRIDES: dict[str, dict[str, Any]] = {
     "lbf": {"env": "lbf", "scenario": "8x8-2p-2f-coop"},
 }
 DEFAULT_ENVS = ("smax", "mpe_spread", "lbf")
+METHODS = registry.names()  # every registered method, in the registry's order
 DEFAULT_LEARNERS = LEARNERS  # qmix, vdn, iql, a2c, ppo
 # env steps per seed per timed call unless --chunk-iters: 10 iterations of the value learners and PPO
 # (16 envs x 128 steps), 512 of A2C (8 envs x 5 steps)
@@ -84,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--learners", type=lambda v: _csv(v, LEARNERS, "learner"), default=list(DEFAULT_LEARNERS),
                    help=f"comma list (default: {','.join(DEFAULT_LEARNERS)})")
     p.add_argument("--methods", type=lambda v: _csv(v, METHODS, "method"), default=list(METHODS),
-                   help=f"comma list (default: all of psjax.config.METHODS: {','.join(METHODS)})")
+                   help=f"comma list (default: every registered method: {','.join(METHODS)})")
     p.add_argument("--chunk-iters", type=int, default=None,
                    help="training iterations per timed call (default: enough for about --chunk-steps)")
     p.add_argument("--chunk-steps", type=int, default=DEFAULT_CHUNK_STEPS,

@@ -1,7 +1,8 @@
 """Command line: ``python -m psjax train key=value ...``, ``train resume=DIR``, ``fields``, ``compare``.
 
-Arguments are parsed and the config validated before JAX is even imported, so a mistake costs
-an error message and exit code 2, never a compilation.
+Arguments are parsed and every value checked against its field (``psjax.schema.precheck``) before JAX is
+even imported; the method registry's checks (``psjax.config``) follow, before anything is compiled. A
+mistake costs an error message and exit code 2, never a compilation.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import sys
 
-from psjax.config import ALIASES, ConfigError, field_info, load_run_config, make_config
+from psjax.fields import ConfigError
+from psjax.schema import ALIASES, field_info, load_preset, precheck
 
 USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
        python -m psjax fields                                list every config key with its default
+       python -m psjax methods                               list the registered methods and their learners
        python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N] [policy=greedy]
                                                              report (compare.png, compare.md) of run / sweep folders;
                                                              metric: auto (SMAX win rate, else return), win, return;
@@ -68,8 +71,13 @@ def _train_args(args: list[str]):
     if resume is not None:
         if pairs:
             raise ConfigError(f"resume={resume} takes no other arguments; got {', '.join(pairs)}")
+        from psjax.config import load_run_config
+
         return load_run_config(resume), resume
     preset = pairs.pop("preset", None)
+    precheck({**(load_preset(preset) if preset else {}), **pairs})  # field values, before JAX loads
+    from psjax.config import make_config  # the method registry (JAX)
+
     return make_config(pairs, preset=preset), None
 
 
@@ -86,12 +94,15 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"fields takes no arguments; got {' '.join(rest)}")
             print(format_fields())
             return 0
+        if command == "methods":
+            if rest:
+                raise ConfigError(f"methods takes no arguments; got {' '.join(rest)}")
+            print(format_methods())
+            return 0
         if command in ("compare", "compare-sweep"):
-            from psjax.compare import main as compare_main
-
-            return compare_main(command, rest)
+            return _compare_command(command, rest)
         if command != "train":
-            raise ConfigError(f"unknown command {command!r}; allowed: train, fields, compare, compare-sweep")
+            raise ConfigError(f"unknown command {command!r}; allowed: train, fields, methods, compare, compare-sweep")
         cfg, resume = _train_args(rest)
         from psjax.run import run  # JAX is imported only once the config is known to be good
 
@@ -104,6 +115,73 @@ def main(argv: list[str] | None = None) -> int:
     for line in final_eval_lines(json.loads((run_dir / "summary.json").read_text())):
         print(line)
     print(f"run folder: {run_dir}")
+    return 0
+
+
+def format_methods() -> str:
+    """Every registered method: name, default and allowed learners, agent indication, what it is."""
+    from psjax import catalog, registry  # noqa: F401  (the built-in methods)
+
+    rows = [registry.describe(registry.get(name)) for name in registry.names()]
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'alg':<{width}}  learner (allowed)                what it shares"]
+    for r in rows:
+        learners = f"{r['default_learner']} ({', '.join(r['learners'])})"
+        extra = f"; agent_id=auto gives {r['agent_id']}" if r["agent_id"] != "none" else ""
+        lines.append(f"{r['name']:<{width}}  {learners:<31}  {r['doc']}{extra}")
+    return "\n".join(lines)
+
+
+def _int_arg(pairs: dict, key: str, default: int | None) -> int | None:
+    """Pop ``key`` from the pairs as an integer (``2e6`` accepted); ``default`` when it is absent."""
+    if key not in pairs:
+        return default
+    value = pairs.pop(key)
+    try:
+        number = float(value)
+        if number != int(number):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value!r} is not an integer") from None
+    return int(number)
+
+
+def _compare_command(command: str, args: list[str]) -> int:
+    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N] [policy=auto|greedy|sample]`` and
+    ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]`` (``psjax.compare``).
+
+    Raises ConfigError on bad arguments (``main`` turns it into exit code 2).
+    """
+    import pathlib
+    import time
+
+    from psjax.compare import SWEEP_ALGS, report, sweep
+
+    if command == "compare":
+        folders = [a for a in args if "=" not in a]
+        pairs = parse_pairs([a for a in args if "=" in a])
+        out = pairs.pop("out", None)
+        metric = pairs.pop("metric", "auto")
+        policy = pairs.pop("policy", "auto")
+        steps = _int_arg(pairs, "steps", None)
+        if pairs:
+            raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return, steps=N and "
+                              f"policy=auto|greedy|sample; got {', '.join(pairs)}")
+        if not folders:
+            raise ConfigError("compare needs at least one run folder or sweep folder")
+        if out is None:  # a single sweep folder gets its report inside it
+            one = pathlib.Path(folders[0])
+            out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
+                pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+        result = report(folders, out, metric=metric, steps=steps, policy=policy)
+    else:
+        pairs = parse_pairs(args)
+        algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()
+        seeds, steps = _int_arg(pairs, "seeds", 2), _int_arg(pairs, "steps", 150_000)
+        out = pairs.pop("out", None)
+        result = sweep(None, algs, seeds, steps, out, pairs)
+    print(result["markdown"].read_text(), end="")
+    print(f"figure: {result['png']}\ntable: {result['markdown']}")
     return 0
 
 

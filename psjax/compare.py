@@ -46,7 +46,7 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 import yaml
 
-from psjax.config import METHODS, ConfigError, make_config
+from psjax.fields import ConfigError
 
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
@@ -241,8 +241,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _method_order(method: str) -> tuple:
-    """psjax.config.METHODS order; methods it does not list come after, alphabetically."""
-    return (METHODS.index(method), "") if method in METHODS else (len(METHODS), method)
+    """The method registry's order (``psjax.catalog``); methods it does not list come after, alphabetically."""
+    from psjax import (
+        catalog,  # noqa: F401  (the built-in methods, in their order)
+        registry,
+    )
+
+    names = registry.names()
+    return (names.index(method), "") if method in names else (len(names), method)
 
 
 class Group(NamedTuple):
@@ -260,7 +266,7 @@ class Group(NamedTuple):
 
 def group_runs(runs: list[Run]) -> list[Group]:
     """Pool the seeds of runs with the same (env, method, learner, evaluation policy); sorted by env, then
-    METHODS order, learner, policy.
+    the registry's method order, learner, policy.
 
     Seeds of pooled runs are put on the first run's evaluation grid (linear interpolation where
     the grids differ). A seed number seen twice in one group is kept once (the first folder), and
@@ -476,6 +482,8 @@ def sweep_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, s
     ``alg``, a per-method learner (``"alg:learner"``), ``seeds``, ``steps``, ``out_dir`` and
     ``run_name = <alg>-<learner>``. A bad method or value raises ConfigError before any training.
     """
+    from psjax.config import make_config  # the method registry: JAX, which a report alone does not need
+
     env_overrides, extra = dict(env_overrides or {}), dict(extra or {})
     preset = extra.pop("preset", None)
     given = {**env_overrides, **extra}
@@ -547,53 +555,3 @@ def sweep(
 
 
 # --------------------------------------------------------------------------- command line
-
-
-def _int_arg(pairs: dict, key: str, default: int | None) -> int | None:
-    """Pop ``key`` from the CLI pairs as an integer (``2e6`` accepted); ``default`` when it is absent."""
-    if key not in pairs:
-        return default
-    value = pairs.pop(key)
-    try:
-        number = float(value)
-        if number != int(number):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}={value!r} is not an integer") from None
-    return int(number)
-
-
-def main(command: str, args: list[str]) -> int:
-    """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N] [policy=auto|greedy|sample]`` and
-    ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]``.
-
-    Raises ConfigError on bad arguments (the CLI turns it into exit code 2).
-    """
-    from psjax.cli import parse_pairs
-
-    if command == "compare":
-        folders = [a for a in args if "=" not in a]
-        pairs = parse_pairs([a for a in args if "=" in a])
-        out = pairs.pop("out", None)
-        metric = pairs.pop("metric", "auto")
-        policy = pairs.pop("policy", "auto")
-        steps = _int_arg(pairs, "steps", None)
-        if pairs:
-            raise ConfigError(f"compare takes run folders, out=DIR, metric=auto|win|return, steps=N and "
-                              f"policy=auto|greedy|sample; got {', '.join(pairs)}")
-        if not folders:
-            raise ConfigError("compare needs at least one run folder or sweep folder")
-        if out is None:  # a single sweep folder gets its report inside it
-            one = pathlib.Path(folders[0])
-            out = one if len(folders) == 1 and not (one / "summary.json").exists() else \
-                pathlib.Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = report(folders, out, metric=metric, steps=steps, policy=policy)
-    else:
-        pairs = parse_pairs(args)
-        algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()
-        seeds, steps = _int_arg(pairs, "seeds", 2), _int_arg(pairs, "steps", 150_000)
-        out = pairs.pop("out", None)
-        result = sweep(None, algs, seeds, steps, out, pairs)
-    print(result["markdown"].read_text(), end="")
-    print(f"figure: {result['png']}\ntable: {result['markdown']}")
-    return 0

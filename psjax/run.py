@@ -42,7 +42,7 @@ import jax
 import numpy as np
 import yaml
 
-from psjax.config import BDPS_METHODS, ConfigError, TrainConfig, load_run_config, to_dict
+from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
@@ -471,13 +471,11 @@ def run(
     }
     summarize(run_dir, cfg, info)
     plot_curves(run_dir, cfg)
-    from psjax.sharing.report import plot_distance, plot_sharing
+    from psjax import registry
+    from psjax.sharing.report import plot_distance
 
-    plot_sharing(run_dir)  # sharing.png, for methods that report clusters / masks
-    if cfg.alg in BDPS_METHODS and make_program is _default_make_program:
-        from psjax.learners.bdps import plot_roles
-
-        plot_roles(run_dir, cfg, runner)  # roles.png: roles and groups of each agent over one greedy episode
+    for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, ...)
+        draw(run_dir, cfg, runner, main)
     plot_distance(run_dir)  # distance.png, when MAPD distances are logged
     return run_dir
 

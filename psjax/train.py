@@ -14,14 +14,17 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import TrainConfig
+from psjax import (
+    catalog,  # noqa: F401  (registers the built-in methods)
+    registry,
+)
 from psjax.envs import agent_id_features, make_env, resolve_agent_id
-from psjax.envs.base import Env, TimeStep
+from psjax.envs.base import Env, EnvSpec, TimeStep
 from psjax.evaluate import POLICY_NAMES, episode_means, first_episodes, policy_metrics
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
-from psjax.sharing import bank_ops, mapd, methods
-from psjax.sharing.methods import make_scheme
+from psjax.schema import TrainConfig
+from psjax.sharing import mapd, methods
 from psjax.types import Learner, Transition
 
 MASKED_LAYERS = 2  # maskable hidden layers of every psjax agent network
@@ -38,7 +41,6 @@ class Runner(NamedTuple):
     key: chex.Array  # raw uint32 PRNG key
     iteration: chex.Array  # int32
     env_steps: chex.Array  # int32, summed over envs
-    mapd_buffer: Any = ()  # mapd.ObsBuffer of recent observations for the distance rounds; () = none
 
 
 class Program(NamedTuple):
@@ -49,6 +51,11 @@ class Program(NamedTuple):
     param_count: int
     num_iterations: int
     steps_per_iteration: int
+    spec: EnvSpec | None = None  # the environment's static description
+    # episode(runner, key, num_envs, greedy) -> (Transition [T, E, ...], TimeStep [T, E, ...]): max_steps steps
+    # of one seed's runner in num_envs fresh envs (every env's first episode lies inside them); num_envs and
+    # greedy are Python values (jit it with them fixed). For pictures and inspection (BDPS's roles.png).
+    episode: Callable | None = None
 
 
 class Parts(NamedTuple):
@@ -59,23 +66,24 @@ class Parts(NamedTuple):
     scheme: Any
     num_envs: int
     rollout_len: int
-    distance_interval: int = 0  # iterations between MAPD distance rounds; 0 = none
-    sharing_cfg: Any = None  # SharingConfig, for the MAPD rounds
-    id_codes: Any = None  # [N, K] agent indication appended to the observations (K = 0: none)
-    buffer_rows: int = 0  # rows of the MAPD observation buffer; 0 = the rounds measure on their rollout
 
 
 def make_parts(cfg: TrainConfig) -> Parts:
-    env = make_env(cfg.env, cfg.alg)
+    """The environment, agent model, scheme and learner of ``cfg``'s method (its registry record)."""
+    method = registry.get(cfg.alg)
+    env = make_env(cfg.env, method.agent_id)
     lc = cfg.learner_cfg
-    scheme = make_scheme(cfg, env.spec, lc.hidden, MASKED_LAYERS)
-    learner = make_learner(cfg, env.spec, scheme)
+    model = method.agent_model(cfg, env.spec) if method.agent_model is not None else None
+    bank_names = model.bank_names if model is not None else cfg.learner_kind.banks
+    scheme = methods.make_scheme(cfg, env.spec, lc.hidden, MASKED_LAYERS, bank_names)
+    learner = make_learner(cfg, env.spec, scheme, model)
+    # the MAPD distance rounds: MADPS's own interval, or the metric any method can log
     interval = scheme.distance_interval if scheme.restructure is not None else cfg.sharing.mapd_interval
-    if learner.policy_logits is None:
-        interval = 0
-    codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, cfg.alg))
-    rows = cfg.sharing.mapd_buffer_size if interval > 0 and cfg.learner_name in mapd.BUFFER_LEARNERS else 0
-    return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len, interval, cfg.sharing, codes, rows)
+    if interval > 0 and learner.policy_logits is not None:
+        codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, method.agent_id))
+        rows = 0 if cfg.learner_kind.recurrent else cfg.sharing.mapd_buffer_size  # feed-forward: a buffer
+        scheme = mapd.with_distance(scheme, learner.policy_logits, env.spec, cfg.sharing, interval, rows, codes)
+    return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
 
 
 def _init(parts: Parts, key) -> Runner:
@@ -90,15 +98,7 @@ def _init(parts: Parts, key) -> Runner:
         key,
         jnp.int32(0),
         jnp.int32(0),
-        _init_buffer(parts),
     )
-
-
-def _init_buffer(parts: Parts):
-    if parts.buffer_rows <= 0:
-        return ()
-    spec = parts.env.spec
-    return mapd.init_buffer(parts.buffer_rows, spec.num_agents, spec.obs_dim, spec.num_actions)
 
 
 def _rollout(
@@ -155,67 +155,41 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     learner_state, metrics = parts.learner.update(
         runner.learner, runner.sharing, traj, ts, runner.hidden, k_update, env_steps
     )
-    buffer = runner.mapd_buffer
-    if parts.buffer_rows > 0:
-        buffer = mapd.buffer_add(buffer, traj.obs, traj.avail, jax.random.fold_in(k_sharing, 2),
-                                 parts.sharing_cfg.mapd_buffer_add)
-    learner_state, sharing, distance_metrics = _distance_round(
-        parts, learner_state, runner.sharing, traj, runner.hidden, runner.iteration, jax.random.fold_in(k_sharing, 1),
-        buffer,
-    )
     sharing, learner_state, sharing_metrics = parts.scheme.update(
-        sharing, learner_state, traj, k_sharing, env_steps
+        runner.sharing, learner_state, traj, k_sharing, env_steps, runner.hidden
     )
     episodes = episode_means(step_ts.done, step_ts)
     metrics = {
         **metrics,
         **sharing_metrics,
-        **distance_metrics,
         "env_steps": env_steps,
         "return": episodes["return"],
         "won": episodes["won"],
         "episode_length": episodes["length"],
         "episodes": step_ts.done.sum(),
     }
-    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps, buffer)
+    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps)
     return runner, metrics
 
 
-def _distance_round(parts: Parts, learner_state, sharing, traj: Transition, hidden0, iteration, key, buffer=()):
-    """Every ``parts.distance_interval`` iterations: the MAPD distance matrix of the agents' current policies on
-    the observation buffer (feed-forward actors, ``parts.buffer_rows > 0``) or else on the iteration's rollout,
-    handed to the scheme's ``restructure`` where it has one (MADPS).
-
-    Returns ``(learner_state, sharing, metrics)``; ``mapd_distance`` ``[N, N]`` is NaN between rounds. The round
-    runs in a zero-or-one-trip loop (``bank_ops.run_if``), and everything it reads travels in the loop's carry
-    so that XLA cannot hoist the policy evaluation out of it.
-    """
-    if parts.distance_interval <= 0:
-        return learner_state, sharing, {}
-    sc = parts.sharing_cfg
-    n = parts.env.spec.num_agents
-    due = (iteration + 1) % parts.distance_interval == 0
-    # with agent indication (FuPS+id), agent i's policy is the shared network fed i's code
-    relabel = mapd.id_relabel(parts.id_codes) if parts.id_codes is not None and parts.id_codes.shape[1] else None
-
-    def round_fn(operand, k):
-        learner_state, sharing, _, traj, hidden0, buffer = operand
-        valid = None
-        if parts.buffer_rows > 0:
-            traj, valid = mapd.buffer_transition(buffer)
-        logits = parts.learner.policy_logits(learner_state, sharing, traj, hidden0, relabel)
-        d, losses = mapd.distance_round(k, logits, traj.obs, sc, valid)
-        if parts.scheme.restructure is not None:
-            sharing, learner_state = parts.scheme.restructure(sharing, learner_state, d, jax.random.fold_in(k, 1))
-        return learner_state, sharing, (d, losses[-1]), operand[3], hidden0, buffer
-
-    nan = (jnp.full((n, n), jnp.nan, jnp.float32), jnp.full((), jnp.nan, jnp.float32))
-    rollout = () if parts.buffer_rows > 0 else traj  # only what the round reads travels in the carry
-    learner_state, sharing, (d, vae_loss), _, _, _ = bank_ops.run_if(
-        due, round_fn, (learner_state, sharing, nan, rollout, hidden0, buffer), key
+def episode(parts: Parts, runner: Runner, key, num_envs: int, greedy: bool) -> tuple[Transition, TimeStep]:
+    """``max_steps`` steps of ``runner`` in ``num_envs`` fresh envs (the key alone fixes their initial states):
+    the per-step ``(Transition, TimeStep)``, ``[T, E, ...]``; every env's first episode lies inside them."""
+    k_reset, k_roll = jax.random.split(key)
+    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
+    _, (traj, step_ts) = _rollout(
+        parts,
+        runner.learner,
+        runner.sharing,
+        env_state,
+        ts,
+        parts.learner.init_hidden(num_envs),
+        k_roll,
+        runner.env_steps,
+        parts.env.spec.max_steps,
+        greedy=greedy,
     )
-    metrics = {"mapd_distance": d, "mapd_distance_mean": mapd.off_diagonal_mean(d), "mapd_vae_loss": vae_loss}
-    return learner_state, sharing, metrics
+    return traj, step_ts
 
 
 def _evaluate(parts: Parts, num_envs: int, runner: Runner, key, policy: str) -> dict:
@@ -227,20 +201,7 @@ def _evaluate(parts: Parts, num_envs: int, runner: Runner, key, policy: str) -> 
     """
     if policy not in POLICY_NAMES:
         raise ValueError(f"evaluation policy {policy!r}; allowed: {', '.join(POLICY_NAMES)}")
-    k_reset, k_roll = jax.random.split(key)
-    env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
-    _, (_, step_ts) = _rollout(
-        parts,
-        runner.learner,
-        runner.sharing,
-        env_state,
-        ts,
-        parts.learner.init_hidden(num_envs),
-        k_roll,
-        runner.env_steps,
-        parts.env.spec.max_steps,
-        greedy=policy == "greedy",
-    )
+    _, step_ts = episode(parts, runner, key, num_envs, greedy=policy == "greedy")
     return episode_means(first_episodes(step_ts), step_ts)
 
 
@@ -277,4 +238,6 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
         param_count=count_params(parts),
         num_iterations=cfg.num_iterations,
         steps_per_iteration=cfg.steps_per_iteration,
+        spec=parts.env.spec,
+        episode=lambda runner, key, num_envs, greedy: episode(parts, runner, key, num_envs, greedy),
     )

@@ -65,7 +65,7 @@ def last_action_params(built):
     """The tiny config with ``q.last_action``: its agent model and freshly initialised params."""
     _, parts, _ = built
     cfg = tiny(last_action=True)
-    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    model = make_agent_model(cfg, parts.env.spec)
     return cfg, model, jax.jit(model.init)(jax.random.PRNGKey(5))
 
 
@@ -237,7 +237,7 @@ def reference_selector_loss(cfg, spec, params, target, seq, h0, resets):
 def test_selector_loss_at_choice_slots_equals_every_step_computation(built):
     cfg, parts, runner = built
     spec = parts.env.spec
-    model = make_agent_model(cfg, spec, parts.scheme)
+    model = make_agent_model(cfg, spec)
     params = runner.learner.params
     target = jax.tree.map(lambda x: 0.9 * x + 0.01, params)
     # sequence 0: an episode ends at step 9; 1: starts mid-episode (first choice at t = 1); 2: short episodes
@@ -261,7 +261,7 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built, sha
     cfg, parts, runner = built
     if shared:
         cfg = tiny(bdps_shared_torso=True)
-    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    model = make_agent_model(cfg, parts.env.spec)
     params = model.init(jax.random.PRNGKey(4)) if shared else runner.learner.params
     T, B, N = 5, 2, 3
     obs = jax.random.normal(jax.random.PRNGKey(1), (T + 1, B, N, parts.env.spec.obs_dim))
@@ -330,7 +330,7 @@ def test_evaluation_draws_roles_from_the_latent_sample(built):
     """Greedy acting (evaluation) draws u = argmax(mu + sigma * eps) as in training (seed 3.1.1): with one mean
     for every agent and wide latents, the agents get different roles (the mean alone gives all of them role 0)."""
     cfg, parts, runner = built
-    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
+    model = make_agent_model(cfg, parts.env.spec)
     params = wide_latents(runner.learner.params)
     _, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(3), 4))
     key = jax.random.PRNGKey(11)
@@ -348,7 +348,7 @@ def test_greedy_acting_advantage_windows(built):
     cfg, parts, runner = built
     _, ts = jax.vmap(parts.env.reset)(jax.random.split(jax.random.PRNGKey(3), 4))
     for kind, nonzero in (("taken", False), ("mean", True)):
-        model = make_agent_model(tiny(bdps_advantage=kind), parts.env.spec, parts.scheme)
+        model = make_agent_model(tiny(bdps_advantage=kind), parts.env.spec)
         _, hidden, extras = model.act(runner.learner.params, None, model.init_hidden(4), ts, jax.random.PRNGKey(0),
                                       greedy_choose(ts), 0.0, True)
         assert np.all(np.asarray(extras["adv"]) > 0.0) if nonzero else np.all(np.asarray(extras["adv"]) == 0.0)
@@ -423,13 +423,13 @@ def test_unroll_time_limit_bootstrap_equals_hand_unroll(built, last_action_param
     spec = parts.env.spec
     if shared:
         cfg = tiny(last_action=last_action, bdps_shared_torso=True)
-        model = make_agent_model(cfg, spec, parts.scheme)
+        model = make_agent_model(cfg, spec)
         params = jax.jit(model.init)(jax.random.PRNGKey(5))
     elif last_action:
         cfg, model, params = last_action_params
     else:
         cfg, params = tiny(), runner.learner.params
-        model = make_agent_model(cfg, spec, parts.scheme)
+        model = make_agent_model(cfg, spec)
     T, B, N, A = 6, 2, 3, spec.num_actions
     ks = jax.random.split(jax.random.PRNGKey(6), 8)
     obs = jax.random.normal(ks[0], (T + 1, B, N, spec.obs_dim))

@@ -105,7 +105,7 @@ def test_report_on_run_folders(sweep_dir, tmp_path):
     assert json.loads(out["json"].read_text()) == json.loads(json.dumps(out["rows"]))
     rows = out["rows"]
     assert [(r["env"], r["method"], r["learner"], r["seeds"]) for r in rows] == [
-        ("lbf 8x8-2p-2f-coop", "nops", "qmix", 2),  # psjax.config.METHODS order within an env
+        ("lbf 8x8-2p-2f-coop", "nops", "qmix", 2),  # the registry order within an env
         ("lbf 8x8-2p-2f-coop", "fups", "qmix", 4),  # two folders pooled
         ("smax 3m", "fups", "qmix", 3),
     ]

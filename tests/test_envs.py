@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psjax import registry
 from psjax.config import ConfigError, EnvConfig
 from psjax.envs import (
     EnvSpec,
@@ -46,8 +47,8 @@ ENV_NAMES = tuple(CONFIGS)
 class Harness:
     """One environment with its jitted, vmapped reset and step (compiled once)."""
 
-    def __init__(self, cfg: EnvConfig, alg: str = "fups"):
-        self.env = make_env(cfg, alg)
+    def __init__(self, cfg: EnvConfig):
+        self.env = make_env(cfg)
         self.spec = self.env.spec
         self.reset = jax.jit(jax.vmap(self.env.reset))
         self.step = jax.jit(jax.vmap(self.env.step))
@@ -270,7 +271,7 @@ def test_agent_id_features_exact():
     ],
 )
 def test_agent_indication_on_matrix_obs(agent_id, alg, expected):
-    env = make_env(dataclasses.replace(CONFIGS["matrix"], agent_id=agent_id), alg)
+    env = make_env(dataclasses.replace(CONFIGS["matrix"], agent_id=agent_id), registry.get(alg).agent_id)
     assert env.spec.obs_dim == len(expected[0])
     _, ts = env.reset(jax.random.PRNGKey(0))  # eager: the matrix env is trivial
     np.testing.assert_array_equal(ts.obs, expected)
@@ -339,7 +340,7 @@ def test_mpe_spread_layout():
 
 
 def test_mpe_spread_configurable_sizes():
-    env = make_env(EnvConfig(name="mpe_spread", num_agents=4, num_landmarks=2, time_limit=7), "fups")
+    env = make_env(EnvConfig(name="mpe_spread", num_agents=4, num_landmarks=2, time_limit=7))
     assert (env.spec.num_agents, env.spec.obs_dim, env.spec.max_steps) == (4, 4 + 12 + 4, 7)
     _, ts = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # traces the spec's shape checks
     assert ts.obs.shape == (4, 20) and ts.state.shape == (80,)
@@ -419,7 +420,7 @@ def test_lbf_scenario_parsing():
 
 
 def test_lbf_default_time_limit():
-    assert make_env(EnvConfig(name="lbf", scenario="10x10-3p-3f"), "fups").spec.max_steps == 50
+    assert make_env(EnvConfig(name="lbf", scenario="10x10-3p-3f")).spec.max_steps == 50
 
 
 # ---------------------------------------------------------------- SMAX
@@ -506,7 +507,7 @@ def test_lbf_imports_jumanji_without_touching_a_jupyter_backend():
         "import builtins; builtins.__IPYTHON__ = True\n"
         "from psjax.config import EnvConfig\n"
         "from psjax.envs import make_env\n"
-        "make_env(EnvConfig(name='lbf'), 'fups')\n"
+        "make_env(EnvConfig(name='lbf'))\n"
         "assert builtins.__IPYTHON__ is True\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)

@@ -33,7 +33,7 @@ CONFIGS = {
 
 class Harness:
     def __init__(self, cfg: EnvConfig):
-        self.env = make_env(cfg, "fups")
+        self.env = make_env(cfg)
         self.spec = self.env.spec
         self.reset = jax.jit(jax.vmap(self.env.reset))
         self.step = jax.jit(jax.vmap(self.env.step))
@@ -144,7 +144,7 @@ def test_bps_reward_own_colour_only():
 
 def test_bps_hides_colours():
     """Two colour splits of the same three agents: identical observations, different rewards."""
-    other = make_env(EnvConfig(name="bps", agents_per_colour="1,2", time_limit=5), "fups")
+    other = make_env(EnvConfig(name="bps", agents_per_colour="1,2", time_limit=5))
     keys = jax.random.split(jax.random.PRNGKey(11), B)
     s1, ts1 = harness("bps").reset(keys)
     s2, ts2 = jax.jit(jax.vmap(other.reset))(keys)
@@ -239,7 +239,7 @@ def test_lbf_levels_persist_across_resets():
     # food is force-coop-free here: its level stays within the sum of the three lowest agent levels
     assert np.all(s.env_state.food_items.level <= sum(sorted(want)[:3]))
     # without persistence, levels change between resets
-    free = make_env(EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True), "fups")
+    free = make_env(EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True))
     free_state, _ = jax.jit(jax.vmap(free.reset))(jax.random.split(jax.random.PRNGKey(0), 6))
     drawn = np.asarray(free_state.env_state.agents.level)
     assert len({tuple(r) for r in drawn}) > 1
@@ -299,9 +299,9 @@ def test_image_indication_channels():
 def test_image_indication_wrapper_on_lbf():
     cfg = EnvConfig(name="lbf", scenario="6x6-3p-1f", fov=1, lbf_grid_obs=True, image_indication="inversion",
                     agent_id="onehot")
-    env = make_env(cfg, "fups")
+    env = make_env(cfg)
     assert env.spec.obs_shape == (3, 3, 6) and env.spec.obs_dim == 3 * 3 * 6 + 3
-    base = make_env(dataclasses.replace(cfg, image_indication="none", agent_id="none"), "fups")
+    base = make_env(dataclasses.replace(cfg, image_indication="none", agent_id="none"))
     key = jax.random.PRNGKey(2)
     _, ts = jax.jit(env.reset)(key)
     _, ts_base = jax.jit(base.reset)(key)

@@ -37,7 +37,7 @@ FUPS_CAP = 5.0  # one network without identity gets at most half the agents righ
 
 
 def test_typed_env_rewards_each_type_for_its_own_rule():
-    env = make_env(make_config({"env": "typed", "num_agents": 4, "alg": "seps"}).env, "seps")
+    env = make_env(make_config({"env": "typed", "num_agents": 4, "alg": "seps"}).env)
     assert env.spec.agent_types == (0, 0, 1, 1) == agent_types(4)
     assert agent_types(5) == (0, 0, 0, 1, 1)
     state, ts = jax.jit(env.reset)(jax.random.PRNGKey(0))

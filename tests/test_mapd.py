@@ -15,7 +15,7 @@ from psjax.config import ConfigError, make_config
 from psjax.envs.base import TimeStep
 from psjax.sharing import mapd
 from psjax.sharing.report import last_distance, plot_distance
-from psjax.train import _distance_round, make_parts, make_train
+from psjax.train import make_parts, make_train
 from psjax.types import Transition
 
 TINY_VAE = {"mapd_epochs": 2, "mapd_batch_size": 32, "mapd_pool_size": 64, "mapd_buffer_size": 16}
@@ -229,10 +229,10 @@ def test_buffer_distance_of_two_different_policies_is_far_above_the_noise_level(
     cfg = make_config({"alg": "nops", "learner": "a2c", "env": "mpe_spread", "mapd_interval": 1,
                        "mapd_buffer_size": 128, "mapd_pool_size": 256, "mapd_epochs": 4, "mapd_batch_size": 64})
     parts = make_parts(cfg)
-    assert parts.buffer_rows == 128
     spec = parts.env.spec
     learner = jax.jit(parts.learner.init)(jax.random.PRNGKey(0))
     sharing = parts.scheme.init(jax.random.PRNGKey(0))
+    assert sharing.distance.buffer.obs.shape == (128, spec.num_agents, spec.obs_dim)  # in the sharing state
     buf = mapd.init_buffer(128, spec.num_agents, spec.obs_dim, spec.num_actions)
     obs = jax.random.normal(jax.random.PRNGKey(1), (16, 8, spec.num_agents, spec.obs_dim))
     buf = mapd.buffer_add(buf, obs, jnp.ones((*obs.shape[:3], spec.num_actions), bool), jax.random.PRNGKey(2), 128)
@@ -244,8 +244,9 @@ def test_buffer_distance_of_two_different_policies_is_far_above_the_noise_level(
     @jax.jit
     def distance(params, key):
         state = learner._replace(params=params)
-        _, _, metrics = _distance_round(parts, state, sharing, None, jnp.zeros((1, spec.num_agents, 1)), 0, key, buf)
-        return metrics["mapd_distance"]
+        _, _, (d, _) = mapd.measure(parts.learner.policy_logits, cfg.sharing, None, None, state, sharing, None,
+                                    jnp.zeros((1, spec.num_agents, 1)), key, buf)
+        return d
 
     noise = np.stack([np.asarray(distance(learner.params, jax.random.PRNGKey(s))) for s in range(2)])
     far = np.stack([np.asarray(distance(peaked, jax.random.PRNGKey(s))) for s in range(2)])

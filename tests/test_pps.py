@@ -78,7 +78,7 @@ def _step(scheme, sharing, state, reward, updates, last_updates=0, done=None):
     """One sharing update after the learner moved from ``last_updates`` to ``updates`` gradient steps."""
     sharing = sharing._replace(extra=sharing.extra._replace(last_updates=jnp.int32(last_updates)))
     return scheme.update(sharing, state._replace(updates=jnp.int32(updates)), _traj(reward, done),
-                         jax.random.PRNGKey(4), 0)
+                         jax.random.PRNGKey(4), 0, None)
 
 
 def _hand_mean(x, w):

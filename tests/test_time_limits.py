@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psjax import registry
 from psjax.config import EnvConfig, make_config
 from psjax.envs import make_env
 from psjax.train import _init, _rollout, make_parts
@@ -53,8 +54,9 @@ def _run(env, key, steps):
 @pytest.mark.parametrize("name", tuple(CASES))
 def test_time_limit_hands_over_the_final_observation(name):
     env_cfg, alg = CASES[name]
-    short = make_env(dataclasses.replace(env_cfg, time_limit=L), alg)
-    longer = make_env(dataclasses.replace(env_cfg, time_limit=L + 1), alg)
+    indication = registry.get(alg).agent_id
+    short = make_env(dataclasses.replace(env_cfg, time_limit=L), indication)
+    longer = make_env(dataclasses.replace(env_cfg, time_limit=L + 1), indication)
     key = jax.random.PRNGKey(3)
     ts_short = jax.jit(lambda k: _run(short, k, L))(key)
     ts_long = jax.jit(lambda k: _run(longer, k, L))(key)
@@ -110,7 +112,7 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
 
     cfg = make_config({"env": "mpe_spread", "alg": "fups", "learner": "qmix", "q.hidden": 8,
                        "q.last_action": last_action})
-    spec = make_env(cfg.env, cfg.alg).spec
+    spec = make_env(cfg.env, registry.get(cfg.alg).agent_id).spec
     n, d, a = spec.num_agents, spec.obs_dim, spec.num_actions
     model = recurrent_agent_model(cfg, spec, make_scheme(cfg, spec, 8, MASKED_LAYERS))
     params = model.init(jax.random.PRNGKey(0))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, team_reward
 from psjax.envs.lbf import parse_lbf_scenario
 from psjax.envs.matrix import GAMES
@@ -16,12 +14,8 @@ from psjax.envs.wrappers import (
     with_agent_id,
     with_image_indication,
 )
-
-if TYPE_CHECKING:
-    from psjax.config import EnvConfig
-
-# psjax.config is imported inside the functions: config.make_config calls check_env_config,
-# so either module may be imported first without a circular-import failure.
+from psjax.fields import ConfigError
+from psjax.schema import ENVS, EnvConfig
 
 __all__ = [
     "AutoResetState", "Env", "EnvSpec", "TimeStep", "make_env_from_raw", "team_reward",
@@ -35,7 +29,6 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
     """BPS: agents per colour; C-RWARE: its ``Layout``. Resolved from ``variant`` (a named setting),
     else ``agents_per_colour``, else ``num_agents`` split evenly over ``num_colours`` (BPS) / the
     mini layout's robots (C-RWARE). Raises ConfigError naming the bad value and the allowed ones."""
-    from psjax import config as psconfig
     from psjax.envs.bps import VARIANTS as BPS_VARIANTS
     from psjax.envs.bps import even_split
     from psjax.envs.crware import VARIANTS as CRW_VARIANTS
@@ -44,7 +37,7 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
     variants = BPS_VARIANTS if env_cfg.name == "bps" else CRW_VARIANTS
     if env_cfg.variant and env_cfg.variant not in variants:
         allowed = ", ".join(map(repr, ("",) + tuple(variants)))
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.variant={env_cfg.variant!r} is not a {env_cfg.name} variant; allowed: {allowed}"
         )
     split = None
@@ -54,7 +47,7 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
         except ValueError:
             split = ()
         if not split or min(split) < 1:
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.agents_per_colour={env_cfg.agents_per_colour!r} is not allowed; allowed: comma-separated "
                 "positive integers, one per colour (e.g. 5,5,5)"
             )
@@ -64,7 +57,7 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
         if split is not None:
             return split
         if env_cfg.num_agents < env_cfg.num_colours:
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.num_agents={env_cfg.num_agents} is below env.num_colours={env_cfg.num_colours}: BPS needs "
                 "at least one agent per colour"
             )
@@ -73,7 +66,7 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
     if split is not None:
         shelves = len(shelf_homes(layout))
         if any(shelves // len(split) + (k < shelves % len(split)) <= m for k, m in enumerate(split)):
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.agents_per_colour={env_cfg.agents_per_colour!r}: the {env_cfg.variant or 'mini'} layout has "
                 f"{shelves} shelves, too few for one more shelf per colour than its robots"
             )
@@ -81,15 +74,14 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
     return layout
 
 
-def resolve_agent_id(agent_id: str, alg: str) -> str:
-    """``auto`` -> ``onehot`` for FuPS+id, ``none`` otherwise; explicit kinds pass through."""
-    from psjax import config as psconfig
-
+def resolve_agent_id(agent_id: str, auto: str = "none") -> str:
+    """``auto`` -> ``auto`` (the method's indication: its registry record's ``agent_id``, e.g. FuPS+id's
+    ``onehot``); explicit kinds pass through."""
     if agent_id == "auto":
-        return "onehot" if alg == "fups_id" else "none"
+        return auto
     if agent_id not in AGENT_ID_KINDS:
         allowed = ", ".join(map(repr, ("auto",) + AGENT_ID_KINDS))
-        raise psconfig.ConfigError(f"env.agent_id={agent_id!r} is not allowed; allowed: {allowed}")
+        raise ConfigError(f"env.agent_id={agent_id!r} is not allowed; allowed: {allowed}")
     return agent_id
 
 
@@ -99,26 +91,24 @@ def check_env_config(env_cfg: EnvConfig) -> None:
     Raises ConfigError naming the bad value and the allowed ones. (SMAX map names need
     jaxmarl's registry, so checking them imports jaxmarl: seconds, no compilation.)
     """
-    from psjax import config as psconfig
-
     name = env_cfg.name
-    if name not in psconfig.ENVS:
-        allowed = ", ".join(map(repr, psconfig.ENVS))
-        raise psconfig.ConfigError(f"env.name={name!r} is not allowed; allowed: {allowed}")
-    resolve_agent_id(env_cfg.agent_id, "")
+    if name not in ENVS:
+        allowed = ", ".join(map(repr, ENVS))
+        raise ConfigError(f"env.name={name!r} is not allowed; allowed: {allowed}")
+    resolve_agent_id(env_cfg.agent_id)
     if env_cfg.time_limit < 0:
-        raise psconfig.ConfigError(f"env.time_limit={env_cfg.time_limit} is below the minimum 0")
+        raise ConfigError(f"env.time_limit={env_cfg.time_limit} is below the minimum 0")
     if name == "smax":
         from psjax.envs.smax import smax_map_names
 
         maps = smax_map_names()
         if env_cfg.map not in maps:
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.map={env_cfg.map!r} is not a SMAX map jaxmarl knows; allowed: {', '.join(maps)}"
             )
     elif name == "mpe_spread":
         if env_cfg.num_agents < 1 or env_cfg.num_landmarks < 1:
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.num_agents={env_cfg.num_agents}, env.num_landmarks={env_cfg.num_landmarks}: "
                 "MPE spread needs at least 1 of each"
             )
@@ -128,20 +118,20 @@ def check_env_config(env_cfg: EnvConfig) -> None:
         coloured_agents(env_cfg)
     elif name == "typed":
         if env_cfg.num_agents < 2:
-            raise psconfig.ConfigError(f"env.num_agents={env_cfg.num_agents}: the typed env needs at least 2")
+            raise ConfigError(f"env.num_agents={env_cfg.num_agents}: the typed env needs at least 2")
     elif name == "matrix":
         if env_cfg.matrix_game not in GAMES:
             allowed = ", ".join(map(repr, GAMES))
-            raise psconfig.ConfigError(
+            raise ConfigError(
                 f"env.matrix_game={env_cfg.matrix_game!r} is not allowed; allowed: {allowed}"
             )
     if env_cfg.image_indication not in IMAGE_INDICATION_KINDS:
         allowed = ", ".join(map(repr, IMAGE_INDICATION_KINDS))
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.image_indication={env_cfg.image_indication!r} is not allowed; allowed: {allowed}"
         )
     if env_cfg.image_indication not in ("none", "identity") and not (name == "lbf" and env_cfg.lbf_grid_obs):
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.image_indication={env_cfg.image_indication!r} needs image observations; allowed with "
             f"env.name={name!r}: 'none', 'identity' (use env.name='lbf' with env.lbf_grid_obs=true)"
         )
@@ -165,8 +155,9 @@ def num_agents(env_cfg: EnvConfig) -> int:
     return 2  # speaker_listener, matrix
 
 
-def make_env(env_cfg: EnvConfig, alg: str) -> Env:
-    """Build the environment ``env_cfg.name`` with the agent indication the method needs.
+def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
+    """Build the environment ``env_cfg.name`` with its agent indication: ``env_cfg.agent_id``, where that is
+    ``auto`` the ``agent_id`` given (the method's: ``psjax.registry.Method.agent_id``).
 
     ``spec.name`` equals ``env_cfg.name``; map / scenario / game live in the config.
 
@@ -211,4 +202,4 @@ def make_env(env_cfg: EnvConfig, alg: str) -> Env:
 
         env = make_matrix(env_cfg.matrix_game)
     env = with_image_indication(env, env_cfg.image_indication)
-    return with_agent_id(env, resolve_agent_id(env_cfg.agent_id, alg))
+    return with_agent_id(env, resolve_agent_id(env_cfg.agent_id, agent_id))

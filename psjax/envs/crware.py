@@ -289,6 +289,6 @@ def render_crware(st: CRWState, layout: Layout, ax) -> None:
     for i in range(pos.shape[0]):
         ax.scatter(pos[i, 0], pos[i, 1], s=160, marker=markers[hd[i]], c=palette[colours[i] % len(palette)],
                    edgecolors="k")
-    from psjax.envs.render import grid_axes
+    from psjax.envs.grid import grid_axes
 
     grid_axes(ax, w, h, f"C-RWARE {w}x{h}: {pos.shape[0]} robots, {c} colours")

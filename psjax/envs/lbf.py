@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from psjax.envs.base import Env, EnvSpec, make_env_from_raw
+from psjax.fields import ConfigError
 
 DEFAULT_TIME_LIMIT = 50
 MAX_AGENT_LEVEL = 2
@@ -37,29 +38,27 @@ def parse_lbf_scenario(scenario: str, fov: int = -1) -> LBFScenario:
     grid of at least 5, fov in 1..grid (or -1), and room for food that is not adjacent to
     other food nor on the edge: (grid - 2)^2 - agents > 5 * food.
     """
-    from psjax import config as psconfig  # here, not at the top: psjax.config may import psjax.envs
-
     m = _SCENARIO_RE.match(scenario)
     if m is None:
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.scenario={scenario!r} is not a valid LBF scenario; expected {SCENARIO_FORM}"
         )
     w, h, n, f = (int(g) for g in m.groups()[:4])
     if w != h:
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.scenario={scenario!r}: LBF grids are square ({w}x{h} given); expected {SCENARIO_FORM}"
         )
     if w < 5:
-        raise psconfig.ConfigError(f"env.scenario={scenario!r}: grid size {w} is below jumanji's minimum 5")
+        raise ConfigError(f"env.scenario={scenario!r}: grid size {w} is below jumanji's minimum 5")
     if n < 1 or f < 1:
-        raise psconfig.ConfigError(f"env.scenario={scenario!r}: needs at least 1 agent and 1 food")
+        raise ConfigError(f"env.scenario={scenario!r}: needs at least 1 agent and 1 food")
     if (w - 2) ** 2 - n <= 5 * f:
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.scenario={scenario!r}: {n} agents and {f} food do not fit a {w}x{w} grid "
             f"(need (grid-2)^2 - agents > 5 * food, i.e. {(w - 2) ** 2 - n} > {5 * f})"
         )
     if fov != -1 and not 1 <= fov <= w:
-        raise psconfig.ConfigError(
+        raise ConfigError(
             f"env.fov={fov} is not allowed for a {w}x{w} grid; allowed: -1 (whole grid) or 1..{w}"
         )
     return LBFScenario(w, n, f, m.group(5) is not None)
@@ -206,6 +205,6 @@ def render_lbf(st, ax, grid: int, title: str = "LBF") -> None:
         if not eaten[k]:
             ax.scatter(fpos[k, 1], fpos[k, 0], s=300, marker="s", c="tab:green", edgecolors="k")
             ax.text(fpos[k, 1], fpos[k, 0], str(flev[k]), ha="center", va="center", color="w")
-    from psjax.envs.render import grid_axes
+    from psjax.envs.grid import grid_axes
 
     grid_axes(ax, grid, grid, title, grid_color="0.8")

@@ -14,6 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from psjax.envs.bps import VARIANTS as BPS_VARIANTS
+from psjax.envs.bps import make_bps, render_bps
+from psjax.envs.crware import VARIANTS as CRW_VARIANTS
+from psjax.envs.crware import make_crware, render_crware
+from psjax.envs.lbf import make_lbf, render_lbf
+
 
 def _advance(env, key, steps: int):
     """Reset then ``steps`` uniformly random available actions; returns the raw env state."""
@@ -25,17 +31,6 @@ def _advance(env, key, steps: int):
         a = jax.random.categorical(k_a, jnp.where(ts.avail_actions, 0.0, -jnp.inf)).astype(jnp.int32)
         wstate, ts = step(k_s, wstate, a)
     return wstate.env_state, ts
-
-
-def grid_axes(ax, width: int, height: int, title: str, grid_color: str = "0.85") -> None:
-    """Cell grid, row 0 at the top, equal aspect: the frame of every grid-world picture."""
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    ax.set_xticks(np.arange(width) - 0.5, minor=True)
-    ax.set_yticks(np.arange(height) - 0.5, minor=True)
-    ax.grid(which="minor", color=grid_color)
-    ax.set_aspect("equal")
-    ax.set_title(title)
 
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
@@ -53,11 +48,6 @@ def render_all(out_dir: str | pathlib.Path = "docs/img", steps: int = 5, seed: i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from psjax.envs.bps import VARIANTS as BPS_VARIANTS
-    from psjax.envs.bps import make_bps, render_bps
-    from psjax.envs.crware import VARIANTS as CRW_VARIANTS
-    from psjax.envs.crware import make_crware, render_crware
-    from psjax.envs.lbf import make_lbf, render_lbf
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,30 +1,20 @@
 """Learners: QMIX / VDN / IQL (``qmix``) and A2C / PPO (``actor_critic``)."""
 
-from psjax.config import BDPS_METHODS, TrainConfig
 from psjax.envs.base import EnvSpec
+from psjax.schema import TrainConfig
 from psjax.sharing.methods import Scheme
 from psjax.types import Learner
 
 
-def bank_names(cfg: TrainConfig) -> tuple[str, ...]:
-    """Keys of the learner's ``params`` that are slot banks (known before the learner is built)."""
-    if cfg.alg in BDPS_METHODS:
-        from psjax.learners.bdps import bank_names as bdps_banks
-
-        return bdps_banks(cfg.alg)
-    return ("agent",) if cfg.is_value_based else ("actor", "critic")
-
-
-def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
-    """The learner named by ``cfg.learner_name``."""
+def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, agent_model=None) -> Learner:
+    """The learner ``cfg.learner_name`` names; ``agent_model`` (a method's ``qmix.AgentModel``, e.g. BDPS's)
+    replaces a value learner's default agent network."""
     if cfg.is_value_based:
         from psjax.learners import qmix
 
-        if cfg.alg in BDPS_METHODS:  # BDPS is another agent model under the same QMIX / VDN learner
-            from psjax.learners import bdps
-
-            return qmix.make_learner(cfg, spec, scheme, bdps.make_agent_model(cfg, spec, scheme))
-        return qmix.make_learner(cfg, spec, scheme)
+        return qmix.make_learner(cfg, spec, scheme, agent_model)
+    if agent_model is not None:
+        raise ValueError(f"learner={cfg.learner_name!r} takes no agent model (alg={cfg.alg!r} gave one)")
     from psjax.learners import actor_critic
 
     return actor_critic.make_learner(cfg, spec, scheme)

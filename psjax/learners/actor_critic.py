@@ -16,12 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec, TimeStep
-from psjax.learners import bank_names
 from psjax.nets.agents import MLP
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
-from psjax.sharing.madps import actor_options
 from psjax.sharing.methods import (
     Scheme,
     add_aux_loss,
@@ -71,11 +69,15 @@ def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
     return adv, adv + value_t
 
 
+BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)
+
+
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     ac = cfg.ac
     n = spec.num_agents
-    # MADPS's actor: a deeper MLP with named front / back blocks ({} for every other method)
-    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape, **actor_options(cfg))
+    # what the scheme asks of the actor (MADPS: a deeper MLP with named front / back blocks)
+    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape,
+                **(scheme.actor_options or {}))
     critic = MLP(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
     layout = scheme.layout
     critic_layout = bank_layout(scheme, "critic")  # AdaPS masks the policy only
@@ -215,6 +217,6 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         act=act,
         update=update,
         params=lambda s: s.params,
-        bank_names=bank_names(cfg),
+        bank_names=BANKS,
         policy_logits=policy_logits,
     )

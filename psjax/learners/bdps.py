@@ -59,18 +59,20 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import BDPS_METHODS, ConfigError, TrainConfig
+from psjax.envs import make_env, num_agents
 from psjax.envs.base import EnvSpec, team_reward
+from psjax.fields import ConfigError
 from psjax.learners.qmix import AgentModel, with_last_action
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
+from psjax.registry import Method
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout, init_bank
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Scheme, static_update
 
 MODES = {"bdps": "both", "bdps_role": "role", "bdps_team": "team"}
 RECURRENT = ("role_h", "group_h", "torso_h")  # the agent networks' GRU states in the rollout state
-LEARNERS = ("qmix", "vdn")  # a team value to mix; IQL has none
 
 
 def bank_names(alg: str) -> tuple[str, ...]:
@@ -79,38 +81,26 @@ def bank_names(alg: str) -> tuple[str, ...]:
     return {"both": ("role", "group"), "role": ("role",), "team": ("group",)}[mode]
 
 
-def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+                bank_names: tuple[str, ...]) -> Scheme:
     """BDPS's sharing lives in the agent model (roles / groups in the rollout state); the scheme is static."""
-    del cfg, hidden, num_masked_layers
+    del cfg, hidden, num_masked_layers, bank_names
     zero = jnp.zeros(spec.num_agents, jnp.int32)
-
-    def update(sharing, learner_state, traj, key, step):
-        del traj, key, step
-        return sharing, learner_state, {}
-
-    return Scheme(SlotLayout(1, "shared", False), lambda key: SharingState(zero, ()), update)
+    return Scheme(SlotLayout(1, "shared", False), lambda key: SharingState(zero, ()), static_update)
 
 
 def episode_limit(cfg: TrainConfig) -> int:
     """The env's episode step limit (``env.time_limit`` or the env's default)."""
     if cfg.env.time_limit > 0:
         return cfg.env.time_limit
-    from psjax.envs import make_env
-
-    return make_env(cfg.env, cfg.alg).spec.max_steps
+    return make_env(cfg.env).spec.max_steps
 
 
 def check_bdps_config(cfg: TrainConfig) -> None:
-    """n >= k >= m >= 2, T_U and T_V shorter than an episode, a mixing learner; else ConfigError."""
-    from psjax.envs import num_agents
-
+    """n >= k >= m >= 2, T_U and T_V shorter than an episode; else ConfigError (the learner, one with a team
+    value to mix, is the records' ``needs``)."""
     sc = cfg.sharing
     mode = MODES[cfg.alg]
-    if cfg.learner_name not in LEARNERS:
-        raise ConfigError(
-            f"alg={cfg.alg} needs a team value to mix; learner={cfg.learner_name!r} is not allowed; "
-            f"allowed: {', '.join(LEARNERS)}"
-        )
     n = num_agents(cfg.env)
     k, m = sc.bdps_roles, sc.bdps_groups
     if n < 2:
@@ -224,8 +214,8 @@ def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None,
     return y, valid
 
 
-def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentModel:
-    del scheme  # roles and groups are the model's own
+def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
+    """BDPS's agent model for the QMIX / VDN learner (roles and groups are the model's own, not the scheme's)."""
     sc, qc = cfg.sharing, cfg.q
     mode = MODES[cfg.alg]
     use_roles, use_groups = mode != "team", mode != "role"
@@ -520,55 +510,42 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentMo
     return AgentModel(init, init_hidden, act, stored, unroll, extra_loss, rollout_metrics, names)
 
 
-def greedy_rollout(cfg: TrainConfig, runner: Any, key: chex.PRNGKey, num_envs: int = 1):
+def greedy_rollout(program: Any, runner: Any, key: chex.PRNGKey, num_envs: int = 1):
     """``max_steps`` steps of ``runner`` (one seed's Runner) acting greedily (roles still drawn) in ``num_envs``
-    fresh envs: the Transition ``[T, E, ...]`` (every env's first episode lies inside it)."""
-    from psjax.train import _rollout, make_parts
-
-    parts = make_parts(cfg)
-
-    @jax.jit
-    def roll(runner, key):
-        k_reset, k_roll = jax.random.split(key)
-        env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
-        _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts,
-                                parts.learner.init_hidden(num_envs), k_roll, runner.env_steps,
-                                parts.env.spec.max_steps, greedy=True)
-        return traj
-
+    fresh envs (``psjax.train.Program.episode``): the Transition ``[T, E, ...]`` (every env's first episode
+    lies inside it)."""
+    roll = jax.jit(lambda r, k: program.episode(r, k, num_envs, True)[0])
     return roll(runner, key)
 
 
-def greedy_episode(cfg: TrainConfig, runner: Any, key: chex.PRNGKey) -> dict:
+def greedy_episode(program: Any, runner: Any, key: chex.PRNGKey) -> dict:
     """Roles and groups of every agent over one greedy episode of ``runner`` (one seed's Runner).
 
     Returns numpy arrays ``role [L, N]`` (and ``group [L, N]``), L = the episode's length.
     """
     import numpy as np
 
-    traj = jax.device_get(greedy_rollout(cfg, runner, key))
+    traj = jax.device_get(greedy_rollout(program, runner, key))
     done = np.asarray(traj.done[:, 0])
     length = int(np.argmax(done)) + 1 if done.any() else len(done)
     return {name: np.asarray(traj.extras[name][:length, 0]) for name in ("role", "group") if name in traj.extras}
 
 
-def greedy_metrics(cfg: TrainConfig, runner: Any, key: chex.PRNGKey, num_envs: int = 32) -> dict:
+def greedy_metrics(cfg: TrainConfig, program: Any, runner: Any, key: chex.PRNGKey, num_envs: int = 32) -> dict:
     """The model's rollout metrics (``bdps_roles_distinct``, ``bdps_adv_nonzero``, change rates) over greedy
-    episodes of ``runner`` (one seed's Runner) in ``num_envs`` fresh envs: floats / numpy arrays."""
+    episodes of ``runner`` (one seed's Runner, ``program``'s) in ``num_envs`` fresh envs: numpy arrays."""
     import numpy as np
 
-    from psjax.train import make_parts
-
-    parts = make_parts(cfg)
-    model = make_agent_model(cfg, parts.env.spec, parts.scheme)
-    metrics = jax.jit(model.rollout_metrics)(greedy_rollout(cfg, runner, key, num_envs))
+    model = make_agent_model(cfg, program.spec)
+    metrics = jax.jit(model.rollout_metrics)(greedy_rollout(program, runner, key, num_envs))
     return {name: np.asarray(value) for name, value in metrics.items()}
 
 
-def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_index: int = 0) -> pathlib.Path | None:
+def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, program: Any,
+               seed_index: int = 0) -> pathlib.Path | None:
     """``roles.png``: role (and group) of every agent at every step of one greedy episode of the first seed
-    (greedy actions; roles drawn as in training)."""
-    if cfg.alg not in BDPS_METHODS:
+    (greedy actions; roles drawn as in training). None without a program that plays episodes."""
+    if getattr(program, "episode", None) is None:
         return None
     import matplotlib
 
@@ -576,7 +553,7 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_
     import matplotlib.pyplot as plt
 
     one = jax.tree.map(lambda x: x[seed_index], runner)
-    data = greedy_episode(cfg, one, jax.random.PRNGKey(cfg.seed))
+    data = greedy_episode(program, one, jax.random.PRNGKey(cfg.seed))
     spec_agents = data["role"].shape[1]
     fig, axes = plt.subplots(len(data), 1, figsize=(8, 1.0 + 0.4 * spec_agents * len(data)), squeeze=False)
     for ax, (name, values) in zip(axes[:, 0], data.items()):
@@ -591,3 +568,15 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, seed_
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+METHODS = tuple(  # registered by psjax.catalog
+    Method(name, doc, make_scheme, needs=("team_value",), check=check_bdps_config, agent_model=make_agent_model,
+           pictures=(plot_roles,))
+    for name, doc in (
+        ("bdps", "bi-level dynamic sharing: k role and m group networks, chosen by a GRU-VAE and a GAT group "
+                 "selector (BDPS)"),
+        ("bdps_role", "BDPS's individual level only: role networks chosen by the GRU-VAE"),
+        ("bdps_team", "BDPS's team level only: group networks chosen by the group selector"),
+    )
+)

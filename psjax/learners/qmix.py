@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
 from psjax.nets.agents import RecurrentQNet
 from psjax.nets.mixers import QMixer, VDNMixer
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
 from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition

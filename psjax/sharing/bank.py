@@ -29,6 +29,7 @@ class SharingState(NamedTuple):
     slots: chex.Array  # int32[N] slot of each agent
     masks: tuple  # one float32[N, H] per maskable layer (empty when not masked)
     extra: Any = ()  # method-specific state (VAE parameters, counters, reward buffers, ...)
+    distance: Any = ()  # the MAPD distance rounds' state (``psjax.sharing.mapd.with_distance``); () = none
 
 
 def init_bank(init_fn: Callable[[chex.PRNGKey], Any], key: chex.PRNGKey, num_slots: int) -> Any:

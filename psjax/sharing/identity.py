@@ -29,13 +29,17 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import ConfigError, TrainConfig
+from psjax.envs import num_agents
 from psjax.envs.base import EnvSpec
+from psjax.fields import ConfigError
 from psjax.nets.vae import IdentityVAE, fit_minibatch_epochs, vae_loss
+from psjax.registry import Method
+from psjax.schema import TrainConfig
 from psjax.sharing import bank_ops
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.kmeans import KMeansResult, kmeans, select_k
 from psjax.sharing.methods import Scheme
+from psjax.sharing.report import sharing_picture
 from psjax.types import Transition
 
 MAX_PAIR_AGENTS = 8  # per-agent-pair overlap columns are logged up to this many agents
@@ -259,9 +263,7 @@ def _metrics(sharing: SharingState, masked: bool) -> dict:
 
 
 def check_identity_config(cfg: TrainConfig) -> None:
-    """Config rules of SePS / AdaPS (called by ``config.validate``); raises ConfigError."""
-    from psjax.envs import num_agents
-
+    """Config rules of SePS / AdaPS (their records' ``check``); raises ConfigError."""
     n = num_agents(cfg.env)
     k = cfg.sharing.identity_clusters
     if not 1 <= k <= n:
@@ -344,7 +346,8 @@ def _make_identity_scheme(
         )
         return sharing._replace(extra=extra), learner_state
 
-    def update(sharing, learner_state, traj, key, step):
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del hidden0
         k_store, k_switch = jax.random.split(key)
         buffer = store_transitions(sharing.extra.buffer, traj, k_store, active=~sharing.extra.switched)
         due = ~sharing.extra.switched & (step >= sc.identity_pretrain_steps)
@@ -359,13 +362,12 @@ def _make_identity_scheme(
     return Scheme(layout, init, update, unmasked_banks=unmasked_banks)
 
 
-def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+              bank_names: tuple[str, ...]) -> Scheme:
     """SePS: K slots (``indexed``), all agents on slot 0 until the switch, then on their cluster's
-    slot; every slot starts as a copy of the pretrained slot 0."""
+    slot; every slot (of every bank in ``bank_names``) starts as a copy of the pretrained slot 0."""
     del hidden, num_masked_layers
-    from psjax.learners import bank_names
-
-    banks = bank_names(cfg)
+    banks = bank_names
     layout = SlotLayout(_max_clusters(cfg, spec.num_agents), "indexed", False)
 
     def apply_switch(sharing, learner_state, result, points, mapping):
@@ -376,10 +378,12 @@ def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
     return _make_identity_scheme(cfg, spec, layout, lambda: (), lambda key: (), apply_switch)
 
 
-def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+               bank_names: tuple[str, ...]) -> Scheme:
     """AdaPS: one shared network (``shared``, masked); masks all ones until the switch, then each
     agent's cluster's binary masks from the fixed random mapping network. No parameters added.
     The critic bank (A2C / PPO) is applied without masks unless ``sharing.adaps_mask_critic``."""
+    del bank_names
     sc = cfg.sharing
     n = spec.num_agents
     layout = SlotLayout(1, "shared", True)
@@ -397,3 +401,11 @@ def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
 
     unmasked = () if sc.adaps_mask_critic else ("critic",)
     return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch, unmasked)
+
+
+METHODS = (  # registered by psjax.catalog
+    Method("seps", "identity VAE + k-means after pretraining: each cluster gets its own network (SePS)", make_seps,
+           default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,)),
+    Method("adaps", "identity VAE + k-means after pretraining: one network, per-cluster unit masks (AdaPS)",
+           make_adaps, default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,)),
+)

@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec
-from psjax.learners import bank_names as learner_bank_names
+from psjax.registry import Method
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_banks, run_if
 from psjax.sharing.methods import AuxLoss, Scheme
@@ -223,12 +223,14 @@ def mask_metrics(params: dict, names: tuple[str, ...]) -> dict:
     return metrics
 
 
-def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
-    """The Kaleidoscope scheme: one shared slot (K = 1), thresholds in ``params["sharing"]``."""
+def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+                      bank_names: tuple[str, ...]) -> Scheme:
+    """The Kaleidoscope scheme: one shared slot (K = 1), thresholds in ``params["sharing"]`` for every bank of
+    ``bank_names``."""
     del hidden, num_masked_layers  # weight masks follow the banks' Dense kernels, not hidden units
     sc = cfg.sharing
     n = spec.num_agents
-    names = learner_bank_names(cfg)
+    names = bank_names
     total_steps = cfg.num_iterations * cfg.steps_per_iteration
     interval = sc.kal_reset_interval
     threshold_init = (sc.kal_threshold_scale, sc.kal_threshold_bias)
@@ -241,8 +243,8 @@ def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_l
         scale, window = rescale(window, main_loss, jax.lax.stop_gradient(div), sc.kal_div_coef)
         return scale * div, window, {"kal_div_loss": div, "kal_div_scale": scale}
 
-    def update(sharing, learner_state, traj, key, step):
-        del traj
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del traj, hidden0
         # at the iteration that crosses a multiple of the interval; never within the last interval
         # of training, where reset weights would get no training (as the reference)
         crossed = (step // max(interval, 1)) != ((step - cfg.steps_per_iteration) // max(interval, 1))
@@ -286,3 +288,9 @@ def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_l
         agent_params=agent_params,
         aux_loss=AuxLoss(lambda: init_window(sc.kal_window), aux_loss),
     )
+
+
+METHODS = (  # registered by psjax.catalog
+    Method("kaleidoscope", "one network, learned per-agent weight masks (thresholds) with a diversity loss and "
+           "periodic resets (Kaleidoscope)", make_kaleidoscope),
+)

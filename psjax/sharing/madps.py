@@ -30,7 +30,7 @@ that would leave the index unchanged is not a change. The first contradiction (`
 ``2 d_0 > eps2``) cannot occur because the config requires ``eps2 >= 2 eps1`` (triangle inequality).
 Fusion only re-points an index: nothing is averaged.
 
-Defaults (``psjax/config.py``; evidence in ``benchmarks/madps_init.py``): the reference's actor initialisation
+Defaults (``psjax/schema.py``; evidence in ``benchmarks/madps_init.py``): the reference's actor initialisation
 (``madps_init=reference``: every layer orthogonal gain 0.5 plus N(0, 0.2) noise) and its thresholds
 (eps0 / eps1 / eps2 = 0.25 / 0.5 / 1.0). The MAPD scale is the reference's: agents that learned different
 behaviour (the typed env's two types) measure 0.8-1.9 and agents of one type fall below 0.1 within 10-20k A2C
@@ -47,13 +47,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import ConfigError, TrainConfig
 from psjax.envs.base import EnvSpec
+from psjax.fields import ConfigError
+from psjax.registry import Method
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_banks
 from psjax.sharing.methods import Scheme
-
-LEARNERS = ("a2c", "ppo")
+from psjax.sharing.report import sharing_picture
 
 
 class MADPSExtra(NamedTuple):
@@ -81,12 +82,8 @@ def thresholds(cfg: TrainConfig) -> tuple[float, float, float]:
 
 
 def check_madps_config(cfg: TrainConfig) -> None:
-    """Config rules of MADPS (called by ``config.validate``); raises ConfigError."""
-    if cfg.learner_name not in LEARNERS:
-        raise ConfigError(
-            f"alg=madps splits an actor into front and back blocks; learner={cfg.learner_name!r} is not allowed; "
-            f"allowed: {', '.join(LEARNERS)}"
-        )
+    """Config rules of MADPS (its record's ``check``; the learner, an actor to split, is its ``needs``); raises
+    ConfigError."""
     eps0, eps1, eps2 = thresholds(cfg)
     if eps2 < 2.0 * eps1:
         raise ConfigError(
@@ -150,10 +147,8 @@ BACK = ("back_0", "back_out")
 
 
 def actor_options(cfg: TrainConfig) -> dict:
-    """Extra ``MLP`` fields of the A2C / PPO actor: MADPS asks for three hidden layers with named blocks and its
-    initialisation (``sharing.madps_init``); ``{}`` (the default actor) for every other method."""
-    if cfg.alg != "madps":
-        return {}
+    """Extra ``MLP`` fields MADPS asks of the A2C / PPO actor (``Scheme.actor_options``): three hidden layers
+    with named blocks and its initialisation (``sharing.madps_init``)."""
     return {"depth": len(FRONT) - 1 + len(BACK) - 1, "names": FRONT + BACK, "init_style": cfg.sharing.madps_init}
 
 
@@ -188,9 +183,10 @@ def distinct(slots: chex.Array) -> chex.Array:
     return (slots[None, :] == jnp.arange(n)[:, None]).any(-1).sum().astype(jnp.int32)
 
 
-def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
+def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+               bank_names: tuple[str, ...]) -> Scheme:
     """The MADPS scheme: N rows per bank (``indexed``), per-agent front / back slots."""
-    del hidden, num_masked_layers
+    del hidden, num_masked_layers, bank_names
     check_madps_config(cfg)
     n = spec.num_agents
     eps0, eps1, eps2 = thresholds(cfg)
@@ -225,8 +221,8 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
         extra = MADPSExtra(front, rounds, jnp.where(act, out.changed.sum(), 0).astype(jnp.int32))
         return sharing._replace(slots=back, extra=extra), learner_state
 
-    def update(sharing, learner_state, traj, key, step):
-        del traj, key, step
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del traj, key, step, hidden0
         extra = sharing.extra
         metrics = {
             "madps_front_slots": distinct(extra.front),
@@ -240,5 +236,12 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
 
     return Scheme(
         SlotLayout(n, "indexed", False), init, update, agent_params=agent_params,
-        restructure=apply_distance, distance_interval=interval,
+        restructure=apply_distance, distance_interval=interval, actor_options=actor_options(cfg),
     )
+
+
+METHODS = (  # registered by psjax.catalog
+    Method("madps", "actor split into front / back blocks with per-agent slots, fused and divided by the MAPD "
+           "policy distance (MADPS)", make_madps, default_learner="a2c", needs=("policy",), check=check_madps_config,
+           pictures=(sharing_picture,)),
+)

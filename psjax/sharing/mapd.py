@@ -28,8 +28,8 @@ and a 0-20% larger cross / same-type ratio (``benchmarks/madps_vae_pairs.py``). 
 policy on the same pooled batch. The reference reconstructs the masked action probabilities from the
 unmasked ones; psjax feeds and reconstructs the masked ones (identical where every action is available).
 
-Where the observations come from: feed-forward actors (A2C, PPO: ``BUFFER_LEARNERS``) can be evaluated on
-any stored observation, so the training loop keeps an ``ObsBuffer``, a ring of the last
+Where the observations come from: feed-forward actors (A2C, PPO) can be evaluated on any stored
+observation, so the distance wrapper (``with_distance``) keeps an ``ObsBuffer`` in the sharing state, a ring of the last
 ``mapd_buffer_size`` env steps (every agent's observation and available actions), filled every iteration
 with up to ``mapd_buffer_add`` steps drawn from the rollout; a round evaluates every policy on it. One
 A2C rollout (8 envs x 5 steps) alone gives 40 observations per agent (10 Adam steps on LBF); on fixed
@@ -37,6 +37,11 @@ policy pairs the distance came out the same with 512 observations (0.035 vs 0.03
 policies, 0.5 for opposite ones), so the buffer buys a steadier estimate over more states, not a
 different scale. Value learners (QMIX, VDN, IQL) unroll recurrent Q networks along the rollout, so
 they keep measuring on the round's rollout.
+
+Any scheme can take the rounds (``with_distance``, applied by ``psjax.train.make_parts``): every
+``sharing.mapd_interval`` iterations as a metric, or every ``Scheme.distance_interval`` iterations for a scheme
+with a ``restructure`` (MADPS), which receives the distance matrix. Their state (buffer, iteration count)
+lives in ``SharingState.distance``; the loop does not know about them.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import SharingConfig
+from psjax.envs.base import EnvSpec
 from psjax.nets.vae import PolicyVAE, fit_minibatch_epochs, vae_loss
+from psjax.schema import SharingConfig
+from psjax.sharing import bank_ops
+from psjax.sharing.methods import Scheme
 from psjax.types import Transition
 
 DISTANCES = ("wasserstein", "hellinger", "bhattacharyya")
-BUFFER_LEARNERS = ("a2c", "ppo")  # feed-forward actors: policies can be evaluated on stored observations
 
 
 # --------------------------------------------------------------------------- closed forms
@@ -294,3 +301,74 @@ def off_diagonal_mean(d: chex.Array) -> chex.Array:
     if n < 2:
         return jnp.zeros((), d.dtype)
     return (d * (1.0 - jnp.eye(n, dtype=d.dtype))).sum() / (n * (n - 1))
+
+
+# --------------------------------------------------------------------------- the distance rounds as a scheme wrapper
+
+
+class DistanceState(NamedTuple):
+    """The distance rounds' state in ``SharingState.distance`` (one seed)."""
+
+    buffer: Any  # ObsBuffer of recent observations (feed-forward actors), () = rounds measure on their rollout
+    iteration: chex.Array  # int32, iterations so far: a round ends every interval-th
+
+
+def measure(policy_logits: Callable, sc: SharingConfig, relabel: Callable | None, restructure: Callable | None,
+            learner_state, sharing, traj: Transition, hidden0, key: chex.PRNGKey, buffer=()):
+    """One MAPD round: every agent's policy (``Learner.policy_logits``) on the buffer (``buffer`` non-empty) or on
+    the rollout ``traj``, the distance matrix D ``[N, N]``, handed to ``restructure`` where there is one.
+
+    Returns ``(learner_state, sharing, (D, the VAE's last loss))``.
+    """
+    valid = None
+    if isinstance(buffer, ObsBuffer):
+        traj, valid = buffer_transition(buffer)
+    logits = policy_logits(learner_state, sharing, traj, hidden0, relabel)
+    d, losses = distance_round(key, logits, traj.obs, sc, valid)
+    if restructure is not None:
+        sharing, learner_state = restructure(sharing, learner_state, d, jax.random.fold_in(key, 1))
+    return learner_state, sharing, (d, losses[-1])
+
+
+def with_distance(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, sc: SharingConfig, interval: int,
+                  buffer_rows: int, id_codes=None) -> Scheme:
+    """``scheme`` plus a MAPD round at the end of every ``interval``-th iteration, before the scheme's own update.
+
+    ``buffer_rows > 0`` keeps that many recent env steps to measure on (feed-forward actors; filled with up to
+    ``sc.mapd_buffer_add`` steps per iteration), else a round measures on its iteration's rollout.
+    ``id_codes[N, K]``: the agent indication appended to observations (FuPS+id), so that agent i's policy is
+    the shared network fed i's code. Adds ``mapd_distance`` ``[N, N]`` (NaN between rounds),
+    ``mapd_distance_mean`` and ``mapd_vae_loss`` to the scheme's metrics.
+    """
+    n = spec.num_agents
+    relabel = id_relabel(id_codes) if id_codes is not None and id_codes.shape[1] else None
+
+    def init(key):
+        buffer = init_buffer(buffer_rows, n, spec.obs_dim, spec.num_actions) if buffer_rows > 0 else ()
+        return scheme.init(key)._replace(distance=DistanceState(buffer, jnp.int32(0)))
+
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        state = sharing.distance
+        buffer = state.buffer
+        if buffer_rows > 0:
+            buffer = buffer_add(buffer, traj.obs, traj.avail, jax.random.fold_in(key, 2), sc.mapd_buffer_add)
+        due = (state.iteration + 1) % interval == 0
+
+        # everything the round reads travels in the zero-or-one-trip loop's carry, so that XLA cannot hoist
+        # the policy evaluation out of it
+        def round_fn(operand, k):
+            learner_state, sharing, _, rollout, hidden0, buffer = operand
+            learner_state, sharing, out = measure(policy_logits, sc, relabel, scheme.restructure, learner_state,
+                                                  sharing, rollout, hidden0, k, buffer)
+            return learner_state, sharing, out, rollout, hidden0, buffer
+
+        nan = (jnp.full((n, n), jnp.nan, jnp.float32), jnp.full((), jnp.nan, jnp.float32))
+        rollout = () if buffer_rows > 0 else traj  # only what the round reads
+        learner_state, sharing, (d, vae_loss), _, _, _ = bank_ops.run_if(
+            due, round_fn, (learner_state, sharing, nan, rollout, hidden0, buffer), jax.random.fold_in(key, 1))
+        sharing = sharing._replace(distance=DistanceState(buffer, state.iteration + 1))
+        sharing, learner_state, metrics = scheme.update(sharing, learner_state, traj, key, step, hidden0)
+        distance = {"mapd_distance": d, "mapd_distance_mean": off_diagonal_mean(d), "mapd_vae_loss": vae_loss}
+        return sharing, learner_state, {**metrics, **distance}
+
+    return scheme._replace(init=init, update=update)

@@ -1,18 +1,18 @@
-"""Sharing methods as data: each is a slot layout, an initial SharingState and an
-update rule (identity for the static methods). See the table in docs/methods.md.
+"""Sharing schemes as data: each is a slot layout, an initial SharingState and an update rule (identity for
+the static methods), built by a method's registry record (``psjax.registry``). See the table in
+docs/methods.md.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
-import jax.numpy as jnp
 
-from psjax.config import METHODS, ConfigError, TrainConfig
+from psjax import registry
 from psjax.envs.base import EnvSpec
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 
 
@@ -21,8 +21,9 @@ class Scheme(NamedTuple):
 
     layout: SlotLayout
     init: Callable[[chex.PRNGKey], SharingState]
-    # update(sharing, learner_state, traj, key, step) -> (sharing, learner_state, metrics);
-    # ``traj`` is the iteration's Transition [T, E, ...], ``step`` the env steps so far (after it).
+    # update(sharing, learner_state, traj, key, step, hidden0) -> (sharing, learner_state, metrics);
+    # ``traj`` is the iteration's Transition [T, E, ...], ``step`` the env steps so far (after it), ``hidden0``
+    # the agents' recurrent state at the rollout's start.
     # Banks inside ``learner_state`` are edited through ``psjax.sharing.bank_ops``.
     update: Callable
     # Hooks for a sharing structure trained by the learner's gradient (Kaleidoscope). None = no such
@@ -38,13 +39,16 @@ class Scheme(NamedTuple):
     # aux_loss = AuxLoss(init, loss): a term added to the learner's loss at every gradient step.
     aux_loss: AuxLoss | None = None
     # restructure(sharing, learner_state, D[N, N], key) -> (sharing, learner_state): a method driven by the
-    # MAPD policy distance (MADPS); ``train.py`` runs a distance round every ``distance_interval`` iterations
+    # MAPD policy distance (MADPS); ``mapd.with_distance`` runs a round every ``distance_interval`` iterations
     # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
     restructure: Callable | None = None
     distance_interval: int = 0
     # Banks that ignore the agents' masks in a masked layout (AdaPS masks the policy, not the critic);
     # the learners reach this only through ``bank_layout``.
     unmasked_banks: tuple[str, ...] = ()
+    # Extra ``psjax.nets.agents.MLP`` fields the scheme asks of the A2C / PPO policy network (MADPS: three
+    # hidden layers with named front / back blocks); empty = the learner's default actor.
+    actor_options: dict | None = None
 
 
 class AuxLoss(NamedTuple):
@@ -109,58 +113,16 @@ def add_aux_loss(scheme: Scheme, params: dict, aux_state: Any, main_loss: chex.A
     return main_loss + term, aux_state, metrics
 
 
-def _static_update(sharing, learner_state, traj, key, step):
-    del traj, key, step
+def static_update(sharing, learner_state, traj, key, step, hidden0):
+    """The update of a method whose slots and masks never change."""
+    del traj, key, step, hidden0
     return sharing, learner_state, {}
 
 
-# Methods with their own module: alg -> "module:builder", builder(cfg, spec, hidden, num_masked_layers).
-# Imported lazily so that a method's dependencies load only when it is used.
-DYNAMIC_BUILDERS: dict[str, str] = {
-    "pps_a": "psjax.sharing.pps:make_pps",
-    "pps_rs": "psjax.sharing.pps:make_pps",
-    "pps_pp": "psjax.sharing.pps:make_pps",
-    "seps": "psjax.sharing.identity:make_seps",
-    "adaps": "psjax.sharing.identity:make_adaps",
-    "kaleidoscope": "psjax.sharing.kaleidoscope:make_kaleidoscope",
-    "bdps": "psjax.learners.bdps:make_scheme",  # roles / groups live in BDPS's agent model
-    "bdps_role": "psjax.learners.bdps:make_scheme",
-    "bdps_team": "psjax.learners.bdps:make_scheme",
-    "madps": "psjax.sharing.madps:make_madps",
-}
-
-
-def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
-    """Build the sharing scheme named by ``cfg.alg`` for the agents of ``spec``.
-
-    ``hidden`` and ``num_masked_layers`` describe the maskable layers of the agent network.
-    """
-    alg = cfg.alg
-    if alg in DYNAMIC_BUILDERS:
-        module, builder = DYNAMIC_BUILDERS[alg].split(":")
-        return getattr(importlib.import_module(module), builder)(cfg, spec, hidden, num_masked_layers)
-    num_agents = spec.num_agents
-    identity_slots = jnp.arange(num_agents, dtype=jnp.int32)
-    zero_slots = jnp.zeros(num_agents, jnp.int32)
-    if alg == "nops":
-        return Scheme(
-            SlotLayout(num_agents, "identity", False),
-            lambda key: SharingState(identity_slots, ()),
-            _static_update,
-        )
-    if alg in ("fups", "fups_id"):
-        return Scheme(
-            SlotLayout(1, "shared", False), lambda key: SharingState(zero_slots, ()), _static_update
-        )
-    if alg == "snp_ps":
-        keep = cfg.sharing.snp_keep_prob
-
-        def init(key):
-            keys = jax.random.split(key, num_masked_layers)
-            masks = tuple(
-                jax.random.bernoulli(k, keep, (num_agents, hidden)).astype(jnp.float32) for k in keys
-            )
-            return SharingState(zero_slots, masks)
-
-        return Scheme(SlotLayout(1, "shared", True), init, _static_update)
-    raise ConfigError(f"unknown method alg={alg!r}; allowed: {', '.join(METHODS)}")
+def make_scheme(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+                bank_names: tuple[str, ...] | None = None) -> Scheme:
+    """The scheme of the method ``cfg.alg`` names (its registry record's ``build_scheme``) for the agents of
+    ``spec``. ``hidden`` and ``num_masked_layers`` describe the maskable layers of the agent network;
+    ``bank_names`` are the learner's banks (default: those of the learner's own agent network)."""
+    names = cfg.learner_kind.banks if bank_names is None else tuple(bank_names)
+    return registry.get(cfg.alg).build_scheme(cfg, spec, hidden, num_masked_layers, names)

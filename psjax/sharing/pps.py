@@ -32,9 +32,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from psjax.config import TrainConfig
 from psjax.envs.base import EnvSpec
-from psjax.learners import bank_names as learner_bank_names
+from psjax.registry import Method
+from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_bank_tree, map_banks, run_if, weighted_mean_rows
 from psjax.sharing.methods import Scheme
@@ -212,14 +212,15 @@ def aggregate(
     return new
 
 
-def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int) -> Scheme:
-    """The PPS scheme named by ``cfg.alg`` (``pps_a``, ``pps_rs`` or ``pps_pp``)."""
+def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+             bank_names: tuple[str, ...]) -> Scheme:
+    """The PPS scheme named by ``cfg.alg`` (``pps_a``, ``pps_rs`` or ``pps_pp``) over the learner's banks."""
     del hidden, num_masked_layers
     alg, sc = cfg.alg, cfg.sharing
     if alg not in VARIANTS:
         raise ValueError(f"make_pps builds {VARIANTS}, not alg={alg!r}")
     n = spec.num_agents
-    names = learner_bank_names(cfg)
+    names = bank_names
     layers = shared_layers(alg, sc.pps_pp_boundary, sc.pps_pp_personal)
 
     def keep(path):
@@ -235,8 +236,8 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
                          jnp.zeros((num_envs, n), jnp.float32), jnp.int32(0))
         return SharingState(jnp.arange(n, dtype=jnp.int32), (), extra)
 
-    def update(sharing, learner_state, traj, key, step):
-        del step
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del step, hidden0
         extra = sharing.extra
         chex.assert_shape(traj.reward, (None, num_envs, n))
         if by_episode:
@@ -275,3 +276,14 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
         return sharing._replace(extra=PPSExtra(updates, rewards, running, episodes)), learner_state, metrics
 
     return Scheme(SlotLayout(n, "identity", False), init, update)
+
+
+# per-agent recurrent Q networks, averaged: the value learners' banks (the actor-critic ones are other networks)
+_NEEDS = ("value_based", "recurrent")
+METHODS = (  # registered by psjax.catalog
+    Method("pps_a", "per-agent networks, all layers averaged uniformly every pps_interval updates (A-PPS)", make_pps,
+           needs=_NEEDS),
+    Method("pps_rs", "per-agent networks averaged with reward-share weights (RS-PPS)", make_pps, needs=_NEEDS),
+    Method("pps_pp", "per-agent networks, only the shared side of a layer boundary averaged (PP-PPS)", make_pps,
+           needs=_NEEDS),
+)

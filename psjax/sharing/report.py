@@ -125,6 +125,12 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
     return path
 
 
+def sharing_picture(run_dir, cfg, runner, program) -> pathlib.Path | None:
+    """``plot_sharing`` as a method record's picture (``psjax.registry.Method.pictures``)."""
+    del cfg, runner, program
+    return plot_sharing(run_dir)
+
+
 _DISTANCE = re.compile(r"^mapd_distance\[(\d+),(\d+)\]$")
 
 

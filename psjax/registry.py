@@ -1,0 +1,99 @@
+"""The method registry: one ``Method`` record per parameter-sharing method, defined in that method's own
+module and registered there (``register``). Nothing outside a method's module names the method: the config
+validates ``alg`` against the registry, the loop builds whatever scheme and agent model the record gives,
+the runner draws the record's pictures.
+
+Adding a method is one new module that calls ``register(Method(...))`` plus its import line in
+``psjax.catalog`` (or, outside psjax, an import of your module before ``make_config``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from psjax.fields import ConfigError
+from psjax.schema import LEARNER_KINDS, TrainConfig
+
+# what each learner property means, for the error that names a method's unmet requirement
+TRAITS = {
+    "value_based": "per-agent recurrent Q networks (QMIX / VDN / IQL)",
+    "team_value": "a team value to mix (QMIX, VDN)",
+    "recurrent": "recurrent agent networks",
+    "policy": "a policy network and a critic (A2C / PPO)",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a parameter-sharing method is, as data."""
+
+    name: str  # the ``alg`` value
+    doc: str  # one line: what it shares and how (README's table, ``python -m psjax methods``)
+    # build_scheme(cfg, spec, hidden, num_masked_layers, bank_names) -> psjax.sharing.methods.Scheme:
+    # the slot layout, initial SharingState and update rule; ``bank_names`` are the learner's banks
+    build_scheme: Callable
+    default_learner: str = "qmix"
+    needs: tuple[str, ...] = ()  # learner properties (``LearnerKind`` fields) it requires, e.g. ("team_value",)
+    check: Callable[[TrainConfig], None] | None = None  # cross-field rules; raises ConfigError naming the value
+    agent_id: str = "none"  # the agent indication ``env.agent_id=auto`` appends (FuPS+id: onehot)
+    # agent_model(cfg, spec) -> psjax.learners.qmix.AgentModel replacing the value learner's default agent
+    # network (BDPS's role and group networks); None = the learner's own network
+    agent_model: Callable | None = None
+    # pictures drawn after training: draw(run_dir, cfg, runner, program) -> path or None (``psjax.run``); the
+    # metric-driven ones (sharing.png, distance.png) are listed by the methods whose metrics they read
+    pictures: tuple[Callable, ...] = ()
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to the registry (replacing one of the same name: re-imports and tests); returns it."""
+    if method.default_learner not in LEARNER_KINDS:
+        raise ConfigError(f"method {method.name!r}: default_learner={method.default_learner!r} is not a learner; "
+                          f"allowed: {', '.join(LEARNER_KINDS)}")
+    unknown = [t for t in method.needs if t not in TRAITS]
+    if unknown:
+        raise ConfigError(f"method {method.name!r}: needs={unknown} are not learner properties; "
+                          f"allowed: {', '.join(TRAITS)}")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    _METHODS.pop(name, None)
+
+
+def names() -> tuple[str, ...]:
+    """Registered method names, in registration order (``psjax.catalog``'s order for the built-in ones)."""
+    return tuple(_METHODS)
+
+
+def get(name: str) -> Method:
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method alg={name!r}; allowed: {', '.join(_METHODS)}")
+    return _METHODS[name]
+
+
+def allowed_learners(method: Method) -> tuple[str, ...]:
+    return tuple(name for name, kind in LEARNER_KINDS.items() if all(getattr(kind, t) for t in method.needs))
+
+
+def check_learner(method: Method, learner: str) -> None:
+    """ConfigError when ``learner`` lacks a property the method needs, naming the allowed learners."""
+    kind = LEARNER_KINDS[learner]
+    missing = [t for t in method.needs if not getattr(kind, t)]
+    if missing:
+        raise ConfigError(
+            f"alg={method.name} needs {' and '.join(TRAITS[t] for t in missing)}; learner={learner!r} is not "
+            f"allowed; allowed: {', '.join(allowed_learners(method))}"
+        )
+
+
+def describe(method: Method) -> dict[str, Any]:
+    """The record as plain data (names of its callables), for listings."""
+    return {"name": method.name, "doc": method.doc, "default_learner": method.default_learner,
+            "learners": allowed_learners(method), "agent_id": method.agent_id,
+            "agent_model": method.agent_model is not None,
+            "pictures": [getattr(p, "__name__", repr(p)) for p in method.pictures]}

@@ -1,0 +1,514 @@
+"""The configuration schema: frozen dataclasses, YAML presets and ``key=value`` overrides.
+
+Every field carries its documentation and, where it has one, its allowed range or choices
+(``psjax.fields``). This module knows the fields and the learners, not the methods: which
+methods exist, their default learners and their cross-field rules are the method registry's
+(``psjax.registry``), and ``psjax.config.make_config`` combines the two. Nothing here imports JAX.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import yaml
+
+from psjax.fields import ConfigError, check_rules
+from psjax.fields import doc_field as _f
+
+ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed", "bps", "crware")
+
+
+class LearnerKind(NamedTuple):
+    """What a learner can do: the properties a method's requirements are checked against."""
+
+    value_based: bool  # per-agent Q values, a replay buffer, epsilon-greedy acting (QMIX / VDN / IQL)
+    team_value: bool  # mixes the agents' values into one team value (QMIX, VDN)
+    recurrent: bool  # recurrent (GRU) agent networks
+    policy: bool  # a feed-forward policy network and a critic (A2C / PPO)
+    banks: tuple[str, ...]  # keys of the learner's params that are slot banks (for its default agent network)
+
+
+LEARNER_KINDS = {
+    "qmix": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
+    "vdn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
+    "iql": LearnerKind(value_based=True, team_value=False, recurrent=True, policy=False, banks=("agent",)),
+    "a2c": LearnerKind(value_based=False, team_value=False, recurrent=False, policy=True, banks=("actor", "critic")),
+    "ppo": LearnerKind(value_based=False, team_value=False, recurrent=False, policy=True, banks=("actor", "critic")),
+}
+LEARNERS = tuple(LEARNER_KINDS)
+VALUE_LEARNERS = tuple(name for name, kind in LEARNER_KINDS.items() if kind.value_based)
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+MADPS_DEFAULT_INTERVAL_STEPS = 20_000  # env steps between MADPS distance rounds when madps_interval = 0
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    name: str = _f("lbf", "environment", choices=ENVS)
+    map: str = _f("3m", "SMAX map name (any map jaxmarl registers)")
+    num_agents: int = _f(3, "MPE spread and typed: number of agents", min=1)
+    num_landmarks: int = _f(3, "MPE spread: number of landmarks", min=1)
+    scenario: str = _f("8x8-2p-2f-coop", "LBF scenario GRIDxGRID-Np-Mf[-coop]")
+    fov: int = _f(-1, "LBF field of view in cells; -1 = whole grid", min=-1)
+    time_limit: int = _f(0, "episode step limit; 0 = the environment's default", min=0)
+    agent_id: str = _f(
+        "auto", "agent indication appended to observations; auto = onehot for fups_id",
+        choices=("auto", "none", "onehot", "binary"),
+    )
+    matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty", "two_step"))
+    num_colours: int = _f(3, "BPS and C-RWARE: number of colours (agent types)", min=1)
+    agents_per_colour: str = _f("", "BPS and C-RWARE: agents of each colour, comma separated (e.g. 2,2,2,12,12); "
+                                "empty = num_agents split evenly over num_colours")
+    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c; crware: mini, tiny, small); "
+                      "overrides num_agents / num_colours / agents_per_colour; empty = use those fields")
+    lbf_grid_obs: bool = _f(False, "LBF: grid (image) observations, agents / food / access layers, channels last")
+    lbf_fixed_levels: bool = _f(False, "LBF: agent levels drawn once (from lbf_levels_seed) and kept across resets")
+    lbf_levels_seed: int = _f(0, "LBF: seed of the persistent agent levels", min=0)
+    image_indication: str = _f(
+        "none", "agent indication channels added to image observations (Terry et al. 4.2)",
+        choices=("none", "identity", "geometric", "binary", "inversion", "inversion_replacement"),
+    )
+
+
+@dataclass(frozen=True)
+class SharingConfig:
+    snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
+    identity_pretrain_steps: int = _f(
+        50_000, "SePS/AdaPS: env steps (per seed, summed over envs) of pretraining with the shared network; the "
+        "identity VAE, k-means and the switch to clusters run once, at the first iteration that reaches it "
+        "(default: a sixth of a 300k-step run)", min=0)
+    identity_clusters: int = _f(2, "SePS/AdaPS: number of clusters K (1..number of agents)")
+    identity_select_k: bool = _f(False, "SePS/AdaPS: choose K by the lowest Davies-Bouldin score over K = 2..N-1 "
+                                 "(slots for N-1 clusters are allocated; N <= 2 agents: K = N)")
+    identity_buffer_size: int = _f(4096, "SePS/AdaPS: (o, a, r, o') transitions kept per agent for the VAE, a "
+                                   "uniform (reservoir) sample of all pretraining transitions", min=1)
+    identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)
+    identity_hidden: int = _f(64, "SePS/AdaPS: identity VAE hidden width", min=1)
+    identity_epochs: int = _f(20, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
+                              "buffer / batch steps each)", min=1)
+    identity_batch_size: int = _f(128, "SePS/AdaPS: VAE minibatch size", min=1)
+    identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
+    identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
+    identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
+    identity_cluster_input: str = _f(
+        "auto", "SePS/AdaPS: the identity vectors k-means clusters; mean = the encoder means mu_i; sample = one "
+        "draw z_i = mu_i + sigma_i * eps per agent; auto = mean for SePS (its code), sample for AdaPS (its paper, "
+        "section 4.1: 'the identity vector (sampled from output of encoder)')", choices=("auto", "mean", "sample"))
+    adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
+                                min=0.0, max=1.0)
+    adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
+    adaps_mask_critic: bool = _f(False, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
+                                 "too; False = the policy network only, the paper's f(.; phi * M_k)")
+    adaps_mapping_scale: float = _f(
+        3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
+        "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)
+    pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
+                           min=1)
+    pps_window: int = _f(96, "PPS: reward buffer length W, in pps_window_unit (paper: 96, 'the same length as the "
+                         "batch size' of 96 episodes)", min=1)
+    pps_window_unit: str = _f(
+        "episodes", "PPS: unit of the reward buffer; episodes = R_i is agent i's reward summed over the last W "
+        "completed episodes of all parallel envs (the paper's reading); steps = summed over the last W rollout steps, "
+        "each step's reward averaged over the envs", choices=("episodes", "steps"))
+    pps_rs_weights: str = _f(
+        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after shifting by min(0, min R) "
+        "(the paper's formula; uniform when all are 0); softmax = softmax(R_i / pps_rs_temperature) (released code)",
+        choices=("ratio", "softmax"))
+    pps_rs_temperature: float = _f(1.0, "RS-PPS: softmax temperature (pps_rs_weights=softmax)", min=1e-6)
+    pps_pp_boundary: int = _f(2, "PP-PPS: agent-network layers (Dense, GRU, Dense) before the personal/shared "
+                              "boundary", min=1, max=2)
+    pps_pp_personal: str = _f(
+        "front", "PP-PPS: side of the boundary kept per agent; front = feature layers personal, later layers shared "
+        "(paper); back = the released code's direction", choices=("front", "back"))
+    pps_pp_weights: str = _f("reward", "PP-PPS: weights of the shared part; reward = the RS-PPS weights (paper, "
+                             "sections 4.3 and 5); uniform = the released code's plain average",
+                             choices=("uniform", "reward"))
+    pps_target: str = _f(
+        "keep", "PPS: target network at aggregation; keep (released code), aggregate (its rows averaged the same "
+        "way) or copy (set to the aggregated online rows)", choices=("keep", "aggregate", "copy"))
+    pps_moments: bool = _f(False, "PPS: average the Adam moments of aggregated rows too (False: each agent keeps its "
+                           "own, as the released code's per-agent optimisers)")
+    kal_div_coef: float = _f(0.5, "Kaleidoscope: diversity-loss weight relative to the main loss (paper: MPE 0.5, "
+                             "SMACv2 5.0)", min=0.0)
+    kal_reset_interval: int = _f(200_000, "Kaleidoscope: env steps between resets of weights every agent masks out "
+                                 "(paper: MPE 200k, SMACv2 1M); 0 = never", min=0)
+    kal_reset_ratio: float = _f(0.1, "Kaleidoscope: probability that such a weight is reset (paper: MPE 0.1, "
+                                "SMACv2 0.2)", min=0.0, max=1.0)
+    kal_window: int = _f(100, "Kaleidoscope: gradient steps in the running means that rescale the diversity loss",
+                         min=1)
+    kal_threshold_scale: float = _f(5.0, "Kaleidoscope: thresholds start (and restart) at -(scale * U + bias), "
+                                    "U ~ Uniform(0, 1)", min=0.0)
+    kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
+                                   "initial shrink of a weight")
+    mapd_interval: int = _f(0, "MAPD policy distance as a metric: training iterations between distance rounds "
+                            "(logged as mapd_distance[i,j], NaN between rounds); 0 = off. MADPS runs its rounds every "
+                            "madps_interval instead", min=0)
+    mapd_distance: str = _f("wasserstein", "MAPD: distance between the latent Gaussians",
+                            choices=("wasserstein", "hellinger", "bhattacharyya"))
+    mapd_pool_size: int = _f(1024, "MAPD: observations drawn (without replacement, valid ones first) from the "
+                             "observation buffer (A2C / PPO) or the round's rollout (value learners), pooled over "
+                             "agents; every agent's policy is evaluated on all of them", min=1)
+    mapd_buffer_size: int = _f(512, "MAPD with A2C / PPO: env steps (each with every agent's observation) kept in a "
+                               "ring buffer that the distance rounds measure on; value learners (recurrent Q "
+                               "networks) measure on the round's rollout instead", min=1)
+    mapd_buffer_add: int = _f(40, "MAPD with A2C / PPO: env steps of each iteration's rollout written to the buffer "
+                              "(drawn uniformly; all of them when the rollout has no more)", min=1)
+    mapd_latent: int = _f(10, "MAPD: conditional VAE latent size", min=1)
+    mapd_hidden: int = _f(32, "MAPD: conditional VAE hidden width", min=1)
+    mapd_epochs: int = _f(10, "MAPD: VAE epochs per round over the pooled (policy, observation) pairs (a fresh "
+                          "VAE every round)", min=1)
+    mapd_batch_size: int = _f(128, "MAPD: VAE minibatch size", min=1)
+    mapd_lr: float = _f(3e-4, "MAPD: VAE Adam learning rate", min=0.0)
+    mapd_kl_coef: float = _f(0.01, "MAPD: weight of the KL term of the VAE loss", min=0.0)
+    mapd_vae_pairs: str = _f(
+        "own", "MAPD: the VAE's training pairs; own = each agent's policy on its own observations (the reference); "
+        "pooled = every agent's policy on every pooled observation (the pairs it then encodes: on the typed env "
+        "1.3-1.5x larger cross-type distances, a 0-20% cleaner same / cross-type separation; "
+        "benchmarks/madps_vae_pairs.py). The distances use the pooled batch either way", choices=("own", "pooled"))
+    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the iteration count "
+                             "nearest 20k env steps (500 with A2C's 8 envs x 5 steps, 10 with PPO's 16 x 128): "
+                             "10 rounds in a 200k-step run whatever the learner's rollout size", min=0)
+    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring; earlier rounds only "
+                          "measure and log the distances; -1 = twice madps_interval (the second round: 40k env "
+                          "steps by default). Early distances measure the initialisation more than learning: "
+                          "reference init 0.15-0.6 at 1-2k steps on LBF / spread / typed, settling by 10-20k "
+                          "(benchmarks/madps_init.py)", min=-1)
+    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
+                                     "fronts. An absolute Wasserstein distance; the reference code's 0.5 (the seed "
+                                     "tunes it per task: 1.0 on spread, 0.5 on SMAC). Measured (A2C, "
+                                     "benchmarks/madps_init.py): on the typed env agents of different types reach "
+                                     "0.8-1.9 by 10k steps and same-type agents fall below 0.1 under either "
+                                     "madps_init, so eps0 / eps1 / eps2 = 0.25 / 0.5 / 1.0 find the two types; LBF "
+                                     "coop and 3-agent spread (homogeneous) stay at 0.005-0.38, so their backs fuse",
+                                     min=0.0)
+    madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
+                                       "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
+    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
+                                     "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
+    madps_init: str = _f("reference", "MADPS: actor initialisation; reference = the reference code's default "
+                         "(initial_as_the_same=False): every layer orthogonal with gain 0.5 plus N(0, 0.2) noise on "
+                         "weights and biases, so every agent starts with its own non-uniform policy (first MAPD "
+                         "distances 0.15-0.6); psjax = psjax's other actors: hidden layers orthogonal sqrt(2), "
+                         "output layer orthogonal 0.01 (near-uniform, near-identical policies: 0.006-0.04)",
+                         choices=("psjax", "reference"))
+    bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
+    bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
+    bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
+                               "(paper: 5, 7, 8, 10 or 14)", min=1)
+    bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
+    bdps_shared_torso: bool = _f(False, "BDPS: one Dense -> GRU torso shared by the role and group networks, with "
+                                 "per-role / per-group output heads (the group heads also read h_U); a deviation "
+                                 "from the paper's k + m full recurrent networks, about FuPS's agent compute")
+    bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
+    bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
+                              min=1)
+    bdps_embed: int = _f(64, "BDPS: group selector's role-embedding MLP width", min=1)
+    bdps_gat_out: int = _f(128, "BDPS: GAT output width, split over its k heads (paper: 128)", min=1)
+    bdps_selector_hidden: int = _f(64, "BDPS: group selector GRU state (paper: 64)", min=1)
+    bdps_vae_coef: float = _f(1.0, "BDPS: weight of the GRU-VAE loss in the summed loss (one optimiser)", min=0.0)
+    bdps_selector_coef: float = _f(1.0, "BDPS: weight of the group selector's TD loss in the summed loss", min=0.0)
+    bdps_advantage: str = _f("taken", "BDPS: the advantage the role selector reads: taken = max_a Q - Q(a_t) (the "
+                             "paper; exactly 0 on greedy steps), mean = max_a Q - mean Q over the available actions "
+                             "(non-zero under greedy acting)", choices=("taken", "mean"))
+
+
+@dataclass(frozen=True)
+class QConfig:
+    num_envs: int = _f(16, "parallel environments", min=1)
+    rollout_len: int = _f(128, "env steps per rollout and per stored sequence", min=1)
+    hidden: int = _f(64, "agent network width (Dense -> GRU -> Dense)", min=1)
+    lr: float = _f(5e-4, "Adam learning rate", min=0.0)
+    lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
+    gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
+    buffer_size: int = _f(2048, "replay capacity in stored sequences", min=1)
+    batch_size: int = _f(32, "sequences per gradient step", min=1)
+    updates_per_rollout: int = _f(4, "gradient steps after each rollout", min=1)
+    learning_starts: int = _f(10_000, "env steps collected before the first update", min=0)
+    eps_start: float = _f(1.0, "initial epsilon", min=0.0, max=1.0)
+    eps_end: float = _f(0.05, "final epsilon", min=0.0, max=1.0)
+    eps_decay_steps: int = _f(50_000, "env steps of linear epsilon decay", min=1)
+    target_update_interval: int = _f(200, "gradient steps between hard target updates (target_tau = 0)", min=1)
+    target_tau: float = _f(0.0, "soft (Polyak) target updates: target <- tau * online + (1 - tau) * target after "
+                           "every gradient step; 0 = hard copies every target_update_interval steps", min=0.0, max=1.0)
+    double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
+    td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
+    stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")
+    last_action: bool = _f(False, "recurrent agents also read the one-hot of their previous action (zeros at an "
+                           "episode's start): pymarl's obs_last_action, BDPS's Q_U(tau, a_{t-1})")
+    max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
+    mixer_embed: int = _f(32, "QMIX mixing-network width", min=1)
+    hypernet_hidden: int = _f(64, "QMIX hypernetwork hidden width", min=1)
+    mixer_init_scale: float = _f(
+        1e-3, "variance scale of the hypernetworks' output layers at init; small = near-zero mixing weights at "
+        "the start, which stops QMIX's overestimation spiral (1.0 diverged on SMAX 3m and MPE spread)", min=0.0)
+
+
+@dataclass(frozen=True)
+class ACConfig:
+    num_envs: int = _f(8, "parallel environments", min=1)
+    rollout_len: int = _f(5, "env steps per rollout (A2C: the n of n-step returns)", min=1)
+    hidden: int = _f(64, "actor / critic MLP width (two hidden layers; MADPS's actor three: front 2 + back 1)", min=1)
+    lr: float = _f(3e-4, "Adam learning rate", min=0.0)
+    adam_eps: float = _f(1e-5, "Adam epsilon", min=0.0)
+    lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
+    gamma: float = _f(0.99, "discount", min=0.0, max=1.0)
+    gae_lambda: float = _f(1.0, "GAE lambda; 1.0 = plain n-step returns", min=0.0, max=1.0)
+    ent_coef: float = _f(0.01, "entropy bonus", min=0.0)
+    vf_coef: float = _f(
+        0.5, "value-loss weight c in loss = policy + c * mean (V - R)^2 - ent_coef * entropy (no extra 1/2; means "
+        "over time, envs and agents). A2C default 0.5 = the SePS code's value_loss_coef (ac.py: "
+        "0.5 * (R - V)^2, its terms summed over agents where psjax averages them, the same ratio of value to "
+        "policy and entropy terms); the PPO preset sets 0.25 = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean",
+        min=0.0)
+    max_grad_norm: float = _f(0.5, "global gradient-norm clip", min=0.0)
+    clip_eps: float = _f(0.2, "PPO ratio clip", min=0.0)
+    epochs: int = _f(1, "passes over each rollout (PPO > 1)", min=1)
+    num_minibatches: int = _f(1, "minibatches per pass (PPO)", min=1)
+    normalize_adv: bool = _f(False, "standardise advantages per minibatch")
+    central_critic: bool = _f(False, "critic on the global state + agent id (MAPPO) instead of local obs")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"doc": "environment"})
+    alg: str = _f("fups", "parameter-sharing method: any name in the method registry (`python -m psjax fields` "
+                  "lists them; psjax.registry)")
+    learner: str = _f("", "learner; empty = the method's default (make_config writes it in)",
+                      choices=("",) + LEARNERS)
+    sharing: SharingConfig = field(default_factory=SharingConfig, metadata={"doc": "method options"})
+    q: QConfig = field(default_factory=QConfig, metadata={"doc": "QMIX / VDN / IQL options"})
+    ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})
+    seed: int = _f(0, "first seed; seeds are seed .. seed+seeds-1", min=0)
+    seeds: int = _f(1, "seeds trained together (vmapped)", min=1)
+    steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
+    eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
+    eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
+                        min=1)
+    eval_policy: str = _f(
+        "auto", "policy the evaluations act with: greedy = argmax of the Q values or policy logits; sample = the "
+        "training policy (A2C / PPO: actions drawn from pi; QMIX / VDN / IQL: epsilon-greedy at the current "
+        "epsilon, learner.act(greedy=False)); both = both in one run from the same keys, the learner's default "
+        "first; auto = sample for a2c / ppo (EPyMARL's soft policies; the SePS, AdaPS and MADPS papers report the "
+        "stochastic policy), greedy for qmix / vdn / iql (pymarl's test mode). The first policy of "
+        "eval_policies is reported as eval_return / eval_won / eval_length, every policy also as "
+        "eval_<policy>_return etc.", choices=("auto", "greedy", "sample", "both"))
+    checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
+    out_dir: str = _f("runs", "parent folder of run folders")
+    run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
+    progress: bool = _f(True, "show a progress bar")
+
+    @property
+    def learner_name(self) -> str:
+        """The learner; a config built by ``make_config`` always names it (the method's default filled in)."""
+        if not self.learner:
+            raise ConfigError(f"learner is empty: build the config with psjax.config.make_config (alg={self.alg!r})")
+        return self.learner
+
+    @property
+    def learner_kind(self) -> LearnerKind:
+        return LEARNER_KINDS[self.learner_name]
+
+    @property
+    def is_value_based(self) -> bool:
+        return self.learner_kind.value_based
+
+    @property
+    def learner_cfg(self) -> QConfig | ACConfig:
+        return self.q if self.is_value_based else self.ac
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.learner_cfg.num_envs * self.learner_cfg.rollout_len
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, math.ceil(self.steps / self.steps_per_iteration))
+
+    @property
+    def madps_schedule(self) -> tuple[int, int]:
+        """MADPS's (interval, start) in training iterations, the automatic defaults resolved."""
+        interval = self.sharing.madps_interval or max(1, round(MADPS_DEFAULT_INTERVAL_STEPS / self.steps_per_iteration))
+        start = self.sharing.madps_start if self.sharing.madps_start >= 0 else 2 * interval
+        return interval, start
+
+    @property
+    def eval_policies(self) -> tuple[str, ...]:
+        """The policies each evaluation runs (``greedy`` / ``sample``), the primary one first."""
+        default = "greedy" if self.is_value_based else "sample"
+        other = "sample" if default == "greedy" else "greedy"
+        return {"auto": (default,), "both": (default, other)}.get(self.eval_policy, (self.eval_policy,))
+
+
+# Learner-specific defaults layered under the user's overrides.
+LEARNER_PRESETS: dict[str, dict[str, Any]] = {
+    "ppo": {"ac.num_envs": 16, "ac.rollout_len": 128, "ac.gae_lambda": 0.95, "ac.epochs": 4,
+            "ac.num_minibatches": 4, "ac.normalize_adv": True, "ac.lr": 5e-4,
+            "ac.vf_coef": 0.25},  # = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean squared error (ACConfig.vf_coef)
+}
+
+# Short names accepted on the command line.
+ALIASES = {"env": "env.name", "map": "env.map", "scenario": "env.scenario", "method": "alg"}
+
+_SECTIONS = ("env", "sharing", "q", "ac")
+
+
+def field_docs(cls=TrainConfig, prefix: str = "") -> dict[str, str]:
+    """Flat ``dotted.name -> doc`` for every leaf field."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            out.update(field_docs(f.default_factory, prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = f.metadata.get("doc", "")
+    return out
+
+
+def _leaf_fields(cls, prefix=""):
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            yield from _leaf_fields(sub, prefix + f.name + ".")
+        else:
+            yield prefix + f.name, f
+
+
+_LEAVES = dict(_leaf_fields(TrainConfig))
+
+
+def _resolve_key(key: str, learner: str) -> str:
+    """Map a user key (``lr``, ``q.lr``, ``map``) to its dotted field path."""
+    key = ALIASES.get(key, key)
+    if key in _LEAVES:
+        return key
+    section = "q" if learner in VALUE_LEARNERS else "ac"
+    for prefix in (section + ".", "env.", "sharing."):
+        if prefix + key in _LEAVES:
+            return prefix + key
+    raise ConfigError(
+        f"unknown config field {key!r}; allowed: {', '.join(sorted(set(ALIASES) | set(_LEAVES)))}"
+    )
+
+
+def _coerce(path: str, value: Any) -> Any:
+    """Convert a CLI / YAML value to the field's type, or raise a ConfigError naming it."""
+    f = _LEAVES[path]
+    by_name = {"int": int, "float": float, "bool": bool, "str": str}
+    typ = f.type if isinstance(f.type, type) else by_name[f.type]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).lower()
+            if s in ("1", "true", "yes", "on"):
+                return True
+            if s in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            as_float = float(value)  # accepts 2e6
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}={value!r} is not a valid {typ.__name__}") from None
+
+
+def _set(cfg: TrainConfig, path: str, value: Any) -> TrainConfig:
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(cfg, **{head: value})
+    return dataclasses.replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """Flat overrides from ``configs/NAME.yaml`` (nested YAML mappings become dotted keys)."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.exists():
+        allowed = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(allowed)}")
+
+    def flatten(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flatten(v, prefix + k + ".")
+            else:
+                yield prefix + k, v
+
+    return dict(flatten(yaml.safe_load(path.read_text()) or {}))
+
+
+def build(overrides: dict[str, Any], learner: str) -> TrainConfig:
+    """A TrainConfig from flat ``key -> value`` overrides for ``learner`` (its preset layered under them), every
+    field coerced to its type and checked against its rules; no method knowledge (``psjax.config`` adds it)."""
+    if learner not in LEARNERS:
+        raise ConfigError(f"unknown learner {learner!r}; allowed: {', '.join(LEARNERS)}")
+    cfg = TrainConfig()
+    for layer in (LEARNER_PRESETS.get(learner, {}), {**overrides, "learner": learner}):
+        for key, value in layer.items():
+            path = _resolve_key(key, learner)
+            cfg = _set(cfg, path, _coerce(path, value))
+    check_fields(cfg)
+    return cfg
+
+
+def precheck(overrides: dict[str, Any]) -> None:
+    """Every key names a field and every value has its field's type and range, checked without the method
+    registry (and so without JAX): the command line's first check. A bare learner key (``lr``) is read in
+    the section of the learner given, else of any learner that has it."""
+    learner = str(overrides.get("learner", ""))
+    candidates = [learner] if learner in LEARNERS else list(LEARNERS)
+    for key, value in overrides.items():
+        if key in ("alg", "method", "learner"):
+            continue
+        paths = {}  # ordered: the value learners' section first, as for the default method
+        for name in candidates:
+            try:
+                paths[_resolve_key(key, name)] = None
+            except ConfigError:
+                pass
+        if not paths:
+            _resolve_key(key, candidates[0])  # raises the error that names the key and the allowed ones
+        for path in paths:
+            check_rules(path, _coerce(path, value), _LEAVES[path].metadata)
+
+
+def check_fields(cfg: TrainConfig) -> None:
+    """Ranges, choices and the cross-field rules every method shares; ConfigError naming the bad value."""
+    for path, f in _LEAVES.items():
+        value = cfg
+        for part in path.split("."):
+            value = getattr(value, part)
+        check_rules(path, value, f.metadata)
+    q = cfg.q
+    if cfg.is_value_based and q.batch_size > q.buffer_size:
+        raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
+    ac = cfg.ac
+    if not cfg.is_value_based and (ac.num_envs * ac.rollout_len) % ac.num_minibatches:
+        raise ConfigError(
+            f"ac.num_minibatches={ac.num_minibatches} must divide num_envs*rollout_len="
+            f"{ac.num_envs * ac.rollout_len}"
+        )
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def field_info() -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """``(dotted.name, default, doc, rules)`` for every leaf field, in declaration order.
+
+    ``rules`` holds the field's ``min`` / ``max`` / ``choices`` where it has them. Defaults are
+    the dataclass defaults; a learner preset (``LEARNER_PRESETS``) may change some for its learner.
+    """
+    out = []
+    for path, f in _LEAVES.items():
+        rules = {k: v for k, v in f.metadata.items() if k in ("min", "max", "choices")}
+        out.append((path, f.default, f.metadata.get("doc", ""), rules))
+    return out
