@@ -33,7 +33,11 @@ def worker(tree: str) -> None:
         req = json.loads(line)
         if req["cmd"] == "prepare":
             overrides = throughput.config_overrides(*req["config"].split(":"), req["overrides"])
-            prep = throughput.prepare(overrides, None, req["chunk_steps"], 1, 1)
+            try:
+                prep = throughput.prepare(overrides, None, req["chunk_steps"], 1, 1)
+            except Exception as e:  # a config this checkout refuses: reported, the others go on
+                print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+                continue
             prepared[req["config"]] = prep
             out = {"compile_s": prep.info["compile_s"], "param_count": prep.info["param_count"],
                    "steps_per_call": prep.info["steps_per_call"]}
@@ -80,6 +84,11 @@ def main(argv=None) -> list[dict]:
     workers = {name: Worker(tree) for name, tree in trees.items()}
     info = {c: {v: workers[v].ask(cmd="prepare", config=c, overrides=overrides, chunk_steps=args.chunk_steps)
                 for v in workers} for c in configs}
+    for c in list(configs):
+        errors = {v: out["error"] for v, out in info[c].items() if "error" in out}
+        if errors:
+            print(f"{c}: skipped: {errors}", file=sys.stderr)
+            configs.remove(c)
     times = {c: {v: [] for v in workers} for c in configs}
     for r in range(args.repeats):
         order = list(workers) if r % 2 == 0 else list(workers)[::-1]

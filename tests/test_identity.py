@@ -240,12 +240,12 @@ def test_seps_switch_copies_the_pretrained_slot_into_every_row_once():
                                          r.env_steps, 16, False))
     (_, _, _), (traj, _) = rollout(runner)
     update = jax.jit(parts.scheme.update)
-    sharing, before_switch, metrics = update(runner.sharing, learner, traj, jax.random.PRNGKey(3), jnp.int32(64))
+    sharing, before_switch, metrics = update(runner.sharing, learner, traj, jax.random.PRNGKey(3), jnp.int32(64), None)
     assert not bool(sharing.extra.switched) and int(sharing.extra.buffer.seen) > 0
     jax.tree.map(np.testing.assert_array_equal, before_switch, learner)
     np.testing.assert_array_equal(metrics["cluster"], 0)
 
-    sharing, after, metrics = update(sharing, learner, traj, jax.random.PRNGKey(4), jnp.int32(2_000))
+    sharing, after, metrics = update(sharing, learner, traj, jax.random.PRNGKey(4), jnp.int32(2_000), None)
     assert bool(sharing.extra.switched)
     np.testing.assert_array_equal(sharing.extra.points, sharing.extra.means)  # SePS clusters the encoder means
     np.testing.assert_array_equal(sharing.slots, sharing.extra.labels)
@@ -257,7 +257,7 @@ def test_seps_switch_copies_the_pretrained_slot_into_every_row_once():
             np.testing.assert_array_equal(b, np.broadcast_to(a[0], a.shape))
         jax.tree.map(np.testing.assert_array_equal, old["mixer"], new["mixer"])
 
-    again, after2, _ = update(sharing, after, traj, jax.random.PRNGKey(5), jnp.int32(4_000))
+    again, after2, _ = update(sharing, after, traj, jax.random.PRNGKey(5), jnp.int32(4_000), None)
     jax.tree.map(np.testing.assert_array_equal, (again.slots, again.extra.means, after2.params),
                  (sharing.slots, sharing.extra.means, after.params))
 

@@ -193,10 +193,10 @@ def test_scheme_update_resets_at_the_interval_only_weights_all_agents_mask():
     update = jax.jit(parts.scheme.update)
     spi = cfg.steps_per_iteration
     # an iteration that does not cross a multiple of the interval changes nothing
-    _, same, metrics = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(10_000 + spi))
+    _, same, metrics = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(10_000 + spi), None)
     assert int(metrics["kal_reset"]) == 0
     jax.tree.map(np.testing.assert_array_equal, same.params, state.params)
-    _, reset, metrics = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(20_000 + 7))
+    _, reset, metrics = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(20_000 + 7), None)
     for layer in ("Dense_0", "Dense_1"):
         before, after = state.params["agent"]["params"][layer]["kernel"][0], reset.params["agent"]["params"][layer]
         np.testing.assert_array_equal(np.asarray(after["kernel"][0] != before), expected[layer])
@@ -209,7 +209,7 @@ def test_scheme_update_resets_at_the_interval_only_weights_all_agents_mask():
     # the reset weights are live again for every agent (fresh thresholds at most sigmoid(-5))
     assert not all_masked(reset.params)["Dense_1"][:3].any()
     # and never within the last interval of training
-    _, late, _ = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(1_000_003))
+    _, late, _ = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(1_000_003), None)
     jax.tree.map(np.testing.assert_array_equal, late.params, state.params)
 
 
