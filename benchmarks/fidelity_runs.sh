@@ -19,6 +19,7 @@ for group in $RUNS; do
     lbf_ppo) sweep lbf_ppo env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=ppo seeds=$SEEDS steps=3e5 ;;
     # MPE spread ends only by its time limit (25 steps): every value target moved
     spread_ppo) sweep spread_ppo env=mpe_spread algs="fups_id nops seps adaps" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    spread_ppo_2m) sweep spread_ppo_2m env=mpe_spread algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
     spread_a2c) sweep spread_a2c env=mpe_spread algs="fups_id nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;
     spread_qmix) sweep spread_qmix env=mpe_spread algs="fups_id" learner=qmix seeds=$SEEDS steps=3e5 ;;
     # blind-particle spread: time limit only; the SePS / AdaPS papers' task
