@@ -1,10 +1,11 @@
 """The method registry: one ``Method`` record per parameter-sharing method, defined in that method's own
-module and registered there (``register``). Nothing outside a method's module names the method: the config
-validates ``alg`` against the registry, the loop builds whatever scheme and agent model the record gives,
-the runner draws the record's pictures.
+module (its ``METHODS`` tuple). Nothing outside a method's module names the method: the config validates
+``alg`` against the registry, the loop builds whatever scheme and agent model the record gives, the runner
+draws the record's pictures.
 
-Adding a method is one new module that calls ``register(Method(...))`` plus its import line in
-``psjax.catalog`` (or, outside psjax, an import of your module before ``make_config``).
+Adding a method is one new module defining its ``METHODS`` plus its entry in ``psjax.catalog.MODULES``
+(which registers the built-in records in table order); outside psjax, ``register(Method(...))`` before
+``make_config`` does the same.
 """
 
 from __future__ import annotations
