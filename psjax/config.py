@@ -66,17 +66,7 @@ def validate(cfg: TrainConfig) -> None:
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of ``to_dict`` (used when resuming a run folder)."""
-    flat = {}
-
-    def flatten(x, prefix=""):
-        for k, v in x.items():
-            if isinstance(v, dict):
-                flatten(v, prefix + k + ".")
-            else:
-                flat[prefix + k] = v
-
-    flatten(d)
-    return make_config(flat)
+    return make_config(schema.flatten(d))
 
 
 def load_run_config(run_dir: str | pathlib.Path) -> TrainConfig:

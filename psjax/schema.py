@@ -434,14 +434,18 @@ def load_preset(name: str) -> dict[str, Any]:
         allowed = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
         raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(allowed)}")
 
-    def flatten(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                yield from flatten(v, prefix + k + ".")
-            else:
-                yield prefix + k, v
+    return flatten(yaml.safe_load(path.read_text()) or {})
 
-    return dict(flatten(yaml.safe_load(path.read_text()) or {}))
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings (a YAML preset, ``to_dict``'s output) -> flat ``dotted.key -> value`` overrides."""
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, prefix + k + "."))
+        else:
+            flat[prefix + k] = v
+    return flat
 
 
 def build(overrides: dict[str, Any], learner: str) -> TrainConfig:
