@@ -28,9 +28,18 @@ for group in $RUNS; do
     madps_lbf) sweep madps_lbf env=lbf scenario=8x8-2p-2f-coop algs="madps fups_id nops" learner=ppo seeds=$SEEDS steps=3e5 mapd_interval=10 ;;
     # BDPS with the paper's epsilon schedule, last action and sampled roles at evaluation (5 seeds in the issue)
     bdps_3m) sweep bdps_3m preset=bdps_smax env=smax map=3m algs="bdps fups_id nops" seeds=${BDPS_SEEDS:-5} steps=${BDPS_STEPS:-2e5} ;;
+    bdps_3m_ablations) sweep bdps_3m_ablations preset=bdps_smax env=smax map=3m algs="bdps_role bdps_team" seeds=$SEEDS \
+                         steps=${BDPS_STEPS:-2e5} ;;
+    bdps_5m) sweep bdps_5m preset=bdps_smax env=smax map=5m_vs_6m algs="bdps bdps_role bdps_team fups_id nops" \
+               seeds=$SEEDS steps=${BDPS_STEPS:-2e5} ;;
+    # the seed's LBF ablation task with its own preset (epsilon over 200k steps)
+    bdps_lbf) sweep bdps_lbf preset=bdps_lbf algs="bdps bdps_role bdps_team fups_id nops" seeds=$SEEDS steps=3e5 ;;
     bdps_3m_adv) "$PY" -m psjax train preset=bdps_smax env=smax map=3m alg=bdps seeds=${BDPS_SEEDS:-5} steps=${BDPS_STEPS:-2e5} \
                    bdps_advantage=mean progress=false run_name=fid_bdps_3m_adv_mean ;;
     # PPS with the episode reward buffer and PP-PPS's RS weights
+    pps_smax) for map in ${PPS_MAPS:-3m 2s3z}; do
+                sweep pps_smax_$map preset=pps_smax env=smax map=$map algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=3e5
+              done ;;
     pps_lbf) sweep pps_lbf preset=pps_smax env=lbf scenario=10x10-3p-3f algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=5e5 ;;
     # PPO on SMAX 3m (terminates by win / loss, time limit 100 steps) and speaker-listener (time limit only)
     smax_ppo) sweep smax_ppo env=smax map=3m algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
@@ -49,11 +58,12 @@ for group in $RUNS; do
                    eval_every=0.1 q.td_lambda=0.6 q.updates_per_rollout=8 ;;
     # MADPS's restructuring (a round every 10 PPO iterations): benchmarks/madps_runs.sh, one task per group
     madps_lbf_1m) SEEDS=$SEEDS STEPS=1e6 TASKS=lbf OUT=runs/fid_madps benchmarks/madps_runs.sh ;;
+    madps_mpe9) SEEDS=$SEEDS STEPS=1e6 MPE9_STEPS=5e5 TASKS=mpe9 EPS1=0 OUT=runs/fid_madps benchmarks/madps_runs.sh ;;
     madps_mpe6) SEEDS=$SEEDS STEPS=1e6 TASKS=mpe6 EPS1=0 OUT=runs/fid_madps benchmarks/madps_runs.sh ;;
     # C-RWARE mini (time limit only) and image indication on LBF grid observations
     crware_a2c) sweep crware_a2c env=crware variant=mini algs="fups fups_id nops" learner=a2c seeds=$SEEDS steps=3e5 \
                   eval_every=0.1 ;;
-    image_ind) for ind in identity geometric binary inversion inversion_replacement; do
+    image_ind) for ind in ${INDICATIONS:-identity geometric binary inversion inversion_replacement}; do
                  "$PY" -m psjax train env=lbf scenario=8x8-2p-2f-coop fov=2 lbf_grid_obs=true lbf_fixed_levels=true \
                    image_indication=$ind alg=fups learner=ppo seeds=$SEEDS steps=2e5 progress=false \
                    run_name=fid_image_$ind
