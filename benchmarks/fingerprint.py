@@ -8,7 +8,8 @@ Run it on two checkouts and compare the outputs to check that a refactor left th
 
 The cases cover every path that changed shape in the registry refactor: MAPD rounds on an observation buffer
 (FuPS+id, A2C) and on the rollout (NoPS, QMIX), MADPS's restructuring (PPO), BDPS's agent model (VDN) and
-SePS's switch to clusters (A2C). ``python benchmarks/fingerprint.py CASE ...`` runs a subset.
+SePS's switch to clusters (A2C); and PPO's minibatches (FuPS, Kaleidoscope), which the recurrent actor-critic
+refactor touched. ``python benchmarks/fingerprint.py CASE ...`` runs a subset.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ CASES = {
     "nops_qmix_mapd": {"alg": "nops", "learner": "qmix", "env": "mpe_spread", "steps": 4 * 64, "mapd_interval": 2,
                        **TINY_Q, **TINY_VAE},
     "bdps_vdn": {"alg": "bdps", "learner": "vdn", "env": "lbf", "steps": 4 * 64, "bdps_roles": 2, **TINY_Q},
+    "fups_ppo": {"alg": "fups", "learner": "ppo", "env": "lbf", "steps": 4 * 256, "ac.num_envs": 4,
+                 "ac.rollout_len": 64},
+    "kaleidoscope_ppo": {"alg": "kaleidoscope", "learner": "ppo", "env": "mpe_spread", "steps": 4 * 256,
+                         "ac.num_envs": 4, "ac.rollout_len": 64},
     "seps_a2c": {"alg": "seps", "learner": "a2c", "env": "typed", "num_agents": 4, "steps": 2000,
                  "identity_pretrain_steps": 800, "identity_epochs": 1},
 }

@@ -28,7 +28,7 @@ class LearnerKind(NamedTuple):
     value_based: bool  # per-agent Q values, a replay buffer, epsilon-greedy acting (QMIX / VDN / IQL)
     team_value: bool  # mixes the agents' values into one team value (QMIX, VDN)
     recurrent: bool  # recurrent (GRU) agent networks
-    policy: bool  # a feed-forward policy network and a critic (A2C / PPO)
+    policy: bool  # a policy network and a critic (A2C / PPO; recurrent with ac.recurrent)
     banks: tuple[str, ...]  # keys of the learner's params that are slot banks (for its default agent network)
 
 
@@ -250,7 +250,8 @@ class QConfig:
 class ACConfig:
     num_envs: int = _f(8, "parallel environments", min=1)
     rollout_len: int = _f(5, "env steps per rollout (A2C: the n of n-step returns)", min=1)
-    hidden: int = _f(64, "actor / critic MLP width (two hidden layers; MADPS's actor three: front 2 + back 1)", min=1)
+    hidden: int = _f(64, "actor / critic width: two hidden layers, the second a GRU with `recurrent` (MADPS's actor three: "
+                     "front 2 + back 1)", min=1)
     lr: float = _f(3e-4, "Adam learning rate", min=0.0)
     adam_eps: float = _f(1e-5, "Adam epsilon", min=0.0)
     lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
@@ -269,6 +270,12 @@ class ACConfig:
     num_minibatches: int = _f(1, "minibatches per pass (PPO)", min=1)
     normalize_adv: bool = _f(False, "standardise advantages per minibatch")
     central_critic: bool = _f(False, "critic on the global state + agent id (MAPPO) instead of local obs")
+    recurrent: bool = _f(
+        False, "GRU actor and critic (Dense -> GRU -> Dense, width `hidden`; IPPO / MAPPO-rnn): states carried "
+        "through the rollout and zeroed where an episode ends; PPO's minibatches are whole env trajectories "
+        "(num_minibatches must divide num_envs). MADPS's actor gets its GRU as the front block's second layer")
+    last_action: bool = _f(False, "with `recurrent`: the actor also reads the one-hot of the agent's previous "
+                           "action (zeros at an episode's start), as q.last_action does for the Q agents")
 
 
 @dataclass(frozen=True)
@@ -309,7 +316,9 @@ class TrainConfig:
 
     @property
     def learner_kind(self) -> LearnerKind:
-        return LEARNER_KINDS[self.learner_name]
+        """The learner's properties; A2C / PPO with ``ac.recurrent`` are recurrent."""
+        kind = LEARNER_KINDS[self.learner_name]
+        return kind._replace(recurrent=True) if kind.policy and self.ac.recurrent else kind
 
     @property
     def is_value_based(self) -> bool:
@@ -494,6 +503,14 @@ def check_fields(cfg: TrainConfig) -> None:
     if cfg.is_value_based and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
     ac = cfg.ac
+    if not cfg.is_value_based and ac.last_action and not ac.recurrent:
+        raise ConfigError("ac.last_action=true needs ac.recurrent=true (a feed-forward actor has no memory to "
+                          "carry the action in); allowed: ac.last_action=false, or ac.recurrent=true")
+    if not cfg.is_value_based and ac.recurrent and ac.num_envs % ac.num_minibatches:
+        raise ConfigError(
+            f"ac.num_minibatches={ac.num_minibatches} must divide ac.num_envs={ac.num_envs} with ac.recurrent=true "
+            "(recurrent minibatches are whole env trajectories); allowed: the divisors of num_envs"
+        )
     if not cfg.is_value_based and (ac.num_envs * ac.rollout_len) % ac.num_minibatches:
         raise ConfigError(
             f"ac.num_minibatches={ac.num_minibatches} must divide num_envs*rollout_len="

@@ -14,7 +14,7 @@ from psjax.config import ConfigError, make_config
 from psjax.envs.base import team_reward
 from psjax.learners.bdps import advantage, distinct_per_episode, make_agent_model, selector_targets
 from psjax.learners.qmix import masked_argmax
-from psjax.nets.agents import RecurrentQNet
+from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer
 from psjax.train import _init, _rollout, make_parts, make_train
@@ -372,7 +372,7 @@ def hand_unroll(cfg, spec, params, hidden0, seq, resets):
     role / group / h_U and a_t as the last action."""
     sc, qc, A = cfg.sharing, cfg.q, spec.num_actions
     k, m, shared = sc.bdps_roles, sc.bdps_groups, sc.bdps_shared_torso
-    net, torso, head = RecurrentQNet(qc.hidden, A), Torso(qc.hidden), QHead(A)
+    net, torso, head = RecurrentNet(qc.hidden, A), Torso(qc.hidden), QHead(A)
 
     def row(bank, j):
         return jax.tree.map(lambda x: x[j], bank)

@@ -342,7 +342,7 @@ def test_render_each_env(tmp_path):
 
 
 def test_conv_torso_reads_image_and_extra_features():
-    from psjax.nets.agents import MLP, RecurrentQNet
+    from psjax.nets.agents import MLP, RecurrentNet
 
     shape = (5, 5, 3)
     d = 5 * 5 * 3 + 2  # image + two appended id features
@@ -359,7 +359,7 @@ def test_conv_torso_reads_image_and_extra_features():
     assert not np.allclose(apply(params, x.at[:, -1].add(1.0)), out)  # the id features reach the output
     # without an image shape the network is the plain MLP (no conv parameters)
     assert "ConvTorso_0" not in jax.eval_shape(MLP(8, 6).init, jax.random.PRNGKey(1), x[0])["params"]
-    q = RecurrentQNet(8, 6, obs_shape=shape)
+    q = RecurrentNet(8, 6, obs_shape=shape)
     h0 = jnp.zeros((4, 8))
     qp = jax.jit(q.init)(jax.random.PRNGKey(2), h0[0], x[0])
     h, qs = jax.jit(q.apply)(qp, h0, x)

@@ -8,7 +8,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
-from psjax.nets.agents import MLP, RecurrentQNet
+from psjax.nets.agents import MLP, RecurrentNet
 from psjax.run import seed_keys
 from psjax.sharing import kaleidoscope as kal
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
@@ -218,7 +218,7 @@ def test_at_initialisation_outputs_equal_fups_up_to_the_threshold_shrink(recurre
     """At init every weight is shrunk towards 0 by sigmoid(t_i) <= sigmoid(-5) = 0.0067 (set to 0 where
     |w| is smaller). The outputs are exactly FuPS's with those weights, and within 5% of FuPS's with the
     original weights (measured ~2% after 5 GRU steps with hidden 64)."""
-    net = RecurrentQNet(64, A) if recurrent else MLP(64, A)
+    net = RecurrentNet(64, A) if recurrent else MLP(64, A)
     example = (jnp.zeros(64), jnp.zeros(D)) if recurrent else (jnp.zeros(D),)
     bank = jax.jit(lambda key: init_bank(lambda k: net.init(k, *example), key, 1))(jax.random.PRNGKey(1))
     scheme = make_scheme(make_config({"alg": "kaleidoscope"}), _spec(), 64, 2)

@@ -7,7 +7,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
-from psjax.nets.agents import MLP, RecurrentQNet
+from psjax.nets.agents import MLP, RecurrentNet
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
 from psjax.sharing.methods import make_scheme
 
@@ -34,7 +34,7 @@ def test_indexed_apply_equals_loop_over_agents():
 
 
 def test_identity_layout_equals_indexed_with_arange():
-    net = RecurrentQNet(H, A)
+    net = RecurrentNet(H, A)
     bank = _bank(net, N, jnp.zeros(H), jnp.zeros(D))
     h = jax.random.normal(jax.random.PRNGKey(3), (2, N, H))
     x = jax.random.normal(jax.random.PRNGKey(4), (2, N, D))
@@ -70,7 +70,7 @@ def test_shared_layout_has_no_gather():
 
 @pytest.mark.parametrize("recurrent", [False, True])
 def test_masked_units_get_exactly_zero_gradient(recurrent):
-    net = RecurrentQNet(H, A) if recurrent else MLP(H, A)
+    net = RecurrentNet(H, A) if recurrent else MLP(H, A)
     example = (jnp.zeros(H), jnp.zeros(D)) if recurrent else (jnp.zeros(D),)
     bank = _bank(net, 1, *example)
     # every agent masks out units 0 and 1 of both layers

@@ -106,7 +106,7 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     (no reset), while ``q[t + 1]`` starts the next episode from zeros; with ``last_action`` the input is the
     one-hot of the previous action, zeros at an episode's start, a_t for the final observation."""
     from psjax.learners.qmix import recurrent_agent_model
-    from psjax.nets.agents import RecurrentQNet
+    from psjax.nets.agents import RecurrentNet
     from psjax.sharing.methods import make_scheme
     from psjax.train import MASKED_LAYERS
 
@@ -128,7 +128,7 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
                               {"obs": obs, "final_obs": final_obs, "action": action}, resets)
     assert q.shape == (t_len + 1, b, n, a) and q_final.shape == (t_len, b, n, a)
 
-    net = RecurrentQNet(8, a)
+    net = RecurrentNet(8, a)
     p0 = jax.tree.map(lambda x: x[0], params["agent"])
     one_hot = lambda x: jax.nn.one_hot(x, a)  # noqa: E731
     inp = (lambda o, prev: jnp.concatenate([o, prev], -1)) if last_action else (lambda o, prev: o)  # noqa: E731

@@ -1,9 +1,15 @@
-"""A2C and PPO: MLP actor and critic over sharing banks, trained on each rollout.
+"""A2C and PPO: actor and critic over sharing banks, trained on each rollout.
 
 A2C is PPO with one epoch, one minibatch and lambda = 1: on the first pass the
 clipped ratio equals one, so the clipped surrogate's gradient is the plain
 policy gradient ``A * grad log pi`` and the returns are n-step returns bootstrapped
 from the value after the rollout. One loss serves both.
+
+The actor and critic are MLPs, or with ``ac.recurrent`` Dense -> GRU -> Dense networks (IPPO / MAPPO-rnn)
+whose states are carried through the rollout, zeroed where an episode ends and unrolled again from the
+rollout's first state in the update. Feed-forward minibatches are random sets of steps; recurrent ones are
+whole env trajectories (the rollout split along the env axis, as JaxMARL's IPPO-rnn), so backpropagation
+through time sees every step of the rollout.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from psjax.envs.base import EnvSpec, TimeStep
-from psjax.nets.agents import MLP
+from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
 from psjax.sharing.methods import (
@@ -72,17 +78,47 @@ def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
 BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)
 
 
+def episode_starts(done_t: chex.Array) -> chex.Array:
+    """``resets[t] = done[t - 1]``, ``resets[0] = False``: where a step's recurrent state starts from zero.
+    The loop already zeroed the state the rollout starts from. ``done_t: [T, E] -> [T, E]``."""
+    return jnp.concatenate([jnp.zeros_like(done_t[:1]), done_t[:-1]], axis=0)
+
+
+def minibatches(tree: Any, key: chex.PRNGKey, axis: int, num: int) -> Any:
+    """``tree``'s leaves shuffled along ``axis`` (one permutation for all) and split into ``num`` equal parts
+    stacked in front: ``[..., B, ...] -> [num, ..., B / num, ...]``. ``num = 1`` keeps the order (one
+    minibatch is the whole batch: its order cannot matter)."""
+
+    def split(x):
+        if num > 1:
+            x = jnp.take(x, jax.random.permutation(key, x.shape[axis]), axis=axis)
+        x = x.reshape(*x.shape[:axis], num, x.shape[axis] // num, *x.shape[axis + 1:])
+        return jnp.moveaxis(x, axis, 0)
+
+    return jax.tree.map(split, tree)
+
+
+def previous_actions(action: chex.Array, last0: chex.Array, resets: chex.Array, num_actions: int) -> chex.Array:
+    """The one-hot previous action each step's actor reads (``ac.last_action``): ``a_{t-1}``, ``last0 [B, N, A]``
+    before the first step, zeros where an episode starts. ``action [T, B, N]``, ``resets [T, B]`` ->
+    ``[T, B, N, A]``."""
+    taken = jax.nn.one_hot(action, num_actions, dtype=last0.dtype)
+    prev = jnp.concatenate([last0[None], taken[:-1]], axis=0)
+    return jnp.where(resets[:, :, None, None], 0.0, prev)
+
+
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     ac = cfg.ac
     n = spec.num_agents
-    # what the scheme asks of the actor (MADPS: a deeper MLP with named front / back blocks)
-    actor = MLP(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape,
+    # what the scheme asks of the actor (MADPS: a deeper network with named front / back blocks)
+    net = RecurrentNet if ac.recurrent else MLP
+    actor = net(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape,
                 **(scheme.actor_options or {}))
-    critic = MLP(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
+    critic = net(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
     layout = scheme.layout
     critic_layout = bank_layout(scheme, "critic")  # AdaPS masks the policy only
     critic_in_dim = spec.state_dim + n if ac.central_critic else spec.obs_dim
-    minibatch = ac.num_envs * ac.rollout_len // ac.num_minibatches
+    actor_in_dim = spec.obs_dim + (spec.num_actions if ac.last_action else 0)
     total_updates = cfg.num_iterations * ac.epochs * ac.num_minibatches
     lr = optax.linear_schedule(ac.lr, 0.0, total_updates) if ac.lr_decay else ac.lr
     optimizer = optax.chain(optax.clip_by_global_norm(ac.max_grad_norm), optax.adam(lr, eps=ac.adam_eps))
@@ -96,56 +132,104 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             [jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1
         )
 
-    def policy(params, sharing, obs, avail):
-        logits = apply_agents(
-            actor.apply, params["actor"], layout, sharing, obs, derive=agent_derive(scheme, "actor", params, sharing)
-        )
+    def net_step(name, params, sharing, h, x):
+        """Bank ``name`` ("actor" / "critic") for every agent: ``h[..., N, H], x[..., N, F] -> (h', out[..., N,
+        F'])``; feed-forward networks pass ``h`` through."""
+        module, bank_lay = (actor, layout) if name == "actor" else (critic, critic_layout)
+        derive = agent_derive(scheme, name, params, sharing)
+        if not ac.recurrent:
+            return h, apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
+        return apply_agents(module.apply, params[name], bank_lay, sharing, h, x, derive=derive)
+
+    def unroll(name, params, sharing, h0, x, resets):
+        """Bank ``name`` along ``x [T, B, N, F]`` from ``h0 [B, N, H]``, from zero after each ``resets [T, B]``:
+        ``(out [T, B, N, F'], the states each step left behind [T, B, N, H], before any reset)``. Feed-forward:
+        every step on its own in one batched pass (``h0`` returned as the states)."""
+        if not ac.recurrent:
+            return net_step(name, params, sharing, h0, x)[::-1]
+
+        def body(h, inputs):
+            x_t, reset = inputs
+            h, out = net_step(name, params, sharing, jnp.where(reset[:, None, None], 0.0, h), x_t)
+            return h, (out, h)
+
+        _, (out, h_after) = jax.lax.scan(body, h0, (x, resets))
+        return out, h_after
+
+    def states(hidden, name):
+        return hidden[name] if ac.recurrent else hidden
+
+    def actor_input(obs, prev_action):
+        """``obs[..., N, D]`` with ``ac.last_action`` the previous action's one-hot ``[..., N, A]`` appended."""
+        return jnp.concatenate([obs, prev_action], -1) if ac.last_action else obs
+
+    def dist(logits, avail):
         return distrax.Categorical(logits=jnp.where(avail, logits, NEG_INF))
 
-    def value(params, sharing, obs, state):
-        derive = agent_derive(scheme, "critic", params, sharing)
-        x = critic_input(obs, state)
-        out = apply_agents(critic.apply, params["critic"], critic_layout, sharing, x, derive=derive)
-        return out[..., 0]
-
     def policy_logits(state: ACState, sharing, traj: Transition, hidden0, relabel=None):
-        """Every agent's policy on every agent's observations of ``traj``: ``[N_pol, T, E, N_obs, A]`` (MAPD);
+        """Every agent's policy on every agent's observations of ``traj``: ``[N_pol, T, E, N_obs, A]`` (MAPD),
+        unavailable actions at NEG_INF; recurrent policies unroll from the observation owner's ``hidden0``
+        with its episode resets (feed-forward ones read only ``traj.obs`` and ``traj.avail``).
         ``relabel(obs[..., N_pol, D])`` puts each policy's own agent indication into the observations."""
-        del hidden0
+        resets = episode_starts(traj.done) if ac.recurrent else None
+        prev = previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions) if ac.last_action else ()
 
-        def on_agent(obs_j, avail_j):  # agent j's observations [T, E, D] given to every policy
-            x = jnp.broadcast_to(obs_j[..., None, :], traj.obs.shape)
-            x = x if relabel is None else relabel(x)
-            a = jnp.broadcast_to(avail_j[..., None, :], traj.avail.shape)
-            return policy(state.params, sharing, x, a).logits  # [T, E, N_pol, A]
+        def owner(x, j):  # agent j's column [..., N, F] given to every policy
+            return jnp.broadcast_to(x[..., j, None, :], x.shape)
 
-        return jnp.swapaxes(jax.vmap(on_agent, in_axes=(2, 2))(traj.obs, traj.avail), 0, 3)
+        def on_agent(j):  # agent j's observations [T, E, D] (and previous actions) given to every policy
+            x = owner(traj.obs, j)
+            x = actor_input(x if relabel is None else relabel(x), owner(prev, j) if ac.last_action else ())
+            h0 = jax.tree.map(lambda h: owner(h, j), states(hidden0, "actor"))
+            logits, _ = unroll("actor", state.params, sharing, h0, x, resets)
+            return dist(logits, owner(traj.avail, j)).logits
+
+        return jnp.swapaxes(jax.vmap(on_agent)(jnp.arange(n)), 0, 3)
 
     def init(key):
         k_actor, k_critic = jax.random.split(key)
+        h0 = (jnp.zeros((ac.hidden,)),) if ac.recurrent else ()
         params = {
-            "actor": init_bank(
-                lambda k: actor.init(k, jnp.zeros((spec.obs_dim,))), k_actor, layout.num_slots
-            ),
-            "critic": init_bank(
-                lambda k: critic.init(k, jnp.zeros((critic_in_dim,))), k_critic, layout.num_slots
-            ),
+            "actor": init_bank(lambda k: actor.init(k, *h0, jnp.zeros((actor_in_dim,))), k_actor, layout.num_slots),
+            "critic": init_bank(lambda k: critic.init(k, *h0, jnp.zeros((critic_in_dim,))), k_critic,
+                                layout.num_slots),
         }
-        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, ("actor", "critic"))
+        params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, BANKS)
         return ACState(params, optimizer.init(params), jnp.int32(0), init_aux_state(scheme))
 
     def init_hidden(num_envs):
+        if ac.recurrent:
+            h = jnp.zeros((num_envs, n, ac.hidden), jnp.float32)
+            hidden = {"actor": h, "critic": h}
+            if ac.last_action:  # the one-hot of each agent's previous action (zeroed with the states)
+                hidden["last_action"] = jnp.zeros((num_envs, n, spec.num_actions), jnp.float32)
+            return hidden
         # feed-forward: nothing to carry, but orbax cannot checkpoint zero-size arrays
         return jnp.zeros((num_envs, n, 1), jnp.float32)
 
     def act(state: ACState, sharing, hidden, ts: TimeStep, key, step, greedy: bool):
-        pi = policy(state.params, sharing, ts.obs, ts.avail_actions)
+        del step
+        h_actor, logits = net_step("actor", state.params, sharing, states(hidden, "actor"),
+                                   actor_input(ts.obs, hidden["last_action"] if ac.last_action else ()))
+        h_critic, value = net_step("critic", state.params, sharing, states(hidden, "critic"),
+                                   critic_input(ts.obs, ts.state))
+        pi = dist(logits, ts.avail_actions)
         actions = jnp.argmax(pi.logits, -1) if greedy else pi.sample(seed=key)
-        extras = {"logp": pi.log_prob(actions), "value": value(state.params, sharing, ts.obs, ts.state)}
-        return actions.astype(jnp.int32), hidden, extras
+        if ac.recurrent:
+            hidden = {"actor": h_actor, "critic": h_critic}
+            if ac.last_action:
+                hidden["last_action"] = jax.nn.one_hot(actions, spec.num_actions)
+        return actions.astype(jnp.int32), hidden, {"logp": pi.log_prob(actions), "value": value[..., 0]}
 
-    def loss_fn(params, sharing, mb, aux_state):
-        pi = policy(params, sharing, mb["obs"], mb["avail"])
+    def loss_fn(params, sharing, mb, hidden0, aux_state):
+        """The clipped surrogate, value and entropy terms over a minibatch: steps ``[B, ...]`` (feed-forward) or
+        trajectories ``[T, B, ...]`` unrolled from ``hidden0`` (recurrent)."""
+        resets = mb.get("resets")
+        logits, _ = unroll("actor", params, sharing, states(hidden0, "actor"),
+                           actor_input(mb["obs"], mb.get("prev_action", ())), resets)
+        values = unroll("critic", params, sharing, states(hidden0, "critic"), critic_input(mb["obs"], mb["state"]),
+                        resets)[0][..., 0]
+        pi = dist(logits, mb["avail"])
         logp = pi.log_prob(mb["action"])
         ratio = jnp.exp(logp - mb["logp"])
         adv = mb["adv"]
@@ -154,7 +238,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - ac.clip_eps, 1 + ac.clip_eps) * adv)
         policy_loss = -surrogate.mean()
         # no 1/2: vf_coef weighs the plain squared error, as the SePS code's value_loss_coef (see ACConfig.vf_coef)
-        value_loss = jnp.mean((value(params, sharing, mb["obs"], mb["state"]) - mb["ret"]) ** 2)
+        value_loss = jnp.mean((values - mb["ret"]) ** 2)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
@@ -169,37 +253,40 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         return total, (metrics, aux_state)
 
     def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
-        del hidden0, step, last  # traj.next_obs ends with the observation after the rollout
-        # V(o'_t) for every step: the next step's value within an episode, the last observation's after a
-        # time limit (one batched critic pass; the rollout's own values were computed before each step)
-        next_value = value(state.params, sharing, traj.next_obs, traj.next_state)  # [T, E, N]
+        del step, last  # traj.next_obs ends with the observation after the rollout
+        resets = episode_starts(traj.done)
+        # V(o'_t) for every step in one batched pass: each step's next observation (before any automatic reset;
+        # after a time limit the episode's last) from the critic state that step left behind (feed-forward: the
+        # next step's value within an episode, the last observation's after a time limit)
+        h_after = hidden0
+        if ac.recurrent:
+            h_after = unroll("critic", state.params, sharing, hidden0["critic"], critic_input(traj.obs, traj.state),
+                             resets)[1]
+        next_value = net_step("critic", state.params, sharing, h_after,
+                              critic_input(traj.next_obs, traj.next_state))[1][..., 0]  # [T, E, N]
         adv, ret = gae(
             traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
             ac.gamma, ac.gae_lambda,
         )
-        samples = {
-            "obs": traj.obs,
-            "state": traj.state,
-            "avail": traj.avail,
-            "action": traj.action,
-            "logp": traj.extras["logp"],
-            "adv": adv,
-            "ret": ret,
-        }
-        samples = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
+        samples = {"obs": traj.obs, "state": traj.state, "avail": traj.avail, "action": traj.action,
+                   "logp": traj.extras["logp"], "adv": adv, "ret": ret}
+        if ac.last_action:
+            samples["prev_action"] = previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions)
+        if ac.recurrent:
+            samples["resets"] = resets
+        else:  # independent steps: minibatches of steps drawn from the whole rollout
+            samples = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
 
         def epoch(state, k):
-            # one minibatch is the whole rollout: its order cannot matter, so skip the shuffle
-            shuffled = (
-                samples
-                if ac.num_minibatches == 1
-                else jax.tree.map(lambda x: x[jax.random.permutation(k, x.shape[0])], samples)
-            )
-            batches = jax.tree.map(lambda x: x.reshape(ac.num_minibatches, minibatch, *x.shape[1:]), shuffled)
+            if ac.recurrent:  # whole trajectories: split the envs, keep time
+                batches = minibatches(samples, k, 1, ac.num_minibatches), minibatches(hidden0, k, 0, ac.num_minibatches)
+            else:
+                batches = minibatches(samples, k, 0, ac.num_minibatches), jnp.zeros(ac.num_minibatches)
 
-            def minibatch_step(state, mb):
+            def minibatch_step(state, batch):
+                mb, h0 = batch
                 (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                    state.params, sharing, mb, state.aux
+                    state.params, sharing, mb, h0, state.aux
                 )
                 updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
                 params = optax.apply_updates(state.params, updates)

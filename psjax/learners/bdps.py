@@ -1,7 +1,7 @@
 """BDPS (seed 000): bi-level dynamic parameter sharing, an agent model under the QMIX / VDN learner.
 
 Every agent's utility is ``Q_i = Q_U[role_i](tau_i) + Q_V[group_i](tau_i, h_U,i)`` with a bank of k role
-networks and a bank of m group networks (RecurrentQNet each). All k + m networks run for every agent and
+networks and a bank of m group networks (RecurrentNet each). All k + m networks run for every agent and
 the agent's role / group picks its outputs: batched matmuls instead of per-agent parameter gathers, and
 exactly zero gradient for the networks nobody was assigned to. Each network keeps its own GRU state per
 agent, so a switch continues from the network's own view of the episode. That is (k + m) x FuPS's agent
@@ -63,7 +63,7 @@ from psjax.envs import make_env, num_agents
 from psjax.envs.base import EnvSpec, team_reward
 from psjax.fields import ConfigError
 from psjax.learners.qmix import AgentModel, with_last_action
-from psjax.nets.agents import RecurrentQNet
+from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.registry import Method
@@ -231,7 +231,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
     # with q.last_action every network also reads the one-hot of the agent's previous action (the seed's
     # Q_U(tau, a_{t-1})), kept at acting time in the rollout state (zeros at an episode's start)
     in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
-    net = RecurrentQNet(hid, num_actions, obs_shape=spec.obs_shape)
+    net = RecurrentNet(hid, num_actions, obs_shape=spec.obs_shape)
     torso, head = Torso(hid, spec.obs_shape), QHead(num_actions)
     vae = AdvantageVAE(t_u, k, hid_u)
     selector = GroupSelector(k, m, sc.bdps_embed, sc.bdps_gat_out, hid_s)

@@ -15,7 +15,7 @@ import optax
 
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
-from psjax.nets.agents import RecurrentQNet
+from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, apply_agents, init_bank
@@ -125,7 +125,7 @@ def with_last_action(seq, last0, resets, num_actions):
 class AgentModel(NamedTuple):
     """Where the learner's per-agent utilities come from; the learner's loss, buffer and mixer never change.
 
-    The default (``recurrent_agent_model``) is one RecurrentQNet bank laid out by the sharing scheme;
+    The default (``recurrent_agent_model``) is one RecurrentNet bank laid out by the sharing scheme;
     BDPS (``psjax.learners.bdps``) is another model under the same learner.
 
     init(key) -> params dict (the learner adds "mixer" and the scheme's "sharing")
@@ -157,14 +157,14 @@ class AgentModel(NamedTuple):
 
 
 def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> AgentModel:
-    """The default model: a RecurrentQNet bank, every agent's slot and masks given by ``scheme``.
+    """The default model: a RecurrentNet bank, every agent's slot and masks given by ``scheme``.
 
     With ``q.last_action`` the network also reads the one-hot of the agent's previous action (zeros at an
     episode's start), kept at acting time in the hidden pytree as ``{"h": [E, N, H], "last_action":
     [E, N, A]}`` (the loop zeroes both where an episode ends)."""
     qc = cfg.q
     n, num_actions = spec.num_agents, spec.num_actions
-    net = RecurrentQNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape)
+    net = RecurrentNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape)
     layout = scheme.layout
     in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
 
@@ -212,7 +212,7 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
 
 
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentModel | None = None) -> Learner:
-    """QMIX / VDN / IQL over ``model`` (default: the scheme's RecurrentQNet bank)."""
+    """QMIX / VDN / IQL over ``model`` (default: the scheme's RecurrentNet bank)."""
     qc = cfg.q
     n, num_actions = spec.num_agents, spec.num_actions
     model = model or recurrent_agent_model(cfg, spec, scheme)

@@ -56,36 +56,78 @@ def _torso(x: chex.Array, obs_shape: tuple[int, ...]) -> chex.Array:
     return ConvTorso(tuple(obs_shape))(x) if obs_shape else x
 
 
-class RecurrentQNet(nn.Module):
-    """Dense -> ReLU -> GRU -> Dense utility network (the pymarl RNN agent).
+INIT_STYLES = ("psjax", "reference")
+REFERENCE_GAIN = 0.5  # the MADPS reference's ``initial_as_the_same=False``: orthogonal gain 0.5 ...
+REFERENCE_NOISE = 0.2  # ... plus N(0, 0.2^2) noise on every kernel and bias
 
-    ``__call__(h[..., H], obs[..., D], masks) -> (h'[..., H], q[..., A])``. Two maskable
-    layers: the first dense layer's output and the GRU state (masked in the carried
-    state too, so a masked unit never influences later steps).
+
+def dense_inits(init_style: str, scale: float) -> dict:
+    """``kernel_init`` / ``bias_init`` of a Dense layer whose psjax kernel scale is ``scale``.
+
+    ``psjax``: orthogonal ``scale``, zero bias; ``reference``: the MADPS reference's orthogonal ``REFERENCE_GAIN``
+    plus N(0, ``REFERENCE_NOISE``^2) noise on kernel and bias (``scale`` unused)."""
+    if init_style == "reference":
+        return dict(kernel_init=orthogonal_plus_noise(REFERENCE_GAIN, REFERENCE_NOISE), bias_init=normal(REFERENCE_NOISE))
+    if init_style != "psjax":
+        raise ValueError(f"init_style={init_style!r}; allowed: {', '.join(INIT_STYLES)}")
+    return dict(kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
+
+
+def _layer_names(names: tuple[str, ...], depth: int, owner: str) -> tuple:
+    """Explicit module names (torso, ``depth`` hidden layers, output) or flax's auto names (None each)."""
+    if names and len(names) != depth + 2:
+        raise ValueError(f"{owner} names={names}: need {depth + 2}, the torso's then {depth + 1} layers'")
+    return names or (None,) * (depth + 2)
+
+
+class RecurrentNet(nn.Module):
+    """``depth`` hidden layers, the one at ``recurrent_layer`` a GRU: ``(h[..., H], x[..., D], masks) ->
+    (h'[..., H], out[..., out_dim])``.
+
+    The defaults (depth 2, GRU second) are Dense -> ReLU -> GRU -> Dense, the pymarl RNN agent (the Q
+    networks) and the recurrent A2C / PPO actor and critic. Every hidden layer is maskable; the GRU's mask
+    multiplies its state, so a masked unit is zero in the carried state too and never influences later
+    steps. ``init_style`` and ``names`` as ``MLP`` (they apply to the Dense layers; the GRU keeps its
+    orthogonal recurrent kernel), so MADPS's front / back blocks name the GRU like any other layer.
     """
 
     hidden: int
-    num_actions: int
-    obs_shape: tuple[int, ...] = ()  # (H, W, C): a ConvTorso reads the image part of obs first
-    num_masked_layers = 2
+    out_dim: int
+    obs_shape: tuple[int, ...] = ()  # (H, W, C): a ConvTorso reads the image part of x first
+    out_scale: float = 1.0
+    depth: int = 2
+    recurrent_layer: int = 1  # which hidden layer (from the input, 0-based) is the GRU
+    init_style: str = "psjax"
+    names: tuple[str, ...] = ()
+    num_masked_layers = 2  # at the default depth
 
     @nn.compact
-    def __call__(self, h, obs, masks: Masks = None):
-        x = _apply_mask(nn.relu(_dense(self.hidden)(_torso(obs, self.obs_shape))), masks, 0)
-        h, _ = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0))(h, x)
-        h = _apply_mask(h, masks, 1)
-        return h, _dense(self.num_actions, 1.0)(h)
+    def __call__(self, h, x, masks: Masks = None):
+        names = _layer_names(self.names, self.depth, "RecurrentNet")
+        if not 0 <= self.recurrent_layer < self.depth:
+            raise ValueError(f"RecurrentNet recurrent_layer={self.recurrent_layer}; allowed: 0 .. {self.depth - 1}")
+        if masks is not None and len(masks) != self.depth:
+            raise ValueError(f"RecurrentNet of depth {self.depth} got {len(masks)} masks")
+        if self.obs_shape:
+            x = ConvTorso(tuple(self.obs_shape), name=names[0])(x)
+        for layer in range(self.depth):
+            if layer == self.recurrent_layer:
+                h, _ = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0), name=names[1 + layer])(h, x)
+                h = x = _apply_mask(h, masks, layer)
+            else:
+                dense = nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
+                x = _apply_mask(nn.relu(dense(x)), masks, layer)
+        return h, nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))(x)
 
 
 class MLP(nn.Module):
     """``depth`` hidden ReLU layers: ``x[..., D] -> out[..., out_dim]``; every hidden layer maskable.
 
     ``init_style``: ``psjax`` = hidden kernels orthogonal sqrt(2), the output kernel orthogonal ``out_scale``, zero
-    biases; ``reference`` = the MADPS reference's ``initial_as_the_same=False``: every kernel orthogonal with gain
-    ``REFERENCE_GAIN`` plus N(0, ``REFERENCE_NOISE``^2) noise, every bias N(0, ``REFERENCE_NOISE``^2)
-    (``out_scale`` unused; the conv torso keeps its own init). ``names``: explicit module names, the conv
-    torso's (used with image observations only) then the ``depth + 1`` Dense layers' from the input; ``()``
-    keeps flax's auto names (``ConvTorso_0``, ``Dense_k``), which other methods select layers by.
+    biases; ``reference`` = the MADPS reference's ``initial_as_the_same=False`` (``dense_inits``; the conv torso
+    keeps its own init). ``names``: explicit module names, the conv torso's (used with image observations only)
+    then the ``depth + 1`` Dense layers' from the input; ``()`` keeps flax's auto names (``ConvTorso_0``,
+    ``Dense_k``), which other methods select layers by.
     """
 
     hidden: int
@@ -96,32 +138,18 @@ class MLP(nn.Module):
     init_style: str = "psjax"
     names: tuple[str, ...] = ()
     num_masked_layers = 2  # at the default depth; masks, when given, have one entry per hidden layer
-    INITS = ("psjax", "reference")
-    REFERENCE_GAIN = 0.5
-    REFERENCE_NOISE = 0.2
-
-    def _inits(self, scale: float) -> dict:
-        """``kernel_init`` / ``bias_init`` of a Dense layer whose psjax kernel scale is ``scale``."""
-        if self.init_style == "reference":
-            return dict(kernel_init=orthogonal_plus_noise(self.REFERENCE_GAIN, self.REFERENCE_NOISE),
-                        bias_init=normal(self.REFERENCE_NOISE))
-        if self.init_style != "psjax":
-            raise ValueError(f"MLP init_style={self.init_style!r}; allowed: {', '.join(self.INITS)}")
-        return dict(kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
     @nn.compact
     def __call__(self, x, masks: Masks = None):
-        names = self.names or (None,) * (self.depth + 2)
-        if len(names) != self.depth + 2:
-            raise ValueError(f"MLP names={self.names}: need {self.depth + 2}, the torso's then {self.depth + 1} Dense")
+        names = _layer_names(self.names, self.depth, "MLP")
         if masks is not None and len(masks) != self.depth:
             raise ValueError(f"MLP of depth {self.depth} got {len(masks)} masks")
         if self.obs_shape:
             x = ConvTorso(tuple(self.obs_shape), name=names[0])(x)
         for layer in range(self.depth):
-            dense = nn.Dense(self.hidden, name=names[1 + layer], **self._inits(np.sqrt(2.0)))
+            dense = nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
             x = _apply_mask(nn.relu(dense(x)), masks, layer)
-        return nn.Dense(self.out_dim, name=names[-1], **self._inits(self.out_scale))(x)
+        return nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))(x)
 
 
 def param_count(params) -> int:

@@ -5,7 +5,7 @@
   reconstructs the T_U advantages from the latent.
 * ``GroupSelector``: one-hot role -> MLP -> GAT over the living agents (k heads, LeakyReLU scores,
   softmax over living agents only) -> GRU -> per-agent values of the m groups.
-* ``Torso`` / ``QHead``: RecurrentQNet split into its recurrent part and its output layer (same layers and
+* ``Torso`` / ``QHead``: RecurrentNet split into its recurrent part and its output layer (same layers and
   initialisers), for the ``bdps_shared_torso`` option (one torso, per-role / per-group heads).
 """
 
@@ -125,7 +125,7 @@ class GroupSelector(nn.Module):
 
 
 class Torso(nn.Module):
-    """``(h[..., H], obs[..., D]) -> h'[..., H]``: RecurrentQNet's Dense -> ReLU -> GRU (same initialisers)."""
+    """``(h[..., H], obs[..., D]) -> h'[..., H]``: RecurrentNet's Dense -> ReLU -> GRU (same initialisers)."""
 
     hidden: int
     obs_shape: tuple[int, ...] = ()
@@ -137,7 +137,7 @@ class Torso(nn.Module):
 
 
 class QHead(nn.Module):
-    """``x[..., F] -> q[..., A]``: RecurrentQNet's output layer."""
+    """``x[..., F] -> q[..., A]``: RecurrentNet's output layer."""
 
     num_actions: int
 

@@ -39,7 +39,7 @@ from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_bank_tree, map_banks, run_if, weighted_mean_rows
 from psjax.sharing.methods import Scheme
 
-# The layers of ``psjax.nets.agents.RecurrentQNet`` from input to output (flax module names).
+# The layers of ``psjax.nets.agents.RecurrentNet`` from input to output (flax module names).
 LAYERS = ("Dense_0", "GRUCell_0", "Dense_1")
 VARIANTS = ("pps_a", "pps_rs", "pps_pp")
 
