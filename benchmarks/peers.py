@@ -81,8 +81,11 @@ CASES: dict[str, Case] = {
         {"MAP_NAME": "3m", "HIDDEN_SIZE": 64, "NUM_EPOCHS": 1, "BUFFER_BATCH_SIZE": 32, "LEARNING_STARTS": 0,
          "TEST_DURING_TRAINING": False, "NUM_SEEDS": 1},
         {"env": "smax", "map": "3m", "alg": "fups", "learner": "qmix", "q.hidden": 64, "q.num_envs": 16,
-         "q.rollout_len": 128, "q.updates_per_rollout": 1, "q.batch_size": 32, "q.learning_starts": 0},
-        1_048_576, "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True),
+         "q.rollout_len": 128, "q.updates_per_rollout": 1, "q.batch_size": 32, "q.buffer_size": 4992,
+         "q.learning_starts": 65_536},
+        1_048_576, "the peer samples once its buffer holds 32 rollouts per env (flashbax's min_length_time_axis = "
+        "batch size) and keeps 5000 // 16 = 312 per env: psjax learns from 65,536 steps on, with 4,992 sequences; "
+        "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True),
 }
 
 
