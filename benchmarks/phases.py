@@ -44,13 +44,15 @@ def build(cfg, iters: int) -> dict:
     steps = parts.rollout_len
 
     def repeat(fn):
+        """``fn(runner, traj, last, key) -> (runner', outputs)`` repeated in a scan; the runner is carried, so a
+        phase that writes the replay buffer updates it in place as the training loop does."""
         def run(runner, traj, last, key):
-            def body(carry, k):
-                return carry, fn(runner, traj, last, k)
+            def body(r, k):
+                return fn(r, traj, last, k)
 
-            return jax.lax.scan(body, 0, jax.random.split(key, iters))[1]
+            return jax.lax.scan(body, runner, jax.random.split(key, iters))[1]
 
-        return jax.jit(run)
+        return jax.jit(run, donate_argnums=0)  # the buffer is updated in place, not copied per call
 
     def env_only(runner, traj, last, key):
         def step(carry, k):
@@ -60,25 +62,25 @@ def build(cfg, iters: int) -> dict:
             state, ts = jax.vmap(env.step)(jax.random.split(k_env, parts.num_envs), state, actions)
             return (state, ts), ts.reward.sum()
 
-        return jax.lax.scan(step, (runner.env_state, runner.ts), jax.random.split(key, steps))[1].sum()
+        return runner, jax.lax.scan(step, (runner.env_state, runner.ts), jax.random.split(key, steps))[1].sum()
 
     def rollout(runner, traj, last, key):
         carry, (t, step_ts) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                                             runner.hidden, key, runner.env_steps, steps, greedy=False)
-        return jax.tree.map(lambda x: x.sum() if x.dtype != jnp.uint32 else x.sum(), (t.reward, t.extras))
+        return runner, jax.tree.map(lambda x: x.sum(), (t.reward, t.extras))
 
     def update(runner, traj, last, key):
         state, metrics = learner.update(runner.learner, runner.sharing, traj, last, runner.hidden, key,
                                         runner.env_steps + 10**6)
-        return jax.tree.map(lambda x: x.sum(), (state.params, metrics))
+        return runner._replace(learner=state), jax.tree.map(lambda x: x.sum(), metrics)
 
     def sharing(runner, traj, last, key):
         out = scheme.update(runner.sharing, runner.learner, traj, key, runner.env_steps, runner.hidden)
-        return jax.tree.map(lambda x: x.sum(), (out[0].slots, out[2]))
+        return runner, jax.tree.map(lambda x: x.sum(), (out[0].slots, out[2]))
 
     def iteration(runner, traj, last, key):
         new, metrics = loop._iteration(parts, runner._replace(key=key))
-        return jax.tree.map(lambda x: x.sum(), (new.learner.params, metrics))
+        return new, jax.tree.map(lambda x: x.sum(), metrics)
 
     def sample_rollout(runner, key):
         _, (t, step_ts) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
@@ -93,22 +95,27 @@ def build(cfg, iters: int) -> dict:
 
 def measure(cfg, iters: int, repeats: int) -> dict:
     import jax
+    import jax.numpy as jnp
 
     b = build(cfg, iters)
     key = jax.random.PRNGKey(0)
     runner = b["init"](key)
     traj, last = b["sample"](runner, key)
     compiled, compile_s = {}, {}
+    def fresh():  # each call donates its runner: hand it a copy made before the clock starts
+        return jax.block_until_ready(jax.tree.map(jnp.copy, runner))
+
     for name, fn in b["phases"].items():
         start = time.perf_counter()
         compiled[name] = fn.lower(runner, traj, last, key).compile()
         compile_s[name] = time.perf_counter() - start
-        jax.block_until_ready(compiled[name](runner, traj, last, key))  # warm-up
+        jax.block_until_ready(compiled[name](fresh(), traj, last, key))  # warm-up
     times = {name: [] for name in compiled}
     for r in range(repeats):  # round-robin: load that comes and goes hits every phase alike
         for name, fn in compiled.items():
+            r_copy = fresh()
             start = time.perf_counter()
-            jax.block_until_ready(fn(runner, traj, last, jax.random.PRNGKey(r + 1)))
+            jax.block_until_ready(fn(r_copy, traj, last, jax.random.PRNGKey(r + 1)))
             times[name].append((time.perf_counter() - start) / iters * 1e3)
     ms = {name: statistics.median(t) for name, t in times.items()}
     ms["acting"] = ms["rollout"] - ms["env"]
