@@ -220,13 +220,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
                                    critic_input(ts.obs, ts.state))
         pi = dist(logits, ts.avail_actions)
         actions = jnp.argmax(pi.logits, -1) if greedy else pi.sample(seed=key)
-        extras = {"logp": pi.log_prob(actions), "value": value[..., 0]}
         if ac.recurrent:
             hidden = {"actor": h_actor, "critic": h_critic}
             if ac.last_action:
                 hidden["last_action"] = jax.nn.one_hot(actions, spec.num_actions)
-            extras["critic_h"] = h_critic  # the state this step leaves (before the loop's reset): V(o'_t) reads it
-        return actions.astype(jnp.int32), hidden, extras
+        return actions.astype(jnp.int32), hidden, {"logp": pi.log_prob(actions), "value": value[..., 0]}
 
     def loss_fn(params, sharing, mb, hidden0, aux_state):
         """The clipped surrogate, value and entropy terms over a minibatch: steps ``[B, ...]`` (feed-forward) or
@@ -265,7 +263,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         # V(o'_t) for every step in one batched pass: each step's next observation (before any automatic reset;
         # after a time limit the episode's last) from the critic state that step left behind (feed-forward: the
         # next step's value within an episode, the last observation's after a time limit)
-        h_after = traj.extras["critic_h"] if ac.recurrent else hidden0  # [T, E, N, H]: no second unroll
+        h_after = hidden0
+        if ac.recurrent:
+            h_after = unroll("critic", state.params, sharing, hidden0["critic"], critic_input(traj.obs, traj.state),
+                             resets)[1]
         next_value = net_step("critic", state.params, sharing, h_after,
                               critic_input(traj.next_obs, traj.next_state))[1][..., 0]  # [T, E, N]
         adv, ret = gae(
