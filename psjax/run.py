@@ -44,6 +44,7 @@ import yaml
 
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
+from psjax.shard import jit_over_seeds, seed_sharding
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -392,20 +393,22 @@ def run(
     starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     keys = seed_keys(cfg.seed, cfg.seeds)
-    init = jax.jit(jax.vmap(main.init))
-    evaluate = jax.jit(jax.vmap(main.evaluate))
+    sharding = seed_sharding(cfg.seeds, cfg.devices)  # the seeds split over local devices (psjax.shard)
+    init = jit_over_seeds(main.init, sharding)
+    evaluate = jit_over_seeds(main.evaluate, sharding, num_args=2)
     chunk_fns, compile_times = {}, []
 
     def compiled_chunk(program, runner):
         # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
         t0 = time.perf_counter()
-        fn = jax.jit(jax.vmap(program.run_chunk)).lower(runner).compile()
+        fn = jit_over_seeds(program.run_chunk, sharding).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
     metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
 
     if resume is not None:
         runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys))
+        runner = jax.device_put(runner, sharding)
         done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
         if host["seeds"] != seeds or host["iteration"] != starts[done]:
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
@@ -466,6 +469,7 @@ def run(
         "env_steps_per_seed": starts[done] * spi,
         "finished": done == len(plan),
         "chunks": plan,
+        "devices": len(sharding.mesh.devices.flat),  # the seeds were split over this many local devices
         "session_wall_s": time.perf_counter() - t_start,
         **_timing(times, sum(compile_times) if compile_times else None, spi * len(seeds)),
     }

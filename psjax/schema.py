@@ -290,6 +290,9 @@ class TrainConfig:
     ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})
     seed: int = _f(0, "first seed; seeds are seed .. seed+seeds-1", min=0)
     seeds: int = _f(1, "seeds trained together (vmapped)", min=1)
+    devices: int = _f(0, "local devices the seeds are sharded over (their leading axis, no collectives; "
+                      "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
+                      "must divide `seeds` and exist", min=0)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
     eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
     eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
@@ -502,6 +505,9 @@ def check_fields(cfg: TrainConfig) -> None:
     q = cfg.q
     if cfg.is_value_based and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
+    if cfg.devices and cfg.seeds % cfg.devices:
+        raise ConfigError(f"devices={cfg.devices} does not divide seeds={cfg.seeds}: every device trains the same "
+                          f"number of seeds; allowed: a divisor of {cfg.seeds}, or 0 (as many as divide it)")
     ac = cfg.ac
     if not cfg.is_value_based and ac.last_action and not ac.recurrent:
         raise ConfigError("ac.last_action=true needs ac.recurrent=true (a feed-forward actor has no memory to "

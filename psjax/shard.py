@@ -1,0 +1,48 @@
+"""Placing independent runs on devices: the leading axis of vmapped seeds sharded over a 1-D device mesh.
+
+The seeds never talk to each other, so the sharded program needs no collectives: each device runs its
+slice of the seeds, and the results are those of the unsharded program.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from psjax.fields import ConfigError
+
+SEED_AXIS = "seed"
+
+
+def seed_device_count(num_seeds: int, requested: int, available: int) -> int:
+    """How many devices to shard ``num_seeds`` over: ``requested`` (checked), or with 0 the most of the
+    ``available`` ones that divide ``num_seeds`` evenly."""
+    if requested == 0:
+        return max(k for k in range(1, available + 1) if num_seeds % k == 0)
+    if requested > available:
+        raise ConfigError(f"devices={requested} but this process sees {available} local device(s); allowed: "
+                          f"0 .. {available}")
+    if num_seeds % requested:
+        raise ConfigError(f"devices={requested} does not divide seeds={num_seeds}; allowed: a divisor of "
+                          f"{num_seeds}, or 0")
+    return requested
+
+
+def seed_sharding(num_seeds: int, requested: int = 0) -> NamedSharding:
+    """The sharding of arrays whose leading axis is the seeds: split over ``seed_device_count`` local devices
+    (every other axis replicated within a device's slice)."""
+    devices = jax.local_devices()
+    count = seed_device_count(num_seeds, requested, len(devices))
+    return NamedSharding(Mesh(np.asarray(devices[:count]), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
+
+
+def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1):
+    """``jax.jit(jax.vmap(fn))`` with every argument and output split along its leading (seed) axis.
+
+    ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between),
+    so one seed per device computes exactly what a single-seed run computes."""
+    spec = sharding.spec
+    mapped = jax.shard_map(jax.vmap(fn), mesh=sharding.mesh, in_specs=(spec,) * num_args, out_specs=spec,
+                           check_vma=False)  # per-device code is plain vmapped JAX: nothing to check
+    return jax.jit(mapped, in_shardings=(sharding,) * num_args, out_shardings=sharding)

@@ -1,0 +1,83 @@
+"""Seeds sharded over devices (``devices=``, ``psjax.shard``): the sharded run equals the unsharded ones.
+
+The equality test runs in a subprocess with 4 virtual CPU devices (``--xla_force_host_platform_device_count``),
+so it passes on any machine; the device-count rules are checked without JAX devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from psjax.config import make_config
+from psjax.fields import ConfigError
+from psjax.shard import seed_device_count
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_seed_device_count_rules():
+    assert seed_device_count(4, 0, 4) == 4
+    assert seed_device_count(6, 0, 4) == 3  # the most devices that divide the seeds
+    assert seed_device_count(5, 0, 4) == 1
+    assert seed_device_count(4, 2, 4) == 2
+    with pytest.raises(ConfigError, match="devices=8 but this process sees 4"):
+        seed_device_count(8, 8, 4)
+    with pytest.raises(ConfigError, match="devices=3 does not divide seeds=4"):
+        seed_device_count(4, 3, 4)
+    with pytest.raises(ConfigError, match="devices=3 does not divide seeds=4"):
+        make_config({"seeds": 4, "devices": 3})
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    from psjax.config import make_config
+    from psjax.run import run
+    assert len(jax.local_devices()) == 4, jax.local_devices()
+    out = {}
+    for name, seed, seeds, devices in (("sharded", 0, 2, 0), ("one_device", 0, 2, 1), ("seed0", 0, 1, 1),
+                                       ("seed1", 1, 1, 1)):
+        cfg = make_config({"env": "matrix", "matrix_game": "two_step", "alg": "fups_id", "learner": "ppo",
+                           "seed": seed, "seeds": seeds, "devices": devices, "steps": 1024, "ac.num_envs": 8,
+                           "ac.rollout_len": 16, "eval_every": 0.5, "eval_envs": 4, "progress": False,
+                           "checkpoint": False, "out_dir": sys.argv[1], "run_name": name})
+        run_dir = run(cfg)
+        rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows += [json.loads(l) for l in (run_dir / "eval.jsonl").read_text().splitlines()]
+        out[name] = {"rows": rows, "devices": json.loads((run_dir / "summary.json").read_text())["devices"]}
+    print(json.dumps(out))
+""")
+
+
+def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
+    """Two seeds on two devices give what each seed gives alone and what the two-seed run gives on one device,
+    every logged number of every seed, up to float rounding: the programs are compiled apart and XLA's CPU
+    reductions may round their last bit differently (measured: 1 ulp in a few losses, identical returns)."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [out[k]["devices"] for k in ("sharded", "one_device", "seed0", "seed1")] == [2, 1, 1, 1]
+    def by_seed(rows):
+        return sorted(rows, key=lambda r: (r["iteration"], r["seed"], "loss" in r))
+
+    sharded = by_seed(out["sharded"]["rows"])
+    for other in (by_seed(out["seed0"]["rows"] + out["seed1"]["rows"]), by_seed(out["one_device"]["rows"])):
+        assert len(other) == len(sharded)
+        for a, b in zip(sharded, other):
+            assert a.keys() == b.keys()
+            for k in a:
+                if isinstance(a[k], (int, float)) and not isinstance(a[k], bool):
+                    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
+                else:
+                    assert a[k] == b[k], k
