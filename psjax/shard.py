@@ -42,6 +42,8 @@ def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1):
 
     ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between),
     so one seed per device computes exactly what a single-seed run computes."""
+    if sharding.mesh.size == 1:  # one device: the plain program, compiled exactly as without sharding
+        return jax.jit(jax.vmap(fn))
     spec = sharding.spec
     mapped = jax.shard_map(jax.vmap(fn), mesh=sharding.mesh, in_specs=(spec,) * num_args, out_specs=spec,
                            check_vma=False)  # per-device code is plain vmapped JAX: nothing to check
