@@ -40,8 +40,9 @@ def seed_sharding(num_seeds: int, requested: int = 0) -> NamedSharding:
 def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1):
     """``jax.jit(jax.vmap(fn))`` with every argument and output split along its leading (seed) axis.
 
-    ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between),
-    so one seed per device computes exactly what a single-seed run computes."""
+    ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between, no
+    collectives). The results equal the one-device run's up to float rounding: the programs are compiled
+    apart, and XLA's CPU reductions can differ in the last bit (``tests/test_shard.py``)."""
     if sharding.mesh.size == 1:  # one device: the plain program, compiled exactly as without sharding
         return jax.jit(jax.vmap(fn))
     spec = sharding.spec
