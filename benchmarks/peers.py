@@ -57,6 +57,8 @@ class Case:
     steps: int  # default env steps per timed call (both sides)
     note: str = ""
     merge_alg: bool = False  # QLearning scripts: config = {**config, **config["alg"]}, env passed to make_train
+    # the gradient passes per iteration on each side (--breakdown varies them): the peer's key, psjax's field
+    epochs_keys: tuple[str, str] = ("UPDATE_EPOCHS", "ac.epochs")
 
 
 CASES: dict[str, Case] = {
@@ -85,7 +87,8 @@ CASES: dict[str, Case] = {
          "q.learning_starts": 65_536},
         1_048_576, "the peer samples once its buffer holds 32 rollouts per env (flashbax's min_length_time_axis = "
         "batch size) and keeps 5000 // 16 = 312 per env: psjax learns from 65,536 steps on, with 4,992 sequences; "
-        "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True),
+        "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True,
+        epochs_keys=("NUM_EPOCHS", "q.updates_per_rollout")),
 }
 
 
@@ -120,7 +123,7 @@ def _load_yaml(path: pathlib.Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def peer_train(case: Case, peer_dir: pathlib.Path, steps: int) -> tuple[Callable, int]:
+def peer_train(case: Case, peer_dir: pathlib.Path, steps: int, epochs: int | None = None) -> tuple[Callable, int]:
     """The peer's ``train(key)`` for ``case`` at ``steps`` env steps, and the env steps one call runs."""
     script = peer_dir / case.script
     if not script.is_file():
@@ -135,6 +138,8 @@ def peer_train(case: Case, peer_dir: pathlib.Path, steps: int) -> tuple[Callable
         config["alg"] = _load_yaml(peer_dir / case.configs[1])
         config = {**config, **config["alg"]}
     config.update(copy.deepcopy(case.peer_overrides))
+    if epochs is not None:
+        config[case.epochs_keys[0]] = epochs
     config["TOTAL_TIMESTEPS"] = steps
     config["WANDB_MODE"] = "disabled"
     per_update = config["NUM_ENVS"] * config["NUM_STEPS"]
@@ -147,12 +152,14 @@ def peer_train(case: Case, peer_dir: pathlib.Path, steps: int) -> tuple[Callable
 
 
 # --------------------------------------------------------------------------- psjax's side
-def psjax_train(case: Case, steps: int) -> tuple[Callable, int, dict]:
+def psjax_train(case: Case, steps: int, epochs: int | None = None) -> tuple[Callable, int, dict]:
     from psjax.config import make_config
     from psjax.schema import to_dict
     from psjax.train import make_train
 
     overrides = {k: v for k, v in case.psjax.items() if k != "preset"}
+    if epochs is not None:
+        overrides[case.epochs_keys[1]] = epochs
     cfg = make_config({**overrides, "steps": steps, "eval_every": 0}, preset=case.psjax.get("preset"))
     return make_train(cfg), cfg.num_iterations * cfg.steps_per_iteration, to_dict(cfg)
 
@@ -174,13 +181,14 @@ def run_timed(compiled: Callable, key) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats: int) -> dict[str, Any]:
+def measure(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats: int,
+            epochs: int | None = None) -> dict[str, Any]:
     import jax
 
     key = jax.random.PRNGKey(0)
     sides = {}
-    peer_fn, peer_steps = peer_train(case, peer_dir, steps)
-    ours_fn, our_steps, cfg = psjax_train(case, peer_steps)  # the peer rounds the budget down to whole updates
+    peer_fn, peer_steps = peer_train(case, peer_dir, steps, epochs)
+    ours_fn, our_steps, cfg = psjax_train(case, peer_steps, epochs)  # the peer rounds its budget down to updates
     if our_steps != peer_steps:
         raise ValueError(f"{name}: psjax runs {our_steps} env steps per call, the peer {peer_steps}: their "
                          "iterations differ in size")
@@ -199,6 +207,24 @@ def measure(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats: 
                      "run_s": [round(x, 3) for x in s["run_s"]], "steps_per_s": s["env_steps"] / median,
                      "steps_per_s_all": [s["env_steps"] / x for x in s["run_s"]]}
     out["x_peer"] = out["psjax"]["steps_per_s"] / out["peer"]["steps_per_s"]
+    return out
+
+
+def breakdown(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats: int) -> dict[str, Any]:
+    """Each side's ms per iteration split into its gradient passes and the rest (rollout, targets, metrics,
+    logging), by timing it with one pass and with ``max(2, default)`` passes per iteration: the difference
+    is the passes' cost, so neither program needs instrumenting."""
+    cfg_epochs = psjax_train(case, steps)[2]
+    section, field = case.epochs_keys[1].split(".")
+    many = max(2, cfg_epochs[section][field])
+    one, more = measure(name, case, peer_dir, steps, repeats, 1), measure(name, case, peer_dir, steps, repeats, many)
+    out = {"case": name, "passes": many}
+    for side in ("peer", "psjax"):
+        iters = one[side]["env_steps"] // (cfg_epochs[section]["num_envs"] * cfg_epochs[section]["rollout_len"])
+        t1 = statistics.median(one[side]["run_s"]) / iters * 1e3
+        tn = statistics.median(more[side]["run_s"]) / iters * 1e3
+        per_pass = (tn - t1) / (many - 1)
+        out[side] = {"ms_per_pass": per_pass, "ms_rest": t1 - per_pass, "ms_per_iteration": tn}
     return out
 
 
@@ -227,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=pathlib.Path, default=None,
                    help="JSON file (default: benchmarks/results/peers-<host>-<date>.json)")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also split each side's iteration into its gradient passes and the rest (times every "
+                        "case twice more: one pass and max(2, default) passes per iteration)")
     args = p.parse_args(argv)
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     bad = [c for c in names if c not in CASES]
@@ -245,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # a missing peer dependency should not lose the other cases
             r = {"case": name, "error": f"{type(e).__name__}: {e}"}
             print(f"{name}: error: {r['error']}", flush=True)
+        if args.breakdown and "error" not in r:
+            b = breakdown(name, case, args.peer_dir.expanduser(), args.steps or case.steps, args.repeats)
+            r["breakdown"] = b
+            for side in ("peer", "psjax"):
+                print(f"  {side}: {b[side]['ms_per_pass']:.1f} ms per gradient pass, {b[side]['ms_rest']:.1f} ms for "
+                      f"the rest of an iteration ({b['passes']} passes: {b[side]['ms_per_iteration']:.1f} ms)",
+                      flush=True)
         results.append(r)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or REPO / "benchmarks" / "results" / f"peers-{socket.gethostname()}-{stamp}.json"
