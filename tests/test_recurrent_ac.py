@@ -139,7 +139,10 @@ def test_masked_recurrent_units_get_no_update():
     np.testing.assert_array_equal(after["Dense_1"]["kernel"][..., :2, :], before["Dense_1"]["kernel"][..., :2, :])
 
 
-METHODS = ["fups", "fups_id", "nops", "snp_ps", "seps", "adaps", "kaleidoscope", "madps"]
+# fups_id and adaps add nothing to the paths the others cover (fups + id features; snp_ps's masks + seps's
+# switch): slow-marked to keep `make test` short; `make test-all` runs them
+METHODS = ["fups", pytest.param("fups_id", marks=pytest.mark.slow), "nops", "snp_ps", "seps",
+           pytest.param("adaps", marks=pytest.mark.slow), "kaleidoscope", "madps"]
 
 
 @pytest.mark.parametrize("alg", METHODS)
