@@ -1,7 +1,7 @@
 """Placing independent runs on devices: the leading axis of vmapped seeds sharded over a 1-D device mesh.
 
 The seeds never talk to each other, so the sharded program needs no collectives: each device runs its
-slice of the seeds, and the results are those of the unsharded program.
+slice of the seeds, and the results are those of the unsharded program up to float rounding.
 """
 
 from __future__ import annotations
