@@ -134,3 +134,25 @@ def test_peer_harness_cases_are_valid_psjax_configs_and_logging_is_stubbed():
                 sys.modules[m] = module
     with pytest.raises(FileNotFoundError, match="JaxMARL checkout at c793d09"):
         peers.peer_train(peers.CASES["ippo_ff_mpe"], REPO / "no-such-dir", 2048)
+
+
+@pytest.mark.slow  # four PPO compiles: about a minute; `make test-all` runs it
+def test_device_suite_smoke_grid(tmp_path):
+    """benchmarks/device_suite.py --smoke: every configuration of the reduced grid runs and is reported with
+    its compile time and peak memory (no timing thresholds)."""
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_device_suite", REPO / "benchmarks" / "device_suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = suite
+    spec.loader.exec_module(suite)
+    out = tmp_path / "suite.json"
+    doc = suite.main(["--smoke", "--out", str(out)])
+    labels = [r["label"] for r in doc["rows"]]
+    assert labels == ["lbf/ppo/fups envs=4", "lbf/ppo/fups envs=4 seeds=2", "lbf/ppo/nops envs=4",
+                      "lbf/ppo/kaleidoscope envs=4"]
+    for r in doc["rows"]:
+        assert "error" not in r, r
+        assert r["steps_per_s"] > 0 and r["compile_s"] > 0 and r["host_peak_bytes"] > 0
+    assert json.loads(out.read_text())["rows"][1]["seeds"] == 2
+    assert "| lbf/ppo/fups envs=4 seeds=2 | 2 | 4 |" in suite.markdown(doc["rows"])
