@@ -56,7 +56,10 @@ def grid(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int]]:
         rollout = {f"{section}.rollout_len": args.rollout_len}
 
         def cfg(method, num_envs):
-            return throughput.config_overrides(env, learner, method, {f"{section}.num_envs": num_envs, **rollout})
+            extra = {f"{section}.num_envs": num_envs, **rollout}
+            if section == "q":  # the replay buffer holds two rollouts' worth at least (one item per env each)
+                extra["q.buffer_size"] = max(2048, 2 * num_envs)
+            return throughput.config_overrides(env, learner, method, extra)
 
         for n in args.envs_grid:
             out.append((f"{env}/{learner}/fups envs={n}", cfg("fups", n), 1))
