@@ -6,7 +6,9 @@ grid the tests run on CPU. For each (env, learner) of SMAX 3m and LBF 8x8-2p-2f-
 
 * FuPS at ``--envs-grid`` parallel environments (one seed);
 * FuPS at ``--seeds-grid`` vmapped seeds (at ``--seeds-envs`` environments);
-* NoPS and one dynamic method (``--dynamic``, default Kaleidoscope: any learner) at ``--methods-envs``.
+* NoPS and one dynamic method (``--dynamic``, default Kaleidoscope: any learner) at ``--methods-envs``;
+
+each size for every pair before the next size.
 
 Every row is one configuration compiled, warmed up and timed (``benchmarks/throughput.py``'s ``measure``:
 compile apart from the run; env steps/s over seeds and envs) plus the process's peak memory so far (the
@@ -49,24 +51,19 @@ def peak_memory() -> dict[str, Any]:
 
 
 def grid(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int]]:
-    """``(label, overrides, seeds)`` for every configuration, in the order they run."""
+    """``(label, overrides, seeds)`` for every configuration, in the order they run: each kind of row for every
+    (env, learner) pair before the next kind, so a spent budget cuts the largest sizes, not whole pairs."""
+    kinds = ([("fups", n, 1) for n in args.envs_grid] + [("fups", args.seeds_envs, s) for s in args.seeds_grid]
+             + [(m, args.methods_envs, 1) for m in ("nops", args.dynamic)])
     out = []
-    for env, learner in args.pairs:
-        section = "q" if learner in throughput.VALUE_LEARNERS else "ac"
-        rollout = {f"{section}.rollout_len": args.rollout_len}
-
-        def cfg(method, num_envs):
-            extra = {f"{section}.num_envs": num_envs, **rollout}
+    for method, num_envs, seeds in kinds:
+        for env, learner in args.pairs:
+            section = "q" if learner in throughput.VALUE_LEARNERS else "ac"
+            extra = {f"{section}.num_envs": num_envs, f"{section}.rollout_len": args.rollout_len}
             if section == "q":  # the replay buffer holds two rollouts' worth at least (one item per env each)
                 extra["q.buffer_size"] = max(2048, 2 * num_envs)
-            return throughput.config_overrides(env, learner, method, extra)
-
-        for n in args.envs_grid:
-            out.append((f"{env}/{learner}/fups envs={n}", cfg("fups", n), 1))
-        for s in args.seeds_grid:
-            out.append((f"{env}/{learner}/fups envs={args.seeds_envs} seeds={s}", cfg("fups", args.seeds_envs), s))
-        for method in ("nops", args.dynamic):
-            out.append((f"{env}/{learner}/{method} envs={args.methods_envs}", cfg(method, args.methods_envs), 1))
+            label = f"{env}/{learner}/{method} envs={num_envs}" + (f" seeds={seeds}" if seeds > 1 else "")
+            out.append((label, throughput.config_overrides(env, learner, method, extra), seeds))
     return out
 
 
