@@ -47,6 +47,7 @@ import numpy as np
 import yaml
 
 from psjax.fields import ConfigError
+from psjax.schema import flatten
 
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
@@ -230,16 +231,6 @@ def find_runs(paths: Sequence) -> list[pathlib.Path]:
     return unique
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + k + "."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
 def _method_order(method: str) -> tuple:
     """The method registry's order (``psjax.catalog``); methods it does not list come after, alphabetically."""
     from psjax import (
@@ -277,9 +268,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups = []
     for env, method, learner, policy in keys:
         members = [r for r in runs if (r.env, r.method, r.learner, r.policy) == (env, method, learner, policy)]
-        base = {k: v for k, v in _flat(members[0].config).items() if k not in POOL_IGNORED}
+        base = {k: v for k, v in flatten(members[0].config).items() if k not in POOL_IGNORED}
         for r in members[1:]:
-            other = {k: v for k, v in _flat(r.config).items() if k not in POOL_IGNORED}
+            other = {k: v for k, v in flatten(r.config).items() if k not in POOL_IGNORED}
             diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
             if diff:
                 warnings.warn(f"pooling {r.path.name} with {members[0].path.name} although their configs differ "
