@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import importlib.util
 import json
@@ -74,8 +75,9 @@ CASES: dict[str, Case] = {
     # critic (the peer's is local) and with FuPS (the peer's ADD_AGENT_ID is false).
     "ippo_rnn_smax": Case(
         "baselines/IPPO/ippo_rnn_smax.py", ("baselines/IPPO/config/ippo_rnn_smax.yaml",), {"MAP_NAME": "3m"},
-        {"preset": "smax_mappo_rnn", "alg": "fups", "ac.central_critic": False, "map": "3m"},
-        1_048_576, "the peer shares one Dense -> GRU torso between actor and critic; psjax runs two networks"),
+        {"preset": "smax_ippo_rnn", "map": "3m"},
+        1_048_576, "both share one Dense -> GRU torso between actor and critic (psjax: ac.shared_torso); psjax also "
+        "bootstraps through time limits (one more torso step per stored step)"),
     # QMIX on SMAX 3m at the small config: hidden 64, 16 envs x 128 steps, 1 gradient step per rollout, batch 32.
     "qmix_rnn_smax": Case(
         "baselines/QLearning/qmix_rnn.py",
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per side (median taken)")
     p.add_argument("--out", type=pathlib.Path, default=None,
                    help="JSON file (default: benchmarks/results/peers-<host>-<date>.json)")
+    p.add_argument("--psjax-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override psjax's side of every case (repeatable), e.g. ac.shared_torso=false")
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--breakdown", action="store_true",
                    help="also split each side's iteration into its gradient passes and the rest (times every "
@@ -261,11 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     bad = [c for c in names if c not in CASES]
     if bad:
         p.error(f"unknown case(s) {', '.join(bad)}; allowed: {', '.join(CASES)}")
+    extra = dict(kv.split("=", 1) for kv in args.psjax_set)
     import jax
 
     results = []
     for name in names:
-        case = CASES[name]
+        case = dataclasses.replace(CASES[name], psjax={**CASES[name].psjax, **extra})
         try:
             r = measure(name, case, args.peer_dir.expanduser(), args.steps or case.steps, args.repeats)
             print(f"{name}: peer {r['peer']['steps_per_s']:,.0f} env steps/s (compile {r['peer']['compile_s']} s), "

@@ -274,6 +274,11 @@ class ACConfig:
         False, "GRU actor and critic (Dense -> GRU -> Dense, width `hidden`; IPPO / MAPPO-rnn): states carried "
         "through the rollout and zeroed where an episode ends; PPO's minibatches are whole env trajectories "
         "(num_minibatches must divide num_envs). MADPS's actor gets its GRU as the front block's second layer")
+    shared_torso: bool = _f(
+        False, "with `recurrent`: actor and critic share one Dense -> GRU torso, each with its own Dense -> ReLU "
+        "-> Dense head on the GRU's output (JaxMARL's ActorCriticRNN, its IPPO-rnn): one GRU per agent instead "
+        "of two, the value loss training the torso too. The critic then reads the actor's input, so "
+        "central_critic must be false; masks act on the torso, the value head reads it unmasked")
     last_action: bool = _f(False, "with `recurrent`: the actor also reads the one-hot of the agent's previous "
                            "action (zeros at an episode's start), as q.last_action does for the Q agents")
 
@@ -512,6 +517,12 @@ def check_fields(cfg: TrainConfig) -> None:
     if not cfg.is_value_based and ac.last_action and not ac.recurrent:
         raise ConfigError("ac.last_action=true needs ac.recurrent=true (a feed-forward actor has no memory to "
                           "carry the action in); allowed: ac.last_action=false, or ac.recurrent=true")
+    if not cfg.is_value_based and ac.shared_torso and not ac.recurrent:
+        raise ConfigError("ac.shared_torso=true needs ac.recurrent=true (the feed-forward actor and critic are "
+                          "separate MLPs); allowed: ac.shared_torso=false, or ac.recurrent=true")
+    if not cfg.is_value_based and ac.shared_torso and ac.central_critic:
+        raise ConfigError("ac.shared_torso=true with ac.central_critic=true: a shared torso reads the actor's local "
+                          "observations, a central critic the global state; allowed: one of them")
     if not cfg.is_value_based and ac.recurrent and ac.num_envs % ac.num_minibatches:
         raise ConfigError(
             f"ac.num_minibatches={ac.num_minibatches} must divide ac.num_envs={ac.num_envs} with ac.recurrent=true "

@@ -11,7 +11,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.learners.actor_critic import episode_starts, minibatches
-from psjax.nets.agents import RecurrentNet
+from psjax.nets.agents import MLP, RecurrentNet
 from psjax.run import seed_keys
 from psjax.train import _init, _rollout, make_parts, make_train
 
@@ -33,10 +33,21 @@ def _rollout_of(cfg, key=0):
 def _hand_unroll(cfg, params, traj):
     """Slot 0's actor and critic stepped by hand, env by env, zeroing both states (and, with
     ``ac.last_action``, the actor's previous action) after every ``done``: logits [T, E, N, A], values
-    [T, E, N] and V(o'_t) from the state each step left behind."""
+    [T, E, N] and V(o'_t) from the state each step left behind. With ``ac.shared_torso`` the critic is a
+    value head on the actor's GRU state, and V(o'_t) one more actor step (on o'_t, a_t as its last action)."""
     spec_a = traj.avail.shape[-1]
-    actor, critic = RecurrentNet(H, spec_a, out_scale=0.01), RecurrentNet(H, 1)
+    shared = cfg.ac.shared_torso
+    actor = RecurrentNet(H, spec_a, out_scale=0.01, depth=3 if shared else 2)
+    critic = MLP(H, 1, depth=1) if shared else RecurrentNet(H, 1)
     pa, pc = (jax.tree.map(lambda x: x[0], params[k]) for k in ("actor", "critic"))
+    if shared:  # the value head has no state of its own: (h_actor, obs) -> (h_actor, V) reads h_actor
+        head = critic.apply
+
+        def critic_apply(p, h, o):
+            del o
+            return h, head(p, h)
+
+        critic = type("ValueHead", (), {"apply": staticmethod(critic_apply)})
     t_len, e_len, n = traj.action.shape
     logits, values, next_values = [], [], []
     for e in range(e_len):
@@ -50,19 +61,23 @@ def _hand_unroll(cfg, params, traj):
             x = jnp.concatenate([traj.obs[t, e], prev], -1) if cfg.ac.last_action else traj.obs[t, e]
             h_a, lg = actor.apply(pa, h_a, x)
             prev = jax.nn.one_hot(traj.action[t, e], spec_a)
-            h_c, v = critic.apply(pc, h_c, traj.obs[t, e])
+            h_c, v = critic.apply(pc, h_a if shared else h_c, traj.obs[t, e])
             le.append(lg)
             ve.append(v[:, 0])
-            ne.append(critic.apply(pc, h_c, traj.next_obs[t, e])[1][:, 0])
+            if shared:
+                x_next = jnp.concatenate([traj.next_obs[t, e], prev], -1) if cfg.ac.last_action else traj.next_obs[t, e]
+                ne.append(critic.apply(pc, actor.apply(pa, h_a, x_next)[0], None)[1][:, 0])
+            else:
+                ne.append(critic.apply(pc, h_c, traj.next_obs[t, e])[1][:, 0])
         logits.append(jnp.stack(le)), values.append(jnp.stack(ve)), next_values.append(jnp.stack(ne))
     return (jnp.stack(logits, 1), jnp.stack(values, 1), jnp.stack(next_values, 1))
 
 
-@pytest.mark.parametrize("last_action", [False, True])
-def test_recurrent_loss_equals_hand_unroll_through_time_limit(last_action):
+@pytest.mark.parametrize("last_action,shared_torso", [(False, False), (True, False), (True, True)])
+def test_recurrent_loss_equals_hand_unroll_through_time_limit(last_action, shared_torso):
     """Acting and the update's unroll both equal a step-by-step unroll; the first epoch's loss is the
     hand-computed PPO loss with GAE bootstrapping through the time limit from the ended episode's state."""
-    cfg = make_config({**SPREAD, "alg": "fups", "ac.last_action": last_action})
+    cfg = make_config({**SPREAD, "alg": "fups", "ac.last_action": last_action, "ac.shared_torso": shared_torso})
     parts, runner, traj, last = _rollout_of(cfg)
     done, terminated = np.asarray(traj.done), np.asarray(traj.terminated)
     assert done[24].all() and not terminated.any()  # a truncation inside the rollout
@@ -121,10 +136,13 @@ def test_episode_starts_and_trajectory_minibatches():
     assert sorted(np.asarray(bx[:, 0]).ravel().tolist()) == [0, 1, 2, 3]
 
 
-def test_masked_recurrent_units_get_no_update():
+@pytest.mark.parametrize("shared_torso", [False, True])
+def test_masked_recurrent_units_get_no_update(shared_torso):
     """SNP-PS with units 0 and 1 of both actor layers masked for every agent: a PPO update leaves the GRU
-    weights into and out of those units and the output rows reading them exactly unchanged."""
-    cfg = make_config({**SPREAD, "alg": "snp_ps", "ac.epochs": 2, "ac.num_minibatches": 2})
+    weights into and out of those units and the layers reading them exactly unchanged (with a shared torso
+    the value loss reaches the GRU too, and its value head reads the masked units)."""
+    cfg = make_config({**SPREAD, "alg": "snp_ps", "ac.epochs": 2, "ac.num_minibatches": 2,
+                       "ac.shared_torso": shared_torso})
     parts, runner, traj, last = _rollout_of(cfg)
     mask = jnp.ones_like(runner.sharing.masks[0]).at[:, :2].set(0.0)
     sharing = runner.sharing._replace(masks=(mask, mask))
@@ -137,19 +155,30 @@ def test_masked_recurrent_units_get_no_update():
         np.testing.assert_array_equal(a[..., :2, :], b[..., :2, :])  # from the masked inputs / states
         assert not np.array_equal(a[..., 2:, 2:], b[..., 2:, 2:])
     np.testing.assert_array_equal(after["Dense_1"]["kernel"][..., :2, :], before["Dense_1"]["kernel"][..., :2, :])
+    assert not np.array_equal(after["Dense_1"]["kernel"][..., 2:, :], before["Dense_1"]["kernel"][..., 2:, :])
+    if shared_torso:
+        head0, head = runner.learner.params["critic"]["params"], state.params["critic"]["params"]
+        np.testing.assert_array_equal(head["Dense_0"]["kernel"][..., :2, :], head0["Dense_0"]["kernel"][..., :2, :])
+        assert not np.array_equal(head["Dense_0"]["kernel"][..., 2:, :], head0["Dense_0"]["kernel"][..., 2:, :])
 
 
 # fups_id and adaps add nothing to the paths the others cover (fups + id features; snp_ps's masks + seps's
-# switch): slow-marked to keep `make test` short; `make test-all` runs them
-METHODS = ["fups", pytest.param("fups_id", marks=pytest.mark.slow), "nops", "snp_ps", "seps",
-           pytest.param("adaps", marks=pytest.mark.slow), "kaleidoscope", "madps"]
+# switch): slow-marked to keep `make test` short; `make test-all` runs them. The shared torso changes the
+# networks, not the methods' mechanisms: with it the masked, the trained-mask and the restructuring ones run
+# in `make test`.
+SLOW = {False: ("fups_id", "adaps"), True: ("fups", "fups_id", "nops", "seps", "adaps")}
+CASES = [pytest.param(alg, shared, marks=[pytest.mark.slow] if alg in SLOW[shared] else [],
+                      id=f"{alg}-{'shared' if shared else 'separate'}")
+         for shared in (False, True)
+         for alg in ("fups", "fups_id", "nops", "snp_ps", "seps", "adaps", "kaleidoscope", "madps")]
 
 
-@pytest.mark.parametrize("alg", METHODS)
-def test_every_sharing_method_trains_with_the_recurrent_actor_critic(alg):
+@pytest.mark.parametrize("alg,shared_torso", CASES)
+def test_every_sharing_method_trains_with_the_recurrent_actor_critic(alg, shared_torso):
     """A few PPO iterations on the typed env (SePS / AdaPS switch to their clusters, MADPS runs a distance
     round and restructures): finite losses and every actor bank row an agent uses has moved."""
     cfg = make_config({"env": "typed", "num_agents": 4, "alg": alg, "learner": "ppo", "ac.recurrent": True,
+                       "ac.shared_torso": shared_torso,
                        "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 16, "ac.num_minibatches": 2,
                        "ac.epochs": 2, "steps": 640, "identity_pretrain_steps": 256, "identity_epochs": 2,
                        "madps_interval": 4, "madps_start": 4, "eval_every": 0,
@@ -185,3 +214,7 @@ def test_recurrent_minibatches_must_split_the_envs():
         make_config({**SPREAD, "alg": "fups", "ac.num_envs": 4, "ac.rollout_len": 3, "ac.num_minibatches": 3})
     with pytest.raises(ConfigError, match="ac.last_action=true needs ac.recurrent=true"):
         make_config({**SPREAD, "alg": "fups", "ac.recurrent": False, "ac.last_action": True})
+    with pytest.raises(ConfigError, match="ac.shared_torso=true needs ac.recurrent=true"):
+        make_config({**SPREAD, "alg": "fups", "ac.recurrent": False, "ac.shared_torso": True})
+    with pytest.raises(ConfigError, match="ac.shared_torso=true with ac.central_critic=true"):
+        make_config({**SPREAD, "alg": "fups", "ac.shared_torso": True, "ac.central_critic": True})

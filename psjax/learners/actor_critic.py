@@ -9,7 +9,9 @@ The actor and critic are MLPs, or with ``ac.recurrent`` Dense -> GRU -> Dense ne
 whose states are carried through the rollout, zeroed where an episode ends and unrolled again from the
 rollout's first state in the update. Feed-forward minibatches are random sets of steps; recurrent ones are
 whole env trajectories (the rollout split along the env axis, as JaxMARL's IPPO-rnn), so backpropagation
-through time sees every step of the rollout.
+through time sees every step of the rollout. With ``ac.shared_torso`` the two share one Dense -> GRU torso
+(JaxMARL's ActorCriticRNN): the actor bank holds the torso and the policy head, the critic bank a value head
+that reads the torso's output, so the value loss trains the torso too and each agent runs one GRU, not two.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import optax
 from psjax.envs.base import EnvSpec, TimeStep
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
-from psjax.sharing.bank import SharingState, apply_agents, init_bank
+from psjax.sharing.bank import SharingState, apply_agents, init_bank, unroll_agents
 from psjax.sharing.methods import (
     Scheme,
     add_aux_loss,
@@ -117,13 +119,20 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     n = spec.num_agents
     # what the scheme asks of the actor (MADPS: a deeper network with named front / back blocks)
     net = RecurrentNet if ac.recurrent else MLP
-    actor = net(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape,
-                **(scheme.actor_options or {}))
-    critic = net(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
+    shared = ac.shared_torso  # validated: recurrent, local-observation critic
+    # shared torso: Dense -> GRU -> (Dense -> policy) in the actor bank (MADPS's three layers fit it as they are)
+    actor_options = {"depth": 3, **(scheme.actor_options or {})} if shared else (scheme.actor_options or {})
+    actor = net(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape, **actor_options)
+    if shared:  # the value head: Dense -> ReLU -> Dense on the torso's output
+        critic = MLP(ac.hidden, 1, out_scale=1.0, depth=1)
+    else:
+        critic = net(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
     layout = scheme.layout
     critic_layout = bank_layout(scheme, "critic")  # AdaPS masks the policy only
-    critic_in_dim = spec.state_dim + n if ac.central_critic else spec.obs_dim
+    if shared:  # the head reads torso features the agent's masks already shaped
+        critic_layout = critic_layout._replace(masked=False)
     actor_in_dim = spec.obs_dim + (spec.num_actions if ac.last_action else 0)
+    critic_in_dim = ac.hidden if shared else spec.state_dim + n if ac.central_critic else spec.obs_dim
     total_updates = cfg.num_iterations * ac.epochs * ac.num_minibatches
     lr = optax.linear_schedule(ac.lr, 0.0, total_updates) if ac.lr_decay else ac.lr
     optimizer = optax.chain(optax.clip_by_global_norm(ac.max_grad_norm), optax.adam(lr, eps=ac.adam_eps))
@@ -142,7 +151,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         F'])``; feed-forward networks pass ``h`` through."""
         module, bank_lay = (actor, layout) if name == "actor" else (critic, critic_layout)
         derive = agent_derive(scheme, name, params, sharing)
-        if not ac.recurrent:
+        if not ac.recurrent or (shared and name == "critic"):
             return h, apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
         return apply_agents(module.apply, params[name], bank_lay, sharing, h, x, derive=derive)
 
@@ -152,13 +161,9 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         every step on its own in one batched pass (``h0`` returned as the states)."""
         if not ac.recurrent:
             return net_step(name, params, sharing, h0, x)[::-1]
-
-        def body(h, inputs):
-            x_t, reset = inputs
-            h, out = net_step(name, params, sharing, jnp.where(reset[:, None, None], 0.0, h), x_t)
-            return h, (out, h)
-
-        _, (out, h_after) = jax.lax.scan(body, h0, (x, resets))
+        module, bank_lay = (actor, layout) if name == "actor" else (critic, critic_layout)
+        h_after, out = unroll_agents(module, params[name], bank_lay, sharing, h0, x, resets,
+                                     derive=agent_derive(scheme, name, params, sharing))
         return out, h_after
 
     def states(hidden, name):
@@ -196,8 +201,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         h0 = (jnp.zeros((ac.hidden,)),) if ac.recurrent else ()
         params = {
             "actor": init_bank(lambda k: actor.init(k, *h0, jnp.zeros((actor_in_dim,))), k_actor, layout.num_slots),
-            "critic": init_bank(lambda k: critic.init(k, *h0, jnp.zeros((critic_in_dim,))), k_critic,
-                                layout.num_slots),
+            "critic": init_bank(lambda k: critic.init(k, *(() if shared else h0), jnp.zeros((critic_in_dim,))),
+                                k_critic, layout.num_slots),
         }
         params = init_sharing_params(scheme, jax.random.fold_in(key, 1), params, BANKS)
         return ACState(params, optimizer.init(params), jnp.int32(0), init_aux_state(scheme))
@@ -205,7 +210,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def init_hidden(num_envs):
         if ac.recurrent:
             h = jnp.zeros((num_envs, n, ac.hidden), jnp.float32)
-            hidden = {"actor": h, "critic": h}
+            hidden = {"actor": h} if shared else {"actor": h, "critic": h}
             if ac.last_action:  # the one-hot of each agent's previous action (zeroed with the states)
                 hidden["last_action"] = jnp.zeros((num_envs, n, spec.num_actions), jnp.float32)
             return hidden
@@ -216,24 +221,33 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         del step
         h_actor, logits = net_step("actor", state.params, sharing, states(hidden, "actor"),
                                    actor_input(ts.obs, hidden["last_action"] if ac.last_action else ()))
-        h_critic, value = net_step("critic", state.params, sharing, states(hidden, "critic"),
-                                   critic_input(ts.obs, ts.state))
+        if shared:
+            h_critic, value = net_step("critic", state.params, sharing, (), h_actor)
+        else:
+            h_critic, value = net_step("critic", state.params, sharing, states(hidden, "critic"),
+                                       critic_input(ts.obs, ts.state))
         pi = dist(logits, ts.avail_actions)
         actions = jnp.argmax(pi.logits, -1) if greedy else pi.sample(seed=key)
+        extras = {"logp": pi.log_prob(actions), "value": value[..., 0]}
         if ac.recurrent:
-            hidden = {"actor": h_actor, "critic": h_critic}
+            hidden = {"actor": h_actor} if shared else {"actor": h_actor, "critic": h_critic}
             if ac.last_action:
                 hidden["last_action"] = jax.nn.one_hot(actions, spec.num_actions)
-        return actions.astype(jnp.int32), hidden, {"logp": pi.log_prob(actions), "value": value[..., 0]}
+            # the state V(o'_t) continues from (before the loop's reset): kept so the update need not unroll again
+            extras["value_state"] = h_actor if shared else h_critic
+        return actions.astype(jnp.int32), hidden, extras
 
     def loss_fn(params, sharing, mb, hidden0, aux_state):
         """The clipped surrogate, value and entropy terms over a minibatch: steps ``[B, ...]`` (feed-forward) or
         trajectories ``[T, B, ...]`` unrolled from ``hidden0`` (recurrent)."""
         resets = mb.get("resets")
-        logits, _ = unroll("actor", params, sharing, states(hidden0, "actor"),
-                           actor_input(mb["obs"], mb.get("prev_action", ())), resets)
-        values = unroll("critic", params, sharing, states(hidden0, "critic"), critic_input(mb["obs"], mb["state"]),
-                        resets)[0][..., 0]
+        logits, torso = unroll("actor", params, sharing, states(hidden0, "actor"),
+                               actor_input(mb["obs"], mb.get("prev_action", ())), resets)
+        if shared:
+            values = net_step("critic", params, sharing, (), torso)[1][..., 0]
+        else:
+            values = unroll("critic", params, sharing, states(hidden0, "critic"), critic_input(mb["obs"], mb["state"]),
+                            resets)[0][..., 0]
         pi = dist(logits, mb["avail"])
         logp = pi.log_prob(mb["action"])
         ratio = jnp.exp(logp - mb["logp"])
@@ -260,15 +274,23 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
         del step, last  # traj.next_obs ends with the observation after the rollout
         resets = episode_starts(traj.done)
+        prev_action = (previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions)
+                       if ac.last_action else ())
         # V(o'_t) for every step in one batched pass: each step's next observation (before any automatic reset;
         # after a time limit the episode's last) from the critic state that step left behind (feed-forward: the
         # next step's value within an episode, the last observation's after a time limit)
-        h_after = hidden0
-        if ac.recurrent:
-            h_after = unroll("critic", state.params, sharing, hidden0["critic"], critic_input(traj.obs, traj.state),
-                             resets)[1]
-        next_value = net_step("critic", state.params, sharing, h_after,
-                              critic_input(traj.next_obs, traj.next_state))[1][..., 0]  # [T, E, N]
+        # (recurrent: the state each step left behind, as acting stored it)
+        h_after = traj.extras["value_state"] if ac.recurrent else hidden0
+        if shared:  # one torso step on o'_t (a_t its last action; no policy head), then the value head
+            torso_next = apply_agents(
+                lambda p, h, x, m: actor.apply(p, h, x, m, method="state"), state.params["actor"], layout, sharing,
+                h_after, actor_input(traj.next_obs, jax.nn.one_hot(traj.action, spec.num_actions)
+                                     if ac.last_action else ()),
+                derive=agent_derive(scheme, "actor", state.params, sharing))
+            next_value = net_step("critic", state.params, sharing, (), torso_next)[1][..., 0]  # [T, E, N]
+        else:
+            next_value = net_step("critic", state.params, sharing, h_after,
+                                  critic_input(traj.next_obs, traj.next_state))[1][..., 0]  # [T, E, N]
         adv, ret = gae(
             traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
             ac.gamma, ac.gae_lambda,
@@ -276,7 +298,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         samples = {"obs": traj.obs, "state": traj.state, "avail": traj.avail, "action": traj.action,
                    "logp": traj.extras["logp"], "adv": adv, "ret": ret}
         if ac.last_action:
-            samples["prev_action"] = previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions)
+            samples["prev_action"] = prev_action
         if ac.recurrent:
             samples["resets"] = resets
         else:  # independent steps: minibatches of steps drawn from the whole rollout

@@ -18,7 +18,7 @@ from psjax.learners import replay
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.schema import TrainConfig
-from psjax.sharing.bank import SharingState, apply_agents, init_bank
+from psjax.sharing.bank import SharingState, apply_agents, init_bank, unroll_agents
 from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition
 
@@ -197,13 +197,9 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
             h0 = hidden0["h"]
             obs, final_obs = with_last_action(seq, hidden0["last_action"], resets, num_actions)
 
-        def step(h, inputs):
-            o, reset = inputs
-            h = jnp.where(reset[:, None, None], 0.0, h)
-            h, q = q_values(params, sharing, h, o)
-            return h, (h, q)
-
-        _, (h, q) = jax.lax.scan(step, h0, (obs, resets))
+        # only the GRU is scanned; the dense layers run on every step at once
+        h, q = unroll_agents(net, params["agent"], layout, sharing, h0, obs, resets,
+                             derive=agent_derive(scheme, "agent", params, sharing))
         # each step's pre-reset next observation from the state the step left behind, in one batched pass
         _, q_final = q_values(params, sharing, h[:-1], final_obs)
         return q, q_final

@@ -85,10 +85,16 @@ class RecurrentNet(nn.Module):
     (h'[..., H], out[..., out_dim])``.
 
     The defaults (depth 2, GRU second) are Dense -> ReLU -> GRU -> Dense, the pymarl RNN agent (the Q
-    networks) and the recurrent A2C / PPO actor and critic. Every hidden layer is maskable; the GRU's mask
-    multiplies its state, so a masked unit is zero in the carried state too and never influences later
-    steps. ``init_style`` and ``names`` as ``MLP`` (they apply to the Dense layers; the GRU keeps its
-    orthogonal recurrent kernel), so MADPS's front / back blocks name the GRU like any other layer.
+    networks) and the recurrent A2C / PPO actor and critic. Every hidden layer is maskable; masks, when given,
+    cover the first ``len(masks)`` layers (the shared actor-critic torso's Dense and GRU; its policy head's
+    layer stays unmasked). The GRU's mask multiplies its state, so a masked unit is zero in the carried state
+    too and never influences later steps. ``init_style`` and ``names`` as ``MLP`` (they apply to the Dense
+    layers; the GRU keeps its orthogonal recurrent kernel), so MADPS's front / back blocks name the GRU like
+    any other layer; without ``names`` the modules carry flax's compact-style names (``ConvTorso_0``,
+    ``Dense_k`` counted apart from ``GRUCell_0``), which other methods select layers by.
+
+    One step is ``post(cell(h, pre(x)))``; ``psjax.sharing.bank.unroll_agents`` applies ``pre`` and ``post`` to
+    a whole sequence at once and scans only ``cell``.
     """
 
     hidden: int
@@ -101,23 +107,57 @@ class RecurrentNet(nn.Module):
     names: tuple[str, ...] = ()
     num_masked_layers = 2  # at the default depth
 
-    @nn.compact
-    def __call__(self, h, x, masks: Masks = None):
-        names = _layer_names(self.names, self.depth, "RecurrentNet")
+    def setup(self):
         if not 0 <= self.recurrent_layer < self.depth:
             raise ValueError(f"RecurrentNet recurrent_layer={self.recurrent_layer}; allowed: 0 .. {self.depth - 1}")
-        if masks is not None and len(masks) != self.depth:
-            raise ValueError(f"RecurrentNet of depth {self.depth} got {len(masks)} masks")
-        if self.obs_shape:
-            x = ConvTorso(tuple(self.obs_shape), name=names[0])(x)
-        for layer in range(self.depth):
-            if layer == self.recurrent_layer:
-                h, _ = nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0), name=names[1 + layer])(h, x)
-                h = x = _apply_mask(h, masks, layer)
-            else:
-                dense = nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
-                x = _apply_mask(nn.relu(dense(x)), masks, layer)
-        return h, nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))(x)
+        dense_names = iter(f"Dense_{k}" for k in range(self.depth + 1))
+        auto = ("ConvTorso_0",) + tuple("GRUCell_0" if layer == self.recurrent_layer else next(dense_names)
+                                         for layer in range(self.depth)) + (next(dense_names),)
+        names = _layer_names(self.names, self.depth, "RecurrentNet")
+        names = tuple(given or default for given, default in zip(names, auto))
+        self.conv = ConvTorso(tuple(self.obs_shape), name=names[0]) if self.obs_shape else None
+        self.layers = tuple(
+            nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0), name=names[1 + layer])
+            if layer == self.recurrent_layer else
+            nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
+            for layer in range(self.depth))
+        self.out = nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))
+
+    def _check(self, masks: Masks) -> None:
+        if masks is not None and not self.recurrent_layer < len(masks) <= self.depth:
+            raise ValueError(f"RecurrentNet of depth {self.depth} got {len(masks)} masks; allowed: "
+                             f"{self.recurrent_layer + 1} .. {self.depth} (through the GRU)")
+
+    def _dense(self, x, masks: Masks, layers: range):
+        for layer in layers:
+            x = nn.relu(self.layers[layer](x))
+            if masks is not None and layer < len(masks):
+                x = x * masks[layer]
+        return x
+
+    def pre(self, x, masks: Masks = None):
+        """The layers before the GRU (no state): ``x[..., D] -> [..., F]``."""
+        self._check(masks)
+        if self.conv is not None:
+            x = self.conv(x)
+        return self._dense(x, masks, range(self.recurrent_layer))
+
+    def cell(self, h, x, masks: Masks = None):
+        """The GRU step on ``pre``'s features: ``h[..., H], x[..., F] -> h'[..., H]`` (masked)."""
+        h, _ = self.layers[self.recurrent_layer](h, x)
+        return _apply_mask(h, masks, self.recurrent_layer)
+
+    def post(self, h, masks: Masks = None):
+        """The layers after the GRU and the output: ``h[..., H] -> out[..., out_dim]``."""
+        return self.out(self._dense(h, masks, range(self.recurrent_layer + 1, self.depth)))
+
+    def state(self, h, x, masks: Masks = None):
+        """One step's new state without the output layers: ``h[..., H], x[..., D] -> h'[..., H]``."""
+        return self.cell(h, self.pre(x, masks), masks)
+
+    def __call__(self, h, x, masks: Masks = None):
+        h = self.state(h, x, masks)
+        return h, self.post(h, masks)
 
 
 class MLP(nn.Module):
