@@ -108,13 +108,30 @@ def unroll_agents(net: Any, bank: Any, layout: SlotLayout, sharing: SharingState
     chex.assert_rank(h0, 3)
     chex.assert_equal_shape_prefix([x, resets], 2)
     agents = agent_params(bank, layout, sharing, derive)
-    features = apply_gathered(lambda p, xs, m: net.apply(p, xs, m, method="pre"), agents, x)
+    if not agents.per_agent:
+        features = net.apply(agents.params, x, agents.masks, method="pre")
 
-    def step(h, inputs):
+        def step(h, inputs):
+            f, reset = inputs
+            h = net.apply(agents.params, jnp.where(reset[:, None, None], 0.0, h), f, agents.masks, method="cell")
+            return h, h
+
+        _, h = jax.lax.scan(step, h0, (features, resets))
+        return h, net.apply(agents.params, h, agents.masks, method="post")
+
+    # per-agent parameters: agent-major [N, T, B, ...] for the whole unroll, moved back once at the end
+    in_axes = (agents.axes, 0, 0)
+    masks = agents.masks
+    features = jax.vmap(lambda p, xs, m: net.apply(p, xs, m, method="pre"), in_axes)(
+        agents.params, jnp.moveaxis(x, 2, 0), masks)  # [N, T, B, F]
+    cell = jax.vmap(lambda p, hh, ff, m: net.apply(p, hh, ff, m, method="cell"), (agents.axes, 0, 0, 0))
+
+    def step(h, inputs):  # h [N, B, H]
         f, reset = inputs
-        h = jnp.where(reset[:, None, None], 0.0, h)
-        h = apply_gathered(lambda p, hh, ff, m: net.apply(p, hh, ff, m, method="cell"), agents, h, f)
+        h = cell(agents.params, jnp.where(reset[None, :, None], 0.0, h), f, masks)
         return h, h
 
-    _, h = jax.lax.scan(step, h0, (features, resets))
-    return h, apply_gathered(lambda p, hh, m: net.apply(p, hh, m, method="post"), agents, h)
+    _, h = jax.lax.scan(step, jnp.moveaxis(h0, 1, 0), (jnp.moveaxis(features, 0, 1), resets))  # h [T, N, B, H]
+    out = jax.vmap(lambda p, hh, m: net.apply(p, hh, m, method="post"), in_axes)(
+        agents.params, jnp.moveaxis(h, 1, 0), masks)  # [N, T, B, O]
+    return jnp.moveaxis(h, 1, 2), jnp.moveaxis(out, 0, 2)
