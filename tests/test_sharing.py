@@ -8,7 +8,7 @@ import pytest
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
 from psjax.nets.agents import MLP, RecurrentNet
-from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
+from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank, unroll_agents
 from psjax.sharing.methods import make_scheme
 
 N, D, H, A, K = 4, 5, 8, 3, 3
@@ -53,6 +53,32 @@ def test_shared_bank_apply_equals_plain_shared_network():
     )
     plain = net.apply(jax.tree.map(lambda p: p[0], bank), x)
     np.testing.assert_array_equal(out, plain)
+
+
+@pytest.mark.parametrize("mode,num_slots,masked,depth", [("shared", 1, True, 2), ("identity", N, False, 2),
+                                                         ("indexed", K, True, 3)])
+def test_unroll_agents_equals_stepping_the_network(mode, num_slots, masked, depth):
+    """The batched unroll (dense layers over all steps at once, only the GRU scanned) equals T steps of the
+    whole network with the state zeroed at each reset: states and outputs, every layout, masks through the GRU
+    (a depth-3 net keeps its last hidden layer unmasked)."""
+    T, B = 6, 2
+    net = RecurrentNet(H, A, depth=depth)
+    bank = _bank(net, num_slots, jnp.zeros(H), jnp.zeros(D))
+    slots = jnp.arange(N) if mode == "identity" else jnp.array([2, 0, 2, 1]) if mode == "indexed" else jnp.zeros(N, int)
+    masks = tuple(jax.random.bernoulli(jax.random.PRNGKey(10 + i), 0.6, (N, H)).astype(jnp.float32)
+                  for i in range(2)) if masked else ()
+    layout, state = SlotLayout(num_slots, mode, masked), SharingState(slots, masks)
+    h0 = jax.random.normal(jax.random.PRNGKey(6), (B, N, H))
+    x = jax.random.normal(jax.random.PRNGKey(7), (T, B, N, D))
+    resets = jnp.zeros((T, B), bool).at[3, 0].set(True).at[1, 1].set(True)
+    h_all, out = unroll_agents(net, bank, layout, state, h0, x, resets)
+    assert h_all.shape == (T, B, N, H) and out.shape == (T, B, N, A)
+    h = h0
+    for t in range(T):
+        h = jnp.where(resets[t][:, None, None], 0.0, h)
+        h, o = apply_agents(net.apply, bank, layout, state, h, x[t])
+        np.testing.assert_allclose(h_all[t], h, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[t], o, rtol=1e-5, atol=1e-6)
 
 
 def test_shared_layout_has_no_gather():
