@@ -218,3 +218,18 @@ def test_recurrent_minibatches_must_split_the_envs():
         make_config({**SPREAD, "alg": "fups", "ac.recurrent": False, "ac.shared_torso": True})
     with pytest.raises(ConfigError, match="ac.shared_torso=true with ac.central_critic=true"):
         make_config({**SPREAD, "alg": "fups", "ac.shared_torso": True, "ac.central_critic": True})
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 8])
+def test_next_step_values_reads_stored_values_within_episodes(chunk):
+    """V(o'_t): the next step's stored value inside an episode; value_of (here 100 + the step's input) only at
+    episode ends and the rollout's last step, whatever the chunk size (1 = one loop pass per end)."""
+    from psjax.learners.actor_critic import next_step_values
+
+    t_len, e_len = 4, 2
+    value = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1)  # [T, E, N=1]
+    done = jnp.array([[False, True], [True, False], [False, False], [False, False]])
+    inputs = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1) * 10  # [T, E, N]
+    got = next_step_values(lambda x: 100 + x, inputs, value, done, chunk)
+    want = np.array([[value[1, 0, 0], 110], [120, value[2, 1, 0]], [value[3, 0, 0], value[3, 1, 0]], [160, 170]])
+    np.testing.assert_array_equal(np.asarray(got)[..., 0], want)

@@ -27,7 +27,7 @@ import optax
 from psjax.envs.base import EnvSpec, TimeStep
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
-from psjax.sharing.bank import SharingState, apply_agents, init_bank, unroll_agents
+from psjax.sharing.bank import SharingState, agent_params, apply_agents, apply_gathered, init_bank, unroll_agents
 from psjax.sharing.methods import (
     Scheme,
     add_aux_loss,
@@ -75,6 +75,33 @@ def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
 
     _, adv = jax.lax.scan(step, jnp.zeros_like(delta[0]), (delta, carry_on), reverse=True)
     return adv, adv + value_t
+
+
+def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, done_t: chex.Array, chunk: int) -> chex.Array:
+    """``V(o'_t) [T, E, N]`` for GAE: within an episode the next step's value ``value_t[t + 1]`` (the same
+    network on the same state and observation, stored while acting); ``value_of`` only where a step ends an
+    episode or the rollout, in chunks of ``chunk`` such steps (a loop of as many chunks as there are ends: exact
+    for any count, under vmap too).
+
+    Args:
+      value_of: ``inputs`` leaves ``[M, ...]`` -> ``[M, N]``; inputs: pytree, leaves ``[T, E, ...]``, each step's
+        next observation and the state it continues from; value_t: ``[T, E, N]``; done_t: bool ``[T, E]``.
+    """
+    t_len, e_len = done_t.shape
+    flat = jax.tree.map(lambda x: x.reshape(t_len * e_len, *x.shape[2:]), inputs)
+    need = done_t.at[-1].set(True).reshape(-1)  # the last step reads the next rollout's first observation
+    rank = jnp.cumsum(need) - 1
+
+    def chunk_values(carry):
+        i, out = carry
+        idx = jnp.nonzero(need & (rank // chunk == i), size=chunk, fill_value=need.size)[0]
+        v = value_of(jax.tree.map(lambda x: x[jnp.minimum(idx, need.size - 1)], flat))
+        return i + 1, out.at[idx].set(v, mode="drop")
+
+    out = jnp.zeros((need.size, value_t.shape[-1]), value_t.dtype)
+    _, out = jax.lax.while_loop(lambda c: c[0] * chunk < need.sum(), chunk_values, (jnp.int32(0), out))
+    shifted = jnp.concatenate([value_t[1:], jnp.zeros_like(value_t[:1])], 0)
+    return jnp.where(need.reshape(t_len, e_len)[..., None], out.reshape(value_t.shape), shifted)
 
 
 BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)
@@ -276,21 +303,25 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         resets = episode_starts(traj.done)
         prev_action = (previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions)
                        if ac.last_action else ())
-        # V(o'_t) for every step in one batched pass: each step's next observation (before any automatic reset;
-        # after a time limit the episode's last) from the critic state that step left behind (feed-forward: the
-        # next step's value within an episode, the last observation's after a time limit)
-        # (recurrent: the state each step left behind, as acting stored it)
-        h_after = traj.extras["value_state"] if ac.recurrent else hidden0
+        # V(o'_t): each step's next observation (before any automatic reset; after a time limit the episode's
+        # last) from the state that step left behind (recurrent: as acting stored it)
+        h_after = traj.extras["value_state"] if ac.recurrent else ()
         if shared:  # one torso step on o'_t (a_t its last action; no policy head), then the value head
-            torso_next = apply_agents(
-                lambda p, h, x, m: actor.apply(p, h, x, m, method="state"), state.params["actor"], layout, sharing,
-                h_after, actor_input(traj.next_obs, jax.nn.one_hot(traj.action, spec.num_actions)
-                                     if ac.last_action else ()),
-                derive=agent_derive(scheme, "actor", state.params, sharing))
-            next_value = net_step("critic", state.params, sharing, (), torso_next)[1][..., 0]  # [T, E, N]
+            torso_params = agent_params(state.params["actor"], layout, sharing,
+                                        agent_derive(scheme, "actor", state.params, sharing))
+            next_x = actor_input(traj.next_obs, jax.nn.one_hot(traj.action, spec.num_actions) if ac.last_action else ())
+
+            def value_of_next(inputs):
+                torso = apply_gathered(lambda p, h, x, m: actor.apply(p, h, x, m, method="state"), torso_params,
+                                       *inputs)
+                return net_step("critic", state.params, sharing, (), torso)[1][..., 0]
         else:
-            next_value = net_step("critic", state.params, sharing, h_after,
-                                  critic_input(traj.next_obs, traj.next_state))[1][..., 0]  # [T, E, N]
+            next_x = critic_input(traj.next_obs, traj.next_state)
+
+            def value_of_next(inputs):
+                return net_step("critic", state.params, sharing, *inputs)[1][..., 0]
+        next_value = next_step_values(value_of_next, (h_after, next_x), traj.extras["value"], traj.done,
+                                      max(traj.done.shape[1], traj.done.size // 8))  # [T, E, N]
         adv, ret = gae(
             traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
             ac.gamma, ac.gae_lambda,
