@@ -251,7 +251,7 @@ class ACConfig:
     num_envs: int = _f(8, "parallel environments", min=1)
     rollout_len: int = _f(5, "env steps per rollout (A2C: the n of n-step returns)", min=1)
     hidden: int = _f(64, "actor / critic width: two hidden layers, the second a GRU with `recurrent` (MADPS's actor three: "
-                     "front 2 + back 1)", min=1)
+                     "front 2 + back 1; `shared_torso`: Dense, GRU, then one Dense layer in each head)", min=1)
     lr: float = _f(3e-4, "Adam learning rate", min=0.0)
     adam_eps: float = _f(1e-5, "Adam epsilon", min=0.0)
     lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
