@@ -173,10 +173,14 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             [jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1
         )
 
+    def bank_of(name):
+        """The network and slot layout of bank ``name`` ("actor" / "critic")."""
+        return (actor, layout) if name == "actor" else (critic, critic_layout)
+
     def net_step(name, params, sharing, h, x):
         """Bank ``name`` ("actor" / "critic") for every agent: ``h[..., N, H], x[..., N, F] -> (h', out[..., N,
         F'])``; feed-forward networks pass ``h`` through."""
-        module, bank_lay = (actor, layout) if name == "actor" else (critic, critic_layout)
+        module, bank_lay = bank_of(name)
         derive = agent_derive(scheme, name, params, sharing)
         if not ac.recurrent or (shared and name == "critic"):
             return h, apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
@@ -188,7 +192,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         every step on its own in one batched pass (``h0`` returned as the states)."""
         if not ac.recurrent:
             return net_step(name, params, sharing, h0, x)[::-1]
-        module, bank_lay = (actor, layout) if name == "actor" else (critic, critic_layout)
+        module, bank_lay = bank_of(name)
         h_after, out = unroll_agents(module, params[name], bank_lay, sharing, h0, x, resets,
                                      derive=agent_derive(scheme, name, params, sharing))
         return out, h_after
