@@ -43,6 +43,17 @@ for group in $RUNS; do
     pps_lbf) sweep pps_lbf preset=pps_smax env=lbf scenario=10x10-3p-3f algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=5e5 ;;
     # PPO on SMAX 3m (terminates by win / loss, time limit 100 steps) and speaker-listener (time limit only)
     smax_ppo) sweep smax_ppo env=smax map=3m algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
+    # QMIX on SMAX 3m, the QMIX table's headline row (configs/smax_3m_qmix.yaml: TD(0.6), 16 updates per rollout)
+    qmix_smax3m) "$PY" -m psjax train preset=smax_3m_qmix progress=false run_name=fid_smax3m_qmix_upd16 ;;
+    # issue 21: recurrent against feed-forward PPO (FuPS+id, default PPO settings; the 3m feed-forward row is smax_ppo)
+    ppo_rnn_smax) for map in ${RNN_MAPS:-3m 2s3z}; do
+                    sweep ppo_rnn_smax_$map env=smax map=$map algs="fups_id" learner=ppo ac.recurrent=true \
+                      seeds=$SEEDS steps=${RNN_STEPS:-2e6} eval_every=0.1
+                  done ;;
+    ppo_ff_smax_2s3z) sweep ppo_ff_smax_2s3z env=smax map=2s3z algs="fups_id" learner=ppo seeds=$SEEDS steps=${RNN_STEPS:-2e6} \
+                        eval_every=0.1 ;;
+    # issue 21: recurrent MAPPO (central critic) at the CPU-sized JaxMARL ippo_rnn_smax settings
+    mappo_rnn_3m) sweep mappo_rnn_3m preset=smax_mappo_rnn_cpu algs="nops fups_id seps" seeds=$SEEDS steps=${RNN_STEPS:-2e6} ;;
     speaker_ppo) sweep speaker_ppo env=speaker_listener algs="fups_id" learner=ppo seeds=$SEEDS steps=3e5 ;;
     # the SePS / AdaPS table's A2C row on LBF coop (its PPO row is lbf_ppo)
     lbf_a2c) sweep lbf_a2c env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;
