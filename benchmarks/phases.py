@@ -83,9 +83,9 @@ def build(cfg, iters: int) -> dict:
         return new, jax.tree.map(lambda x: x.sum(), metrics)
 
     def sample_rollout(runner, key):
-        _, (t, step_ts) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
-                                        runner.hidden, key, runner.env_steps, steps, greedy=False)
-        return t, jax.tree.map(lambda x: x[-1], step_ts)
+        (_, last, _), (t, _) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+                                             runner.hidden, key, runner.env_steps, steps, greedy=False)
+        return t, last
 
     return {"parts": parts, "init": jax.jit(lambda k: loop._init(parts, k)), "sample": jax.jit(sample_rollout),
             "phases": {name: repeat(fn) for name, fn in

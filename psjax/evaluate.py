@@ -9,6 +9,9 @@ is also reported unqualified as ``eval_<stat>``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -33,7 +36,21 @@ def policy_metrics(per_policy: dict[str, dict]) -> dict:
     return out
 
 
-def episode_means(ended: jax.Array, step_ts: TimeStep) -> dict:
+class EpisodeEnd(NamedTuple):
+    """What a step reports about the episode it ended (the part of a ``TimeStep`` that episode statistics read;
+    a rollout keeps only this per step, not the observations twice). Shapes as the TimeStep's, e.g. ``[T, E]``."""
+
+    done: chex.Array  # bool, the step ended an episode
+    episode_return: chex.Array  # float32, at done: the ended episode's team return
+    episode_length: chex.Array  # int32, at done: its length
+    won: chex.Array  # bool, at done: whether it was won
+
+
+def episode_end(ts: TimeStep) -> EpisodeEnd:
+    return EpisodeEnd(ts.done, ts.episode_return, ts.episode_length, ts.won)
+
+
+def episode_means(ended: jax.Array, step_ts: EpisodeEnd | TimeStep) -> dict:
     """Mean return / win / length over the episodes marked ``ended`` (NaN when none).
 
     ``ended`` and the ``step_ts`` leaves share their leading axes, e.g. ``[T, E]``; a step's
@@ -49,7 +66,7 @@ def episode_means(ended: jax.Array, step_ts: TimeStep) -> dict:
             "length": mean(step_ts.episode_length)}
 
 
-def first_episodes(step_ts: TimeStep) -> jax.Array:
+def first_episodes(step_ts: EpisodeEnd | TimeStep) -> jax.Array:
     """``[T, E]`` mask of the step that ended each env's first episode."""
     return step_ts.done & (jnp.cumsum(step_ts.done, axis=0) == 1)
 
@@ -65,7 +82,7 @@ def random_policy_score(env: Env, key, num_envs: int = 64) -> dict:
         k_act, k_env = jax.random.split(k)
         actions = jax.random.categorical(k_act, jnp.where(ts.avail_actions, 0.0, -1e9))
         state, ts = jax.vmap(env.step)(jax.random.split(k_env, num_envs), state, actions)
-        return (state, ts), ts
+        return (state, ts), episode_end(ts)
 
     _, step_ts = jax.lax.scan(step, (state, ts), jax.random.split(k_roll, env.spec.max_steps))
     return episode_means(first_episodes(step_ts), step_ts)

@@ -20,7 +20,7 @@ from psjax import (
 )
 from psjax.envs import agent_id_features, make_env, resolve_agent_id
 from psjax.envs.base import Env, EnvSpec, TimeStep
-from psjax.evaluate import POLICY_NAMES, episode_means, first_episodes, policy_metrics
+from psjax.evaluate import POLICY_NAMES, EpisodeEnd, episode_end, episode_means, first_episodes, policy_metrics
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
 from psjax.schema import TrainConfig
@@ -52,7 +52,7 @@ class Program(NamedTuple):
     num_iterations: int
     steps_per_iteration: int
     spec: EnvSpec | None = None  # the environment's static description
-    # episode(runner, key, num_envs, greedy) -> (Transition [T, E, ...], TimeStep [T, E, ...]): max_steps steps
+    # episode(runner, key, num_envs, greedy) -> (Transition [T, E, ...], EpisodeEnd [T, E]): max_steps steps
     # of one seed's runner in num_envs fresh envs (every env's first episode lies inside them); num_envs and
     # greedy are Python values (jit it with them fixed). For pictures and inspection (BDPS's roles.png).
     episode: Callable | None = None
@@ -104,7 +104,7 @@ def _init(parts: Parts, key) -> Runner:
 def _rollout(
     parts: Parts, learner_state, sharing, env_state, ts, hidden, key, step, num_steps: int, greedy: bool
 ):
-    """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, TimeStep)."""
+    """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, EpisodeEnd)."""
     env, learner = parts.env, parts.learner
     learner_state = learner_state._replace(
         params=methods.derive_for_acting(parts.scheme, learner_state.params, learner.bank_names, sharing)
@@ -132,7 +132,7 @@ def _rollout(
             next_ts.final_state,
             next_ts.final_avail,
         )
-        return (env_state, next_ts, hidden), (transition, next_ts)
+        return (env_state, next_ts, hidden), (transition, episode_end(next_ts))
 
     return jax.lax.scan(env_step, (env_state, ts, hidden), jax.random.split(key, num_steps))
 
@@ -172,9 +172,9 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     return runner, metrics
 
 
-def episode(parts: Parts, runner: Runner, key, num_envs: int, greedy: bool) -> tuple[Transition, TimeStep]:
+def episode(parts: Parts, runner: Runner, key, num_envs: int, greedy: bool) -> tuple[Transition, EpisodeEnd]:
     """``max_steps`` steps of ``runner`` in ``num_envs`` fresh envs (the key alone fixes their initial states):
-    the per-step ``(Transition, TimeStep)``, ``[T, E, ...]``; every env's first episode lies inside them."""
+    the per-step ``(Transition, EpisodeEnd)``, ``[T, E, ...]``; every env's first episode lies inside them."""
     k_reset, k_roll = jax.random.split(key)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
     _, (traj, step_ts) = _rollout(

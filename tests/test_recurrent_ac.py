@@ -220,16 +220,23 @@ def test_recurrent_minibatches_must_split_the_envs():
         make_config({**SPREAD, "alg": "fups", "ac.shared_torso": True, "ac.central_critic": True})
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 8])
-def test_next_step_values_reads_stored_values_within_episodes(chunk):
-    """V(o'_t): the next step's stored value inside an episode; value_of (here 100 + the step's input) only at
-    episode ends and the rollout's last step, whatever the chunk size (1 = one loop pass per end)."""
+@pytest.mark.parametrize("truncated", [
+    [[False, True], [True, False], [True, False], [False, False]],  # three truncations: two chunks of E = 2
+    [[False, False], [False, False], [False, False], [True, False]],  # none before the last step: no loop pass
+])
+def test_next_step_values_reads_stored_values_within_episodes(truncated):
+    """V(o'_t): the next step's stored value inside an episode (and at terminal steps, whose bootstrap GAE drops);
+    value_of (here 100 + the step's input) only at truncations and the rollout's last step."""
     from psjax.learners.actor_critic import next_step_values
 
     t_len, e_len = 4, 2
     value = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1)  # [T, E, N=1]
-    done = jnp.array([[False, True], [True, False], [False, False], [False, False]])
+    truncated = jnp.array(truncated)
     inputs = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1) * 10  # [T, E, N]
-    got = next_step_values(lambda x: 100 + x, inputs, value, done, chunk)
-    want = np.array([[value[1, 0, 0], 110], [120, value[2, 1, 0]], [value[3, 0, 0], value[3, 1, 0]], [160, 170]])
-    np.testing.assert_array_equal(np.asarray(got)[..., 0], want)
+    got = np.asarray(next_step_values(lambda x: 100 + x, inputs, value, truncated))[..., 0]
+    want = np.concatenate([np.asarray(value[1:, :, 0]), [[160, 170]]], 0)  # stored values; the last step's o'
+    for t, e in zip(*np.nonzero(np.asarray(truncated[:-1]))):
+        want[t, e] = 100 + inputs[t, e, 0]
+    np.testing.assert_array_equal(got, want)
+    one = next_step_values(lambda x: 100 + x, inputs[:1], value[:1], truncated[:1])  # T = 1: the last step only
+    np.testing.assert_array_equal(np.asarray(one)[..., 0], [[100, 110]])

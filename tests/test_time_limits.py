@@ -89,13 +89,14 @@ def test_rollout_stores_the_observation_each_step_led_to_time_limit():
                        "ac.num_envs": 2, "ac.rollout_len": 12, "steps": 24})
     parts = make_parts(cfg)
     runner = _init(parts, jax.random.PRNGKey(0))
-    _, (traj, step_ts) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
-                                  runner.hidden, jax.random.PRNGKey(1), 0, 12, greedy=False)
+    _, (traj, ends) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+                               runner.hidden, jax.random.PRNGKey(1), 0, 12, greedy=False)
     done = np.asarray(traj.done)
     assert done[4].all() and done[9].all() and not np.asarray(traj.terminated).any()
     inside = ~done[:-1]
     np.testing.assert_array_equal(np.asarray(traj.next_obs[:-1])[inside], np.asarray(traj.obs[1:])[inside])
-    np.testing.assert_array_equal(np.asarray(traj.next_obs), np.asarray(step_ts.final_obs))
+    np.testing.assert_array_equal(np.asarray(ends.done), done)  # the episode statistics end where the episodes do
+    np.testing.assert_array_equal(np.asarray(ends.episode_length)[done], 5)
     # MPE's landmark-relative positions change every step: the final observation is not the reset one
     assert not np.allclose(np.asarray(traj.next_obs[4]), np.asarray(traj.obs[5]))
 

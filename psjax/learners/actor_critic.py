@@ -77,31 +77,41 @@ def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
     return adv, adv + value_t
 
 
-def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, done_t: chex.Array, chunk: int) -> chex.Array:
-    """``V(o'_t) [T, E, N]`` for GAE: within an episode the next step's value ``value_t[t + 1]`` (the same
-    network on the same state and observation, stored while acting); ``value_of`` only where a step ends an
-    episode or the rollout, in chunks of ``chunk`` such steps (a loop of as many chunks as there are ends: exact
-    for any count, under vmap too).
+def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, truncated_t: chex.Array) -> chex.Array:
+    """``V(o'_t) [T, E, N]`` for GAE, with the network run only where the rollout stored no such value.
+
+    Inside an episode ``o'_t`` is the next step's observation, whose value acting stored (``value_t[t + 1]``:
+    the same network on the same state). ``value_of`` runs on the stored next observation at the rollout's last
+    step (one batched call) and at time limits (``truncated_t``), in chunks of ``E`` such steps: a loop of as
+    many chunks as there are truncations (none where episodes end only by termination; exact for any count,
+    under vmap too). At a terminal step GAE drops the bootstrap, so the value there is ``value_t[t + 1]`` and
+    read by nothing.
 
     Args:
       value_of: ``inputs`` leaves ``[M, ...]`` -> ``[M, N]``; inputs: pytree, leaves ``[T, E, ...]``, each step's
-        next observation and the state it continues from; value_t: ``[T, E, N]``; done_t: bool ``[T, E]``.
+        next observation and the state it continues from; value_t: ``[T, E, N]``; truncated_t: bool ``[T, E]``.
     """
-    t_len, e_len = done_t.shape
-    flat = jax.tree.map(lambda x: x.reshape(t_len * e_len, *x.shape[2:]), inputs)
-    need = done_t.at[-1].set(True).reshape(-1)  # the last step reads the next rollout's first observation
+    t_len, e_len = truncated_t.shape
+    chex.assert_shape(value_t, (t_len, e_len, None))
+    last = value_of(jax.tree.map(lambda x: x[-1], inputs))  # [E, N]: o' of the last step opens the next rollout
+    shifted = jnp.concatenate([value_t[1:], last[None]], 0)
+    if t_len == 1:
+        return shifted
+    size = (t_len - 1) * e_len
+    flat = jax.tree.map(lambda x: x[:-1].reshape(size, *x.shape[2:]), inputs)
+    need = truncated_t[:-1].reshape(-1)
     rank = jnp.cumsum(need) - 1
 
     def chunk_values(carry):
         i, out = carry
-        idx = jnp.nonzero(need & (rank // chunk == i), size=chunk, fill_value=need.size)[0]
-        v = value_of(jax.tree.map(lambda x: x[jnp.minimum(idx, need.size - 1)], flat))
+        idx = jnp.nonzero(need & (rank // e_len == i), size=e_len, fill_value=size)[0]
+        v = value_of(jax.tree.map(lambda x: x[jnp.minimum(idx, size - 1)], flat))
         return i + 1, out.at[idx].set(v, mode="drop")
 
-    out = jnp.zeros((need.size, value_t.shape[-1]), value_t.dtype)
-    _, out = jax.lax.while_loop(lambda c: c[0] * chunk < need.sum(), chunk_values, (jnp.int32(0), out))
-    shifted = jnp.concatenate([value_t[1:], jnp.zeros_like(value_t[:1])], 0)
-    return jnp.where(need.reshape(t_len, e_len)[..., None], out.reshape(value_t.shape), shifted)
+    out = jnp.zeros((size, value_t.shape[-1]), value_t.dtype)
+    _, out = jax.lax.while_loop(lambda c: c[0] * e_len < need.sum(), chunk_values, (jnp.int32(0), out))
+    inner = jnp.where(need.reshape(t_len - 1, e_len)[..., None], out.reshape(t_len - 1, e_len, -1), shifted[:-1])
+    return jnp.concatenate([inner, shifted[-1:]], 0)
 
 
 BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)
@@ -324,8 +334,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
 
             def value_of_next(inputs):
                 return net_step("critic", state.params, sharing, *inputs)[1][..., 0]
-        next_value = next_step_values(value_of_next, (h_after, next_x), traj.extras["value"], traj.done,
-                                      max(traj.done.shape[1], traj.done.size // 8))  # [T, E, N]
+        next_value = next_step_values(value_of_next, (h_after, next_x), traj.extras["value"],
+                                      traj.done & ~traj.terminated)  # [T, E, N]
         adv, ret = gae(
             traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
             ac.gamma, ac.gae_lambda,
