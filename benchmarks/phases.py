@@ -131,7 +131,8 @@ def table(result: dict) -> str:
     for name in ("env", "acting", "rollout", "update", "sharing", "rest", "iteration"):
         rows.append(f"| {name} | {ms[name]:.2f} | {ms[name] / total:.0%} |")
     steps_per_s = result["steps_per_iteration"] / total * 1e3
-    return "\n".join(rows) + f"\n\n{result['steps_per_iteration']:,} env steps per iteration: {steps_per_s:,.0f} env steps/s"
+    tail = f"{result['steps_per_iteration']:,} env steps per iteration: {steps_per_s:,.0f} env steps/s"
+    return "\n".join(rows) + "\n\n" + tail
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,9 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
                                                              policy: auto (each run's eval policy), greedy, sample
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
                                                              one run per method, then the report (psjax.compare)
+       python -m psjax export RUN_DIR ... out=FILE.json [policy=auto] [algorithm=method]
+                                                             run / sweep folders in marl-eval's JSON layout
+                                                             (psjax.export); algorithm=folder names runs by folder
 
 keys: any field from `fields` (e.g. q.lr, env.map) or its short form (lr, map, env, method);
 values like 2e6 are accepted for integers. preset=NAME loads configs/NAME.yaml first.
@@ -101,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command in ("compare", "compare-sweep"):
             return _compare_command(command, rest)
+        if command == "export":
+            return _export_command(rest)
         if command != "train":
-            raise ConfigError(f"unknown command {command!r}; allowed: train, fields, methods, compare, compare-sweep")
+            raise ConfigError(f"unknown command {command!r}; allowed: train, fields, methods, compare, compare-sweep, "
+                              "export")
         cfg, resume = _train_args(rest)
         from psjax.run import run  # JAX is imported only once the config is known to be good
 
@@ -182,6 +188,23 @@ def _compare_command(command: str, args: list[str]) -> int:
         result = sweep(None, algs, seeds, steps, out, pairs)
     print(result["markdown"].read_text(), end="")
     print(f"figure: {result['png']}\ntable: {result['markdown']}")
+    return 0
+
+
+def _export_command(args: list[str]) -> int:
+    """``export RUN_DIR ... out=FILE.json [policy=auto|greedy|sample] [algorithm=method|folder]``."""
+    from psjax.export import export
+
+    folders = [a for a in args if "=" not in a]
+    pairs = parse_pairs([a for a in args if "=" in a])
+    out = pairs.pop("out", None)
+    policy, algorithm = pairs.pop("policy", "auto"), pairs.pop("algorithm", "method")
+    if pairs:
+        raise ConfigError(f"export takes run folders, out=FILE.json, policy=auto|greedy|sample and "
+                          f"algorithm=method|folder; got {', '.join(pairs)}")
+    if not folders or out is None:
+        raise ConfigError("export needs at least one run folder and out=FILE.json")
+    print(f"marl-eval JSON: {export(folders, out, policy, algorithm)}")
     return 0
 
 

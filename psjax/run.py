@@ -25,6 +25,7 @@ Run folder::
     distance.png                 the last MAPD policy distance matrix (``mapd_interval`` > 0, or MADPS)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
+    tensorboard/, wandb/         with ``cfg.logger``: the same rows for TensorBoard / W&B (``psjax.backends``)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import jax
 import numpy as np
 import yaml
 
+from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.shard import jit_over_seeds, seed_sharding
@@ -155,6 +157,7 @@ class RowLog:
     """``NAME.jsonl`` and ``NAME.csv`` in a run folder, appended in step, one row per line."""
 
     def __init__(self, run_dir: pathlib.Path, name: str):
+        self.name = name
         self.jsonl = run_dir / f"{name}.jsonl"
         self.csv = run_dir / f"{name}.csv"
 
@@ -405,6 +408,12 @@ def run(
         compile_times.append(time.perf_counter() - t0)
         return fn
     metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
+    backends = []
+
+    def log(row_log: RowLog, rows: list[dict]) -> None:
+        row_log.append(rows)
+        for backend in backends:  # TensorBoard / W&B (cfg.logger): the same rows
+            backend.write(row_log.name, rows)
 
     if resume is not None:
         runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys))
@@ -414,11 +423,13 @@ def run(
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
         metrics_log.truncate(starts[done] * len(seeds))
         eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
+        backends = open_backends(cfg, run_dir, seeds, resume_step=starts[done] * main.steps_per_iteration)
     else:
         done, eval_base = 0, eval_key_base(keys)
+        backends = open_backends(cfg, run_dir, seeds, resume_step=None)
         runner = init(keys)
         result = jax.device_get(evaluate(runner, eval_keys(eval_base, 0)))
-        eval_log.append(eval_rows(result, seeds, 0, 0, cfg.eval_policies))
+        log(eval_log, eval_rows(result, seeds, 0, 0, cfg.eval_policies))
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
         _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
@@ -438,9 +449,9 @@ def run(
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
             metrics = jax.device_get(metrics)
-            metrics_log.append(metric_rows(metrics, seeds, starts[j]))
+            log(metrics_log, metric_rows(metrics, seeds, starts[j]))
             result = jax.device_get(evaluate(runner, eval_keys(eval_base, j + 1)))
-            eval_log.append(eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1], cfg.eval_policies))
+            log(eval_log, eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1], cfg.eval_policies))
             if manager is not None:
                 _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
             postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
@@ -457,6 +468,8 @@ def run(
         raise
     finally:
         bar.close()
+        for backend in backends:
+            backend.close()
         if manager is not None:
             manager.wait_until_finished()
             manager.close()

@@ -250,8 +250,8 @@ class QConfig:
 class ACConfig:
     num_envs: int = _f(8, "parallel environments", min=1)
     rollout_len: int = _f(5, "env steps per rollout (A2C: the n of n-step returns)", min=1)
-    hidden: int = _f(64, "actor / critic width: two hidden layers, the second a GRU with `recurrent` (MADPS's actor three: "
-                     "front 2 + back 1; `shared_torso`: Dense, GRU, then one Dense layer in each head)", min=1)
+    hidden: int = _f(64, "actor / critic width: two hidden layers, the second a GRU with `recurrent` (MADPS's actor "
+                     "three: front 2 + back 1; `shared_torso`: Dense, GRU, then one Dense layer in each head)", min=1)
     lr: float = _f(3e-4, "Adam learning rate", min=0.0)
     adam_eps: float = _f(1e-5, "Adam epsilon", min=0.0)
     lr_decay: bool = _f(False, "linear learning-rate decay to zero over training")
@@ -314,6 +314,14 @@ class TrainConfig:
     out_dir: str = _f("runs", "parent folder of run folders")
     run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
     progress: bool = _f(True, "show a progress bar")
+    logger: str = _f("none", "logging backends beside the run folder's JSONL / CSV (psjax.backends; each an extra: "
+                     "pip install -e '.[tensorboard]' / '.[wandb]'): tensorboard = <run>/tensorboard/seed_<s>/; wandb "
+                     "= one W&B run per seed, grouped by the run folder's name",
+                     choices=("none", "tensorboard", "wandb", "tensorboard+wandb"))
+    wandb_project: str = _f("psjax", "W&B project (logger=wandb)")
+    wandb_mode: str = _f("online", "W&B mode (logger=wandb): online; offline = files under <run>/wandb only, "
+                         "uploaded later with `wandb sync` (clusters without network); disabled",
+                         choices=("online", "offline", "disabled"))
 
     @property
     def learner_name(self) -> str:

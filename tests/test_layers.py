@@ -3,7 +3,8 @@
 The import graph is read from the source (every ``import`` and ``from ... import``, at module level or inside
 a function, and ``importlib.import_module`` of a literal name). Layers, bottom to top: the field rules, the
 schema, the registry and shared containers; envs and nets; sharing and evaluation; learners; the catalog of
-built-in methods; config validation; the loop; the host runner; compare; the CLI.
+built-in methods; config validation; the loop and the logging backends; the host runner; compare and the
+export; the CLI.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "psjax"
 RANKS = (  # module prefix -> layer (an import may only point to the same layer or below)
     ("psjax.fields", 0), ("psjax.schema", 1), ("psjax.registry", 2), ("psjax.types", 2),
     ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3), ("psjax.sharing", 4), ("psjax.evaluate", 4),
-    ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7), ("psjax.train", 8), ("psjax.run", 9),
-    ("psjax.compare", 10), ("psjax.cli", 11), ("psjax.__main__", 12), ("psjax", 12),
+    ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7), ("psjax.train", 8), ("psjax.backends", 8),
+    ("psjax.run", 9), ("psjax.compare", 10), ("psjax.export", 10), ("psjax.cli", 11), ("psjax.__main__", 12), ("psjax", 12),
 )
 # Modules that serve every method: none of them may compare with a method's name or key a table by it.
 GENERIC = ("fields", "schema", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate", "shard",
+           "backends", "export",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
            "sharing/methods", "sharing/bank", "sharing/bank_ops", "sharing/mapd", "sharing/report", "sharing/kmeans")
 

@@ -67,7 +67,8 @@ def dense_inits(init_style: str, scale: float) -> dict:
     ``psjax``: orthogonal ``scale``, zero bias; ``reference``: the MADPS reference's orthogonal ``REFERENCE_GAIN``
     plus N(0, ``REFERENCE_NOISE``^2) noise on kernel and bias (``scale`` unused)."""
     if init_style == "reference":
-        return dict(kernel_init=orthogonal_plus_noise(REFERENCE_GAIN, REFERENCE_NOISE), bias_init=normal(REFERENCE_NOISE))
+        return dict(kernel_init=orthogonal_plus_noise(REFERENCE_GAIN, REFERENCE_NOISE),
+                    bias_init=normal(REFERENCE_NOISE))
     if init_style != "psjax":
         raise ValueError(f"init_style={init_style!r}; allowed: {', '.join(INIT_STYLES)}")
     return dict(kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)

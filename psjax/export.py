@@ -1,0 +1,94 @@
+"""Run folders in marl-eval's JSON layout (instadeepai/marl-eval; the layout Mava and BenchMARL write).
+
+    python -m psjax export runs/smax-fups_id-ppo runs/compare-smax-... out=results.json [policy=auto]
+        [algorithm=method|folder]
+
+Layout (marl-eval's README)::
+
+    {env: {task: {algorithm: {"run_<seed>": {"step_<k>": {"step_count": env steps per seed,
+                                                          "return": [...], "win_rate": [...]},
+                                             ...,
+                                             "absolute_metrics": {"return": [...], "win_rate": [...]}}}}}}
+
+``env`` is the environment's name (``smax``), ``task`` the rest of its label (``3m``, ``8x8-2p-2f-coop``),
+``algorithm`` ``<method>-<learner>`` (or the run folder's name with ``algorithm=folder``: two folders of one
+method and learner, e.g. a recurrent and a feed-forward PPO, would otherwise collide), ``run_<seed>`` one
+seed, ``step_<k>`` the k-th evaluation (k = 0 before training). ``win_rate`` only where the env has a win
+flag (SMAX). psjax logs each evaluation's mean over ``eval_envs`` episodes, not the episodes themselves, so
+every list holds that one mean: marl-eval's aggregates, which average each list first, are what they would
+be from the episodes; the spread between episodes is not in the file. ``absolute_metrics`` repeats the last
+evaluation (marl-eval's convention of a final evaluation over 10x the episodes is not psjax's).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Sequence
+
+from psjax.compare import _read_jsonl, env_label, find_runs
+from psjax.fields import ConfigError
+
+ALGORITHM_NAMES = ("method", "folder")  # export's algorithm= values
+POLICIES = ("auto", "greedy", "sample")  # export's policy= values; auto = each run's primary policy
+
+
+def _stat_column(stat: str, policy: str | None) -> str:
+    return f"eval_{policy}_{stat}" if policy else f"eval_{stat}"
+
+
+def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
+    """``{"run_<seed>": {"step_<k>": {...}, "absolute_metrics": {...}}}`` of one run folder."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    evaluated = summary.get("final_eval", {}).get("policies") or ["greedy"]
+    if policy != "auto" and policy not in evaluated:
+        raise ConfigError(f"policy={policy}: {run_dir} evaluated the {' and '.join(evaluated)} policy only; allowed: "
+                          f"auto, {', '.join(evaluated)}")
+    chosen = None if policy == "auto" else policy  # auto: the plain eval_* columns (the run's primary policy)
+    stats = {"return": "return", **({"win_rate": "won"} if summary.get("has_win") else {})}
+    rows = _read_jsonl(run_dir / "eval.jsonl")
+    runs = {}
+    for seed in sorted({r["seed"] for r in rows}):
+        evals = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["iteration"])
+        steps = {}
+        for k, row in enumerate(evals):
+            entry = {"step_count": int(row["env_steps"])}
+            for name, stat in stats.items():
+                value = row.get(_stat_column(stat, chosen))
+                entry[name] = [] if value is None else [float(value)]
+            steps[f"step_{k}"] = entry
+        last = steps[f"step_{len(evals) - 1}"]
+        runs[f"run_{seed}"] = {**steps, "absolute_metrics": {name: last[name] for name in stats}}
+    return runs
+
+
+def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "method") -> dict:
+    """The marl-eval dictionary of every run folder among ``paths`` (run folders or folders of them)."""
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown policy {policy!r}; allowed: {', '.join(POLICIES)}")
+    if algorithm not in ALGORITHM_NAMES:
+        raise ConfigError(f"unknown algorithm naming {algorithm!r}; allowed: {', '.join(ALGORITHM_NAMES)}")
+    import yaml
+
+    out: dict = {}
+    for run_dir in find_runs(paths):
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        env, _, task = env_label(config["env"]).partition(" ")
+        name = (f"{summary.get('alg', config['alg'])}-{summary['learner']}" if algorithm == "method"
+                else run_dir.name)
+        tasks = out.setdefault(env, {}).setdefault(task or env, {})
+        if name in tasks:
+            raise ConfigError(f"two run folders export as {env} / {task or env} / {name} (the second: {run_dir}); "
+                              "allowed: algorithm=folder, which names each by its folder")
+        tasks[name] = run_entries(run_dir, policy)
+    return out
+
+
+def export(paths: Sequence, out: str | pathlib.Path, policy: str = "auto", algorithm: str = "method") -> pathlib.Path:
+    """Write ``marl_eval_json(paths)`` to ``out`` and return its path."""
+    data = marl_eval_json(paths, policy, algorithm)
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    return out
