@@ -43,10 +43,11 @@ import jax
 import numpy as np
 import yaml
 
+from psjax import memory
 from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
-from psjax.shard import jit_over_seeds, seed_sharding
+from psjax.shard import jit_over_seeds, seed_device_count, seed_sharding
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -384,7 +385,11 @@ def run(
         cfg = saved
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
-    else:
+    # refused before a folder, an allocation or a compilation: the resident state from shapes (psjax.memory)
+    num_devices = seed_device_count(cfg.seeds, cfg.devices, len(jax.local_devices()))
+    memory_est = memory.estimate(cfg, num_devices)
+    memory_budget = memory.check(memory_est, cfg.memory_gb)
+    if resume is None:
         run_dir = _new_run_dir(cfg)
     make_program = make_program or _default_make_program
 
@@ -404,7 +409,7 @@ def run(
     def compiled_chunk(program, runner):
         # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
         t0 = time.perf_counter()
-        fn = jit_over_seeds(program.run_chunk, sharding).lower(runner).compile()
+        fn = jit_over_seeds(program.run_chunk, sharding, donate=True).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
     metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
@@ -445,6 +450,8 @@ def run(
                 if size not in programs:
                     programs[size] = make_program(cfg, size)
                 chunk_fns[size] = compiled_chunk(programs[size], runner)
+            if manager is not None:  # the chunk reuses the runner's buffers: the last checkpoint must be written
+                manager.wait_until_finished()
             t0 = time.perf_counter()
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
@@ -483,6 +490,7 @@ def run(
         "finished": done == len(plan),
         "chunks": plan,
         "devices": len(sharding.mesh.devices.flat),  # the seeds were split over this many local devices
+        "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
         "session_wall_s": time.perf_counter() - t_start,
         **_timing(times, sum(compile_times) if compile_times else None, spi * len(seeds)),
     }

@@ -299,6 +299,10 @@ class TrainConfig:
                       "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
                       "must divide `seeds` and exist", min=0)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
+    memory_gb: float = _f(0.0, "device memory (GiB) a run must fit: runs whose resident state (parameters, "
+                          "optimiser, replay buffer, env states, one rollout, x seeds per device; psjax.memory, a "
+                          "floor from shapes) exceeds it are refused before anything is compiled; 0 = the "
+                          "device's own memory (a CPU: the machine's)", min=0.0)
     eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
     eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
                         min=1)

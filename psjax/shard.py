@@ -37,15 +37,19 @@ def seed_sharding(num_seeds: int, requested: int = 0) -> NamedSharding:
     return NamedSharding(Mesh(np.asarray(devices[:count]), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
 
 
-def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1):
+def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1, donate: bool = False):
     """``jax.jit(jax.vmap(fn))`` with every argument and output split along its leading (seed) axis.
 
     ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between, no
     collectives). The results equal the one-device run's up to float rounding: the programs are compiled
-    apart, and XLA's CPU reductions can differ in the last bit (``tests/test_shard.py``)."""
+    apart, and XLA's CPU reductions can differ in the last bit (``tests/test_shard.py``). ``donate``: the
+    first argument's buffers are given to the outputs (a training chunk's runner: without it the old and the
+    new runner, replay buffers included, are both resident during the call)."""
+    donate_argnums = (0,) if donate else ()
     if sharding.mesh.size == 1:  # one device: the plain program, compiled exactly as without sharding
-        return jax.jit(jax.vmap(fn))
+        return jax.jit(jax.vmap(fn), donate_argnums=donate_argnums)
     spec = sharding.spec
     mapped = jax.shard_map(jax.vmap(fn), mesh=sharding.mesh, in_specs=(spec,) * num_args, out_specs=spec,
                            check_vma=False)  # per-device code is plain vmapped JAX: nothing to check
-    return jax.jit(mapped, in_shardings=(sharding,) * num_args, out_shardings=sharding)
+    return jax.jit(mapped, in_shardings=(sharding,) * num_args, out_shardings=sharding,
+                   donate_argnums=donate_argnums)
