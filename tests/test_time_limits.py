@@ -126,8 +126,11 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     resets = jnp.concatenate([jnp.zeros((1, b), bool), done])
     hidden0 = jax.tree.map(lambda h: h[0], model.init_hidden(1))
     q, q_final = model.unroll(params, None, jax.tree.map(lambda h: h[None], hidden0),
-                              {"obs": obs, "final_obs": final_obs, "action": action}, resets)
+                              {"obs": obs, "final_obs": final_obs, "action": action, "done": done,
+                               "terminated": jnp.zeros_like(done)}, resets)
     assert q.shape == (t_len + 1, b, n, a) and q_final.shape == (t_len, b, n, a)
+    # inside the episode what step t led to is the next stored step (the network runs only at the time limit)
+    np.testing.assert_array_equal(q_final[0], q[1])
 
     net = RecurrentNet(8, a)
     p0 = jax.tree.map(lambda x: x[0], params["agent"])

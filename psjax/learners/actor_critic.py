@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from psjax.envs.base import EnvSpec, TimeStep
+from psjax.learners.bootstrap import fill_where
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, agent_params, apply_agents, apply_gathered, init_bank, unroll_agents
@@ -82,36 +83,17 @@ def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, truncated_
 
     Inside an episode ``o'_t`` is the next step's observation, whose value acting stored (``value_t[t + 1]``:
     the same network on the same state). ``value_of`` runs on the stored next observation at the rollout's last
-    step (one batched call) and at time limits (``truncated_t``), in chunks of ``E`` such steps: a loop of as
-    many chunks as there are truncations (none where episodes end only by termination; exact for any count,
-    under vmap too). At a terminal step GAE drops the bootstrap, so the value there is ``value_t[t + 1]`` and
-    read by nothing.
+    step (one batched call) and at time limits (``truncated_t``; ``bootstrap.fill_where``). At a terminal step
+    GAE drops the bootstrap, so the value there is ``value_t[t + 1]`` and read by nothing.
 
     Args:
       value_of: ``inputs`` leaves ``[M, ...]`` -> ``[M, N]``; inputs: pytree, leaves ``[T, E, ...]``, each step's
         next observation and the state it continues from; value_t: ``[T, E, N]``; truncated_t: bool ``[T, E]``.
     """
-    t_len, e_len = truncated_t.shape
-    chex.assert_shape(value_t, (t_len, e_len, None))
+    chex.assert_shape(value_t, (*truncated_t.shape, None))
     last = value_of(jax.tree.map(lambda x: x[-1], inputs))  # [E, N]: o' of the last step opens the next rollout
-    shifted = jnp.concatenate([value_t[1:], last[None]], 0)
-    if t_len == 1:
-        return shifted
-    size = (t_len - 1) * e_len
-    flat = jax.tree.map(lambda x: x[:-1].reshape(size, *x.shape[2:]), inputs)
-    need = truncated_t[:-1].reshape(-1)
-    rank = jnp.cumsum(need) - 1
-
-    def chunk_values(carry):
-        i, out = carry
-        idx = jnp.nonzero(need & (rank // e_len == i), size=e_len, fill_value=size)[0]
-        v = value_of(jax.tree.map(lambda x: x[jnp.minimum(idx, size - 1)], flat))
-        return i + 1, out.at[idx].set(v, mode="drop")
-
-    out = jnp.zeros((size, value_t.shape[-1]), value_t.dtype)
-    _, out = jax.lax.while_loop(lambda c: c[0] * e_len < need.sum(), chunk_values, (jnp.int32(0), out))
-    inner = jnp.where(need.reshape(t_len - 1, e_len)[..., None], out.reshape(t_len - 1, e_len, -1), shifted[:-1])
-    return jnp.concatenate([inner, shifted[-1:]], 0)
+    inner = fill_where(value_of, jax.tree.map(lambda x: x[:-1], inputs), value_t[1:], truncated_t[:-1])
+    return jnp.concatenate([inner, last[None]], 0)
 
 
 BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)

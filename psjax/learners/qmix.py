@@ -15,6 +15,7 @@ import optax
 
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
+from psjax.learners.bootstrap import fill_where
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.schema import TrainConfig
@@ -136,10 +137,13 @@ class AgentModel(NamedTuple):
     stored(T) -> {name: zeros [T + 1, ...]} per-step extras kept in replay items (the step after the
       rollout repeats the last step's value); ``{}`` for the default model.
     unroll(params, sharing, hidden0, seq, resets) -> (q [T+1, B, N, A], q_final [T, B, N, A]) along stored
-      sequences; ``seq`` is time-major with "obs" [T+1, B, N, D], "final_obs" [T, B, N, D], "action" [T, B, N]
+      sequences; ``seq`` is time-major with "obs" [T+1, B, N, D], "final_obs" [T, B, N, D], "action" [T, B, N],
+      "done" / "terminated" [T, B]
       and the stored extras [T+1, B, ...]; resets [T+1, B]. ``q_final[t]`` are the utilities of
       ``final_obs[t]`` (what step t led to before any reset) from the recurrent state after obs t, not reset,
-      with step t's extras and a_t as the last action: the bootstrap after a time limit.
+      with step t's extras and a_t as the last action: the bootstrap after a time limit. It is read only where
+      step t ended an episode by a time limit (``sequence_targets``), so a model may return anything finite
+      elsewhere (the default returns ``q[t + 1]`` there, computing the network only at truncations).
     extra_loss: None or (params, target, seq, hidden0, resets, key) -> (loss, metrics), added to the TD
       loss (``seq`` also holds action, reward, done, avail, state).
     rollout_metrics: None or (traj: Transition [T, E, ...]) -> metrics of the iteration's rollout.
@@ -200,9 +204,16 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
         # only the GRU is scanned; the dense layers run on every step at once
         h, q = unroll_agents(net, params["agent"], layout, sharing, h0, obs, resets,
                              derive=agent_derive(scheme, "agent", params, sharing))
-        # each step's pre-reset next observation from the state the step left behind, in one batched pass
-        _, q_final = q_values(params, sharing, h[:-1], final_obs)
-        return q, q_final
+        # each step's pre-reset next observation from the state the step left behind: inside an episode that
+        # is q[t + 1]; the network runs only at time limits (no gradient: these utilities pick and value the
+        # bootstrap action, and at a terminal step they are read by nothing)
+        truncated = seq["done"] & ~seq["terminated"]
+        frozen = jax.lax.stop_gradient((params, h[:-1], final_obs))
+
+        def q_at(inputs):
+            return q_values(frozen[0], sharing, *inputs)[1]
+
+        return q, fill_where(q_at, frozen[1:], q[1:], truncated)
 
     return AgentModel(init, init_hidden, act, lambda T: {}, unroll, None, None, ("agent",))
 
@@ -350,6 +361,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             seq["obs"] = seq["obs"] if relabel is None else relabel(seq["obs"])
             # the unroll's contract: one action / final observation fewer than observations
             seq["action"] = owner(traj.action[:-1], j, 2)
+            seq["done"], seq["terminated"] = traj.done[:-1], traj.terminated[:-1]
             seq["final_obs"] = owner(traj.next_obs[:-1], j, 2)
             seq["final_obs"] = seq["final_obs"] if relabel is None else relabel(seq["final_obs"])
             q, _ = model.unroll(state.params, sharing, jax.tree.map(lambda h: owner(h, j, 1), hidden0), seq, resets)
