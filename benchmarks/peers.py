@@ -112,7 +112,8 @@ def _stub_logging_modules() -> None:
     hydra.main = lambda *a, **k: (lambda fn: fn)
     omegaconf = Anything("omegaconf")
     omegaconf.OmegaConf = Anything("OmegaConf")
-    for name, module in {"wandb": Anything("wandb"), "hydra": hydra, "omegaconf": omegaconf}.items():
+    sys.modules["wandb"] = Anything("wandb")  # always: a benchmark never logs to W&B (psjax's dev extra installs it)
+    for name, module in {"hydra": hydra, "omegaconf": omegaconf}.items():
         try:
             importlib.import_module(name)
         except ImportError:
