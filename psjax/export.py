@@ -26,15 +26,11 @@ import json
 import pathlib
 from typing import Sequence
 
-from psjax.compare import _read_jsonl, env_label, find_runs
+from psjax.compare import _evaluate, _read_jsonl, env_label, find_runs
 from psjax.fields import ConfigError
 
 ALGORITHM_NAMES = ("method", "folder")  # export's algorithm= values
 POLICIES = ("auto", "greedy", "sample")  # export's policy= values; auto = each run's primary policy
-
-
-def _stat_column(stat: str, policy: str | None) -> str:
-    return f"eval_{policy}_{stat}" if policy else f"eval_{stat}"
 
 
 def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
@@ -46,6 +42,7 @@ def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
                           f"auto, {', '.join(evaluated)}")
     chosen = None if policy == "auto" else policy  # auto: the plain eval_* columns (the run's primary policy)
     stats = {"return": "return", **({"win_rate": "won"} if summary.get("has_win") else {})}
+    eval_key = _evaluate().eval_key
     rows = _read_jsonl(run_dir / "eval.jsonl")
     runs = {}
     for seed in sorted({r["seed"] for r in rows}):
@@ -54,7 +51,7 @@ def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
         for k, row in enumerate(evals):
             entry = {"step_count": int(row["env_steps"])}
             for name, stat in stats.items():
-                value = row.get(_stat_column(stat, chosen))
+                value = row.get(eval_key(stat, chosen))
                 entry[name] = [] if value is None else [float(value)]
             steps[f"step_{k}"] = entry
         last = steps[f"step_{len(evals) - 1}"]

@@ -47,7 +47,7 @@ from psjax import memory
 from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
-from psjax.shard import jit_over_seeds, seed_device_count, seed_sharding
+from psjax.shard import jit_over_seeds, seed_sharding
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -386,8 +386,8 @@ def run(
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
     # refused before a folder, an allocation or a compilation: the resident state from shapes (psjax.memory)
-    num_devices = seed_device_count(cfg.seeds, cfg.devices, len(jax.local_devices()))
-    memory_est = memory.estimate(cfg, num_devices)
+    sharding = seed_sharding(cfg.seeds, cfg.devices)  # the seeds split over local devices (psjax.shard)
+    memory_est = memory.estimate(cfg, sharding.mesh.size)
     memory_budget = memory.check(memory_est, cfg.memory_gb)
     if resume is None:
         run_dir = _new_run_dir(cfg)
@@ -401,7 +401,6 @@ def run(
     starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     keys = seed_keys(cfg.seed, cfg.seeds)
-    sharding = seed_sharding(cfg.seeds, cfg.devices)  # the seeds split over local devices (psjax.shard)
     init = jit_over_seeds(main.init, sharding)
     evaluate = jit_over_seeds(main.evaluate, sharding, num_args=2)
     chunk_fns, compile_times = {}, []
