@@ -36,6 +36,8 @@ LEARNER_KINDS = {
     "qmix": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
     "vdn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
     "iql": LearnerKind(value_based=True, team_value=False, recurrent=True, policy=False, banks=("agent",)),
+    # PQN: on-policy Q(lambda), no replay buffer, no target network; its mixer is q.pqn_mixer (none: no team value)
+    "pqn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
     "a2c": LearnerKind(value_based=False, team_value=False, recurrent=False, policy=True, banks=("actor", "critic")),
     "ppo": LearnerKind(value_based=False, team_value=False, recurrent=False, policy=True, banks=("actor", "critic")),
 }
@@ -244,6 +246,17 @@ class QConfig:
     mixer_init_scale: float = _f(
         1e-3, "variance scale of the hypernetworks' output layers at init; small = near-zero mixing weights at "
         "the start, which stops QMIX's overestimation spiral (1.0 diverged on SMAX 3m and MPE spread)", min=0.0)
+    layer_norm: bool = _f(False, "LayerNorm between the agent network's hidden Dense layer and its ReLU (PQN's "
+                          "normalisation; the pqn learner's preset turns it on)")
+    optimizer: str = _f("adam", "adam, or radam (rectified Adam: PQN's, JaxMARL pqn_vdn_rnn's)",
+                        choices=("adam", "radam"))
+    pqn_mixer: str = _f("vdn", "learner=pqn: the value head the lambda-returns are taken on: vdn = sum of the "
+                        "agents' utilities (JaxMARL's pqn_vdn), qmix = QMIX's monotonic mixer, none = each agent "
+                        "its own (IQL)", choices=("vdn", "qmix", "none"))
+    epochs: int = _f(1, "learner=pqn: passes over each rollout (no replay: every rollout is learned from, then "
+                     "dropped)", min=1)
+    num_minibatches: int = _f(1, "learner=pqn: minibatches per pass, each a split of the env axis (whole "
+                              "rollout-long sequences); must divide num_envs", min=1)
 
 
 @dataclass(frozen=True)
@@ -336,9 +349,19 @@ class TrainConfig:
 
     @property
     def learner_kind(self) -> LearnerKind:
-        """The learner's properties; A2C / PPO with ``ac.recurrent`` are recurrent."""
+        """The learner's properties; A2C / PPO with ``ac.recurrent`` are recurrent; PQN without a mixer mixes no
+        team value."""
         kind = LEARNER_KINDS[self.learner_name]
+        if self.learner_name == "pqn" and self.q.pqn_mixer == "none":
+            return kind._replace(team_value=False)
         return kind._replace(recurrent=True) if kind.policy and self.ac.recurrent else kind
+
+    @property
+    def value_mixer(self) -> str:
+        """A value learner's mixer: ``qmix``, ``vdn`` or ``none`` (IQL; PQN as ``q.pqn_mixer`` says)."""
+        if self.learner_name == "pqn":
+            return self.q.pqn_mixer
+        return {"qmix": "qmix", "vdn": "vdn"}.get(self.learner_name, "none")
 
     @property
     def is_value_based(self) -> bool:
@@ -373,6 +396,11 @@ class TrainConfig:
 
 # Learner-specific defaults layered under the user's overrides.
 LEARNER_PRESETS: dict[str, dict[str, Any]] = {
+    # PQN (Gallici et al.; JaxMARL pqn_vdn_rnn_smax.yaml: lambda 0.85, RAdam, grad clip 1, lr annealed, 4 epochs,
+    # normalised layers) at psjax's CPU-sized widths: 64 envs x 128 steps, 4 minibatches of 16 trajectories
+    "pqn": {"q.num_envs": 64, "q.rollout_len": 128, "q.td_lambda": 0.85, "q.epochs": 4, "q.num_minibatches": 4,
+            "q.lr": 5e-4, "q.lr_decay": True, "q.optimizer": "radam", "q.max_grad_norm": 1.0, "q.layer_norm": True,
+            "q.eps_end": 0.01, "q.eps_decay_steps": 100_000},
     "ppo": {"ac.num_envs": 16, "ac.rollout_len": 128, "ac.gae_lambda": 0.95, "ac.epochs": 4,
             "ac.num_minibatches": 4, "ac.normalize_adv": True, "ac.lr": 5e-4,
             "ac.vf_coef": 0.25},  # = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean squared error (ACConfig.vf_coef)
@@ -520,7 +548,10 @@ def check_fields(cfg: TrainConfig) -> None:
             value = getattr(value, part)
         check_rules(path, value, f.metadata)
     q = cfg.q
-    if cfg.is_value_based and q.batch_size > q.buffer_size:
+    if cfg.learner_name == "pqn" and q.num_envs % q.num_minibatches:
+        raise ConfigError(f"q.num_minibatches={q.num_minibatches} must divide q.num_envs={q.num_envs} with "
+                          "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
+    if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
     if cfg.devices and cfg.seeds % cfg.devices:
         raise ConfigError(f"devices={cfg.devices} does not divide seeds={cfg.seeds}: every device trains the same "

@@ -66,10 +66,10 @@ def test_record_rules():
         registry.register(Method("bad", "", make_alternate, needs=("mixer",)))
     assert "bad" not in registry.names()
     # the built-in methods' learners follow from what they need
-    assert registry.allowed_learners(registry.get("pps_a")) == ("qmix", "vdn", "iql")
-    assert registry.allowed_learners(registry.get("bdps")) == ("qmix", "vdn")
+    assert registry.allowed_learners(registry.get("pps_a")) == ("qmix", "vdn", "iql", "pqn")
+    assert registry.allowed_learners(registry.get("bdps")) == ("qmix", "vdn", "pqn")
     assert registry.allowed_learners(registry.get("madps")) == ("a2c", "ppo")
-    assert registry.allowed_learners(registry.get("fups")) == ("qmix", "vdn", "iql", "a2c", "ppo")
+    assert registry.allowed_learners(registry.get("fups")) == ("qmix", "vdn", "iql", "pqn", "a2c", "ppo")
 
 
 def test_methods_command_lists_every_registered_method(alternate, capsys):

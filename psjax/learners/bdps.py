@@ -111,6 +111,9 @@ def check_bdps_config(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"sharing.bdps_groups={m} is not allowed with bdps_roles={k}; allowed: 2..{k} (n >= k >= m >= 2)"
         )
+    if sc.bdps_shared_torso and cfg.q.layer_norm:
+        raise ConfigError("q.layer_norm=true with sharing.bdps_shared_torso=true: the shared torso has no "
+                          "normalisation layer; allowed: q.layer_norm=false, or bdps_shared_torso=false")
     limit = episode_limit(cfg)
     t_u = sc.bdps_role_period
     t_v = t_u * sc.bdps_group_factor
@@ -231,11 +234,11 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
     # with q.last_action every network also reads the one-hot of the agent's previous action (the seed's
     # Q_U(tau, a_{t-1})), kept at acting time in the rollout state (zeros at an episode's start)
     in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
-    net = RecurrentNet(hid, num_actions, obs_shape=spec.obs_shape)
+    net = RecurrentNet(hid, num_actions, obs_shape=spec.obs_shape, layer_norm=qc.layer_norm)
     torso, head = Torso(hid, spec.obs_shape), QHead(num_actions)
     vae = AdvantageVAE(t_u, k, hid_u)
     selector = GroupSelector(k, m, sc.bdps_embed, sc.bdps_gat_out, hid_s)
-    sel_mixer = QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale) if cfg.learner_name == "qmix" \
+    sel_mixer = QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale) if cfg.value_mixer == "qmix" \
         else VDNMixer()
     names = bank_names(cfg.alg)
 

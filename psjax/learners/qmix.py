@@ -1,6 +1,10 @@
 """QMIX, VDN and IQL: recurrent utility networks over a sharing bank, trained from a
 sequence replay buffer with double-Q targets. The three differ only in the mixer
 (QMIX hypernetwork, VDN sum, none) and so in whether the TD target is per team or per agent.
+
+PQN (Gallici et al. 2024) is the same learner without replay and without target network: every rollout is
+learned from in ``q.epochs`` passes of ``q.num_minibatches`` minibatches of whole env trajectories, then dropped,
+with lambda-returns taken on the network being trained (stop-gradient) and ``q.pqn_mixer`` as its value head.
 """
 
 from __future__ import annotations
@@ -168,7 +172,7 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
     [E, N, A]}`` (the loop zeroes both where an episode ends)."""
     qc = cfg.q
     n, num_actions = spec.num_agents, spec.num_actions
-    net = RecurrentNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape)
+    net = RecurrentNet(qc.hidden, spec.num_actions, obs_shape=spec.obs_shape, layer_norm=qc.layer_norm)
     layout = scheme.layout
     in_dim = spec.obs_dim + (num_actions if qc.last_action else 0)
 
@@ -219,16 +223,22 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
 
 
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentModel | None = None) -> Learner:
-    """QMIX / VDN / IQL over ``model`` (default: the scheme's RecurrentNet bank)."""
+    """QMIX / VDN / IQL, or PQN (``learner=pqn``: on-policy, see the module doc), over ``model`` (default: the
+    scheme's RecurrentNet bank)."""
     qc = cfg.q
     n, num_actions = spec.num_agents, spec.num_actions
     model = model or recurrent_agent_model(cfg, spec, scheme)
-    kind = cfg.learner_name
-    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale), "vdn": VDNMixer()}.get(kind)
-    total_updates = cfg.num_iterations * qc.updates_per_rollout
+    on_policy = cfg.learner_name == "pqn"
+    mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale),
+             "vdn": VDNMixer()}.get(cfg.value_mixer)
+    steps_per_rollout = qc.epochs * qc.num_minibatches if on_policy else qc.updates_per_rollout
+    total_updates = cfg.num_iterations * steps_per_rollout
     lr = optax.linear_schedule(qc.lr, 0.0, total_updates) if qc.lr_decay else qc.lr
-    optimizer = optax.chain(optax.clip_by_global_norm(qc.max_grad_norm), optax.adam(lr))
+    adam = {"adam": optax.adam, "radam": optax.radam}[qc.optimizer]
+    optimizer = optax.chain(optax.clip_by_global_norm(qc.max_grad_norm), adam(lr))
     epsilon_at = optax.linear_schedule(qc.eps_start, qc.eps_end, qc.eps_decay_steps)
+    # the same network picks and values the bootstrap action under PQN: double-Q would change nothing
+    double_q = qc.double_q and not on_policy
 
     def init(key):
         k_agent, k_mixer = jax.random.split(key)
@@ -251,6 +261,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "hidden0": jax.tree.map(lambda h: h[0], model.init_hidden(1)),
             **model.stored(T),
         }
+        if on_policy:  # no replay buffer, no target copy
+            return QState(params, (), optimizer.init(params), (), jnp.int32(0), init_aux_state(scheme))
         return QState(
             params, params, optimizer.init(params), replay.init(item, qc.buffer_size), jnp.int32(0),
             init_aux_state(scheme),
@@ -274,13 +286,17 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             [jnp.zeros_like(done[:1]), done], axis=0
         )  # obs t+1 starts fresh after done_t
         q = model.unroll(params, sharing, batch["hidden0"], b, resets)
-        q_target = model.unroll(target, sharing, batch["hidden0"], b, resets)
+        if on_policy:  # PQN: targets from the network being trained, from the same unroll
+            target = jax.lax.stop_gradient(params)
+            q_target = jax.lax.stop_gradient(q)
+        else:
+            q_target = model.unroll(target, sharing, batch["hidden0"], b, resets)
         if mixer is None:  # IQL: each agent its own reward and target
-            pred, y = sequence_targets(q, q_target, b, qc.gamma, qc.double_q, lam=qc.td_lambda)
+            pred, y = sequence_targets(q, q_target, b, qc.gamma, double_q, lam=qc.td_lambda)
         else:
             mixers = partial(mixer.apply, params["mixer"]), partial(mixer.apply, target["mixer"])
             pred, y = sequence_targets(
-                q, q_target, b, qc.gamma, qc.double_q, *mixers, partial(team_reward, spec), lam=qc.td_lambda
+                q, q_target, b, qc.gamma, double_q, *mixers, partial(team_reward, spec), lam=qc.td_lambda
             )
         td = pred - jax.lax.stop_gradient(y)
         loss = jnp.mean(td**2)
@@ -290,15 +306,17 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             total, aux_metrics = total + extra, {**aux_metrics, **extra_metrics}
         return total, ({"loss": loss, "q_taken": pred.mean(), "td_abs": jnp.abs(td).mean(), **aux_metrics}, aux_state)
 
-    def gradient_step(state: QState, sharing, key):
-        batch = replay.sample(state.buffer, key, qc.batch_size)
+    def gradient_step(state: QState, sharing, batch, key):
+        """One step on ``batch`` (replay items, leaves [B, ...])."""
         (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.target, sharing, batch, state.aux, jax.random.fold_in(key, 1)
+            state.params, state.target, sharing, batch, state.aux, key
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
-        if qc.target_tau > 0:  # soft: no jump in the targets (hard copies shake the policy, docs/results.md)
+        if on_policy:
+            target = ()
+        elif qc.target_tau > 0:  # soft: no jump in the targets (hard copies shake the policy, docs/results.md)
             target = optax.incremental_update(params, state.target, qc.target_tau)
         else:
             sync = num_updates % qc.target_update_interval == 0
@@ -307,11 +325,14 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         state = state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates, aux=aux_state)
         return state, metrics
 
-    def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
+    def rollout_items(traj: Transition, last: TimeStep, hidden0):
+        """The rollout as replay items, one per env: leaves ``[E, T(+1), ...]`` (``hidden0``: ``[E, ...]``)."""
         def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
             return jnp.swapaxes(jnp.concatenate([x_t, x_last[None]], axis=0), 0, 1)
 
-        items = {
+        # PQN learns from the rollout it just collected: its recorded start state is the right one
+        keep_state = qc.stored_state or on_policy
+        return {
             "obs": with_next(traj.obs, last.obs),
             "state": with_next(traj.state, last.state),
             "avail": with_next(traj.avail, last.avail_actions),
@@ -322,14 +343,34 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "final_obs": jnp.swapaxes(traj.next_obs, 0, 1),
             "final_state": jnp.swapaxes(traj.next_state, 0, 1),
             "final_avail": jnp.swapaxes(traj.next_avail, 0, 1),
-            "hidden0": hidden0 if qc.stored_state else jax.tree.map(jnp.zeros_like, hidden0),
+            "hidden0": hidden0 if keep_state else jax.tree.map(jnp.zeros_like, hidden0),
             **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in model.stored(1)},
         }
+
+    def learn_on_policy(state: QState, sharing, items, key):
+        """PQN: ``q.epochs`` passes over the rollout, each in ``q.num_minibatches`` splits of a shuffled env axis."""
+        num_envs = jax.tree.leaves(items)[0].shape[0]
+        size = num_envs // qc.num_minibatches
+
+        def epoch(state, k):
+            k_perm, k_steps = jax.random.split(k)
+            order = jax.random.permutation(k_perm, num_envs)
+            minibatches = jax.tree.map(lambda x: x[order].reshape((qc.num_minibatches, size) + x.shape[1:]), items)
+            return jax.lax.scan(lambda s, xs: gradient_step(s, sharing, *xs), state,
+                                (minibatches, jax.random.split(k_steps, qc.num_minibatches)))
+
+        state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, qc.epochs))
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    def learn_from_replay(state: QState, sharing, items, key, step):
+        """QMIX / VDN / IQL: store the rollout, then ``q.updates_per_rollout`` steps on sampled batches (none
+        before ``q.learning_starts`` env steps)."""
         state = state._replace(buffer=replay.add(state.buffer, items))
 
         def learn(state):
             def body(s, k):
-                return gradient_step(s, sharing, k)
+                batch = replay.sample(s.buffer, k, qc.batch_size)
+                return gradient_step(s, sharing, batch, jax.random.fold_in(k, 1))
 
             state, metrics = jax.lax.scan(body, state, jax.random.split(key, qc.updates_per_rollout))
             return state, jax.tree.map(jnp.mean, metrics)
@@ -338,7 +379,14 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             shapes = jax.eval_shape(learn, state)[1]
             return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
-        state, metrics = jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
+        return jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
+
+    def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
+        items = rollout_items(traj, last, hidden0)
+        if on_policy:
+            state, metrics = learn_on_policy(state, sharing, items, key)
+        else:
+            state, metrics = learn_from_replay(state, sharing, items, key, step)
         metrics["epsilon"] = epsilon_at(step)
         if model.rollout_metrics is not None:
             metrics.update(model.rollout_metrics(traj))

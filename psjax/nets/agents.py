@@ -94,6 +94,9 @@ class RecurrentNet(nn.Module):
     any other layer; without ``names`` the modules carry flax's compact-style names (``ConvTorso_0``,
     ``Dense_k`` counted apart from ``GRUCell_0``), which other methods select layers by.
 
+    ``layer_norm`` puts a LayerNorm (``<Dense name>_norm``) between every hidden Dense layer and its ReLU, before
+    the mask (PQN's normalisation; the GRU and the output layer stay unnormalised).
+
     One step is ``post(cell(h, pre(x)))``; ``psjax.sharing.bank.unroll_agents`` applies ``pre`` and ``post`` to
     a whole sequence at once and scans only ``cell``.
     """
@@ -106,6 +109,7 @@ class RecurrentNet(nn.Module):
     recurrent_layer: int = 1  # which hidden layer (from the input, 0-based) is the GRU
     init_style: str = "psjax"
     names: tuple[str, ...] = ()
+    layer_norm: bool = False  # LayerNorm between each hidden Dense layer and its ReLU (PQN's normalisation)
     num_masked_layers = 2  # at the default depth
 
     def setup(self):
@@ -122,6 +126,10 @@ class RecurrentNet(nn.Module):
             if layer == self.recurrent_layer else
             nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
             for layer in range(self.depth))
+        # named after the Dense layer they follow ("Dense_0_norm"), so name-based layer selection keeps working
+        self.norms = tuple(
+            nn.LayerNorm(name=f"{names[1 + layer]}_norm") if self.layer_norm and layer != self.recurrent_layer
+            else None for layer in range(self.depth))
         self.out = nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))
 
     def _check(self, masks: Masks) -> None:
@@ -131,7 +139,8 @@ class RecurrentNet(nn.Module):
 
     def _dense(self, x, masks: Masks, layers: range):
         for layer in layers:
-            x = nn.relu(self.layers[layer](x))
+            x = self.layers[layer](x)
+            x = nn.relu(x if self.norms[layer] is None else self.norms[layer](x))
             if masks is not None and layer < len(masks):
                 x = x * masks[layer]
         return x

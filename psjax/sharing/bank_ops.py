@@ -36,11 +36,12 @@ def map_banks(state: Any, bank_names: tuple[str, ...], fn: RowFn, target: bool =
     """``fn`` applied to the banks of ``state.params`` and, when asked, of ``state.target`` and of
     every params-shaped subtree of ``state.opt_state`` (Adam's mu and nu).
 
-    ``state`` is a learner-state NamedTuple with ``params``, ``opt_state`` and optionally ``target``.
+    ``state`` is a learner-state NamedTuple with ``params``, ``opt_state`` and optionally ``target`` (``()`` where
+    the learner keeps no target network, PQN).
     """
     structure = jax.tree.structure(state.params)
     changes = {"params": map_bank_tree(state.params, bank_names, fn)}
-    if target and hasattr(state, "target"):
+    if target and isinstance(getattr(state, "target", None), dict):
         changes["target"] = map_bank_tree(state.target, bank_names, fn)
     if moments:
         def is_params(x):

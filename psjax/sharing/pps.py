@@ -61,6 +61,8 @@ def layer_of(path: tuple[str, ...]) -> str:
     for name in path:
         if name in LAYERS:
             return name
+        if name.endswith("_norm") and name[: -len("_norm")] in LAYERS:  # q.layer_norm: a Dense layer's LayerNorm
+            return name[: -len("_norm")]
         if name == "ConvTorso_0":  # image observations: the conv torso is part of the first (feature) layer
             return LAYERS[0]
     raise ValueError(f"parameter {'/'.join(path)} is in none of the agent network's layers {LAYERS}")
@@ -201,7 +203,7 @@ def aggregate(
         return jnp.where(due, weighted_mean_rows(x, weights), x) if keep(path) else x
 
     new = map_banks(state, bank_names, fn, target=target == "aggregate", moments=moments)
-    if target == "copy":
+    if target == "copy" and isinstance(new.target, dict):  # a learner without target network (PQN): nothing to copy
         sel = map_bank_tree(new.params, bank_names, lambda path, x: keep(path))
         copied = {
             name: jax.tree.map(lambda s, o, t: jnp.where(due, o, t) if s else t, sel[name], new.params[name], sub)
