@@ -91,6 +91,19 @@ CASES: dict[str, Case] = {
         "batch size) and keeps 5000 // 16 = 312 per env: psjax learns from 65,536 steps on, with 4,992 sequences; "
         "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True,
         epochs_keys=("NUM_EPOCHS", "q.updates_per_rollout")),
+    # PQN-VDN on SMAX 3m at psjax's CPU-sized pqn preset: hidden 64, 16 envs x 128 steps, 4 epochs x 2 minibatches,
+    # one Dense -> LayerNorm -> ReLU layer before the GRU; agent ids appended on both sides (the peer's
+    # CTRolloutManager does it); no memory window (psjax learns from the rollout alone)
+    "pqn_vdn_rnn_smax": Case(
+        "baselines/QLearning/pqn_vdn_rnn.py",
+        ("baselines/QLearning/config/config.yaml", "baselines/QLearning/config/alg/pqn_vdn_rnn_smax.yaml"),
+        {"MAP_NAME": "3m", "HIDDEN_SIZE": 64, "NUM_LAYERS": 1, "NORM_TYPE": "layer_norm", "NORM_INPUT": False,
+         "NUM_ENVS": 16, "NUM_STEPS": 128, "NUM_MINIBATCHES": 2, "NUM_EPOCHS": 4, "MEMORY_WINDOW": 0,
+         "TEST_DURING_TRAINING": False, "NUM_SEEDS": 1},
+        {"env": "smax", "map": "3m", "alg": "fups_id", "learner": "pqn", "q.hidden": 64, "q.num_envs": 16,
+         "q.rollout_len": 128, "q.epochs": 4, "q.num_minibatches": 2},
+        1_048_576, "psjax also bootstraps through time limits (the network at truncated steps); the peer keeps a "
+        "BatchNorm layer's statistics even unused", merge_alg=True, epochs_keys=("NUM_EPOCHS", "q.epochs")),
 }
 
 
