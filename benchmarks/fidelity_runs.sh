@@ -54,6 +54,11 @@ for group in $RUNS; do
                         eval_every=0.1 ;;
     # issue 21: recurrent MAPPO (central critic) at the CPU-sized JaxMARL ippo_rnn_smax settings
     mappo_rnn_3m) sweep mappo_rnn_3m preset=smax_mappo_rnn_cpu algs="nops fups_id seps" seeds=$SEEDS steps=${RNN_STEPS:-2e6} ;;
+    # issue 19: PQN (learner preset: 16 envs x 128 steps, 4 epochs x 2 minibatches) against the QMIX rows at equal
+    # env steps: LBF 10x10-3p-3f (QMIX: the pps_lbf group's fups_id row) and SMAX 3m (QMIX: qmix_smax3m)
+    pqn_lbf) sweep pqn_lbf env=lbf scenario=10x10-3p-3f algs="fups_id" learner=pqn seeds=$SEEDS steps=5e5 ;;
+    pqn_smax3m) sweep pqn_smax3m env=smax map=3m algs="fups_id" learner=pqn seeds=$SEEDS steps=${PQN_STEPS:-2e6} \
+                  eval_every=0.05 eval_envs=128 ;;
     speaker_ppo) sweep speaker_ppo env=speaker_listener algs="fups_id" learner=ppo seeds=$SEEDS steps=3e5 ;;
     # the SePS / AdaPS table's A2C row on LBF coop (its PPO row is lbf_ppo)
     lbf_a2c) sweep lbf_a2c env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;

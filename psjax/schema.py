@@ -145,6 +145,12 @@ class SharingConfig:
                                     "U ~ Uniform(0, 1)", min=0.0)
     kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
                                    "initial shrink of a weight")
+    hyper_embedding: str = _f("onehot", "HyperMARL: the agent embedding the hypernetwork reads: onehot = agent ids "
+                              "(the reference's default), learned = a trainable table of hyper_embed_dim",
+                              choices=("onehot", "learned"))
+    hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
+    hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
+                           "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
     mapd_interval: int = _f(0, "MAPD policy distance as a metric: training iterations between distance rounds "
                             "(logged as mapd_distance[i,j], NaN between rounds); 0 = off. MADPS runs its rounds every "
                             "madps_interval instead", min=0)

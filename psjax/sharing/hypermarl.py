@@ -1,0 +1,203 @@
+"""HyperMARL (Tessera et al., 2024-25; code: KaleabTessera/HyperMARL): a shared hypernetwork generates every
+agent's network weights from an agent embedding.
+
+Each bank keeps one slot (K = 1) that only fixes the agent network's shapes; its values are never read. For
+every leaf of it (a Dense, GRU or conv kernel, a bias, a LayerNorm scale) the hypernetwork has a head: a ReLU
+layer of ``hyper_hidden`` units (no biases; none for ``hyper_hidden = 0``, the reference's linear variant) on
+the agent's embedding, then a linear map to the leaf's size. Agent i runs the network with
+
+    theta_i[leaf] = W_leaf relu(A_leaf e_i)        (+ 1 for a LayerNorm scale),
+
+so actor, critic and Q networks are all generated, as the reference generates actor and critic. The agent's
+network reads its observation only (``alg=hypermarl`` appends no agent id): the agent enters through the
+weights alone, which decouples observation- and agent-conditioned gradients (the paper's point).
+
+Initialisation, after the reference: each of a kernel head's output rows is an ``[in, out]`` matrix with the
+Frobenius norm of an orthogonal one at the gain of psjax's own initialisation of that layer (the template's
+root-mean-square singular value: sqrt(2) for hidden Dense layers, the output scale for the last one, 1 for the
+GRU's recurrent kernels); the reference draws the rows orthogonal, psjax Gaussian at that norm. Bias and scale
+heads start at zero. Embeddings: ``hyper_embedding=onehot`` (the reference's default) or ``learned`` (a
+trainable ``[N, hyper_embed_dim]`` table, orthogonal at init).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from psjax.envs.base import EnvSpec
+from psjax.registry import Method
+from psjax.schema import TrainConfig
+from psjax.sharing.bank import SharingState, SlotLayout
+from psjax.sharing.methods import Scheme
+
+Path = tuple[str, ...]
+EMBEDDINGS = "embeddings"  # key of params["sharing"] holding the learned [N, d] table
+
+
+def is_kernel(leaf_shape: tuple[int, ...]) -> bool:
+    """A leaf generated as a matrix (Dense / GRU kernels ``[in, out]``, conv kernels ``[..., in, out]``)."""
+    return len(leaf_shape) >= 2
+
+
+def template_gain(w: chex.Array) -> chex.Array:
+    """The root-mean-square singular value of ``w`` flattened to ``[prod(shape[:-1]), out]``: ``g`` for an
+    orthogonal(g) initialisation."""
+    w = w.reshape(-1, w.shape[-1])
+    return jnp.linalg.norm(w) / math.sqrt(min(w.shape))
+
+
+def init_head(key: chex.PRNGKey, embed_dim: int, hidden: int, template: chex.Array) -> dict:
+    """One leaf's head: ``{"hidden": [d, h]}`` (when ``hidden > 0``) and ``{"out": [h or d, size]}``."""
+    k_hidden, k_out = jax.random.split(key)
+    fan_in = hidden or embed_dim
+    head = {}
+    if hidden:  # lecun normal, as flax's Dense default in the reference
+        head["hidden"] = jax.random.normal(k_hidden, (embed_dim, hidden)) / math.sqrt(embed_dim)
+    if is_kernel(template.shape):
+        # Gaussian rows with an orthogonal(gain) matrix's Frobenius norm: the generated kernel is a sum of rows,
+        # orthogonal or not (and batched QR decompositions inside the training program stalled XLA's CPU runtime)
+        rows, cols = int(np.prod(template.shape[:-1])), template.shape[-1]
+        std = template_gain(template) / math.sqrt(max(rows, cols))
+        head["out"] = std * jax.random.normal(k_out, (fan_in, rows * cols))
+    else:
+        head["out"] = jnp.zeros((fan_in, template.size))
+    return head
+
+
+def init_hypernet(key: chex.PRNGKey, banks: dict, num_agents: int, embedding: str, embed_dim: int,
+                  hidden: int) -> dict:
+    """``params["sharing"]``: ``{bank name: {leaf path...: head}}`` plus the learned embeddings."""
+    dim = num_agents if embedding == "onehot" else embed_dim
+    out = {}
+    for b, name in enumerate(sorted(banks)):
+        heads = {}
+        for i, (path, leaf) in enumerate(flatten_dict(banks[name]).items()):
+            chex.assert_axis_dimension(leaf, 0, 1)  # one template slot
+            heads[path] = init_head(jax.random.fold_in(jax.random.fold_in(key, b), i), dim, hidden, leaf[0])
+        out[name] = unflatten_dict({p + (k,): v for p, head in heads.items() for k, v in head.items()})
+    if embedding == "learned":
+        out[EMBEDDINGS] = jax.nn.initializers.orthogonal()(jax.random.fold_in(key, len(banks)),
+                                                          (num_agents, embed_dim))
+    return out
+
+
+def embeddings(owned: dict, num_agents: int) -> chex.Array:
+    """Every agent's embedding ``[N, d]``: the learned table, or one-hot ids."""
+    return owned[EMBEDDINGS] if EMBEDDINGS in owned else jnp.eye(num_agents)
+
+
+def head_features(head: dict, e: chex.Array) -> chex.Array:
+    """The head's input to its output layer: ``e [N, d] -> [N, h]`` (``e`` itself for a linear head)."""
+    return jax.nn.relu(e @ head["hidden"]) if "hidden" in head else e
+
+
+def generate(bank: Any, heads: dict, e: chex.Array) -> Any:
+    """Every agent's parameters of ``bank`` (template ``[1, ...]``) from embeddings ``e [N, d]``: leaves
+    ``[N, ...]``."""
+    flat_heads = flatten_dict(heads)
+    out = {}
+    for path, leaf in flatten_dict(bank).items():
+        head = {k: flat_heads[path + (k,)] for k in ("hidden", "out") if path + (k,) in flat_heads}
+        theta = (head_features(head, e) @ head["out"]).reshape((e.shape[0],) + leaf.shape[1:])
+        out[path] = theta + 1.0 if path[-1] == "scale" else theta  # LayerNorm scales start at 1
+    return unflatten_dict(out)
+
+
+def num_agents_of(owned: dict) -> int:
+    """N from the hypernetwork's parameters: the embedding table's rows, or a one-hot head's input width."""
+    if EMBEDDINGS in owned:
+        return owned[EMBEDDINGS].shape[0]
+    return next(iter(flatten_dict(owned).values())).shape[0]
+
+
+def pairwise_cosine(x: chex.Array) -> chex.Array:
+    """Cosine similarity between the rows of ``x [N, F]``: ``[N, N]``."""
+    unit = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return unit @ unit.T
+
+
+def weight_similarity(params: dict, bank_name: str) -> chex.Array:
+    """``[N, N]`` cosine similarity of the agents' generated parameters of bank ``bank_name`` (all leaves)."""
+    owned = params["sharing"]
+    theta = generate(params[bank_name], owned[bank_name], embeddings(owned, num_agents_of(owned)))
+    flat = jnp.concatenate([x.reshape(x.shape[0], -1) for x in jax.tree.leaves(theta)], axis=-1)
+    return pairwise_cosine(flat)
+
+
+def make_hypermarl(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+                   bank_names: tuple[str, ...]) -> Scheme:
+    """One template slot per bank; every agent's parameters generated by the hypernetwork in ``params["sharing"]``."""
+    del hidden, num_masked_layers
+    sc = cfg.sharing
+    n = spec.num_agents
+    names = bank_names
+
+    def init_params(key, banks):
+        return init_hypernet(key, banks, n, sc.hyper_embedding, sc.hyper_embed_dim, sc.hyper_hidden)
+
+    def agent_params(name, bank, owned, sharing=None):
+        del sharing
+        theta = generate(bank, owned[name], embeddings(owned, n))
+        return theta, jax.tree.map(lambda _: 0, theta)
+
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del traj, key, step, hidden0
+        similarity = weight_similarity(learner_state.params, names[0])
+        off_diagonal = (similarity.sum() - jnp.trace(similarity)) / max(n * (n - 1), 1)
+        return sharing, learner_state, {"hyper_similarity": off_diagonal}
+
+    return Scheme(SlotLayout(1, "shared", False), lambda key: SharingState(jnp.zeros(n, jnp.int32), ()), update,
+                  init_params=init_params, agent_params=agent_params)
+
+
+def hypermarl_picture(run_dir, cfg: TrainConfig, runner: Any, program: Any,
+                      seed_index: int = 0) -> pathlib.Path | None:
+    """``hypermarl.png``: for the first seed's final parameters, the cosine similarity of the agents' generated
+    weights per bank, and of their embeddings (learned) or of the hypernetwork's hidden features (one-hot ids)."""
+    del program
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    params = jax.tree.map(lambda x: np.asarray(x[seed_index]), runner.learner.params)
+    owned = params["sharing"]
+    banks = sorted(k for k in owned if k != EMBEDDINGS)
+    n = num_agents_of(owned)
+    panels = {f"generated {name} weights": np.asarray(weight_similarity(params, name)) for name in banks}
+    if EMBEDDINGS in owned:
+        panels["learned agent embeddings"] = np.asarray(pairwise_cosine(jnp.asarray(owned[EMBEDDINGS])))
+    else:  # one-hot ids are orthogonal by construction: show what the hypernetwork makes of them
+        first = flatten_dict(owned[banks[0]])
+        head = {k[-1]: v for k, v in first.items() if k[:-1] == next(iter(first))[:-1]}
+        panels[f"hypernetwork features ({banks[0]}, first head)"] = np.asarray(
+            pairwise_cosine(head_features(head, jnp.eye(n))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, sim) in zip(axes[0], panels.items()):
+        im = ax.imshow(sim, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_title(f"{title}\ncosine similarity", fontsize=8)
+        ax.set_xlabel("agent")
+        ax.set_ylabel("agent")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(n))
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(f"HyperMARL, seed {cfg.seed + seed_index}, final parameters", fontsize=9)
+    path = pathlib.Path(run_dir) / "hypermarl.png"
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+METHODS = (  # registered by psjax.catalog
+    Method("hypermarl", "a shared hypernetwork generates every agent's actor and critic (or Q network) from its "
+           "agent embedding; no id in the observation (HyperMARL)", make_hypermarl, default_learner="ppo",
+           pictures=(hypermarl_picture,)),
+)
