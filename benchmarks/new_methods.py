@@ -59,7 +59,7 @@ def main(argv=None) -> int:
                 prepared[label], seconds = timed_call(prepared[label])
                 times[label].append(seconds)
         rows_out = {label: finish(prepared[label], times[label]) for label in prepared}
-        for label, learner, method, ref in rows:
+        for label, _, _, ref in rows:
             row = {"env": env, "row": label, **rows_out[label]}
             row["ratio"] = rows_out[label]["steps_per_s"] / rows_out[ref]["steps_per_s"] if ref in rows_out else None
             row["reference"] = ref
