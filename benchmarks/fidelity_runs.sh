@@ -59,6 +59,9 @@ for group in $RUNS; do
     pqn_lbf) sweep pqn_lbf env=lbf scenario=10x10-3p-3f algs="fups_id" learner=pqn seeds=$SEEDS steps=5e5 ;;
     pqn_smax3m) sweep pqn_smax3m env=smax map=3m algs="fups_id" learner=pqn seeds=$SEEDS steps=${PQN_STEPS:-2e6} \
                   eval_every=0.05 eval_envs=128 ;;
+    # issue 19: HyperMARL next to the re-run bps_a2c and spread_ppo rows (FuPS+id, NoPS, SePS), same settings
+    hyper_bps) sweep hyper_bps env=bps variant=15a3c algs="hypermarl" learner=a2c seeds=$SEEDS steps=3e5 ;;
+    hyper_spread) sweep hyper_spread env=mpe_spread algs="hypermarl" learner=ppo seeds=$SEEDS steps=3e5 ;;
     speaker_ppo) sweep speaker_ppo env=speaker_listener algs="fups_id" learner=ppo seeds=$SEEDS steps=3e5 ;;
     # the SePS / AdaPS table's A2C row on LBF coop (its PPO row is lbf_ppo)
     lbf_a2c) sweep lbf_a2c env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;
