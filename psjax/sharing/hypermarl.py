@@ -33,12 +33,12 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
+from psjax.nets.init import orthogonal
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.methods import Scheme
 
-Path = tuple[str, ...]
 EMBEDDINGS = "embeddings"  # key of params["sharing"] holding the learned [N, d] table
 
 
@@ -84,8 +84,8 @@ def init_hypernet(key: chex.PRNGKey, banks: dict, num_agents: int, embedding: st
             heads[path] = init_head(jax.random.fold_in(jax.random.fold_in(key, b), i), dim, hidden, leaf[0])
         out[name] = unflatten_dict({p + (k,): v for p, head in heads.items() for k, v in head.items()})
     if embedding == "learned":
-        out[EMBEDDINGS] = jax.nn.initializers.orthogonal()(jax.random.fold_in(key, len(banks)),
-                                                          (num_agents, embed_dim))
+        # psjax's LAPACK-free orthogonal init: vmapped over seeds, QR decompositions deadlock XLA's CPU runtime
+        out[EMBEDDINGS] = orthogonal(1.0)(jax.random.fold_in(key, len(banks)), (num_agents, embed_dim))
     return out
 
 
