@@ -58,7 +58,7 @@ def validate(cfg: TrainConfig) -> None:
     """Check ranges, choices and cross-field rules; raise ConfigError naming the bad value."""
     schema.check_fields(cfg)
     method = registry.get(cfg.alg)
-    registry.check_learner(method, cfg.learner_name, cfg.learner_kind)
+    registry.check_learner(method, cfg.learner_name, cfg.learner_kind, schema.kind_options(cfg))
     check_env_config(cfg.env)
     if method.check is not None:
         method.check(cfg)

@@ -81,13 +81,14 @@ def allowed_learners(method: Method) -> tuple[str, ...]:
     return tuple(name for name, kind in LEARNER_KINDS.items() if all(getattr(kind, t) for t in method.needs))
 
 
-def check_learner(method: Method, learner: str, kind=None) -> None:
+def check_learner(method: Method, learner: str, kind=None, options: str = "") -> None:
     """ConfigError when ``learner`` (its properties ``kind``: default ``LEARNER_KINDS[learner]``; a config's
-    ``learner_kind`` where its fields change them) lacks a property the method needs, naming the allowed learners."""
+    ``learner_kind`` where ``options``, the fields that change them, say so) lacks a property the method needs,
+    naming the allowed learners."""
     kind = kind or LEARNER_KINDS[learner]
     missing = [t for t in method.needs if not getattr(kind, t)]
     if missing:
-        options = "" if kind == LEARNER_KINDS[learner] else " with these options (q.pqn_mixer)"
+        options = f" with {options}" if options else ""
         raise ConfigError(
             f"alg={method.name} needs {' and '.join(TRAITS[t] for t in missing)}; learner={learner!r}{options} is "
             f"not allowed; allowed: {', '.join(allowed_learners(method))}"

@@ -400,6 +400,12 @@ class TrainConfig:
         return {"auto": (default,), "both": (default, other)}.get(self.eval_policy, (self.eval_policy,))
 
 
+def kind_options(cfg: TrainConfig) -> str:
+    """The fields that change the learner's properties from its ``LEARNER_KINDS`` entry, as ``key=value`` (for
+    errors); empty when none do."""
+    return "q.pqn_mixer=none" if cfg.learner_name == "pqn" and cfg.q.pqn_mixer == "none" else ""
+
+
 # Learner-specific defaults layered under the user's overrides.
 LEARNER_PRESETS: dict[str, dict[str, Any]] = {
     # PQN (Gallici et al.; JaxMARL pqn_vdn_rnn_smax.yaml: lambda 0.85, RAdam, grad clip 1, lr annealed, 4 epochs,

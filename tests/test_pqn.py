@@ -105,7 +105,7 @@ def test_every_value_method_trains_with_pqn(alg):
 def test_pqn_config_errors_name_the_value():
     with pytest.raises(ConfigError, match="q.num_minibatches=3 must divide q.num_envs=8"):
         make_config({**PQN_SMALL, "alg": "fups", "q.num_minibatches": 3})
-    with pytest.raises(ConfigError, match=r"learner='pqn' with these options \(q.pqn_mixer\) is not allowed"):
+    with pytest.raises(ConfigError, match="'pqn' with q.pqn_mixer=none is not allowed; allowed: qmix, vdn, pqn"):
         make_config({**PQN_SMALL, "alg": "bdps", "q.pqn_mixer": "none"})
     assert "pqn" in registry.allowed_learners(registry.get("bdps"))
     iql = make_config({**PQN_SMALL, "alg": "fups", "q.pqn_mixer": "none"})
