@@ -57,7 +57,7 @@ ENV_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_ENVS = ("smax", "mpe_spread", "lbf")
 METHODS = registry.names()  # every registered method, in the registry's order
-DEFAULT_LEARNERS = LEARNERS  # qmix, vdn, iql, a2c, ppo
+DEFAULT_LEARNERS = LEARNERS  # qmix, vdn, iql, pqn, a2c, ppo
 # env steps per seed per timed call unless --chunk-iters: 10 iterations of the value learners and PPO
 # (16 envs x 128 steps), 512 of A2C (8 envs x 5 steps)
 DEFAULT_CHUNK_STEPS = 20_480

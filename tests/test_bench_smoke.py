@@ -91,7 +91,7 @@ def test_bad_flag_values_are_rejected(throughput):
         "identity_pretrain_steps"] == "0"
     args = throughput.parse_args([])
     assert args.methods == list(throughput.METHODS) and args.envs == ["smax", "mpe_spread", "lbf"]
-    assert args.learners == ["qmix", "vdn", "iql", "a2c", "ppo"] and args.repeats == 3 and args.seeds == 1
+    assert args.learners == ["qmix", "vdn", "iql", "pqn", "a2c", "ppo"] and args.repeats == 3 and args.seeds == 1
 
 
 def test_peer_qmix_config_is_valid(throughput):
