@@ -79,8 +79,10 @@ def test_layer_norm_sits_between_dense_and_relu_and_belongs_to_its_layer():
     np.testing.assert_allclose(out, out_scaled, rtol=1e-4, atol=1e-5)
 
 
-# every method that works with QMIX works with PQN (bdps runs k + m networks: slow-marked)
-METHODS = [pytest.param(alg, marks=[pytest.mark.slow] if alg in ("bdps", "fups", "pps_rs") else [])
+# every method that works with QMIX works with PQN; `make test` keeps one of each mechanism (shared, per-agent,
+# identity clusters, trained masks, aggregation); the rest, BDPS's k + m networks among them, are slow-marked
+METHODS = [pytest.param(alg, marks=[pytest.mark.slow] if alg in ("bdps", "fups", "snp_ps", "adaps", "pps_a",
+                                                                  "pps_rs") else [])
            for alg in ("fups", "fups_id", "nops", "snp_ps", "seps", "adaps", "kaleidoscope", "pps_a", "pps_rs",
                        "pps_pp", "bdps")]
 
@@ -126,6 +128,7 @@ def test_pqn_qmix_finds_the_optimum_of_the_two_step_game():
     np.testing.assert_array_equal(np.asarray(returns["eval_return"]), np.full(8, 8.0))
 
 
+@pytest.mark.slow  # the vmapped-seed path is PQN's QMIX one (test_train); HyperMARL's test covers a new scheme
 def test_pqn_vmapped_seeds_equal_single_runs():
     cfg = make_config({**PQN_SMALL, "alg": "fups_id", "steps": 256})
     train = make_train(cfg)
