@@ -26,6 +26,7 @@ RANKS = (  # module prefix -> layer (an import may only point to the same layer 
 GENERIC = ("fields", "schema", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate", "shard",
            "backends", "export", "memory",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
+           "learners/batches",
            "sharing/methods", "sharing/bank", "sharing/bank_ops", "sharing/mapd", "sharing/report", "sharing/kmeans")
 
 

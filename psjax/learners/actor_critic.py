@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from psjax.envs.base import EnvSpec, TimeStep
+from psjax.learners.batches import minibatches
 from psjax.learners.bootstrap import fill_where
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
@@ -103,25 +104,6 @@ def episode_starts(done_t: chex.Array) -> chex.Array:
     """``resets[t] = done[t - 1]``, ``resets[0] = False``: where a step's recurrent state starts from zero.
     The loop already zeroed the state the rollout starts from. ``done_t: [T, E] -> [T, E]``."""
     return jnp.concatenate([jnp.zeros_like(done_t[:1]), done_t[:-1]], axis=0)
-
-
-def minibatches(tree: Any, key: chex.PRNGKey, axis: int, num: int) -> Any:
-    """``tree``'s leaves shuffled along ``axis`` (one permutation for all) and split into ``num`` equal parts
-    stacked in front: ``[..., B, ...] -> [num, ..., B / num, ...]``. ``num = 1`` keeps the order (one
-    minibatch is the whole batch: its order cannot matter)."""
-    sizes = {x.shape[axis] for x in jax.tree.leaves(tree)}
-    if len(sizes) != 1:
-        raise ValueError(f"minibatches: leaves differ in size along axis {axis}: {sorted(sizes)}")
-    # drawn once: XLA does not merge the sorts of identical permutations drawn leaf by leaf
-    order = jax.random.permutation(key, sizes.pop()) if num > 1 else None
-
-    def split(x):
-        if order is not None:
-            x = jnp.take(x, order, axis=axis)
-        x = x.reshape(*x.shape[:axis], num, x.shape[axis] // num, *x.shape[axis + 1:])
-        return jnp.moveaxis(x, axis, 0)
-
-    return jax.tree.map(split, tree)
 
 
 def previous_actions(action: chex.Array, last0: chex.Array, resets: chex.Array, num_actions: int) -> chex.Array:

@@ -19,6 +19,7 @@ import optax
 
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
+from psjax.learners.batches import minibatches
 from psjax.learners.bootstrap import fill_where
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
@@ -349,15 +350,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
 
     def learn_on_policy(state: QState, sharing, items, key):
         """PQN: ``q.epochs`` passes over the rollout, each in ``q.num_minibatches`` splits of a shuffled env axis."""
-        num_envs = jax.tree.leaves(items)[0].shape[0]
-        size = num_envs // qc.num_minibatches
-
         def epoch(state, k):
             k_perm, k_steps = jax.random.split(k)
-            order = jax.random.permutation(k_perm, num_envs)
-            minibatches = jax.tree.map(lambda x: x[order].reshape((qc.num_minibatches, size) + x.shape[1:]), items)
             return jax.lax.scan(lambda s, xs: gradient_step(s, sharing, *xs), state,
-                                (minibatches, jax.random.split(k_steps, qc.num_minibatches)))
+                                (minibatches(items, k_perm, 0, qc.num_minibatches),
+                                 jax.random.split(k_steps, qc.num_minibatches)))
 
         state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, qc.epochs))
         return state, jax.tree.map(jnp.mean, metrics)
