@@ -77,3 +77,24 @@ def fake_factory():
 
     factory.sizes = sizes
     return factory
+
+
+def check_vmapped_seeds_equal_single_runs(train, keys, rtol: float, atol: float) -> list[tuple[Any, Any]]:
+    """Asserts that ``train`` vmapped over ``keys`` gives every seed's learner parameters as ``train`` run on that
+    key alone; returns ``(single metrics, batched metrics of that seed)`` per key for further checks."""
+    import numpy as np
+
+    batched, batched_metrics = jax.jit(jax.vmap(train))(keys)
+    pairs = []
+    for i in range(len(keys)):
+        single, single_metrics = jax.jit(train)(keys[i])
+        for x, y in zip(jax.tree.leaves(single.learner.params), jax.tree.leaves(batched.learner.params)):
+            np.testing.assert_allclose(np.asarray(y)[i], np.asarray(x), rtol=rtol, atol=atol)
+        pairs.append((single_metrics, jax.tree.map(lambda m, i=i: m[i], batched_metrics)))
+    return pairs
+
+
+@pytest.fixture
+def vmapped_check():
+    """``check_vmapped_seeds_equal_single_runs`` for tests (conftest is not importable as a module)."""
+    return check_vmapped_seeds_equal_single_runs

@@ -129,15 +129,9 @@ def test_pqn_qmix_finds_the_optimum_of_the_two_step_game():
 
 
 @pytest.mark.slow  # the vmapped-seed path is PQN's QMIX one (test_train); HyperMARL's test covers a new scheme
-def test_pqn_vmapped_seeds_equal_single_runs():
+def test_pqn_vmapped_seeds_equal_single_runs(vmapped_check):
     cfg = make_config({**PQN_SMALL, "alg": "fups_id", "steps": 256})
-    train = make_train(cfg)
-    keys = seed_keys(3, 2)
-    batched, _ = jax.jit(jax.vmap(train))(keys)
-    for i in range(2):
-        single, _ = jax.jit(train)(keys[i])
-        for a, b in zip(jax.tree.leaves(single.learner.params), jax.tree.leaves(batched.learner.params)):
-            np.testing.assert_allclose(np.asarray(b)[i], np.asarray(a), rtol=2e-4, atol=2e-5)
+    vmapped_check(make_train(cfg), seed_keys(3, 2), rtol=2e-4, atol=2e-5)
 
 
 @pytest.mark.slow
