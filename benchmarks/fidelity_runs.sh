@@ -62,6 +62,11 @@ for group in $RUNS; do
     # issue 19: HyperMARL next to the re-run bps_a2c and spread_ppo rows (FuPS+id, NoPS, SePS), same settings
     hyper_bps) sweep hyper_bps env=bps variant=15a3c algs="hypermarl" learner=a2c seeds=$SEEDS steps=3e5 ;;
     hyper_spread) sweep hyper_spread env=mpe_spread algs="hypermarl" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    # DiCo next to bps_a2c / spread_ppo's FuPS+id, NoPS and SePS, at the default target SND 1 and at 4
+    dico_bps) sweep dico_bps env=bps variant=15a3c algs="dico" learner=a2c seeds=$SEEDS steps=3e5 ;;
+    dico_bps_snd4) sweep dico_bps_snd4 env=bps variant=15a3c algs="dico" learner=a2c seeds=$SEEDS steps=3e5 dico_snd=4 ;;
+    dico_spread) sweep dico_spread env=mpe_spread algs="dico" learner=ppo seeds=$SEEDS steps=3e5 ;;
+    dico_spread_snd4) sweep dico_spread_snd4 env=mpe_spread algs="dico" learner=ppo seeds=$SEEDS steps=3e5 dico_snd=4 ;;
     speaker_ppo) sweep speaker_ppo env=speaker_listener algs="fups_id" learner=ppo seeds=$SEEDS steps=3e5 ;;
     # the SePS / AdaPS table's A2C row on LBF coop (its PPO row is lbf_ppo)
     lbf_a2c) sweep lbf_a2c env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=a2c seeds=$SEEDS steps=3e5 ;;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 19's throughput: HyperMARL against FuPS (same learner) and PQN against QMIX (FuPS+id), per env, every
+"""Issue 19's throughput: HyperMARL and DiCo against FuPS (same learner) and PQN against QMIX (FuPS+id), per env, every
 configuration of an env compiled first and then timed round-robin in one run (``benchmarks/throughput.py``'s
 ``prepare`` / ``timed_call``), so load that comes and goes hits them alike. Each learner at its defaults
 (QMIX: 4 gradient steps of 32 sequences per 16 x 128 rollout, from the first rollout on; PQN: its preset's
@@ -31,7 +31,9 @@ ENV_OVERRIDES = {
 }
 # (label, learner, method, reference label): each row's ratio is to its reference in the same env
 ROWS = (("fups / ppo", "ppo", "fups", None), ("hypermarl / ppo", "ppo", "hypermarl", "fups / ppo"),
+        ("dico / ppo", "ppo", "dico", "fups / ppo"),
         ("fups / a2c", "a2c", "fups", None), ("hypermarl / a2c", "a2c", "hypermarl", "fups / a2c"),
+        ("dico / a2c", "a2c", "dico", "fups / a2c"),
         ("fups_id / qmix", "qmix", "fups_id", None), ("fups_id / pqn", "pqn", "fups_id", "fups_id / qmix"))
 
 

@@ -4,7 +4,7 @@ adding a method is its module plus one entry in ``MODULES``, whose order is the 
 
 from psjax import registry
 from psjax.learners import bdps
-from psjax.sharing import baselines, hypermarl, identity, kaleidoscope, madps, pps
+from psjax.sharing import baselines, dico, hypermarl, identity, kaleidoscope, madps, pps
 
 MODULES = (
     baselines,  # nops, fups, fups_id, snp_ps
@@ -14,6 +14,7 @@ MODULES = (
     madps,
     bdps,  # bdps, bdps_role, bdps_team
     hypermarl,
+    dico,
 )
 for _module in MODULES:
     for _method in _module.METHODS:

@@ -23,6 +23,7 @@ Run folder::
                                  line per evaluated policy, named with its episodes and seeds
     sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
     distance.png                 the last MAPD policy distance matrix (``mapd_interval`` > 0, or MADPS)
+    snd.png                      the team's SND over training (``snd_interval`` > 0, or DiCo, with its target)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
     tensorboard/, wandb/         with ``cfg.logger``: the same rows for TensorBoard / W&B (``psjax.backends``)
@@ -496,11 +497,12 @@ def run(
     summarize(run_dir, cfg, info)
     plot_curves(run_dir, cfg)
     from psjax import registry
-    from psjax.sharing.report import plot_distance
+    from psjax.sharing.report import plot_distance, plot_snd
 
     for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, ...)
         draw(run_dir, cfg, runner, main)
     plot_distance(run_dir)  # distance.png, when MAPD distances are logged
+    plot_snd(run_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
     return run_dir
 
 

@@ -151,6 +151,18 @@ class SharingConfig:
     hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
     hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
                            "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
+    dico_snd: float = _f(1.0, "DiCo: the team's target System Neural Diversity, in Aitchison distance between the "
+                         "agents' action distributions (docs/methods.md, DiCo); 0 = the shared policy alone, -1 = "
+                         "unconstrained deviations (scale 1)", min=-1.0)
+    dico_tau: float = _f(1.0, "DiCo: soft-update weight of the deviations' SND estimate, measured once per iteration "
+                         "after the update (1 = the latest measurement; the reference's 0.01 updates at every "
+                         "forward pass)", min=0.0, max=1.0)
+    snd_interval: int = _f(0, "System Neural Diversity as a metric (A2C / PPO and the value learners): iterations "
+                           "between measurements, logged as snd (NaN between) and drawn in snd.png; 0 = off. DiCo "
+                           "measures after every iteration", min=0)
+    snd_rows: int = _f(32, "SND with feed-forward actors: env steps drawn from the iteration's rollout, every "
+                       "agent's observation at each, that every agent's policy is evaluated on; recurrent networks "
+                       "are unrolled along the whole rollout", min=1)
     mapd_interval: int = _f(0, "MAPD policy distance as a metric: training iterations between distance rounds "
                             "(logged as mapd_distance[i,j], NaN between rounds); 0 = off. MADPS runs its rounds every "
                             "madps_interval instead", min=0)

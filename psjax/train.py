@@ -24,7 +24,7 @@ from psjax.evaluate import POLICY_NAMES, EpisodeEnd, episode_end, episode_means,
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
 from psjax.schema import TrainConfig
-from psjax.sharing import mapd, methods
+from psjax.sharing import mapd, methods, snd
 from psjax.types import Learner, Transition
 
 MASKED_LAYERS = 2  # maskable hidden layers of every psjax agent network
@@ -77,11 +77,17 @@ def make_parts(cfg: TrainConfig) -> Parts:
     bank_names = model.bank_names if model is not None else cfg.learner_kind.banks
     scheme = methods.make_scheme(cfg, env.spec, lc.hidden, MASKED_LAYERS, bank_names)
     learner = make_learner(cfg, env.spec, scheme, model)
+    codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, method.agent_id))
+    recurrent = cfg.learner_kind.recurrent
+    # the team's SND after every update for a method driven by it (DiCo), or the metric any method can log
+    snd_interval = 1 if scheme.on_snd is not None else cfg.sharing.snd_interval
+    if snd_interval > 0 and learner.policy_logits is not None:
+        scheme = snd.with_snd(scheme, learner.policy_logits, env.spec, snd_interval, cfg.sharing.snd_rows, recurrent,
+                              lc.num_envs * lc.rollout_len, codes)
     # the MAPD distance rounds: MADPS's own interval, or the metric any method can log
     interval = scheme.distance_interval if scheme.restructure is not None else cfg.sharing.mapd_interval
     if interval > 0 and learner.policy_logits is not None:
-        codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, method.agent_id))
-        rows = 0 if cfg.learner_kind.recurrent else cfg.sharing.mapd_buffer_size  # feed-forward: a buffer
+        rows = 0 if recurrent else cfg.sharing.mapd_buffer_size  # feed-forward: a buffer
         scheme = mapd.with_distance(scheme, learner.policy_logits, env.spec, cfg.sharing, interval, rows, codes)
     return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
 

@@ -37,6 +37,7 @@ from psjax.sharing.methods import (
     bank_layout,
     init_aux_state,
     init_sharing_params,
+    shape_output,
 )
 from psjax.types import Learner, Transition
 
@@ -157,7 +158,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         module, bank_lay = bank_of(name)
         derive = agent_derive(scheme, name, params, sharing)
         if not ac.recurrent or (shared and name == "critic"):
-            return h, apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
+            out = apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
+            return h, shape_output(scheme, name, params, sharing, module.apply, out, x)
         return apply_agents(module.apply, params[name], bank_lay, sharing, h, x, derive=derive)
 
     def unroll(name, params, sharing, h0, x, resets):

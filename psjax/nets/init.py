@@ -66,3 +66,25 @@ def normal(std: float):
         return (std * jax.random.normal(key, shape)).astype(dtype)
 
     return init
+
+
+def template_gain(w: jax.Array) -> jax.Array:
+    """The root-mean-square singular value of ``w`` flattened to ``[prod(shape[:-1]), out]``: ``g`` for an
+    ``orthogonal(g)`` initialisation."""
+    w = w.reshape(-1, w.shape[-1])
+    return jnp.linalg.norm(w) / np.sqrt(min(w.shape))
+
+
+def redraw_like(key: jax.Array, params):
+    """A fresh draw of psjax's initialisation of ``params`` (one network's, no slot axis): every kernel (rank >= 2)
+    orthogonal at its own ``template_gain``, LayerNorm scales one, every other leaf (biases) zero."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    flat = flatten_dict(params)
+    out = {}
+    for i, (path, leaf) in enumerate(flat.items()):
+        if leaf.ndim >= 2:
+            out[path] = template_gain(leaf) * orthogonal(1.0)(jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+        else:
+            out[path] = jnp.ones_like(leaf) if path[-1] == "scale" else jnp.zeros_like(leaf)
+    return unflatten_dict(out)

@@ -33,7 +33,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
-from psjax.nets.init import orthogonal
+from psjax.nets.init import orthogonal, template_gain
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
@@ -45,13 +45,6 @@ EMBEDDINGS = "embeddings"  # key of params["sharing"] holding the learned [N, d]
 def is_kernel(leaf_shape: tuple[int, ...]) -> bool:
     """A leaf generated as a matrix (Dense / GRU kernels ``[in, out]``, conv kernels ``[..., in, out]``)."""
     return len(leaf_shape) >= 2
-
-
-def template_gain(w: chex.Array) -> chex.Array:
-    """The root-mean-square singular value of ``w`` flattened to ``[prod(shape[:-1]), out]``: ``g`` for an
-    orthogonal(g) initialisation."""
-    w = w.reshape(-1, w.shape[-1])
-    return jnp.linalg.norm(w) / math.sqrt(min(w.shape))
 
 
 def init_head(key: chex.PRNGKey, embed_dim: int, hidden: int, template: chex.Array) -> dict:

@@ -43,6 +43,14 @@ class Scheme(NamedTuple):
     # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
     restructure: Callable | None = None
     distance_interval: int = 0
+    # agent_output(name, out [..., N, F], apply_fn, params["sharing"] or None, SharingState, x [..., N, D]) -> out':
+    # what a feed-forward A2C / PPO bank's per-agent outputs become (DiCo: a shared policy's logits plus the
+    # rescaled per-agent deviations ``out``); ``apply_fn(params, x, masks)`` is the bank's network. None = as is.
+    agent_output: Callable | None = None
+    # on_snd(sharing, snd) -> sharing: a method driven by the team's measured System Neural Diversity (DiCo's
+    # rescaling); ``snd.with_snd`` measures it after every update and hands it over. None = SND only as a metric
+    # (``sharing.snd_interval``).
+    on_snd: Callable | None = None
     # Banks that ignore the agents' masks in a masked layout (AdaPS masks the policy, not the critic);
     # the learners reach this only through ``bank_layout``.
     unmasked_banks: tuple[str, ...] = ()
@@ -98,6 +106,15 @@ def derive_for_acting(scheme: Scheme, params: dict, names: tuple[str, ...], shar
         return params
     derived = {name: scheme.agent_params(name, params[name], params.get("sharing"), sharing) for name in names}
     return {**params, DERIVED: derived}
+
+
+def shape_output(scheme: Scheme, name: str, params: dict, sharing: SharingState, apply_fn: Callable, out: Any,
+                 x: chex.Array) -> Any:
+    """Bank ``name``'s per-agent outputs ``out [..., N, F]`` on inputs ``x [..., N, D]`` as the scheme's
+    ``agent_output`` makes them; ``out`` itself for most methods."""
+    if scheme.agent_output is None:
+        return out
+    return scheme.agent_output(name, out, apply_fn, params.get("sharing"), sharing, x)
 
 
 def init_aux_state(scheme: Scheme) -> Any:

@@ -187,3 +187,50 @@ def plot_distance(run_dir) -> pathlib.Path | None:
     path = run_dir / "distance.png"
     fig.savefig(path, dpi=120)
     return path
+
+
+def snd_series(run_dir) -> dict | None:
+    """``{seed: (env_steps [M], snd [M])}`` over the rows that measured the team's SND, plus ``"target"`` (DiCo's
+    ``dico_snd_target``, or None); None when the run logs no ``snd``."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    series: dict[int, list] = {}
+    target = None
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if row.get("snd") is None or not np.isfinite(row["snd"]):
+            continue
+        series.setdefault(row["seed"], []).append((row["env_steps"], row["snd"]))
+        target = row.get("dico_snd_target", target)
+    if not series:
+        return None
+    out = {seed: tuple(np.array(v) for v in zip(*rows)) for seed, rows in sorted(series.items())}
+    return {"series": out, "target": target}
+
+
+def plot_snd(run_dir) -> pathlib.Path | None:
+    """Write ``run_dir/snd.png``: every seed's System Neural Diversity (measured after each update, before DiCo
+    rescales) over env steps, with DiCo's target; None when the run logs no ``snd``."""
+    from matplotlib.figure import Figure
+
+    run_dir = pathlib.Path(run_dir)
+    found = snd_series(run_dir)
+    if found is None:
+        return None
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for seed, (steps, snd) in found["series"].items():
+        ax.plot(steps, snd, lw=1, label=f"seed {seed}")
+    if found["target"] is not None and found["target"] >= 0:
+        ax.axhline(found["target"], color="black", ls="--", lw=1, label="DiCo target")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("SND (Aitchison distance)")
+    ax.set_title(f"{run_dir.name}\nteam SND after each update: every agent's training policy on the same "
+                 "rollout observations", fontsize=8)
+    ax.legend(fontsize=7)
+    path = run_dir / "snd.png"
+    fig.savefig(path, dpi=120)
+    return path

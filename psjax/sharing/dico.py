@@ -1,0 +1,136 @@
+"""DiCo, Diversity Control (Bettini et al., "Controlling Behavioral Diversity in Multi-Agent RL", 2024; code:
+proroklab/ControllingBehavioralDiversity): a shared policy plus per-agent deviation networks, the deviations
+rescaled so that the team's System Neural Diversity (SND) equals a chosen target.
+
+Agent i acts on the logits
+
+    l_i(o) = l_shared(o) + s * dev_i(o),      s = dico_snd / SND_dev,
+
+where ``SND_dev`` is the SND of the deviations alone (``psjax.sharing.snd``: the Aitchison distance between
+action distributions, the discrete form psjax uses for the paper's Wasserstein distance between Gaussian actions).
+The shared logits cancel between two agents on one observation and the distance scales with the logits, so the
+final policies' SND is exactly ``s * SND_dev = dico_snd`` on the observations it was measured on.
+
+As psjax builds it (the reference's choices where they apply):
+- The actor bank holds the deviation networks, one slot per agent (NoPS's layout), the critic bank one critic
+  per agent (the reference's ``share_param_critic: False``); the shared policy network lives in
+  ``params["sharing"]["policy"]`` (a fresh draw of psjax's initialisation of the actor). Both get gradients
+  through the final logits; ``s`` is a constant within an update (a stop-gradient), so PPO's ratio starts from
+  exactly the policy that acted.
+- ``SND_dev`` is measured once per iteration after the learner's update (``snd.with_snd``: every agent's actor
+  on every agent's observations at ``sharing.snd_rows`` steps of the rollout) and soft-updated with
+  ``dico_tau``; the reference measures it in every training forward pass (``tau`` 0.01, gradient through the
+  new term). The first rollout acts with ``s = 1``, as the reference's first iteration does.
+- ``dico_snd = 0`` keeps ``s = 0`` (the shared policy alone), ``-1`` keeps ``s = 1`` (unconstrained).
+- No agent id in the observations: the shared policy must be the same function for every agent, or its
+  logits would not cancel (``env.agent_id`` other than none / auto is refused). Feed-forward actors only (the
+  shared policy and the deviations would each need their own recurrent state).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from psjax.envs.base import EnvSpec
+from psjax.fields import ConfigError
+from psjax.nets.init import redraw_like
+from psjax.registry import Method
+from psjax.schema import TrainConfig
+from psjax.sharing.bank import SharingState, SlotLayout
+from psjax.sharing.methods import Scheme
+
+POLICY = "policy"  # key of params["sharing"] holding the shared policy network
+MIN_SND = 1e-8  # below this the deviations are one function: no scale reaches a positive target
+
+
+class DicoState(NamedTuple):
+    """DiCo's part of the sharing state (``SharingState.extra``; one seed)."""
+
+    scale: chex.Array  # float32[] s, the factor on every agent's deviation logits
+    estimate: chex.Array  # float32[] the deviations' SND estimate (NaN before the first measurement)
+
+
+def initial_scale(target: float) -> float:
+    """``s`` for the first rollout: 0 for target 0, else 1 (the reference's first iteration)."""
+    return 0.0 if target == 0 else 1.0
+
+
+def rescale(state: DicoState, snd: chex.Array, target: float, tau: float) -> DicoState:
+    """The state after a measurement ``snd`` of the final policies' SND (made with ``state.scale``): the
+    deviations' SND ``snd / scale`` soft-updated into the estimate, and ``s = target / estimate``.
+
+    Target 0 keeps ``s = 0`` and -1 keeps ``s = 1``; a non-finite measurement or an estimate of ~0 (deviations
+    that are all one function) keeps the previous ``s``."""
+    if target == 0:
+        return state
+    deviation = snd / state.scale
+    ok = jnp.isfinite(deviation)
+    first = jnp.isnan(state.estimate)
+    estimate = jnp.where(first, deviation, (1.0 - tau) * state.estimate + tau * deviation)
+    estimate = jnp.where(ok, estimate, state.estimate)
+    if target < 0:
+        return DicoState(state.scale, estimate)
+    scale = jnp.where(ok & (estimate > MIN_SND), target / jnp.maximum(estimate, MIN_SND), state.scale)
+    return DicoState(scale.astype(jnp.float32), estimate.astype(jnp.float32))
+
+
+def check_dico_config(cfg: TrainConfig) -> None:
+    """DiCo's config rules (its record's ``check``; an actor-critic learner is its ``needs``)."""
+    sc = cfg.sharing
+    if -1.0 < sc.dico_snd < 0.0:
+        raise ConfigError(f"sharing.dico_snd={sc.dico_snd} is not a target; allowed: >= 0 (the team's SND), "
+                          "or -1 (unconstrained deviations)")
+    if sc.dico_tau <= 0.0:
+        raise ConfigError(f"sharing.dico_tau={sc.dico_tau} would never update the SND estimate; allowed: (0, 1]")
+    if cfg.ac.recurrent:
+        raise ConfigError("alg=dico needs a feed-forward actor (the shared policy and every deviation would each "
+                          "need their own recurrent state); ac.recurrent=true is not allowed; allowed: false")
+    if cfg.env.agent_id not in ("auto", "none"):
+        raise ConfigError(f"alg=dico with env.agent_id={cfg.env.agent_id!r}: the shared policy must be one "
+                          "function for every agent (its logits cancel in the SND); allowed: auto, none")
+
+
+def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
+              bank_names: tuple[str, ...]) -> Scheme:
+    """Per-agent deviation networks in the actor bank and per-agent critics (K = N), the shared policy in
+    ``params["sharing"]``, and the scale in ``SharingState.extra``."""
+    del hidden, num_masked_layers, bank_names
+    n = spec.num_agents
+    target, tau = float(cfg.sharing.dico_snd), float(cfg.sharing.dico_tau)
+    slots = jnp.arange(n, dtype=jnp.int32)
+
+    def init(key):
+        del key
+        state = DicoState(jnp.float32(initial_scale(target)), jnp.float32(jnp.nan))
+        return SharingState(slots, (), state)
+
+    def init_params(key, banks):
+        return {POLICY: redraw_like(key, jax.tree.map(lambda leaf: leaf[0], banks["actor"]))}
+
+    def agent_output(name, out, apply_fn, owned, sharing, x):
+        if name != "actor":
+            return out
+        return apply_fn(owned[POLICY], x, None) + jax.lax.stop_gradient(sharing.extra.scale) * out
+
+    def on_snd(sharing, snd):
+        return sharing._replace(extra=rescale(sharing.extra, snd, target, tau))
+
+    def update(sharing, learner_state, traj, key, step, hidden0):
+        del traj, key, step, hidden0
+        state = sharing.extra
+        return sharing, learner_state, {"dico_scale": state.scale, "dico_deviation_snd": state.estimate,
+                                        "dico_snd_target": jnp.float32(target)}
+
+    return Scheme(SlotLayout(n, "identity", False), init, update, init_params=init_params,
+                  agent_output=agent_output, on_snd=on_snd)
+
+
+METHODS = (  # registered by psjax.catalog
+    Method("dico", "a shared policy plus per-agent deviations rescaled so that the team's System Neural "
+           "Diversity equals sharing.dico_snd (DiCo)", make_dico, default_learner="ppo", needs=("policy",),
+           check=check_dico_config),
+)

@@ -1,0 +1,160 @@
+"""DiCo (``alg=dico``) and System Neural Diversity (``psjax.sharing.snd``), the metric it controls."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from psjax.config import make_config
+from psjax.fields import ConfigError
+from psjax.run import run
+from psjax.sharing.dico import POLICY, DicoState, rescale
+from psjax.sharing.snd import aitchison, measure_snd, pairwise_snd, system_neural_diversity
+from psjax.train import _init, make_parts, make_train
+from psjax.types import Transition
+
+NEG = -1e9  # the learners' logit at unavailable actions
+
+
+def test_aitchison_distance_by_hand():
+    a = jnp.array([1.0, 2.0, 3.0])
+    # centred: [-1, 0, 1] against [0, 0, 0]
+    np.testing.assert_allclose(aitchison(a, jnp.zeros(3)), math.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(aitchison(a + 7.0, jnp.zeros(3)), math.sqrt(2), rtol=1e-6)  # behaviour only
+    np.testing.assert_allclose(aitchison(3 * a, jnp.zeros(3)), 3 * math.sqrt(2), rtol=1e-6)  # scales with logits
+    # an unavailable action counts for neither policy
+    masked = aitchison(jnp.array([1.0, 2.0, 3.0, NEG]), jnp.array([5.0, 5.0, 5.0, NEG]))
+    np.testing.assert_allclose(masked, math.sqrt(2), rtol=1e-6)
+    assert float(aitchison(jnp.array([4.0, NEG]), jnp.array([-2.0, NEG]))) == 0.0  # one choice: no diversity
+
+
+def test_snd_is_the_mean_over_pairs_and_weighted_observations():
+    # 3 agents, 2 observations (the second weighs 0), 2 actions: centred logits are +-(l0 - l1) / 2
+    logits = jnp.array([[[0.0, 0.0], [9.0, 0.0]],
+                        [[2.0, 0.0], [0.0, 9.0]],
+                        [[0.0, 4.0], [1.0, 1.0]]])
+    weight = jnp.array([1.0, 0.0])
+    d = np.asarray(pairwise_snd(logits, weight))
+    r2 = math.sqrt(2)
+    expected = np.array([[0, r2, 2 * r2], [r2, 0, 3 * r2], [2 * r2, 3 * r2, 0]])  # |dl_i - dl_j| / sqrt(2)
+    np.testing.assert_allclose(d, expected, rtol=1e-6)
+    np.testing.assert_allclose(system_neural_diversity(logits, weight), 2 * r2, rtol=1e-6)  # (1 + 2 + 3) r2 / 3
+
+
+def test_rescale_by_hand():
+    state = DicoState(jnp.float32(2.0), jnp.float32(jnp.nan))
+    first = rescale(state, jnp.float32(0.5), target=1.5, tau=0.1)  # deviations' SND 0.5 / 2 = 0.25
+    np.testing.assert_allclose([first.estimate, first.scale], [0.25, 6.0], rtol=1e-6)
+    second = rescale(first, jnp.float32(3.0), target=1.5, tau=0.1)  # 3 / 6 = 0.5; estimate 0.9 * 0.25 + 0.05
+    np.testing.assert_allclose([second.estimate, second.scale], [0.275, 1.5 / 0.275], rtol=1e-6)
+    assert float(rescale(state, jnp.float32(0.5), target=0.0, tau=1.0).scale) == 2.0  # target 0: untouched
+    unconstrained = rescale(state, jnp.float32(0.5), target=-1.0, tau=1.0)
+    assert float(unconstrained.scale) == 2.0 and float(unconstrained.estimate) == 0.25
+    same = rescale(state, jnp.float32(0.0), target=1.5, tau=1.0)  # identical deviations: scale kept
+    assert float(same.scale) == 2.0
+
+
+def _spread_parts(target=1.0, **extra):
+    cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "dico_snd": target,
+                       "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 8, **extra})
+    parts = make_parts(cfg)
+    return cfg, parts, _init(parts, jax.random.PRNGKey(0))
+
+
+def _observations(spec, steps=6):
+    obs = jax.random.normal(jax.random.PRNGKey(3), (steps, 2, spec.num_agents, spec.obs_dim))
+    avail = jnp.ones((steps, 2, spec.num_agents, spec.num_actions), bool)
+    return Transition(obs, (), avail, (), (), (), (), {})
+
+
+@pytest.mark.parametrize("target", [0.7, 2.5])
+def test_dico_final_snd_equals_the_target_after_rescaling(target):
+    cfg, parts, runner = _spread_parts(target)
+    traj = _observations(parts.env.spec)
+    learner, sharing = runner.learner, runner.sharing
+    snd_of = lambda sh: float(measure_snd(parts.learner.policy_logits, learner, sh, traj, runner.hidden))  # noqa: E731
+    before = snd_of(sharing)
+    assert before > 0 and not math.isclose(before, target, rel_tol=0.05)
+    sharing = parts.scheme.on_snd(sharing, jnp.float32(before))
+    np.testing.assert_allclose(snd_of(sharing), target, rtol=1e-4)
+    # target 0: the shared policy alone, every agent the same function
+    cfg, parts, runner = _spread_parts(0.0)
+    assert float(measure_snd(parts.learner.policy_logits, runner.learner, runner.sharing, traj, runner.hidden)) == 0
+
+
+def test_dico_gradients_reach_the_shared_policy_and_every_deviation():
+    cfg, parts, runner = _spread_parts()
+    spec = parts.env.spec
+    obs = jax.random.normal(jax.random.PRNGKey(1), (5, spec.num_agents, spec.obs_dim))
+
+    def loss(params):
+        logits = parts.learner.policy_logits(runner.learner._replace(params=params), runner.sharing,
+                                             Transition(obs[:, None], (), jnp.ones((5, 1, spec.num_agents,
+                                                                                    spec.num_actions), bool),
+                                                        (), (), (), (), {}), runner.hidden)
+        return jnp.sum(jnp.tanh(logits))
+
+    grads = jax.grad(loss)(runner.learner.params)
+    assert all(np.any(g != 0) for g in jax.tree.leaves(grads["sharing"][POLICY]))
+    for g in jax.tree.leaves(grads["actor"]):  # every agent's deviation network
+        assert np.all(np.abs(np.asarray(g)).reshape(g.shape[0], -1).sum(-1) > 0)
+
+
+@pytest.mark.parametrize("learner", ["ppo", pytest.param("a2c", marks=pytest.mark.slow)])
+def test_dico_trains_and_holds_its_target(learner):
+    cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": learner, "steps": 6000, "eval_every": 0,
+                       "dico_snd": 0.5, "ac.hidden": 16, "ac.num_envs": 8, "ac.rollout_len": 25})
+    runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
+    assert np.all(np.isfinite(np.asarray(metrics["loss"])))
+    snd = np.asarray(metrics["snd"])
+    assert np.all(np.isfinite(snd)) and np.all(np.asarray(metrics["dico_scale"]) > 0)
+    # measured after each update, before rescaling: one update moves it, the next rescale brings it back
+    np.testing.assert_allclose(np.median(snd[len(snd) // 2:]), 0.5, rtol=0.25)
+
+
+def test_snd_metric_for_any_method():
+    def final_snd(alg, learner="ppo", **extra):
+        cfg = make_config({"env": "typed", "num_agents": 4, "alg": alg, "learner": learner, "steps": 1024,
+                           "eval_every": 0, "snd_interval": 2, **extra})
+        _, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
+        return np.asarray(metrics["snd"])
+
+    fups = final_snd("fups")
+    assert np.isnan(fups[0]) and np.all(fups[1::2] == 0.0)  # every other iteration; one network, no id: 0
+    assert np.all(final_snd("fups_id")[1::2] > 0)  # its id makes the agents differ
+    assert np.all(final_snd("nops")[1::2] > 0)
+    qmix = final_snd("nops", "qmix", **{"q.num_envs": 4, "q.rollout_len": 16, "q.learning_starts": 0,
+                                          "q.batch_size": 4, "q.buffer_size": 16, "q.hidden": 16})
+    assert np.all(qmix[1::2] > 0)  # recurrent Q networks, unrolled along the rollout
+
+
+def test_dico_config_errors():
+    base = {"env": "mpe_spread", "alg": "dico"}
+    with pytest.raises(ConfigError, match="ac.recurrent"):
+        make_config({**base, "ac.recurrent": True})
+    with pytest.raises(ConfigError, match="env.agent_id='onehot'"):
+        make_config({**base, "env.agent_id": "onehot"})
+    with pytest.raises(ConfigError, match="dico_snd=-0.5"):
+        make_config({**base, "dico_snd": -0.5})
+    with pytest.raises(ConfigError, match="dico_tau=0.0"):
+        make_config({**base, "dico_tau": 0.0})
+    with pytest.raises(ConfigError, match="learner='qmix'"):
+        make_config({**base, "learner": "qmix"})
+
+
+def test_dico_run_draws_snd_over_time(tmp_path):
+    cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "steps": 2000, "eval_every": 0.5,
+                       "eval_envs": 2, "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 25,
+                       "out_dir": str(tmp_path), "run_name": "dico", "progress": False, "checkpoint": False})
+    run(cfg)
+    assert (tmp_path / "dico" / "snd.png").stat().st_size > 0
+
+
+def test_dico_vmapped_seeds_equal_single_runs(vmapped_check):
+    cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "steps": 800, "eval_every": 0,
+                       "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 25})
+    vmapped_check(make_train(cfg), jax.random.split(jax.random.PRNGKey(5), 2), rtol=2e-4, atol=2e-5)
