@@ -158,3 +158,20 @@ def test_dico_vmapped_seeds_equal_single_runs(vmapped_check):
     cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "steps": 800, "eval_every": 0,
                        "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 25})
     vmapped_check(make_train(cfg), jax.random.split(jax.random.PRNGKey(5), 2), rtol=2e-4, atol=2e-5)
+
+
+def test_snd_series_and_picture_from_metrics(tmp_path):
+    import json
+
+    from psjax.sharing.report import plot_snd, snd_series
+
+    rows = [{"seed": s, "env_steps": 10 * (i + 1), "snd": (1.0 + s if i % 2 else None), "dico_snd_target": 1.0}
+            for s in range(2) for i in range(800)]  # NaN (None) between measurements
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    found = snd_series(tmp_path)
+    assert found["target"] == 1.0 and sorted(found["series"]) == [0, 1]
+    steps, snd = found["series"][1]
+    assert len(steps) == 400 and np.all(snd == 2.0) and steps[0] == 20
+    assert plot_snd(tmp_path).stat().st_size > 0  # binned: 400 points per seed
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"seed": 0, "env_steps": 1, "return": 0.0}))
+    assert snd_series(tmp_path) is None and plot_snd(tmp_path) is None

@@ -189,6 +189,9 @@ def plot_distance(run_dir) -> pathlib.Path | None:
     return path
 
 
+SND_BINS = 150  # snd.png: longer series are drawn as this many bins
+
+
 def snd_series(run_dir) -> dict | None:
     """``{seed: (env_steps [M], snd [M])}`` over the rows that measured the team's SND, plus ``"target"`` (DiCo's
     ``dico_snd_target``, or None); None when the run logs no ``snd``."""
@@ -222,14 +225,26 @@ def plot_snd(run_dir) -> pathlib.Path | None:
         return None
     fig = Figure(figsize=(5.5, 3.4), layout="constrained")
     ax = fig.subplots()
+    binned = False
     for seed, (steps, snd) in found["series"].items():
-        ax.plot(steps, snd, lw=1, label=f"seed {seed}")
+        if len(steps) > 2 * SND_BINS:  # thousands of noisy points: each bin's median and 10-90% band
+            binned = True
+            edges = np.linspace(steps[0], steps[-1], SND_BINS + 1)
+            which = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, SND_BINS - 1)
+            bins = [snd[which == b] for b in range(SND_BINS) if np.any(which == b)]
+            centres = [steps[which == b].mean() for b in range(SND_BINS) if np.any(which == b)]
+            line = ax.plot(centres, [np.median(v) for v in bins], lw=1, label=f"seed {seed}")[0]
+            ax.fill_between(centres, [np.percentile(v, 10) for v in bins], [np.percentile(v, 90) for v in bins],
+                            color=line.get_color(), alpha=0.15, lw=0)
+        else:
+            ax.plot(steps, snd, lw=1, label=f"seed {seed}")
     if found["target"] is not None and found["target"] >= 0:
         ax.axhline(found["target"], color="black", ls="--", lw=1, label="DiCo target")
     ax.set_xlabel("env steps")
     ax.set_ylabel("SND (Aitchison distance)")
-    ax.set_title(f"{run_dir.name}\nteam SND after each update: every agent's training policy on the same "
-                 "rollout observations", fontsize=8)
+    ax.set_title(f"{run_dir.name}\nteam SND after each update (every agent's training policy, the same "
+                 f"rollout observations){chr(10) + 'median and 10-90% band per bin of steps' if binned else ''}",
+                 fontsize=8)
     ax.legend(fontsize=7)
     path = run_dir / "snd.png"
     fig.savefig(path, dpi=120)
