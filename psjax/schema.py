@@ -370,9 +370,10 @@ class TrainConfig:
         """The learner's properties; A2C / PPO with ``ac.recurrent`` are recurrent; PQN without a mixer mixes no
         team value."""
         kind = LEARNER_KINDS[self.learner_name]
-        if self.learner_name == "pqn" and self.q.pqn_mixer == "none":
-            return kind._replace(team_value=False)
-        return kind._replace(recurrent=True) if kind.policy and self.ac.recurrent else kind
+        for applies, _, changes in KIND_CHANGES:
+            if applies(self):
+                kind = kind._replace(**changes)
+        return kind
 
     @property
     def value_mixer(self) -> str:
@@ -412,10 +413,18 @@ class TrainConfig:
         return {"auto": (default,), "both": (default, other)}.get(self.eval_policy, (self.eval_policy,))
 
 
+# The fields that change a learner's properties from its ``LEARNER_KINDS`` entry: (applies(cfg), the field as
+# ``key=value``, the properties it changes). ``TrainConfig.learner_kind`` applies them, ``kind_options`` names them.
+KIND_CHANGES = (
+    (lambda c: c.learner_name == "pqn" and c.q.pqn_mixer == "none", "q.pqn_mixer=none", {"team_value": False}),
+    (lambda c: LEARNER_KINDS[c.learner_name].policy and c.ac.recurrent, "ac.recurrent=true", {"recurrent": True}),
+)
+
+
 def kind_options(cfg: TrainConfig) -> str:
-    """The fields that change the learner's properties from its ``LEARNER_KINDS`` entry, as ``key=value`` (for
-    errors); empty when none do."""
-    return "q.pqn_mixer=none" if cfg.learner_name == "pqn" and cfg.q.pqn_mixer == "none" else ""
+    """The fields that change the learner's properties (``KIND_CHANGES``), as ``key=value`` (for errors); empty
+    when none do."""
+    return " ".join(label for applies, label, _ in KIND_CHANGES if applies(cfg))
 
 
 # Learner-specific defaults layered under the user's overrides.
