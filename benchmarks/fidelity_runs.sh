@@ -57,6 +57,8 @@ for group in $RUNS; do
     # issue 19: PQN (learner preset: 16 envs x 128 steps, 4 epochs x 2 minibatches) against the QMIX rows at equal
     # env steps: LBF 10x10-3p-3f (QMIX: the pps_lbf group's fups_id row) and SMAX 3m (QMIX: qmix_smax3m)
     pqn_lbf) sweep pqn_lbf env=lbf scenario=10x10-3p-3f algs="fups_id" learner=pqn seeds=$SEEDS steps=5e5 ;;
+    # configs/lbf_pqn.yaml: JaxMARL's discount for its non-SMAX PQN configs (0.9), epsilon to 0.05 over 200k, 8 epochs
+    pqn_lbf_explore) sweep pqn_lbf_explore preset=lbf_pqn algs="fups_id" seeds=$SEEDS steps=5e5 ;;
     pqn_smax3m) sweep pqn_smax3m env=smax map=3m algs="fups_id" learner=pqn seeds=$SEEDS steps=${PQN_STEPS:-2e6} \
                   eval_every=0.05 eval_envs=128 ;;
     # issue 19: HyperMARL next to the re-run bps_a2c and spread_ppo rows (FuPS+id, NoPS, SePS), same settings
