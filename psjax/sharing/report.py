@@ -193,8 +193,8 @@ SND_BINS = 150  # snd.png: longer series are drawn as this many bins
 
 
 def snd_series(run_dir) -> dict | None:
-    """``{seed: (env_steps [M], snd [M])}`` over the rows that measured the team's SND, plus ``"target"`` (DiCo's
-    ``dico_snd_target``, or None); None when the run logs no ``snd``."""
+    """``{"series": {seed: (env_steps [M], snd [M])}, "target": DiCo's dico_snd_target or None}`` over the rows
+    that measured the team's SND; None when the run logs no ``snd``."""
     path = pathlib.Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return None
