@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
-# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; about 11 min
-# on 2 cores with 2 workers, 18 min in one). TEST_WORKERS=0 runs in this process.
+# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; 395 tests in
+# about 18 min on 2 idle cores with 2 workers, 2026-12-01; tests/conftest.py compiles with XLA's CPU
+# optimisations off, which halved it). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -x -q --durations=15 -m "not slow" -n $(TEST_WORKERS)

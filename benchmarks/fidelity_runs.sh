@@ -45,6 +45,12 @@ for group in $RUNS; do
     smax_ppo) sweep smax_ppo env=smax map=3m algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
     # QMIX on SMAX 3m, the QMIX table's headline row (configs/smax_3m_qmix.yaml: TD(0.6), 16 updates per rollout)
     qmix_smax3m) "$PY" -m psjax train preset=smax_3m_qmix progress=false run_name=fid_smax3m_qmix_upd16 ;;
+    # the QMIX table's other two SMAX 3m rows: TD(0.6) with 8 updates per rollout, and the defaults (one-step
+    # targets, 4 updates per rollout); same 2 seeds, 2M steps and 128-episode evaluations as the headline row
+    qmix_smax3m_upd8) "$PY" -m psjax train preset=smax_3m_qmix q.updates_per_rollout=8 progress=false \
+                        run_name=fid_smax3m_qmix_upd8 ;;
+    qmix_smax3m_upd4) "$PY" -m psjax train preset=smax_3m_qmix q.updates_per_rollout=4 q.td_lambda=0 progress=false \
+                        run_name=fid_smax3m_qmix_upd4 ;;
     # issue 21: recurrent against feed-forward PPO (FuPS+id, default PPO settings; the 3m feed-forward row is smax_ppo)
     ppo_rnn_smax) for map in ${RNN_MAPS:-3m 2s3z}; do
                     sweep ppo_rnn_smax_$map env=smax map=$map algs="fups_id" learner=ppo ac.recurrent=true \

@@ -71,7 +71,7 @@ def _observations(spec, steps=6):
     return Transition(obs, (), avail, (), (), (), (), {})
 
 
-@pytest.mark.parametrize("target", [0.7, 2.5])
+@pytest.mark.parametrize("target", [0.7, pytest.param(2.5, marks=pytest.mark.slow)])
 def test_dico_final_snd_equals_the_target_after_rescaling(target):
     cfg, parts, runner = _spread_parts(target)
     traj = _observations(parts.env.spec)
@@ -125,7 +125,6 @@ def test_snd_metric_for_any_method():
 
     fups = final_snd("fups")
     assert np.isnan(fups[0]) and np.all(fups[1::2] == 0.0)  # every other iteration; one network, no id: 0
-    assert np.all(final_snd("fups_id")[1::2] > 0)  # its id makes the agents differ
     assert np.all(final_snd("nops")[1::2] > 0)
     qmix = final_snd("nops", "qmix", **{"q.num_envs": 4, "q.rollout_len": 16, "q.learning_starts": 0,
                                           "q.batch_size": 4, "q.buffer_size": 16, "q.hidden": 16})
@@ -154,6 +153,7 @@ def test_dico_run_draws_snd_over_time(tmp_path):
     assert (tmp_path / "dico" / "snd.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # DiCo's scale is one more leaf of the sharing state; HyperMARL's vmapped test covers a scheme
 def test_dico_vmapped_seeds_equal_single_runs(vmapped_check):
     cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "steps": 800, "eval_every": 0,
                        "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 25})

@@ -367,7 +367,7 @@ def test_conv_torso_reads_image_and_extra_features():
 
 
 @pytest.mark.parametrize("alg,learner", [("fups_id", "qmix"), pytest.param("pps_pp", "qmix", marks=pytest.mark.slow),
-                                         ("nops", "a2c")])
+                                         pytest.param("nops", "a2c", marks=pytest.mark.slow)])
 def test_learners_train_on_image_observations_through_the_conv_torso(alg, learner):
     from psjax.config import make_config
     from psjax.train import make_parts, make_train

@@ -84,7 +84,9 @@ LEARNERS = {
 }
 
 
-@pytest.mark.parametrize("learner", [pytest.param(k, marks=[pytest.mark.slow] if k == "a2c" else []) for k in LEARNERS])
+# QMIX's Q network is generated as PQN's is (its replay program: test-all)
+@pytest.mark.parametrize("learner", [pytest.param(k, marks=[pytest.mark.slow] if k in ("a2c", "qmix") else [])
+                                     for k in LEARNERS])
 def test_hypermarl_trains_with_every_learner(learner):
     cfg = make_config({**SMALL, **LEARNERS[learner]})
     runner0 = _init(make_parts(cfg), jax.random.PRNGKey(0))

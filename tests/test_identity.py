@@ -388,7 +388,7 @@ def test_adaps_masks_are_the_ones_the_learner_applies(adaps_run):
 
 
 @pytest.mark.parametrize(("alg", "learner"), [
-    ("seps", "qmix"),
+    pytest.param("seps", "qmix", marks=pytest.mark.slow),  # seps with a Q network: test_pqn's seps case
     ("adaps", "ppo"),
     pytest.param("adaps", "vdn", marks=pytest.mark.slow),
     pytest.param("seps", "iql", marks=pytest.mark.slow),

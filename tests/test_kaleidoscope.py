@@ -243,7 +243,8 @@ def test_at_initialisation_outputs_equal_fups_up_to_the_threshold_shrink(recurre
     assert 0.0 < diff <= 0.05 * float(jnp.abs(out_fups).max())
 
 
-@pytest.mark.parametrize("learner", ["qmix", "ppo"])
+# Kaleidoscope under a value learner runs in `make test` through PQN (test_pqn); QMIX's replay program: test-all
+@pytest.mark.parametrize("learner", [pytest.param("qmix", marks=pytest.mark.slow), "ppo"])
 def test_trains_under_qmix_and_ppo_jits_once_and_vmaps_over_seeds(learner):
     section = "q" if learner == "qmix" else "ac"
     over = {"env": "lbf", "alg": "kaleidoscope", "learner": learner, "steps": 2048, f"{section}.num_envs": 4,

@@ -291,7 +291,8 @@ def test_actor_critic_policy_logits_diagonal_is_each_agents_own_policy():
 @pytest.mark.parametrize("over", [
     {"alg": "fups_id", "learner": "qmix", "env": "mpe_spread", "q.num_envs": 2, "q.rollout_len": 8,
      "learning_starts": 0, "steps": 64},
-    {"alg": "nops", "learner": "a2c", "env": "lbf", "ac.num_envs": 2, "ac.rollout_len": 4, "steps": 32},
+    pytest.param({"alg": "nops", "learner": "a2c", "env": "lbf", "ac.num_envs": 2, "ac.rollout_len": 4,
+                  "steps": 32}, marks=pytest.mark.slow),  # the buffer path: test_buffer_distance_* in make test
 ])
 def test_distance_metric_through_make_train(over, tmp_path):
     cfg = make_config({**over, "mapd_interval": 2, **TINY_VAE})

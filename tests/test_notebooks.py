@@ -84,6 +84,7 @@ def test_quickstart_notebook(tmp_path, monkeypatch):
     _assert_pngs(out, ["quickstart_curves.png"])
 
 
+@pytest.mark.slow  # the quickstart notebook runs in `make test`; this one adds compare's tables and figure
 def test_compare_methods_notebook(tmp_path, monkeypatch):
     out = _execute("02_compare_methods.ipynb", tmp_path, monkeypatch)
     _assert_pngs(out, ["sweep/compare.png", "report_again/compare.png"])

@@ -162,11 +162,12 @@ def test_masked_recurrent_units_get_no_update(shared_torso):
         assert not np.array_equal(head["Dense_0"]["kernel"][..., 2:, :], head0["Dense_0"]["kernel"][..., 2:, :])
 
 
-# fups_id and adaps add nothing to the paths the others cover (fups + id features; snp_ps's masks + seps's
-# switch): slow-marked to keep `make test` short; `make test-all` runs them. The shared torso changes the
-# networks, not the methods' mechanisms: with it the masked, the trained-mask and the restructuring ones run
-# in `make test`.
-SLOW = {False: ("fups_id", "adaps"), True: ("fups", "fups_id", "nops", "seps", "adaps")}
+# fups, fups_id, nops and adaps add nothing to the paths the others cover (one slot, id features, the identity
+# layout seps's switch ends in; snp_ps's masks + seps's switch): slow-marked to keep `make test` short; `make
+# test-all` runs them. The shared torso changes the networks, not the methods' mechanisms: with it MADPS's
+# restructuring (front / back blocks around the shared GRU) runs in `make test`.
+SLOW = {False: ("fups", "fups_id", "nops", "adaps"),
+        True: ("fups", "fups_id", "nops", "snp_ps", "seps", "adaps", "kaleidoscope")}
 CASES = [pytest.param(alg, shared, marks=[pytest.mark.slow] if alg in SLOW[shared] else [],
                       id=f"{alg}-{'shared' if shared else 'separate'}")
          for shared in (False, True)
@@ -195,6 +196,7 @@ def test_every_sharing_method_trains_with_the_recurrent_actor_critic(alg, shared
         assert int(metrics["madps_rounds"][-1]) >= 1
 
 
+@pytest.mark.slow  # the vmapped-seed path is the feed-forward one's (test_train) with hidden states in the carry
 def test_recurrent_vmapped_seeds_equal_single_runs(vmapped_check):
     cfg = make_config({**SPREAD, "alg": "fups_id", "steps": 120, "ac.num_envs": 4, "ac.num_minibatches": 2})
     for single, batched in vmapped_check(make_train(cfg), seed_keys(3, 2), rtol=1e-5, atol=1e-6):

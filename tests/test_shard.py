@@ -61,7 +61,10 @@ def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
     """Two seeds on two devices give what each seed gives alone and what the two-seed run gives on one device,
     every logged number of every seed, up to float rounding: the programs are compiled apart and XLA's CPU
     reductions may round their last bit differently (measured: 1 ulp in a few losses, identical returns)."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+    # 4 virtual devices, plus the suite's fast-compiling flags (conftest) when the parent runs with them
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {flags}".strip(),
+           "JAX_PLATFORMS": "cpu",
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=900)
