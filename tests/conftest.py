@@ -5,15 +5,22 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, NamedTuple
 
-# The suite is compile-bound (hundreds of small programs, each run for a few iterations): XLA's CPU backend
-# without its LLVM optimisations compiles them ~40% faster. Read when the backend starts, after this import.
-os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
-
-import jax  # noqa: E402
+import jax
 import jax.numpy as jnp
 import pytest
 
 from psjax.evaluate import policy_metrics
+
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def pytest_configure(config):
+    """``make test`` (``-m "not slow"``) is compile-bound: hundreds of small programs, each run for a few
+    iterations. XLA's CPU backend without its LLVM optimisations compiles them ~40% faster (31 -> 18 min for the
+    suite). The slow tests train for real and keep the optimisations (PQN's LBF test took 9.6 min with these flags).
+    XLA reads the flags when its backend starts, at the first computation, after this."""
+    if "not slow" in (config.option.markexpr or ""):
+        os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
 
 
 class FakeProgram(NamedTuple):
