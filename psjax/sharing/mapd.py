@@ -273,11 +273,17 @@ def buffer_add(buf: ObsBuffer, obs: chex.Array, avail: chex.Array, key: chex.PRN
     )
 
 
+def observation_rollout(obs: chex.Array, avail: chex.Array) -> Transition:
+    """Env steps ``obs[B, N, D], avail[B, N, A]`` as a rollout ``[T=B, E=1, ...]`` carrying only what a feed-forward
+    actor's ``Learner.policy_logits`` reads (``obs`` and ``avail``)."""
+    return Transition(obs[:, None], (), avail[:, None], (), (), (), (), {})
+
+
 def buffer_transition(buf: ObsBuffer) -> tuple[Transition, chex.Array]:
     """The buffer as a rollout ``[T=B, E=1, ...]`` for ``Learner.policy_logits`` of a feed-forward actor (which
     reads only ``obs`` and ``avail``), and ``bool[B, 1, N]``: the rows written so far."""
     filled = jnp.arange(buf.obs.shape[0]) < buf.count
-    traj = Transition(buf.obs[:, None], (), buf.avail[:, None], (), (), (), (), {})
+    traj = observation_rollout(buf.obs, buf.avail)
     return traj, jnp.broadcast_to(filled[:, None, None], buf.obs.shape[:1] + (1, buf.obs.shape[1]))
 
 

@@ -19,16 +19,17 @@ _PAIR = re.compile(r"^mask_overlap_pairs\[(\d+),(\d+)\]$")
 _FRONT = re.compile(r"^madps_front\[(\d+)\]$")
 
 
-def _last_rows(run_dir: pathlib.Path) -> list[dict]:
-    """The last logged training row of every seed, in seed order."""
-    path = run_dir / "metrics.jsonl"
+def _metric_rows(run_dir) -> list[dict]:
+    """Every logged training row of a run folder (``metrics.jsonl``), in file order; [] without one."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    last: dict[int, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            last[row["seed"]] = row
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _last_rows(run_dir: pathlib.Path) -> list[dict]:
+    """The last logged training row of every seed, in seed order."""
+    last = {row["seed"]: row for row in _metric_rows(run_dir)}
     return [last[s] for s in sorted(last)]
 
 
@@ -137,15 +138,9 @@ _DISTANCE = re.compile(r"^mapd_distance\[(\d+),(\d+)\]$")
 def last_distance(run_dir) -> tuple[np.ndarray, int] | None:
     """The last logged MAPD distance matrix ``[N, N]`` (mean over the seeds that logged it at that
     iteration) and its iteration, or None when the run logs no ``mapd_distance``."""
-    path = pathlib.Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
     found: dict[int, tuple[int, np.ndarray]] = {}  # seed -> (iteration, D)
     n = 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in _metric_rows(run_dir):
         cells = {(int(m.group(1)), int(m.group(2))): v for k, v in row.items() if (m := _DISTANCE.match(k))}
         if not cells or any(v is None for v in cells.values()):
             continue
@@ -195,15 +190,9 @@ SND_BINS = 150  # snd.png: longer series are drawn as this many bins
 def snd_series(run_dir) -> dict | None:
     """``{"series": {seed: (env_steps [M], snd [M])}, "target": DiCo's dico_snd_target or None}`` over the rows
     that measured the team's SND; None when the run logs no ``snd``."""
-    path = pathlib.Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return None
     series: dict[int, list] = {}
     target = None
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    for row in _metric_rows(run_dir):
         if row.get("snd") is None or not np.isfinite(row["snd"]):
             continue
         series.setdefault(row["seed"], []).append((row["env_steps"], row["snd"]))

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from psjax.envs.base import EnvSpec
 from psjax.sharing import bank_ops
-from psjax.sharing.mapd import id_relabel, off_diagonal_mean, valid_observations
+from psjax.sharing.mapd import id_relabel, observation_rollout, off_diagonal_mean, valid_observations
 from psjax.sharing.methods import Scheme
 from psjax.types import Transition
 
@@ -76,7 +76,7 @@ def sample_steps(key: chex.PRNGKey, traj: Transition, rows: int) -> Transition:
     if rows < total:
         idx = jax.random.choice(key, total, (rows,), replace=False)
         obs, avail = obs[idx], avail[idx]
-    return Transition(obs[:, None], (), avail[:, None], (), (), (), (), {})
+    return observation_rollout(obs, avail)
 
 
 def measure_snd(policy_logits: Callable, learner_state, sharing, traj: Transition, hidden0,
