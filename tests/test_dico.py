@@ -65,15 +65,22 @@ def _spread_parts(target=1.0, **extra):
     return cfg, parts, _init(parts, jax.random.PRNGKey(0))
 
 
-def _observations(spec, steps=6):
-    obs = jax.random.normal(jax.random.PRNGKey(3), (steps, 2, spec.num_agents, spec.obs_dim))
-    avail = jnp.ones((steps, 2, spec.num_agents, spec.num_actions), bool)
-    return Transition(obs, (), avail, (), (), (), (), {})
+def _observations(spec, steps=6, envs=4):
+    """Random observations ``[T, E, N, D]`` (E = ``_spread_parts``' env count, for the recurrent actors' hidden
+    state); an episode ends at step 2 of env 0 (recurrent actors reset)."""
+    obs = jax.random.normal(jax.random.PRNGKey(3), (steps, envs, spec.num_agents, spec.obs_dim))
+    avail = jnp.ones((steps, envs, spec.num_agents, spec.num_actions), bool)
+    done = jnp.zeros((steps, envs), bool).at[2, 0].set(True)
+    return Transition(obs, (), avail, jnp.zeros((steps, envs, spec.num_agents), jnp.int32), (), done, (), {})
 
 
-@pytest.mark.parametrize("target", [0.7, pytest.param(2.5, marks=pytest.mark.slow)])
-def test_dico_final_snd_equals_the_target_after_rescaling(target):
-    cfg, parts, runner = _spread_parts(target)
+RECURRENT = {"ac.recurrent": True, "ac.last_action": True}
+
+
+@pytest.mark.parametrize("target,extra", [(0.7, {}), (0.7, RECURRENT), pytest.param(2.5, {}, marks=pytest.mark.slow)],
+                         ids=["feedforward", "recurrent", "feedforward-2.5"])
+def test_dico_final_snd_equals_the_target_after_rescaling(target, extra):
+    cfg, parts, runner = _spread_parts(target, **extra)
     traj = _observations(parts.env.spec)
     learner, sharing = runner.learner, runner.sharing
     snd_of = lambda sh: float(measure_snd(parts.learner.policy_logits, learner, sh, traj, runner.hidden))  # noqa: E731
@@ -82,20 +89,18 @@ def test_dico_final_snd_equals_the_target_after_rescaling(target):
     sharing = parts.scheme.on_snd(sharing, jnp.float32(before))
     np.testing.assert_allclose(snd_of(sharing), target, rtol=1e-4)
     # target 0: the shared policy alone, every agent the same function
-    cfg, parts, runner = _spread_parts(0.0)
+    cfg, parts, runner = _spread_parts(0.0, **extra)
     assert float(measure_snd(parts.learner.policy_logits, runner.learner, runner.sharing, traj, runner.hidden)) == 0
 
 
-def test_dico_gradients_reach_the_shared_policy_and_every_deviation():
-    cfg, parts, runner = _spread_parts()
-    spec = parts.env.spec
-    obs = jax.random.normal(jax.random.PRNGKey(1), (5, spec.num_agents, spec.obs_dim))
+@pytest.mark.parametrize("extra", [{}, RECURRENT], ids=["feedforward", "recurrent"])
+def test_dico_gradients_reach_the_shared_policy_and_every_deviation(extra):
+    cfg, parts, runner = _spread_parts(**extra)
+    traj = _observations(parts.env.spec, steps=5)
 
     def loss(params):
-        logits = parts.learner.policy_logits(runner.learner._replace(params=params), runner.sharing,
-                                             Transition(obs[:, None], (), jnp.ones((5, 1, spec.num_agents,
-                                                                                    spec.num_actions), bool),
-                                                        (), (), (), (), {}), runner.hidden)
+        logits = parts.learner.policy_logits(runner.learner._replace(params=params), runner.sharing, traj,
+                                             runner.hidden)
         return jnp.sum(jnp.tanh(logits))
 
     grads = jax.grad(loss)(runner.learner.params)
@@ -104,10 +109,49 @@ def test_dico_gradients_reach_the_shared_policy_and_every_deviation():
         assert np.all(np.abs(np.asarray(g)).reshape(g.shape[0], -1).sum(-1) > 0)
 
 
-@pytest.mark.parametrize("learner", ["ppo", pytest.param("a2c", marks=pytest.mark.slow)])
-def test_dico_trains_and_holds_its_target(learner):
+def test_recurrent_dico_step_is_both_networks_side_by_side():
+    """One recurrent step by hand: the state is [deviation's GRU state, shared policy's], the logits the shared
+    policy's plus the scale times the deviation's; an unroll along a sequence with a reset equals stepping."""
+    from psjax.nets.agents import RecurrentNet
+    from psjax.sharing.bank import SharingState, SlotLayout, unroll_agents
+    from psjax.sharing.dico import DeviationActor
+
+    net = RecurrentNet(8, 3)
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(keys[0], (5, 2, 4))  # [T, B, D], one agent
+    deviation, shared = (net.init(k, jnp.zeros(8), jnp.zeros(4)) for k in keys[1:])
+    params = {"deviation": deviation, "shared": shared, "scale": jnp.float32(0.3)}
+    pair = DeviationActor(net, recurrent=True)
+    assert pair.state_size == 16
+    h = jax.random.normal(keys[0], (2, 16))
+    h1, logits = pair.apply(params, h, x[0])
+    h_dev, dev = net.apply(deviation, h[:, :8], x[0])
+    h_shared, base = net.apply(shared, h[:, 8:], x[0])
+    np.testing.assert_allclose(h1, jnp.concatenate([h_dev, h_shared], -1), rtol=1e-6)
+    np.testing.assert_allclose(logits, base + 0.3 * dev, rtol=1e-5, atol=1e-6)
+    # unrolled (one agent, its parameters derived as DiCo's scheme does) against stepping with a reset at t=3
+    resets = jnp.zeros((5, 2), bool).at[3, 1].set(True)
+    sharing = SharingState(jnp.zeros(1, jnp.int32), (), ())
+    bank = jax.tree.map(lambda p: p[None], deviation)
+    derive = lambda b: ({"deviation": b, "shared": shared, "scale": params["scale"]},  # noqa: E731
+                        {"deviation": 0, "shared": None, "scale": None})
+    states, out = unroll_agents(pair, bank, SlotLayout(1, "identity", False), sharing, h[:, None], x[:, :, None],
+                                resets, derive=derive)
+    carry = h
+    for t in range(5):
+        carry = jnp.where(resets[t][:, None], 0.0, carry)
+        carry, step_logits = pair.apply(params, carry, x[t])
+        np.testing.assert_allclose(states[t, :, 0], carry, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[t, :, 0], step_logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("learner,extra", [("ppo", {}), ("ppo", RECURRENT),
+                                           pytest.param("a2c", {}, marks=pytest.mark.slow),
+                                           pytest.param("a2c", RECURRENT, marks=pytest.mark.slow)],
+                         ids=["ppo", "ppo-recurrent", "a2c", "a2c-recurrent"])
+def test_dico_trains_and_holds_its_target(learner, extra):
     cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": learner, "steps": 6000, "eval_every": 0,
-                       "dico_snd": 0.5, "ac.hidden": 16, "ac.num_envs": 8, "ac.rollout_len": 25})
+                       "dico_snd": 0.5, "ac.hidden": 16, "ac.num_envs": 8, "ac.rollout_len": 25, **extra})
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
     snd = np.asarray(metrics["snd"])
@@ -133,8 +177,8 @@ def test_snd_metric_for_any_method():
 
 def test_dico_config_errors():
     base = {"env": "mpe_spread", "alg": "dico"}
-    with pytest.raises(ConfigError, match="ac.recurrent"):
-        make_config({**base, "ac.recurrent": True})
+    with pytest.raises(ConfigError, match="ac.shared_torso=true"):
+        make_config({**base, "ac.recurrent": True, "ac.shared_torso": True})
     with pytest.raises(ConfigError, match="env.agent_id='onehot'"):
         make_config({**base, "env.agent_id": "onehot"})
     with pytest.raises(ConfigError, match="dico_snd=-0.5"):

@@ -35,9 +35,9 @@ from psjax.sharing.methods import (
     add_aux_loss,
     agent_derive,
     bank_layout,
+    bank_module,
     init_aux_state,
     init_sharing_params,
-    shape_output,
 )
 from psjax.types import Learner, Transition
 
@@ -148,9 +148,13 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             [jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1
         )
 
+    # what the banks' per-agent parameters are applied with (the networks themselves for most methods)
+    modules = {"actor": bank_module(scheme, "actor", actor), "critic": bank_module(scheme, "critic", critic)}
+    actor_state_size = modules["actor"].state_size if ac.recurrent else 0
+
     def bank_of(name):
-        """The network and slot layout of bank ``name`` ("actor" / "critic")."""
-        return (actor, layout) if name == "actor" else (critic, critic_layout)
+        """The applied network and slot layout of bank ``name`` ("actor" / "critic")."""
+        return modules[name], layout if name == "actor" else critic_layout
 
     def net_step(name, params, sharing, h, x):
         """Bank ``name`` ("actor" / "critic") for every agent: ``h[..., N, H], x[..., N, F] -> (h', out[..., N,
@@ -158,8 +162,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         module, bank_lay = bank_of(name)
         derive = agent_derive(scheme, name, params, sharing)
         if not ac.recurrent or (shared and name == "critic"):
-            out = apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
-            return h, shape_output(scheme, name, params, sharing, module.apply, out, x)
+            return h, apply_agents(module.apply, params[name], bank_lay, sharing, x, derive=derive)
         return apply_agents(module.apply, params[name], bank_lay, sharing, h, x, derive=derive)
 
     def unroll(name, params, sharing, h0, x, resets):
@@ -217,7 +220,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     def init_hidden(num_envs):
         if ac.recurrent:
             h = jnp.zeros((num_envs, n, ac.hidden), jnp.float32)
-            hidden = {"actor": h} if shared else {"actor": h, "critic": h}
+            h_actor = jnp.zeros((num_envs, n, actor_state_size), jnp.float32)
+            hidden = {"actor": h_actor} if shared else {"actor": h_actor, "critic": h}
             if ac.last_action:  # the one-hot of each agent's previous action (zeroed with the states)
                 hidden["last_action"] = jnp.zeros((num_envs, n, spec.num_actions), jnp.float32)
             return hidden

@@ -112,6 +112,11 @@ class RecurrentNet(nn.Module):
     layer_norm: bool = False  # LayerNorm between each hidden Dense layer and its ReLU (PQN's normalisation)
     num_masked_layers = 2  # at the default depth
 
+    @property
+    def state_size(self) -> int:
+        """The width of the carried state ``h``."""
+        return self.hidden
+
     def setup(self):
         if not 0 <= self.recurrent_layer < self.depth:
             raise ValueError(f"RecurrentNet recurrent_layer={self.recurrent_layer}; allowed: 0 .. {self.depth - 1}")

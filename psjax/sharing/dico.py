@@ -23,13 +23,14 @@ As psjax builds it (the reference's choices where they apply):
   new term). The first rollout acts with ``s = 1``, as the reference's first iteration does.
 - ``dico_snd = 0`` keeps ``s = 0`` (the shared policy alone), ``-1`` keeps ``s = 1`` (unconstrained).
 - No agent id in the observations: the shared policy must be the same function for every agent, or its
-  logits would not cancel (``env.agent_id`` other than none / auto is refused). Feed-forward actors only (the
-  shared policy and the deviations would each need their own recurrent state).
+  logits would not cancel (``env.agent_id`` other than none / auto is refused).
+- Feed-forward or recurrent actors (``DeviationActor``): a recurrent agent carries the deviation's and the
+  shared policy's GRU states side by side. Not with ``ac.shared_torso`` (its critic head would read both).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -44,6 +45,7 @@ from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.methods import Scheme
 
 POLICY = "policy"  # key of params["sharing"] holding the shared policy network
+DEVIATION, SHARED, SCALE = "deviation", "shared", "scale"  # the parts of one agent's actor parameters
 MIN_SND = 1e-8  # below this the deviations are one function: no scale reaches a positive target
 
 
@@ -52,6 +54,60 @@ class DicoState(NamedTuple):
 
     scale: chex.Array  # float32[] s, the factor on every agent's deviation logits
     estimate: chex.Array  # float32[] the deviations' SND estimate (NaN before the first measurement)
+
+
+class DeviationActor(NamedTuple):
+    """The actor network DiCo applies for one agent: ``net`` twice on one input, the shared policy and the agent's
+    deviation, with parameters ``{"deviation": ..., "shared": ..., "scale": float32[]}`` (the scheme's
+    ``agent_params``) and logits ``shared(x) + scale * deviation(x)``. A recurrent ``net`` (``RecurrentNet``)
+    carries both networks' states side by side, ``h[..., 2H] = [h_deviation, h_shared]``; its ``pre`` / ``cell``
+    features stack the same way, so ``bank.unroll_agents`` scans both GRUs in one step. Masks reach the deviation
+    only (the shared policy is one function for every agent)."""
+
+    net: Any  # psjax.nets.agents.MLP or RecurrentNet
+    recurrent: bool
+
+    @property
+    def state_size(self) -> int:
+        return 2 * self.net.state_size
+
+    def apply(self, params: dict, *args, method: str | None = None):
+        if method is None:
+            method = "step" if self.recurrent else "forward"
+        return getattr(self, "_" + method)(params, *args)
+
+    def _net(self, params, key, *args, masks=None, method=None):
+        kwargs = {} if method is None else {"method": method}
+        return self.net.apply(params[key], *args, masks if key == DEVIATION else None, **kwargs)
+
+    def _logits(self, params, deviation, shared):
+        return shared + params[SCALE] * deviation
+
+    def _forward(self, params, x, masks=None):
+        """Feed-forward: ``x[..., D] -> logits[..., A]``."""
+        return self._logits(params, self._net(params, DEVIATION, x, masks=masks), self._net(params, SHARED, x))
+
+    def _step(self, params, h, x, masks=None):
+        """One recurrent step: ``h[..., 2H], x[..., D] -> (h'[..., 2H], logits[..., A])``."""
+        h = self._cell(params, h, self._pre(params, x, masks), masks)
+        return h, self._post(params, h, masks)
+
+    def _pre(self, params, x, masks=None):
+        """``x[..., D] -> [..., 2F]``: both networks' layers before the GRU."""
+        return jnp.concatenate([self._net(params, DEVIATION, x, masks=masks, method="pre"),
+                                self._net(params, SHARED, x, method="pre")], -1)
+
+    def _cell(self, params, h, f, masks=None):
+        """``h[..., 2H], f[..., 2F] -> h'[..., 2H]``: both GRU steps."""
+        (h_dev, h_shared), (f_dev, f_shared) = jnp.split(h, 2, -1), jnp.split(f, 2, -1)
+        return jnp.concatenate([self._net(params, DEVIATION, h_dev, f_dev, masks=masks, method="cell"),
+                                self._net(params, SHARED, h_shared, f_shared, method="cell")], -1)
+
+    def _post(self, params, h, masks=None):
+        """``h[..., 2H] -> logits[..., A]``."""
+        h_dev, h_shared = jnp.split(h, 2, -1)
+        return self._logits(params, self._net(params, DEVIATION, h_dev, masks=masks, method="post"),
+                            self._net(params, SHARED, h_shared, method="post"))
 
 
 def initial_scale(target: float) -> float:
@@ -86,9 +142,9 @@ def check_dico_config(cfg: TrainConfig) -> None:
                           "or -1 (unconstrained deviations)")
     if sc.dico_tau <= 0.0:
         raise ConfigError(f"sharing.dico_tau={sc.dico_tau} would never update the SND estimate; allowed: (0, 1]")
-    if cfg.ac.recurrent:
-        raise ConfigError("alg=dico needs a feed-forward actor (the shared policy and every deviation would each "
-                          "need their own recurrent state); ac.recurrent=true is not allowed; allowed: false")
+    if cfg.ac.shared_torso:
+        raise ConfigError("alg=dico with ac.shared_torso=true: the critic would read the shared policy's and the "
+                          "deviation's states together; allowed: false")
     if cfg.env.agent_id not in ("auto", "none"):
         raise ConfigError(f"alg=dico with env.agent_id={cfg.env.agent_id!r}: the shared policy must be one "
                           "function for every agent (its logits cancel in the SND); allowed: auto, none")
@@ -111,10 +167,14 @@ def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
     def init_params(key, banks):
         return {POLICY: redraw_like(key, jax.tree.map(lambda leaf: leaf[0], banks["actor"]))}
 
-    def agent_output(name, out, apply_fn, owned, sharing, x):
+    def agent_params(name, bank, owned, sharing):
         if name != "actor":
-            return out
-        return apply_fn(owned[POLICY], x, None) + jax.lax.stop_gradient(sharing.extra.scale) * out
+            return bank, 0
+        scale = jax.lax.stop_gradient(sharing.extra.scale)
+        return {DEVIATION: bank, SHARED: owned[POLICY], SCALE: scale}, {DEVIATION: 0, SHARED: None, SCALE: None}
+
+    def bank_module(name, net):
+        return DeviationActor(net, cfg.ac.recurrent) if name == "actor" else net
 
     def on_snd(sharing, snd):
         return sharing._replace(extra=rescale(sharing.extra, snd, target, tau))
@@ -126,7 +186,7 @@ def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
                                         "dico_snd_target": jnp.float32(target)}
 
     return Scheme(SlotLayout(n, "identity", False), init, update, init_params=init_params,
-                  agent_output=agent_output, on_snd=on_snd)
+                  agent_params=agent_params, bank_module=bank_module, on_snd=on_snd)
 
 
 METHODS = (  # registered by psjax.catalog

@@ -43,10 +43,11 @@ class Scheme(NamedTuple):
     # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
     restructure: Callable | None = None
     distance_interval: int = 0
-    # agent_output(name, out [..., N, F], apply_fn, params["sharing"] or None, SharingState, x [..., N, D]) -> out':
-    # what a feed-forward A2C / PPO bank's per-agent outputs become (DiCo: a shared policy's logits plus the
-    # rescaled per-agent deviations ``out``); ``apply_fn(params, x, masks)`` is the bank's network. None = as is.
-    agent_output: Callable | None = None
+    # bank_module(name, net) -> what the A2C / PPO learner applies bank ``name``'s per-agent parameters
+    # (``agent_params``') with, in place of its network ``net`` (which still initialises the bank): an object
+    # with flax's ``apply(params, *args, method=None)`` (and, for a recurrent ``net``, its ``pre`` / ``cell`` /
+    # ``post`` methods and a ``state_size``). DiCo: a shared policy plus a scaled deviation. None = ``net``.
+    bank_module: Callable | None = None
     # on_snd(sharing, snd) -> sharing: a method driven by the team's measured System Neural Diversity (DiCo's
     # rescaling); ``snd.with_snd`` measures it after every update and hands it over. None = SND only as a metric
     # (``sharing.snd_interval``).
@@ -108,13 +109,9 @@ def derive_for_acting(scheme: Scheme, params: dict, names: tuple[str, ...], shar
     return {**params, DERIVED: derived}
 
 
-def shape_output(scheme: Scheme, name: str, params: dict, sharing: SharingState, apply_fn: Callable, out: Any,
-                 x: chex.Array) -> Any:
-    """Bank ``name``'s per-agent outputs ``out [..., N, F]`` on inputs ``x [..., N, D]`` as the scheme's
-    ``agent_output`` makes them; ``out`` itself for most methods."""
-    if scheme.agent_output is None:
-        return out
-    return scheme.agent_output(name, out, apply_fn, params.get("sharing"), sharing, x)
+def bank_module(scheme: Scheme, name: str, net: Any) -> Any:
+    """What the learner applies bank ``name`` with: the scheme's ``bank_module``, ``net`` for most methods."""
+    return net if scheme.bank_module is None else scheme.bank_module(name, net)
 
 
 def init_aux_state(scheme: Scheme) -> Any:
