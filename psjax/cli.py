@@ -118,9 +118,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    for line in final_eval_lines(json.loads((run_dir / "summary.json").read_text())):
-        print(line)
-    print(f"run folder: {run_dir}")
+    sweep_file = run_dir / "sweep.json"
+    if not sweep_file.is_file():
+        for line in final_eval_lines(json.loads((run_dir / "summary.json").read_text())):
+            print(line)
+        print(f"run folder: {run_dir}")
+        return 0
+    from psjax.compare import report  # a sweep: every point's final line, and the points compared
+
+    for point in json.loads(sweep_file.read_text())["points"]:
+        point_dir = run_dir / point["folder"]
+        if (point_dir / "summary.json").is_file():
+            for line in final_eval_lines(json.loads((point_dir / "summary.json").read_text())):
+                print(f"[{point['label']}] {line}")
+    if all((run_dir / point["folder"] / "summary.json").is_file()
+           for point in json.loads(sweep_file.read_text())["points"]):
+        out = report([run_dir], run_dir)
+        print(f"points compared: {out['markdown']}, {out['png']}")
+    print(f"run folder: {run_dir} (one run folder per point)")
     return 0
 
 

@@ -116,7 +116,7 @@ class Run(NamedTuple):
 
     path: pathlib.Path
     env: str  # environment label, e.g. "lbf 8x8-2p-2f-coop", "smax 3m"
-    method: str
+    method: str  # the method; a sweep point's as "fups [lr=0.001]"
     learner: str
     config: dict  # config.yaml, nested
     summary: dict  # summary.json
@@ -210,8 +210,11 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
                               f"its first is at {int(x[0]):,}")
         x, y = x[keep], y[keep]
         summary = {**summary, "env_steps_per_seed": min(summary.get("env_steps_per_seed", limit), limit)}
-    return Run(path, env_label(config["env"]), summary.get("alg", config["alg"]), summary["learner"], config,
-               summary, metric, chosen, assumed, seeds, x, y)
+    method = summary.get("alg", config["alg"])
+    if summary.get("sweep_point"):  # a point of a sweep run (psjax.sweep): its values name it apart
+        method = f"{method} [{summary['sweep_point']}]"
+    return Run(path, env_label(config["env"]), method, summary["learner"], config, summary, metric, chosen, assumed,
+               seeds, x, y)
 
 
 def find_runs(paths: Sequence) -> list[pathlib.Path]:
@@ -239,7 +242,8 @@ def _method_order(method: str) -> tuple:
     )
 
     names = registry.names()
-    return (names.index(method), "") if method in names else (len(names), method)
+    base = method.split(" [")[0]  # a sweep point's label: after its method, in the points' label order
+    return (names.index(base), method) if base in names else (len(names), method)
 
 
 class Group(NamedTuple):

@@ -15,6 +15,7 @@ from psjax import (
     catalog,  # noqa: F401  (registers the built-in methods)
     registry,
     schema,
+    sweep,
 )
 from psjax.envs import check_env_config
 from psjax.fields import ConfigError
@@ -48,8 +49,11 @@ def make_config(overrides: dict[str, Any] | None = None, preset: str | None = No
     """
     merged = dict(load_preset(preset)) if preset else {}
     merged.update(overrides or {})
+    merged = sweep.normalise(merged)  # sweep.FIELD=v1,v2 keys into the sweep field
     method = registry.get(str(merged.get("alg", merged.get("method", TrainConfig.alg))))
     cfg = schema.build(merged, str(merged.get("learner", "")) or method.default_learner)
+    if cfg.sweep:  # resolved paths, coerced values: the form config.yaml keeps
+        cfg = schema.set_field(cfg, "sweep", sweep.canonical(sweep.entries(cfg)))
     validate(cfg)
     return cfg
 
@@ -62,6 +66,23 @@ def validate(cfg: TrainConfig) -> None:
     check_env_config(cfg.env)
     if method.check is not None:
         method.check(cfg)
+    if cfg.sweep:
+        _validate_sweep(cfg)
+
+
+def _validate_sweep(cfg: TrainConfig) -> None:
+    """Every point of ``cfg``'s sweep is a valid run, and ``devices`` divides its rows (points x seeds)."""
+    points = sweep.points(cfg)
+    for point in points:
+        try:
+            # devices divide the sweep's rows (below), not each point's seeds
+            validate(schema.set_field(sweep.point_config(cfg, point), "devices", 0))
+        except ConfigError as e:
+            raise ConfigError(f"sweep point {sweep.label(point)}: {e}") from None
+    rows = len(points) * cfg.seeds
+    if cfg.devices and rows % cfg.devices:
+        raise ConfigError(f"devices={cfg.devices} does not divide the sweep's {len(points)} points x {cfg.seeds} "
+                          f"seeds = {rows} rows; allowed: a divisor of {rows}, or 0")
 
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:

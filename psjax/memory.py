@@ -59,8 +59,9 @@ def _learner_terms(state: Any) -> dict[str, int]:
     return terms
 
 
-def estimate(cfg: Any, devices: int = 1) -> MemoryEstimate:
-    """Bytes per device of ``cfg``'s resident state with ``cfg.seeds`` split over ``devices`` (shapes only)."""
+def estimate(cfg: Any, devices: int = 1, rows: int | None = None) -> MemoryEstimate:
+    """Bytes per device of ``cfg``'s resident state with ``rows`` (default ``cfg.seeds``; a sweep's points x
+    seeds) split over ``devices`` (shapes only)."""
     import jax
 
     from psjax import train
@@ -77,7 +78,7 @@ def estimate(cfg: Any, devices: int = 1) -> MemoryEstimate:
         "sharing state": _bytes(runner.sharing),
         "rollout": _bytes(traj),
     }
-    seeds_per_device = -(-cfg.seeds // max(devices, 1))
+    seeds_per_device = -(-(rows or cfg.seeds) // max(devices, 1))
     terms = {k: v * seeds_per_device for k, v in per_seed.items() if v}
     terms = dict(sorted(terms.items(), key=lambda kv: -kv[1]))
     return MemoryEstimate(terms, sum(terms.values()), seeds_per_device)

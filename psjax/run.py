@@ -27,6 +27,11 @@ Run folder::
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
     tensorboard/, wandb/         with ``cfg.logger``: the same rows for TensorBoard / W&B (``psjax.backends``)
+
+A sweep (``cfg.sweep``, ``psjax.sweep``) trains every point x seed in one program; its run folder holds
+``config.yaml``, ``checkpoints/`` and ``sweep.json`` (the points and their folders), and one run folder per
+point (``point-<i>-<field>=<value>...``: its own config.yaml, logs, summary.json and figures, as above), so
+``python -m psjax compare <sweep run folder>`` compares the points (``psjax train`` writes that report there).
 """
 
 from __future__ import annotations
@@ -38,17 +43,19 @@ import pathlib
 import sys
 import time
 import types
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 import yaml
 
-from psjax import memory
+from psjax import memory, sweep
 from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
+from psjax.schema import set_field
 from psjax.shard import jit_over_seeds, seed_sharding
+from psjax.train import check_sweep
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -349,6 +356,41 @@ def _timing(times: list[tuple[int, float]], compile_s: float, steps_per_iter: in
 # --------------------------------------------------------------------------- the loop
 
 
+class PointRuns(NamedTuple):
+    """A run's rows grouped by sweep point (point-major, ``seeds`` rows each): each point's plain config and run
+    folder; without a sweep one point, the run itself."""
+
+    cfgs: list[TrainConfig]
+    dirs: list[pathlib.Path]
+    columns: Any  # {field path: [points x seeds]} each row's swept values (``Runner.point``); () without a sweep
+
+    def rows(self, tree: Any, p: int) -> Any:
+        """Point ``p``'s rows of a tree whose leaves lead with the rows axis."""
+        size = len(jax.tree.leaves(tree)[0]) // len(self.dirs)
+        return jax.tree.map(lambda x: x[p * size:(p + 1) * size], tree)
+
+
+def point_runs(run_dir: pathlib.Path, cfg: TrainConfig, create: bool) -> PointRuns:
+    """The run folder of every point of ``cfg``'s sweep (created with their config.yaml and the run's
+    ``sweep.json`` when ``create``); the run folder itself without a sweep."""
+    if not cfg.sweep:
+        return PointRuns([cfg], [run_dir], ())
+    points = sweep.points(cfg)
+    names = [sweep.folder_name(i, point) for i, point in enumerate(points)]
+    cfgs = [sweep.point_config(set_field(cfg, "run_name", name), point) for name, point in zip(names, points)]
+    dirs = [run_dir / name for name in names]
+    if create:
+        for point_cfg, point_dir in zip(cfgs, dirs):
+            point_dir.mkdir(exist_ok=True)
+            (point_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(point_cfg), sort_keys=False))
+        listing = [{"index": i, "label": sweep.label(point), "values": point, "folder": name}
+                   for i, (name, point) in enumerate(zip(names, points))]
+        (run_dir / "sweep.json").write_text(json.dumps({"sweep": cfg.sweep, "mode": cfg.sweep_mode,
+                                                        "seeds": cfg.seeds, "points": listing}, indent=2) + "\n")
+    columns = {path: np.repeat(col, cfg.seeds) for path, col in sweep.columns(cfg).items()}
+    return PointRuns(cfgs, dirs, columns)
+
+
 def _default_make_program(cfg: TrainConfig, chunk_iters: int):
     from psjax.train import make_program  # imported late: the trainer is the heavy part
 
@@ -387,11 +429,14 @@ def run(
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
     # refused before a folder, an allocation or a compilation: the resident state from shapes (psjax.memory)
-    sharding = seed_sharding(cfg.seeds, cfg.devices)  # the seeds split over local devices (psjax.shard)
-    memory_est = memory.estimate(cfg, sharding.mesh.size)
+    num_rows = len(sweep.points(cfg)) * cfg.seeds  # the program's leading axis: (sweep point,) seed
+    sharding = seed_sharding(num_rows, cfg.devices)  # the rows split over local devices (psjax.shard)
+    memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows)
     memory_budget = memory.check(memory_est, cfg.memory_gb)
+    check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
         run_dir = _new_run_dir(cfg)
+    points = point_runs(run_dir, cfg, create=resume is None)
     make_program = make_program or _default_make_program
 
     plan = chunk_plan(cfg.num_iterations, cfg.eval_every)
@@ -401,8 +446,8 @@ def run(
         raise RuntimeError(f"program.num_iterations={main.num_iterations} but the config gives {sum(plan)}")
     starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
-    keys = seed_keys(cfg.seed, cfg.seeds)
-    init = jit_over_seeds(main.init, sharding)
+    keys = np.tile(seed_keys(cfg.seed, cfg.seeds), (len(points.dirs), 1))  # every point from the same seeds
+    init = jit_over_seeds(main.init, sharding, num_args=2)
     evaluate = jit_over_seeds(main.evaluate, sharding, num_args=2)
     chunk_fns, compile_times = {}, []
 
@@ -412,29 +457,35 @@ def run(
         fn = jit_over_seeds(program.run_chunk, sharding, donate=True).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
-    metrics_log, eval_log = RowLog(run_dir, "metrics"), RowLog(run_dir, "eval")
-    backends = []
+    point_ids = range(len(points.dirs))
+    metrics_logs = [RowLog(d, "metrics") for d in points.dirs]
+    eval_logs = [RowLog(d, "eval") for d in points.dirs]
+    backends = [[] for _ in points.dirs]
 
-    def log(row_log: RowLog, rows: list[dict]) -> None:
-        row_log.append(rows)
-        for backend in backends:  # TensorBoard / W&B (cfg.logger): the same rows
-            backend.write(row_log.name, rows)
+    def log(row_logs: list[RowLog], rows_by_point: list[list[dict]]) -> None:
+        """Each point's rows to its run folder's log and backends."""
+        for p, (row_log, rows) in enumerate(zip(row_logs, rows_by_point)):
+            row_log.append(rows)
+            for backend in backends[p]:  # TensorBoard / W&B (cfg.logger): the same rows
+                backend.write(row_log.name, rows)
 
     if resume is not None:
-        runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys))
+        runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys, points.columns))
         runner = jax.device_put(runner, sharding)
         done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
         if host["seeds"] != seeds or host["iteration"] != starts[done]:
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
-        metrics_log.truncate(starts[done] * len(seeds))
-        eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
-        backends = open_backends(cfg, run_dir, seeds, resume_step=starts[done] * main.steps_per_iteration)
+        for metrics_log, eval_log in zip(metrics_logs, eval_logs):
+            metrics_log.truncate(starts[done] * len(seeds))
+            eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
+        backends = [open_backends(c, d, seeds, resume_step=starts[done] * main.steps_per_iteration)
+                    for c, d in zip(points.cfgs, points.dirs)]
     else:
         done, eval_base = 0, eval_key_base(keys)
-        backends = open_backends(cfg, run_dir, seeds, resume_step=None)
-        runner = init(keys)
+        backends = [open_backends(c, d, seeds, resume_step=None) for c, d in zip(points.cfgs, points.dirs)]
+        runner = init(keys, points.columns)
         result = jax.device_get(evaluate(runner, eval_keys(eval_base, 0)))
-        log(eval_log, eval_rows(result, seeds, 0, 0, cfg.eval_policies))
+        log(eval_logs, [eval_rows(points.rows(result, p), seeds, 0, 0, cfg.eval_policies) for p in point_ids])
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
         _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
@@ -456,9 +507,11 @@ def run(
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
             metrics = jax.device_get(metrics)
-            log(metrics_log, metric_rows(metrics, seeds, starts[j]))
+            log(metrics_logs, [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids])
             result = jax.device_get(evaluate(runner, eval_keys(eval_base, j + 1)))
-            log(eval_log, eval_rows(result, seeds, starts[j + 1], metrics["env_steps"][:, -1], cfg.eval_policies))
+            log(eval_logs, [eval_rows(points.rows(result, p), seeds, starts[j + 1],
+                                      points.rows(metrics["env_steps"], p)[:, -1], cfg.eval_policies)
+                            for p in point_ids])
             if manager is not None:
                 _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
             postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
@@ -475,7 +528,7 @@ def run(
         raise
     finally:
         bar.close()
-        for backend in backends:
+        for backend in sum(backends, []):
             backend.close()
         if manager is not None:
             manager.wait_until_finished()
@@ -489,20 +542,23 @@ def run(
         "env_steps_per_seed": starts[done] * spi,
         "finished": done == len(plan),
         "chunks": plan,
-        "devices": len(sharding.mesh.devices.flat),  # the seeds were split over this many local devices
+        "devices": len(sharding.mesh.devices.flat),  # the rows (seeds) were split over this many local devices
+        "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
         "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
         "session_wall_s": time.perf_counter() - t_start,
-        **_timing(times, sum(compile_times) if compile_times else None, spi * len(seeds)),
+        **_timing(times, sum(compile_times) if compile_times else None, spi * num_rows),
     }
-    summarize(run_dir, cfg, info)
-    plot_curves(run_dir, cfg)
     from psjax import registry
     from psjax.sharing.report import plot_distance, plot_snd
 
-    for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, ...)
-        draw(run_dir, cfg, runner, main)
-    plot_distance(run_dir)  # distance.png, when MAPD distances are logged
-    plot_snd(run_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
+    for p, (point_cfg, point_dir) in enumerate(zip(points.cfgs, points.dirs)):
+        point_info = {**info, "sweep_point": sweep.label(sweep.points(cfg)[p])} if cfg.sweep else info
+        summarize(point_dir, point_cfg, point_info)
+        plot_curves(point_dir, point_cfg)
+        for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, ...)
+            draw(point_dir, point_cfg, points.rows(runner, p), main)
+        plot_distance(point_dir)  # distance.png, when MAPD distances are logged
+        plot_snd(point_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
     return run_dir
 
 

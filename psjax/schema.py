@@ -330,6 +330,14 @@ class TrainConfig:
                       "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
                       "must divide `seeds` and exist", min=0)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
+    sweep: str = _f("", "hyperparameters trained side by side in one compiled program (psjax.sweep): `FIELD=v1,v2,"
+                    "...` entries joined by `;`, on the command line sweep.FIELD=v1,v2,...; any numeric ac.* / q.* / "
+                    "sharing.* field the program reads as a number (learning rates, discounts, coefficients, "
+                    "epsilons, thresholds; fields that set shapes or that building the program branches on are "
+                    "refused by name); every point x seed is one row of the vmapped program and one run folder "
+                    "inside the run's folder; empty = no sweep")
+    sweep_mode: str = _f("grid", "how sweep entries combine: grid = every combination; zip = the i-th values of "
+                         "every entry together (all entries equally long)", choices=("grid", "zip"))
     memory_gb: float = _f(0.0, "device memory (GiB) a run must fit: runs whose resident state (parameters, "
                           "optimiser, replay buffer, env states, one rollout, x seeds per device; psjax.memory, a "
                           "floor from shapes) exceeds it are refused before anything is compiled; 0 = the "
@@ -470,7 +478,7 @@ def _leaf_fields(cls, prefix=""):
 _LEAVES = dict(_leaf_fields(TrainConfig))
 
 
-def _resolve_key(key: str, learner: str) -> str:
+def resolve_key(key: str, learner: str) -> str:
     """Map a user key (``lr``, ``q.lr``, ``map``) to its dotted field path."""
     key = ALIASES.get(key, key)
     if key in _LEAVES:
@@ -484,11 +492,15 @@ def _resolve_key(key: str, learner: str) -> str:
     )
 
 
-def _coerce(path: str, value: Any) -> Any:
-    """Convert a CLI / YAML value to the field's type, or raise a ConfigError naming it."""
+def field_type(path: str) -> type:
+    """The Python type (int, float, bool or str) of the leaf field at dotted ``path``."""
     f = _LEAVES[path]
-    by_name = {"int": int, "float": float, "bool": bool, "str": str}
-    typ = f.type if isinstance(f.type, type) else by_name[f.type]
+    return f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool, "str": str}[f.type]
+
+
+def coerce(path: str, value: Any) -> Any:
+    """Convert a CLI / YAML value to the field's type, or raise a ConfigError naming it."""
+    typ = field_type(path)
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -511,11 +523,12 @@ def _coerce(path: str, value: Any) -> Any:
         raise ConfigError(f"{path}={value!r} is not a valid {typ.__name__}") from None
 
 
-def _set(cfg: TrainConfig, path: str, value: Any) -> TrainConfig:
+def set_field(cfg: TrainConfig, path: str, value: Any) -> TrainConfig:
+    """``cfg`` with the leaf at dotted ``path`` replaced by ``value`` (no validation)."""
     head, _, rest = path.partition(".")
     if not rest:
         return dataclasses.replace(cfg, **{head: value})
-    return dataclasses.replace(cfg, **{head: _set(getattr(cfg, head), rest, value)})
+    return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value)})
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -547,8 +560,8 @@ def build(overrides: dict[str, Any], learner: str) -> TrainConfig:
     cfg = TrainConfig()
     for layer in (LEARNER_PRESETS.get(learner, {}), {**overrides, "learner": learner}):
         for key, value in layer.items():
-            path = _resolve_key(key, learner)
-            cfg = _set(cfg, path, _coerce(path, value))
+            path = resolve_key(key, learner)
+            cfg = set_field(cfg, path, coerce(path, value))
     check_fields(cfg)
     return cfg
 
@@ -560,18 +573,18 @@ def precheck(overrides: dict[str, Any]) -> None:
     learner = str(overrides.get("learner", ""))
     candidates = [learner] if learner in LEARNERS else list(LEARNERS)
     for key, value in overrides.items():
-        if key in ("alg", "method", "learner"):
+        if key in ("alg", "method", "learner") or str(key).startswith("sweep."):  # sweeps: psjax.sweep.parse
             continue
         paths = {}  # ordered: the value learners' section first, as for the default method
         for name in candidates:
             try:
-                paths[_resolve_key(key, name)] = None
+                paths[resolve_key(key, name)] = None
             except ConfigError:
                 pass
         if not paths:
-            _resolve_key(key, candidates[0])  # raises the error that names the key and the allowed ones
+            resolve_key(key, candidates[0])  # raises the error that names the key and the allowed ones
         for path in paths:
-            check_rules(path, _coerce(path, value), _LEAVES[path].metadata)
+            check_rules(path, coerce(path, value), _LEAVES[path].metadata)
 
 
 def check_fields(cfg: TrainConfig) -> None:
@@ -587,7 +600,7 @@ def check_fields(cfg: TrainConfig) -> None:
                           "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
     if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
-    if cfg.devices and cfg.seeds % cfg.devices:
+    if cfg.devices and cfg.seeds % cfg.devices and not cfg.sweep:  # a sweep's rows: psjax.config
         raise ConfigError(f"devices={cfg.devices} does not divide seeds={cfg.seeds}: every device trains the same "
                           f"number of seeds; allowed: a divisor of {cfg.seeds}, or 0 (as many as divide it)")
     ac = cfg.ac

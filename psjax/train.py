@@ -4,6 +4,9 @@
 ``make_program(cfg, chunk_iters)`` exposes the same loop in chunks for the host
 runner (progress, evaluation, checkpoints). Every method and learner goes
 through ``_iteration``; none of them is special-cased here.
+
+A hyperparameter sweep (``cfg.sweep``, ``psjax.sweep``) is the same loop built for each row from the row's
+point, the swept fields as traced scalars (``Runner.point``): points train side by side under one vmap.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import jax.numpy as jnp
 from psjax import (
     catalog,  # noqa: F401  (registers the built-in methods)
     registry,
+    sweep,
 )
 from psjax.envs import agent_id_features, make_env, resolve_agent_id
 from psjax.envs.base import Env, EnvSpec, TimeStep
 from psjax.evaluate import POLICY_NAMES, EpisodeEnd, episode_end, episode_means, first_episodes, policy_metrics
+from psjax.fields import ConfigError
 from psjax.learners import make_learner
 from psjax.nets.agents import param_count
 from psjax.schema import TrainConfig
@@ -41,10 +46,12 @@ class Runner(NamedTuple):
     key: chex.Array  # raw uint32 PRNG key
     iteration: chex.Array  # int32
     env_steps: chex.Array  # int32, summed over envs
+    point: Any = ()  # a sweep's row: {field path: float32[] / int32[]} the swept values (psjax.sweep); () without
 
 
 class Program(NamedTuple):
-    init: Callable[[chex.PRNGKey], Runner]
+    # init(key, point=()) -> Runner: a sweep's row takes its point {path: scalar} (sweep.columns' row)
+    init: Callable[..., Runner]
     run_chunk: Callable[[Runner], tuple[Runner, dict]]
     # evaluate(runner, key) -> eval_<policy>_<stat> for each of cfg.eval_policies, the first also as eval_<stat>
     evaluate: Callable[[Runner, chex.PRNGKey], dict]
@@ -68,10 +75,11 @@ class Parts(NamedTuple):
     rollout_len: int
 
 
-def make_parts(cfg: TrainConfig) -> Parts:
-    """The environment, agent model, scheme and learner of ``cfg``'s method (its registry record)."""
+def make_parts(cfg: TrainConfig, env: Env | None = None) -> Parts:
+    """The environment, agent model, scheme and learner of ``cfg``'s method (its registry record); ``env``
+    already built for it, or None (a sweep's rows build the rest inside a trace, the environment outside)."""
     method = registry.get(cfg.alg)
-    env = make_env(cfg.env, method.agent_id)
+    env = env or make_env(cfg.env, method.agent_id)
     lc = cfg.learner_cfg
     model = method.agent_model(cfg, env.spec) if method.agent_model is not None else None
     bank_names = model.bank_names if model is not None else cfg.learner_kind.banks
@@ -174,7 +182,7 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
         "episode_length": episodes["length"],
         "episodes": step_ts.done.sum(),
     }
-    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps)
+    runner = Runner(env_state, ts, hidden, learner_state, sharing, key, runner.iteration + 1, env_steps, runner.point)
     return runner, metrics
 
 
@@ -217,33 +225,83 @@ def count_params(parts: Parts) -> int:
     return param_count(parts.learner.params(shapes))
 
 
-def make_train(cfg: TrainConfig) -> Callable[[chex.PRNGKey], tuple[Runner, dict]]:
-    """``train(key) -> (final Runner, metrics)``; metrics leaves are ``[num_iterations]``."""
+def _parts_for_points(cfg: TrainConfig) -> Callable[[Any], Parts]:
+    """``point -> Parts``: ``cfg``'s own parts for ``()``, else built for the point (its values may be traced)."""
     parts = make_parts(cfg)
+    if not cfg.sweep:
+        return lambda point: parts
+    return lambda point: parts if not point else make_parts(sweep.point_config(cfg, point), parts.env)
 
-    def train(key):
-        runner = _init(parts, key)
-        return jax.lax.scan(lambda r, _: _iteration(parts, r), runner, None, cfg.num_iterations)
 
-    return train
+def _loop(parts_at: Callable[[Any], Parts], key, point, num_iterations: int):
+    runner = _init(parts_at(point), key)._replace(point=point)
+    return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, num_iterations)
+
+
+def make_train(cfg: TrainConfig) -> Callable[[chex.PRNGKey], tuple[Runner, dict]]:
+    """``train(key) -> (final Runner, metrics)``; metrics leaves are ``[num_iterations]``. With a sweep
+    (``cfg.sweep``) every point trains from the same key under one vmap: leaves ``[points, ...]``, points in
+    ``psjax.sweep.points(cfg)``'s order."""
+    check_sweep(cfg)
+    parts_at = _parts_for_points(cfg)
+    if not cfg.sweep:
+        return lambda key: _loop(parts_at, key, (), cfg.num_iterations)
+    columns = {path: jnp.asarray(v) for path, v in sweep.columns(cfg).items()}
+    return lambda key: jax.vmap(lambda point: _loop(parts_at, key, point, cfg.num_iterations))(columns)
 
 
 def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
     """The loop in chunks of ``chunk_iters`` iterations, plus evaluation of each of ``cfg.eval_policies`` (all
-    from the evaluation key: paired starts; the metric names of ``psjax.evaluate.policy_metrics``)."""
-    parts = make_parts(cfg)
+    from the evaluation key: paired starts; the metric names of ``psjax.evaluate.policy_metrics``). A sweep's
+    program builds each row's parts from its runner's point."""
+    parts_at = _parts_for_points(cfg)
+    parts = parts_at(())
 
     def run_chunk(runner):
-        return jax.lax.scan(lambda r, _: _iteration(parts, r), runner, None, chunk_iters)
+        return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, chunk_iters)
+
+    def evaluate(runner, key):
+        return policy_metrics({p: _evaluate(parts_at(runner.point), cfg.eval_envs, runner, key, p)
+                               for p in cfg.eval_policies})
 
     return Program(
-        init=lambda key: _init(parts, key),
+        init=lambda key, point=(): _init(parts_at(point), key)._replace(point=point),
         run_chunk=run_chunk,
-        evaluate=lambda runner, key: policy_metrics(
-            {p: _evaluate(parts, cfg.eval_envs, runner, key, p) for p in cfg.eval_policies}),
+        evaluate=evaluate,
         param_count=count_params(parts),
         num_iterations=cfg.num_iterations,
         steps_per_iteration=cfg.steps_per_iteration,
         spec=parts.env.spec,
-        episode=lambda runner, key, num_envs, greedy: episode(parts, runner, key, num_envs, greedy),
+        episode=lambda runner, key, num_envs, greedy: episode(parts_at(runner.point), runner, key, num_envs, greedy),
     )
+
+
+# what tracing raises where building the program needs a Python value
+_TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+                 jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError)
+
+
+def check_sweep(cfg: TrainConfig) -> None:
+    """Refuse swept fields that the program cannot take as traced numbers, each traced alone through
+    initialisation, one iteration and an evaluation (shapes only: nothing is compiled or allocated); a
+    ConfigError names the field. No-op without a sweep."""
+    if not cfg.sweep:
+        return
+    program = make_program(cfg, 1)
+    columns = sweep.columns(cfg)
+    for entry in sweep.entries(cfg):
+        point = {entry.path: columns[entry.path][0]}  # this field traced, the others at the run's own values
+
+        def probe(key, point):
+            runner, _ = program.run_chunk(program.init(key, point))
+            return program.evaluate(runner, key)
+
+        try:
+            jax.eval_shape(probe, jax.random.PRNGKey(0), point)
+        except (*_TRACE_ERRORS, TypeError) as e:  # TypeError: a traced value where a primitive needs a static one
+            reason = str(e).strip().splitlines()[0]
+            raise ConfigError(
+                f"sweep.{entry.path}: building the program needs {entry.path} as a Python value (it sets an array's "
+                f"shape, or the program's construction branches on it: {reason}), so its values cannot train side "
+                f"by side in one program; allowed: fields read as numbers (e.g. lr, gamma, coefficients, epsilons), "
+                f"or one run per value (python -m psjax compare-sweep)") from None

@@ -48,7 +48,8 @@ def make_fake_program(cfg, chunk_iters: int) -> FakeProgram:
     """
     spi = cfg.steps_per_iteration
 
-    def init(key):
+    def init(key, point=()):  # a sweep's point: not used by the fake
+        del point
         return FakeRunner(jnp.zeros((), jnp.int32), key, jax.random.normal(key, (4,)))
 
     def one_iteration(r, _):

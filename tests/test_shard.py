@@ -43,13 +43,18 @@ SCRIPT = textwrap.dedent("""
     from psjax.run import run
     assert len(jax.local_devices()) == 4, jax.local_devices()
     out = {}
-    for name, seed, seeds, devices in (("sharded", 0, 2, 0), ("one_device", 0, 2, 1), ("seed0", 0, 1, 1),
-                                       ("seed1", 1, 1, 1)):
+    lr = make_config({"learner": "ppo"}).ac.lr
+    # a sweep's 2 points x 2 seeds are 4 rows on the 4 devices; its first point is the plain runs' config
+    for name, seed, seeds, devices, extra in (("sharded", 0, 2, 0, {}), ("one_device", 0, 2, 1, {}),
+                                              ("seed0", 0, 1, 1, {}), ("seed1", 1, 1, 1, {}),
+                                              ("sweep", 0, 2, 0, {"sweep.lr": f"{lr},{2 * lr}"})):
         cfg = make_config({"env": "matrix", "matrix_game": "two_step", "alg": "fups_id", "learner": "ppo",
                            "seed": seed, "seeds": seeds, "devices": devices, "steps": 1024, "ac.num_envs": 8,
                            "ac.rollout_len": 16, "eval_every": 0.5, "eval_envs": 4, "progress": False,
-                           "checkpoint": False, "out_dir": sys.argv[1], "run_name": name})
+                           "checkpoint": False, "out_dir": sys.argv[1], "run_name": name, **extra})
         run_dir = run(cfg)
+        if extra:
+            run_dir = run_dir / json.loads((run_dir / "sweep.json").read_text())["points"][0]["folder"]
         rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
         rows += [json.loads(l) for l in (run_dir / "eval.jsonl").read_text().splitlines()]
         out[name] = {"rows": rows, "devices": json.loads((run_dir / "summary.json").read_text())["devices"]}
@@ -58,7 +63,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
-    """Two seeds on two devices give what each seed gives alone and what the two-seed run gives on one device,
+    """Two seeds on two devices give what each seed gives alone, what the two-seed run gives on one device and
+    what the same config gives as a point of a sweep sharded over four devices (2 points x 2 seeds),
     every logged number of every seed, up to float rounding: the programs are compiled apart and XLA's CPU
     reductions may round their last bit differently (measured: 1 ulp in a few losses, identical returns)."""
     # 4 virtual devices, plus the suite's fast-compiling flags (conftest) when the parent runs with them
@@ -70,12 +76,13 @@ def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [out[k]["devices"] for k in ("sharded", "one_device", "seed0", "seed1")] == [2, 1, 1, 1]
+    assert [out[k]["devices"] for k in ("sharded", "one_device", "seed0", "seed1", "sweep")] == [2, 1, 1, 1, 4]
     def by_seed(rows):
         return sorted(rows, key=lambda r: (r["iteration"], r["seed"], "loss" in r))
 
     sharded = by_seed(out["sharded"]["rows"])
-    for other in (by_seed(out["seed0"]["rows"] + out["seed1"]["rows"]), by_seed(out["one_device"]["rows"])):
+    for other in (by_seed(out["seed0"]["rows"] + out["seed1"]["rows"]), by_seed(out["one_device"]["rows"]),
+                  by_seed(out["sweep"]["rows"])):
         assert len(other) == len(sharded)
         for a, b in zip(sharded, other):
             assert a.keys() == b.keys()
