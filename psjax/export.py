@@ -74,6 +74,8 @@ def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "meth
         env, _, task = env_label(config["env"]).partition(" ")
         name = (f"{summary.get('alg', config['alg'])}-{summary['learner']}" if algorithm == "method"
                 else run_dir.name)
+        if algorithm == "method" and summary.get("sweep_point"):  # a sweep's point: its values name it apart
+            name += f" [{summary['sweep_point']}]"
         tasks = out.setdefault(env, {}).setdefault(task or env, {})
         if name in tasks:
             raise ConfigError(f"two run folders export as {env} / {task or env} / {name} (the second: {run_dir}); "
