@@ -218,13 +218,17 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
 
 
 def find_runs(paths: Sequence) -> list[pathlib.Path]:
-    """Run folders among ``paths``: each is a run folder (has ``summary.json``) or a folder of them."""
+    """Run folders among ``paths``: each is a run folder (has ``summary.json``) or a folder of them (a sweep run's
+    point folders included)."""
     found = []
     for p in map(pathlib.Path, paths):
         if (p / "summary.json").is_file():
             found.append(p)
             continue
-        inner = sorted(c for c in p.iterdir() if (c / "summary.json").is_file()) if p.is_dir() else []
+        children = sorted(p.iterdir()) if p.is_dir() else []
+        # a sweep run (psjax.sweep) among them holds its points' run folders one level further down
+        children += [g for c in children if (c / "sweep.json").is_file() for g in sorted(c.iterdir())]
+        inner = [c for c in children if (c / "summary.json").is_file()]
         if not inner:
             raise ConfigError(f"{p} is neither a finished run folder (summary.json) nor a folder holding some")
         found.extend(inner)
