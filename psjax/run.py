@@ -6,9 +6,10 @@ logs and writes an orbax checkpoint, so ``run(resume=folder)`` continues an inte
 the same params and metrics as an uninterrupted one. Python only runs between chunks, never inside one.
 
 The trainer is used only through ``psjax.train.make_program(cfg, chunk_iters) -> Program`` with
-``init(key) -> runner``, ``run_chunk(runner) -> (runner, metrics[chunk_iters])``,
-``evaluate(runner, key) -> scalars`` (``eval_<stat>`` and ``eval_<policy>_<stat>`` for every policy of
-``cfg.eval_policies``), ``param_count``, ``num_iterations`` and ``steps_per_iteration``.
+``init(key, point) -> runner`` (``point``: a sweep row's values, ``()`` without a sweep),
+``run_chunk(runner) -> (runner, metrics[chunk_iters])``, ``evaluate(runner, key) -> scalars``
+(``eval_<stat>`` and ``eval_<policy>_<stat>`` for every policy of ``cfg.eval_policies``), ``param_count``,
+``num_iterations`` and ``steps_per_iteration``.
 
 Run folder::
 
