@@ -106,3 +106,17 @@ def test_sweep_run_writes_a_run_folder_per_point(tmp_path):
     for a, b in zip(rows, reference):
         assert (a["seed"], a["iteration"]) == (b["seed"], b["iteration"])
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow  # the value learners' path: a replay buffer, epsilon schedule and target network per point
+def test_qmix_sweep_equals_separate_runs():
+    base = {"env": "lbf", "alg": "fups", "learner": "qmix", "steps": 1024, "eval_every": 0, "q.num_envs": 4,
+            "q.rollout_len": 16, "q.hidden": 16, "q.learning_starts": 0, "q.batch_size": 4, "q.buffer_size": 32}
+    cfg = make_config({**base, "sweep.gamma": "0.9,0.99", "sweep.eps_end": "0.05,0.2", "sweep_mode": "zip"})
+    key = jax.random.PRNGKey(1)
+    _, swept = jax.jit(make_train(cfg))(key)
+    for i, point in enumerate(sweep.points(cfg)):
+        overrides = {"gamma": point["q.gamma"], "eps_end": point["q.eps_end"]}
+        _, alone = jax.jit(make_train(make_config({**base, **overrides})))(key)
+        for name in ("loss", "q_taken", "epsilon", "return"):
+            np.testing.assert_allclose(swept[name][i], alone[name], rtol=1e-4, atol=1e-5, err_msg=name)
