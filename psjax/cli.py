@@ -67,16 +67,22 @@ def format_fields() -> str:
     return "\n".join(lines)
 
 
+PROCESS_FIELDS = ("distributed", "coordinator", "num_processes", "process_id")  # may differ on resume
+
+
 def _train_args(args: list[str]):
     """``(cfg, resume)`` from ``train``'s arguments, validated; raises ConfigError."""
     pairs = parse_pairs(args)
     resume = pairs.pop("resume", None)
     if resume is not None:
+        process = {k: pairs.pop(k) for k in PROCESS_FIELDS if k in pairs}  # each process of a distributed run
         if pairs:
-            raise ConfigError(f"resume={resume} takes no other arguments; got {', '.join(pairs)}")
-        from psjax.config import load_run_config
+            raise ConfigError(f"resume={resume} takes no other arguments besides {', '.join(PROCESS_FIELDS)}; got "
+                              f"{', '.join(pairs)}")
+        from psjax.config import from_dict, load_run_config, to_dict
 
-        return load_run_config(resume), resume
+        cfg = load_run_config(resume)
+        return (from_dict({**to_dict(cfg), **process}) if process else cfg), resume
     preset = pairs.pop("preset", None)
     precheck({**(load_preset(preset) if preset else {}), **pairs})  # field values, before JAX loads
     from psjax.config import make_config  # the method registry (JAX)
@@ -112,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg, resume = _train_args(rest)
         from psjax.run import run  # JAX is imported only once the config is known to be good
 
-        run_dir = run(None if resume else cfg, resume=resume)
+        run_dir = run(cfg, resume=resume)  # a resumed cfg is the folder's, with this process's fields
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    from psjax.shard import is_primary
+
+    if not is_primary():  # distributed=on: process 0 writes and reports
+        print(f"run folder: {run_dir} (written by process 0)")
+        return 0
     sweep_file = run_dir / "sweep.json"
     if not sweep_file.is_file():
         for line in final_eval_lines(json.loads((run_dir / "summary.json").read_text())):

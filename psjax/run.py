@@ -55,7 +55,7 @@ from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.schema import set_field
-from psjax.shard import jit_over_seeds, seed_sharding
+from psjax.shard import initialize_distributed, is_primary, jit_over_seeds, seed_sharding, to_devices, to_host
 from psjax.train import check_sweep
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
@@ -424,11 +424,15 @@ def run(
     if resume is not None:
         run_dir = pathlib.Path(resume)
         saved = load_run_config(run_dir)
-        if cfg is not None and cfg != saved:
+        if cfg is not None and _without_process(cfg) != _without_process(saved):
             raise ConfigError(f"cfg differs from {run_dir / 'config.yaml'}; resume with cfg=None")
-        cfg = saved
+        cfg = saved if cfg is None else cfg  # a given cfg keeps this process's distributed fields
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
+    multi = initialize_distributed(cfg)  # before any computation (distributed=on)
+    if multi and resume is None and not cfg.run_name:
+        raise ConfigError("distributed=on needs run_name: every process must name the same run folder; allowed: "
+                          "any folder name, e.g. run_name=$SLURM_JOB_ID")
     # refused before a folder, an allocation or a compilation: the resident state from shapes (psjax.memory)
     num_rows = len(sweep.points(cfg)) * cfg.seeds  # the program's leading axis: (sweep point,) seed
     sharding = seed_sharding(num_rows, cfg.devices)  # the rows split over local devices (psjax.shard)
@@ -436,8 +440,12 @@ def run(
     memory_budget = memory.check(memory_est, cfg.memory_gb)
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
-        run_dir = _new_run_dir(cfg)
-    points = point_runs(run_dir, cfg, create=resume is None)
+        run_dir = _new_run_dir(cfg) if is_primary() else pathlib.Path(cfg.out_dir) / cfg.run_name
+    points = point_runs(run_dir, cfg, create=resume is None and is_primary())
+    if multi:  # the folders exist before any process reads or checkpoints into them
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("psjax run folder")
     make_program = make_program or _default_make_program
 
     plan = chunk_plan(cfg.num_iterations, cfg.eval_every)
@@ -464,19 +472,24 @@ def run(
     backends = [[] for _ in points.dirs]
 
     def log(row_logs: list[RowLog], rows_by_point: list[list[dict]]) -> None:
-        """Each point's rows to its run folder's log and backends."""
+        """Each point's rows to its run folder's log and backends (process 0 only)."""
+        if not is_primary():
+            return
         for p, (row_log, rows) in enumerate(zip(row_logs, rows_by_point)):
             row_log.append(rows)
             for backend in backends[p]:  # TensorBoard / W&B (cfg.logger): the same rows
                 backend.write(row_log.name, rows)
 
     if resume is not None:
-        runner, host = load_checkpoint(run_dir, jax.eval_shape(init, keys, points.columns))
-        runner = jax.device_put(runner, sharding)
+        abstract = jax.eval_shape(init, keys, points.columns)
+        if multi:  # restored straight into every process's rows
+            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+        runner, host = load_checkpoint(run_dir, abstract)
+        runner = runner if multi else jax.device_put(runner, sharding)
         done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
         if host["seeds"] != seeds or host["iteration"] != starts[done]:
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
-        for metrics_log, eval_log in zip(metrics_logs, eval_logs):
+        for metrics_log, eval_log in zip(metrics_logs, eval_logs) if is_primary() else ():
             metrics_log.truncate(starts[done] * len(seeds))
             eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
         backends = [open_backends(c, d, seeds, resume_step=starts[done] * main.steps_per_iteration)
@@ -484,8 +497,8 @@ def run(
     else:
         done, eval_base = 0, eval_key_base(keys)
         backends = [open_backends(c, d, seeds, resume_step=None) for c, d in zip(points.cfgs, points.dirs)]
-        runner = init(keys, points.columns)
-        result = jax.device_get(evaluate(runner, eval_keys(eval_base, 0)))
+        runner = init(*to_devices((keys, points.columns), sharding))
+        result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, 0), sharding)))
         log(eval_logs, [eval_rows(points.rows(result, p), seeds, 0, 0, cfg.eval_policies) for p in point_ids])
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
@@ -507,9 +520,9 @@ def run(
             t0 = time.perf_counter()
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
-            metrics = jax.device_get(metrics)
+            metrics = to_host(metrics)
             log(metrics_logs, [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids])
-            result = jax.device_get(evaluate(runner, eval_keys(eval_base, j + 1)))
+            result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, j + 1), sharding)))
             log(eval_logs, [eval_rows(points.rows(result, p), seeds, starts[j + 1],
                                       points.rows(metrics["env_steps"], p)[:, -1], cfg.eval_policies)
                             for p in point_ids])
@@ -543,7 +556,8 @@ def run(
         "env_steps_per_seed": starts[done] * spi,
         "finished": done == len(plan),
         "chunks": plan,
-        "devices": len(sharding.mesh.devices.flat),  # the rows (seeds) were split over this many local devices
+        "devices": len(sharding.mesh.devices.flat),  # the rows (seeds) were split over this many devices
+        "processes": jax.process_count(),
         "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
         "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
         "session_wall_s": time.perf_counter() - t_start,
@@ -552,7 +566,9 @@ def run(
     from psjax import registry
     from psjax.sharing.report import plot_distance, plot_snd
 
-    for p, (point_cfg, point_dir) in enumerate(zip(points.cfgs, points.dirs)):
+    if multi:  # the figures read the runner on process 0; gathering it takes every process
+        runner = to_host(runner)
+    for p, (point_cfg, point_dir) in enumerate(zip(points.cfgs, points.dirs) if is_primary() else ()):
         point_info = {**info, "sweep_point": sweep.label(sweep.points(cfg)[p])} if cfg.sweep else info
         summarize(point_dir, point_cfg, point_info)
         plot_curves(point_dir, point_cfg)
@@ -561,6 +577,13 @@ def run(
         plot_distance(point_dir)  # distance.png, when MAPD distances are logged
         plot_snd(point_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
     return run_dir
+
+
+def _without_process(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` without the fields that differ between the processes of one distributed run."""
+    for name, value in (("coordinator", ""), ("num_processes", 0), ("process_id", -1)):
+        cfg = set_field(cfg, name, value)
+    return cfg
 
 
 def _host_state(chunk: int, iteration: int, seeds: list[int], eval_base: np.ndarray) -> dict:
@@ -572,7 +595,7 @@ def _progress_bar(cfg: TrainConfig, total: int, initial: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", unit_scale=True, dynamic_ncols=True,
-                disable=not cfg.progress, desc=f"{cfg.env.name} {cfg.alg} {cfg.learner_name}")
+                disable=not cfg.progress or not is_primary(), desc=f"{cfg.env.name} {cfg.alg} {cfg.learner_name}")
 
 
 class _CallableModule(types.ModuleType):

@@ -329,6 +329,17 @@ class TrainConfig:
     devices: int = _f(0, "local devices the seeds are sharded over (their leading axis, no collectives; "
                       "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
                       "must divide `seeds` and exist", min=0)
+    distributed: str = _f("off", "several processes (hosts) in one run (psjax.shard.initialize_distributed): off = "
+                          "this process alone; on = jax.distributed.initialize with coordinator / num_processes / "
+                          "process_id where set, else what JAX reads from the environment (SLURM, "
+                          "JAX_COORDINATOR_ADDRESS, ...); the rows are then sharded over every process's devices, "
+                          "process 0 writes the logs and figures, every process the checkpoint",
+                          choices=("off", "on"))
+    coordinator: str = _f("", "distributed=on: the coordinator's host:port (process 0's); empty = from the "
+                          "environment")
+    num_processes: int = _f(0, "distributed=on: the number of processes; 0 = from the environment", min=0)
+    process_id: int = _f(-1, "distributed=on: this process's index, 0 .. num_processes-1; -1 = from the "
+                         "environment", min=-1)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
     sweep: str = _f("", "hyperparameters trained side by side in one compiled program (psjax.sweep): `FIELD=v1,v2,"
                     "...` entries joined by `;`, on the command line sweep.FIELD=v1,v2,...; any numeric ac.* / q.* / "

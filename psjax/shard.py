@@ -2,6 +2,11 @@
 
 The seeds never talk to each other, so the sharded program needs no collectives: each device runs its
 slice of the seeds, and the results are those of the unsharded program up to float rounding.
+
+Several processes (``distributed=on``, one per host or per GPU): ``initialize_distributed`` starts
+``jax.distributed``, the mesh spans every process's devices, every process holds the same host copy of the
+inputs (keys, sweep points) and hands its devices their rows (``to_devices``), and ``to_host`` gathers an
+output onto every process. One process changes nothing: the helpers are then plain ``jax`` calls.
 """
 
 from __future__ import annotations
@@ -30,11 +35,54 @@ def seed_device_count(num_seeds: int, requested: int, available: int) -> int:
 
 
 def seed_sharding(num_seeds: int, requested: int = 0) -> NamedSharding:
-    """The sharding of arrays whose leading axis is the seeds: split over ``seed_device_count`` local devices
-    (every other axis replicated within a device's slice)."""
-    devices = jax.local_devices()
+    """The sharding of arrays whose leading axis is the seeds: split over ``seed_device_count`` devices (every
+    other axis replicated within a device's slice). Across processes the mesh is every process's devices."""
+    devices = jax.devices()  # this process's alone unless jax.distributed runs
+    if jax.process_count() > 1:
+        if num_seeds % len(devices) or requested not in (0, len(devices)):
+            raise ConfigError(f"distributed=on over {len(devices)} devices in {jax.process_count()} processes: the "
+                              f"rows (seeds, or a sweep's points x seeds: {num_seeds}) must split over all of them "
+                              f"(devices={requested}); allowed: a multiple of {len(devices)} rows, devices=0")
+        return NamedSharding(Mesh(np.asarray(devices), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
     count = seed_device_count(num_seeds, requested, len(devices))
     return NamedSharding(Mesh(np.asarray(devices[:count]), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
+
+
+def initialize_distributed(cfg) -> bool:
+    """``jax.distributed.initialize`` for ``cfg.distributed=on`` (once per process, before any computation), with
+    ``cfg.coordinator`` / ``num_processes`` / ``process_id`` where set; True when the run spans processes. CPU
+    processes talk through gloo (GPUs and TPUs through their own collectives)."""
+    if cfg.distributed != "on":
+        return False
+    if not jax.distributed.is_initialized():
+        given = {"coordinator_address": cfg.coordinator or None, "num_processes": cfg.num_processes or None,
+                 "process_id": cfg.process_id if cfg.process_id >= 0 else None}
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+    return jax.process_count() > 1
+
+
+def to_devices(tree, sharding: NamedSharding):
+    """Host arrays (leading rows axis, the same on every process) as arrays split by ``sharding``: unchanged in
+    one process (the jitted call places them), global arrays built from each process's rows across processes."""
+    if jax.process_count() == 1:
+        return tree
+    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                                               lambda index: np.asarray(x)[index]), tree)
+
+
+def to_host(tree):
+    """The whole of every array of ``tree`` as numpy on this process (across processes: gathered from all)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def is_primary() -> bool:
+    """The process that writes logs, figures and summaries (process 0; the only one without jax.distributed)."""
+    return jax.process_index() == 0
 
 
 def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1, donate: bool = False):
