@@ -80,7 +80,7 @@ def _validate_sweep(cfg: TrainConfig) -> None:
         except ConfigError as e:
             raise ConfigError(f"sweep point {sweep.label(point)}: {e}") from None
     rows = len(points) * cfg.seeds
-    if cfg.devices and rows % cfg.devices:
+    if cfg.devices and rows % cfg.devices and cfg.parallel == "seeds":
         raise ConfigError(f"devices={cfg.devices} does not divide the sweep's {len(points)} points x {cfg.seeds} "
                           f"seeds = {rows} rows; allowed: a divisor of {rows}, or 0")
 

@@ -55,8 +55,18 @@ from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.schema import set_field
-from psjax.shard import initialize_distributed, is_primary, jit_over_seeds, seed_sharding, to_devices, to_host
-from psjax.train import check_sweep
+from psjax.shard import (
+    DATA_AXIS,
+    data_mesh,
+    initialize_distributed,
+    is_primary,
+    jit_data_parallel,
+    jit_over_seeds,
+    seed_sharding,
+    to_devices,
+    to_host,
+)
+from psjax.train import check_sweep, data_parallel_specs
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -435,8 +445,12 @@ def run(
                           "any folder name, e.g. run_name=$SLURM_JOB_ID")
     # refused before a folder, an allocation or a compilation: the resident state from shapes (psjax.memory)
     num_rows = len(sweep.points(cfg)) * cfg.seeds  # the program's leading axis: (sweep point,) seed
-    sharding = seed_sharding(num_rows, cfg.devices)  # the rows split over local devices (psjax.shard)
-    memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows)
+    if cfg.parallel == "envs" and multi:
+        raise ConfigError("parallel=envs with distributed=on is not built yet; allowed: parallel=seeds across "
+                          "processes, or parallel=envs in one process")
+    # parallel=seeds: the rows split over the devices (psjax.shard); envs: every device holds every row
+    sharding = seed_sharding(num_rows, cfg.devices) if cfg.parallel == "seeds" else None
+    memory_est = memory.estimate(cfg, sharding.mesh.size if sharding else 1, rows=num_rows)
     memory_budget = memory.check(memory_est, cfg.memory_gb)
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
@@ -456,14 +470,14 @@ def run(
     starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     keys = np.tile(seed_keys(cfg.seed, cfg.seeds), (len(points.dirs), 1))  # every point from the same seeds
-    init = jit_over_seeds(main.init, sharding, num_args=2)
-    evaluate = jit_over_seeds(main.evaluate, sharding, num_args=2)
+    place = _placement(cfg, sharding, main, keys, points.columns)
+    init, evaluate = place.init, place.evaluate
     chunk_fns, compile_times = {}, []
 
     def compiled_chunk(program, runner):
         # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
         t0 = time.perf_counter()
-        fn = jit_over_seeds(program.run_chunk, sharding, donate=True).lower(runner).compile()
+        fn = place.chunk(program.run_chunk).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
     point_ids = range(len(points.dirs))
@@ -485,7 +499,7 @@ def run(
         if multi:  # restored straight into every process's rows
             abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
         runner, host = load_checkpoint(run_dir, abstract)
-        runner = runner if multi else jax.device_put(runner, sharding)
+        runner = runner if multi else place.put(runner)
         done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
         if host["seeds"] != seeds or host["iteration"] != starts[done]:
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
@@ -556,7 +570,8 @@ def run(
         "env_steps_per_seed": starts[done] * spi,
         "finished": done == len(plan),
         "chunks": plan,
-        "devices": len(sharding.mesh.devices.flat),  # the rows (seeds) were split over this many devices
+        "devices": place.devices,  # the rows (parallel=seeds) or each run's envs (envs) were split this many ways
+        "parallel": cfg.parallel,
         "processes": jax.process_count(),
         "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
         "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
@@ -577,6 +592,38 @@ def run(
         plot_distance(point_dir)  # distance.png, when MAPD distances are logged
         plot_snd(point_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
     return run_dir
+
+
+class Placement(NamedTuple):
+    """The program's functions compiled onto the devices (``cfg.parallel``, ``psjax.shard``)."""
+
+    devices: int
+    init: Callable  # (keys [R, 2], sweep columns) -> runner
+    evaluate: Callable  # (runner, keys [R, 2]) -> scalars [R]
+    chunk: Callable  # run_chunk -> its jitted form, runner -> (runner, metrics), the runner donated
+    put: Callable  # a restored runner onto the devices
+
+
+def _placement(cfg: TrainConfig, sharding, main, keys, columns) -> Placement:
+    """parallel=seeds: every function vmapped over the rows, split over ``sharding``'s devices; envs: each run's
+    environments, agent memory and replay items split over ``data_mesh``'s devices, the rest replicated."""
+    if cfg.parallel == "seeds":
+        return Placement(sharding.mesh.size, jit_over_seeds(main.init, sharding, num_args=2),
+                         jit_over_seeds(main.evaluate, sharding, num_args=2),
+                         lambda run_chunk: jit_over_seeds(run_chunk, sharding, donate=True),
+                         lambda runner: jax.device_put(runner, sharding))
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    lc = cfg.learner_cfg
+    has_buffer = cfg.is_value_based and cfg.learner_name != "pqn"
+    mesh = data_mesh(lc.num_envs, lc.buffer_size if has_buffer else 0, cfg.devices)
+    specs = data_parallel_specs(jax.eval_shape(jax.vmap(main.init), keys, columns), DATA_AXIS)
+    whole = PartitionSpec()
+    named = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    return Placement(mesh.size, jit_data_parallel(main.init, mesh, (whole, whole), specs),
+                     jit_data_parallel(main.evaluate, mesh, (specs, whole), whole),
+                     lambda run_chunk: jit_data_parallel(run_chunk, mesh, (specs,), (specs, whole), donate=True),
+                     lambda runner: jax.device_put(runner, named))
 
 
 def _without_process(cfg: TrainConfig) -> TrainConfig:

@@ -329,6 +329,10 @@ class TrainConfig:
     devices: int = _f(0, "local devices the seeds are sharded over (their leading axis, no collectives; "
                       "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
                       "must divide `seeds` and exist", min=0)
+    parallel: str = _f("seeds", "what the devices split: seeds = the rows (seeds, sweep points: independent runs, "
+                       "no collectives); envs = each run's environments, rollout and replay buffer (data parallel: "
+                       "parameters replicated, gradients reduced by XLA across devices, the same mathematics as one "
+                       "device; env count and buffer size must divide by the devices)", choices=("seeds", "envs"))
     distributed: str = _f("off", "several processes (hosts) in one run (psjax.shard.initialize_distributed): off = "
                           "this process alone; on = jax.distributed.initialize with coordinator / num_processes / "
                           "process_id where set, else what JAX reads from the environment (SLURM, "
@@ -611,7 +615,8 @@ def check_fields(cfg: TrainConfig) -> None:
                           "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
     if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
-    if cfg.devices and cfg.seeds % cfg.devices and not cfg.sweep:  # a sweep's rows: psjax.config
+    # a sweep's rows: psjax.config; parallel=envs splits envs and replay items: psjax.shard.data_mesh
+    if cfg.devices and cfg.seeds % cfg.devices and not cfg.sweep and cfg.parallel == "seeds":
         raise ConfigError(f"devices={cfg.devices} does not divide seeds={cfg.seeds}: every device trains the same "
                           f"number of seeds; allowed: a divisor of {cfg.seeds}, or 0 (as many as divide it)")
     ac = cfg.ac

@@ -18,6 +18,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from psjax.fields import ConfigError
 
 SEED_AXIS = "seed"
+DATA_AXIS = "data"  # parallel=envs: the mesh axis each run's environments and replay items are split along
 
 
 def seed_device_count(num_seeds: int, requested: int, available: int) -> int:
@@ -101,3 +102,28 @@ def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1, donate: bool 
                            check_vma=False)  # per-device code is plain vmapped JAX: nothing to check
     return jax.jit(mapped, in_shardings=(sharding,) * num_args, out_shardings=sharding,
                    donate_argnums=donate_argnums)
+
+
+def data_mesh(num_envs: int, buffer_size: int, requested: int = 0) -> Mesh:
+    """The devices one run's environments (``num_envs``) and replay items (``buffer_size``; 0 without a buffer) are
+    split over (``parallel=envs``): ``requested`` (checked) or with 0 the most devices that divide both."""
+    devices = jax.devices()
+    fits = [k for k in range(1, len(devices) + 1) if num_envs % k == 0 and buffer_size % k == 0]
+    count = requested or max(fits)
+    if count not in fits:
+        raise ConfigError(f"parallel=envs with devices={requested}: it must divide the env count ({num_envs})"
+                          + (f" and the replay buffer ({buffer_size})" if buffer_size else "") + f" and exist "
+                          f"({len(devices)} device(s)); allowed: {', '.join(map(str, fits))}, or 0")
+    return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
+
+
+def jit_data_parallel(fn, mesh: Mesh, in_specs, out_specs, donate: bool = False):
+    """``jax.jit(jax.vmap(fn))`` with a ``PartitionSpec`` per argument and output leaf (trees, or prefixes of
+    them) over ``mesh``: XLA partitions the program (GSPMD), inserting the collectives, e.g. the gradient's
+    sum over the devices' samples, so the result is the one-device program's up to float rounding."""
+    def named(tree):
+        return jax.tree.map(lambda spec: NamedSharding(mesh, spec), tree,
+                            is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+    return jax.jit(jax.vmap(fn), in_shardings=named(in_specs), out_shardings=named(out_specs),
+                   donate_argnums=(0,) if donate else ())

@@ -276,6 +276,27 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
     )
 
 
+def data_parallel_specs(runner: Runner, axis: str) -> Any:
+    """A ``PartitionSpec`` per leaf of a rows-leading runner for data parallelism: the environments' state, the
+    agents' memory and the replay buffer's items split along ``axis`` (their second axis, after the rows),
+    everything else (parameters, optimiser, sharing state, keys) replicated."""
+    from jax.sharding import PartitionSpec
+
+    from psjax.learners.replay import Replay
+
+    split, whole = PartitionSpec(None, axis), PartitionSpec()
+
+    def learner_spec(node):
+        if isinstance(node, Replay):  # items along the capacity axis; the write position and size replicated
+            return Replay(jax.tree.map(lambda _: split, node.data), whole, whole)
+        return jax.tree.map(lambda _: whole, node)
+
+    per_env = jax.tree.map(lambda _: split, (runner.env_state, runner.ts, runner.hidden))
+    learner = jax.tree.map(learner_spec, runner.learner, is_leaf=lambda x: isinstance(x, Replay))
+    rest = jax.tree.map(lambda _: whole, (runner.sharing, runner.key, runner.iteration, runner.env_steps, runner.point))
+    return Runner(*per_env, learner, *rest)
+
+
 # what tracing raises where building the program needs a Python value
 _TRACE_ERRORS = (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
                  jax.errors.TracerIntegerConversionError, jax.errors.TracerArrayConversionError)
