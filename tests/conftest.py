@@ -7,6 +7,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from psjax.evaluate import policy_metrics
@@ -21,6 +22,29 @@ def pytest_configure(config):
     XLA reads the flags when its backend starts, at the first computation, after this."""
     if "not slow" in (config.option.markexpr or ""):
         os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def virtual_devices_env(count: int) -> dict:
+    """The environment of a subprocess that sees ``count`` virtual CPU devices and imports this checkout (plus the
+    suite's fast-compiling XLA flags when the parent runs with them)."""
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count} {flags}".strip(),
+            "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def assert_rows_close(rows: list[dict], others: list[dict], rtol: float, atol: float) -> None:
+    """Two runs' logged rows hold the same columns, numbers equal up to the tolerances, everything else exactly."""
+    assert len(rows) == len(others) > 0
+    for a, b in zip(rows, others):
+        assert a.keys() == b.keys()
+        for k in a:
+            if isinstance(a[k], (int, float)) and not isinstance(a[k], bool):
+                np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=k)
+            else:
+                assert a[k] == b[k], k
 
 
 class FakeProgram(NamedTuple):

@@ -5,20 +5,16 @@ processes. Each process is a subprocess; the test passes on any machine."""
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import socket
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
+from conftest import assert_rows_close, virtual_devices_env
 
 from psjax.config import make_config
 from psjax.fields import ConfigError
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -44,9 +40,7 @@ def _launch(tmp_path, name, processes, devices, chunks):
     with socket.socket() as s:  # a free port for the coordinator
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {flags}".strip(),
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = virtual_devices_env(devices)
     procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path), name, str(i), str(processes), str(port),
                                chunks], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(processes)]
@@ -66,14 +60,7 @@ def test_two_processes_equal_one_process_with_the_same_devices_and_resume(tmp_pa
     assert (two_summary["devices"], two_summary["processes"]) == (4, 2)
     assert two_summary["finished"]
     for kind in ("metrics", "eval"):
-        assert len(one[kind]) == len(two[kind]) > 0
-        for a, b in zip(one[kind], two[kind]):
-            assert a.keys() == b.keys()
-            for k in a:
-                if isinstance(a[k], float):
-                    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-                else:
-                    assert a[k] == b[k], k
+        assert_rows_close(one[kind], two[kind], rtol=1e-5, atol=1e-6)
 
 
 def test_distributed_config_rules():

@@ -7,20 +7,16 @@ so it passes on any machine; the device-count rules are checked without JAX devi
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
+from conftest import assert_rows_close, virtual_devices_env
 
 from psjax.config import make_config
 from psjax.fields import ConfigError
 from psjax.shard import seed_device_count
-
-REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_seed_device_count_rules():
@@ -67,13 +63,8 @@ def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
     what the same config gives as a point of a sweep sharded over four devices (2 points x 2 seeds),
     every logged number of every seed, up to float rounding: the programs are compiled apart and XLA's CPU
     reductions may round their last bit differently (measured: 1 ulp in a few losses, identical returns)."""
-    # 4 virtual devices, plus the suite's fast-compiling flags (conftest) when the parent runs with them
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {flags}".strip(),
-           "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=virtual_devices_env(4),
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [out[k]["devices"] for k in ("sharded", "one_device", "seed0", "seed1", "sweep")] == [2, 1, 1, 1, 4]
@@ -83,14 +74,7 @@ def test_seed_sharded_run_equals_unsharded_runs_on_2_of_4_devices(tmp_path):
     sharded = by_seed(out["sharded"]["rows"])
     for other in (by_seed(out["seed0"]["rows"] + out["seed1"]["rows"]), by_seed(out["one_device"]["rows"]),
                   by_seed(out["sweep"]["rows"])):
-        assert len(other) == len(sharded)
-        for a, b in zip(sharded, other):
-            assert a.keys() == b.keys()
-            for k in a:
-                if isinstance(a[k], (int, float)) and not isinstance(a[k], bool):
-                    np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=k)
-                else:
-                    assert a[k] == b[k], k
+        assert_rows_close(sharded, other, rtol=1e-5, atol=1e-6)
 
 
 DATA_PARALLEL = textwrap.dedent("""
@@ -121,20 +105,10 @@ def test_data_parallel_run_equals_the_one_device_run(tmp_path, learner):
     """parallel=envs: one run's envs, agent memory and replay items (QMIX) split over 4 devices, parameters
     replicated, XLA reducing the gradients: every logged number (2 seeds) equals the one-device run's up to
     float rounding."""
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {flags}".strip(),
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL, str(tmp_path), learner], env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-c", DATA_PARALLEL, str(tmp_path), learner],
+                          env=virtual_devices_env(4), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     one, four = out["one"], out["four"]
     assert (one["devices"], four["devices"]) == (1, 4)
-    assert len(one["rows"]) == len(four["rows"]) > 0
-    for a, b in zip(one["rows"], four["rows"]):
-        assert a.keys() == b.keys()
-        for k in a:
-            if isinstance(a[k], float):
-                np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=k)
-            else:
-                assert a[k] == b[k], k
+    assert_rows_close(one["rows"], four["rows"], rtol=1e-4, atol=1e-5)
