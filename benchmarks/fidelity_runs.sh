@@ -3,7 +3,8 @@
 # through time limits, the named evaluation policy, BDPS's roles at evaluation, MADPS's reference structure
 # and the PPS / AdaPS / A2C fixes can move. Groups run one at a time (2-core CPU):
 #   RUNS="default spread_ppo" benchmarks/fidelity_runs.sh
-# Each group is one `compare-sweep` (seeds vmapped inside each run) into runs/fid_<group>/ with compare.md.
+# Each group is one `compare-sweep` (seeds vmapped inside each run) into runs/fid_<group>/ with compare.md;
+# the same command again continues a group that was stopped (finished runs reused, the stopped one resumed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

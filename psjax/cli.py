@@ -24,7 +24,8 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
                                                              steps: compare at N env steps per seed (longer runs cut);
                                                              policy: auto (each run's eval policy), greedy, sample
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
-                                                             one run per method, then the report (psjax.compare)
+                                                             one run per method, then the report (psjax.compare);
+                                                             again with the same out=: continues where it stopped
        python -m psjax export RUN_DIR ... out=FILE.json [policy=auto] [algorithm=method]
                                                              run / sweep folders in marl-eval's JSON layout
                                                              (psjax.export); algorithm=folder names runs by folder

@@ -506,6 +506,34 @@ def sweep_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, s
     return configs
 
 
+def sweep_step(cfg, folder: pathlib.Path) -> str:
+    """What a sweep does with its run ``folder`` for ``cfg``: ``"train"`` (no such run yet), ``"done"`` (that run
+    finished: reused), ``"resume"`` (that run was stopped: continued from its last checkpoint). A folder holding
+    another config's run, or an unfinished run with no checkpoint, raises a ConfigError naming it, so running the
+    same command again continues an interrupted sweep and never mixes two configs."""
+    from psjax.config import load_run_config
+    from psjax.schema import to_dict
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "train"
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(f"{folder} exists and is not a run folder; pick another out= or remove it")
+    saved, wanted = flatten(to_dict(load_run_config(folder))), flatten(to_dict(cfg))
+    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if differ:
+        shown = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
+        raise ConfigError(f"{folder} holds a run of another config ({shown}{', ...' if len(differ) > 4 else ''}); "
+                          "pick another out= or give the same arguments as that sweep")
+    summary = folder / "summary.json"  # also written when a run stops early (max_chunks), with finished false
+    if summary.is_file() and json.loads(summary.read_text()).get("finished", False):
+        return "done"
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
+        return "resume"
+    raise ConfigError(f"{folder} holds an unfinished run with no checkpoint to continue from (checkpoint=false, or "
+                      "stopped before its first); remove that folder to train it again")
+
+
 def default_sweep_dir(env_name: str) -> pathlib.Path:
     """``runs/compare-<env>-<YYYYmmdd-HHMMSS>``, never an existing folder."""
     base = pathlib.Path("runs") / f"compare-{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -527,6 +555,9 @@ def sweep(
 ) -> dict:
     """Train one run per method (``seeds`` vmapped inside each) into a sweep folder, then report.
 
+    Called again with the same arguments on an interrupted sweep's folder, it reuses the finished runs and
+    resumes the stopped one from its checkpoint (``sweep_step``).
+
     Args:
       env_overrides: environment keys (``{"env": "smax", "map": "3m"}``); default LBF 8x8-2p-2f-coop.
       algs: method names, or ``"method:learner"`` to give one method its own learner.
@@ -541,13 +572,16 @@ def sweep(
     probe = sweep_configs(env_overrides, algs, seeds, steps, out_dir or ".", extra)  # validate first
     out = pathlib.Path(out_dir) if out_dir is not None else default_sweep_dir(probe[0].env.name)
     configs = sweep_configs(env_overrides, algs, seeds, steps, out, extra)
-    taken = [c.run_name for c in configs if (out / c.run_name).exists()]
-    if taken:
-        raise ConfigError(f"{out} already holds {', '.join(taken)}; pick another out=")
+    plan = [(cfg, sweep_step(cfg, out / cfg.run_name)) for cfg in configs]  # every folder checked before training
     from psjax.run import run  # JAX is imported only once the configs are known to be good
 
     out.mkdir(parents=True, exist_ok=True)
-    run_dirs = [run(cfg, make_program=make_program) for cfg in configs]
+    run_dirs = []
+    for cfg, step in plan:
+        if step != "train":
+            print(f"{out / cfg.run_name}: {'finished, reused' if step == 'done' else 'resumed from its checkpoint'}")
+        run_dirs.append(out / cfg.run_name if step == "done" else
+                        run(cfg, resume=out / cfg.run_name if step == "resume" else None, make_program=make_program))
     result = report(run_dirs, out)
     result["out_dir"] = out
     return result

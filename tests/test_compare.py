@@ -15,7 +15,7 @@ import scipy.stats
 from conftest import make_fake_program
 
 from psjax import cli
-from psjax.compare import env_label, iqm, report, stratified_bootstrap_ci, sweep
+from psjax.compare import env_label, iqm, report, stratified_bootstrap_ci, sweep, sweep_configs
 from psjax.config import ConfigError, make_config
 from psjax.run import run
 
@@ -188,9 +188,36 @@ def test_sweep_python_path(tmp_path):
         sweep(None, ["fups", "no_such_method"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
     with pytest.raises(ConfigError, match="twice"):
         sweep(None, ["fups", "fups:ppo"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
-    with pytest.raises(ConfigError, match="already holds"):
+    with pytest.raises(ConfigError, match="holds a run of another config.*seeds=2 there, 1 here"):
         sweep(None, ["fups"], 1, 32, out, FAKE, make_program=make_fake_program)
     assert not (tmp_path / "bad").exists()
+
+
+def test_sweep_continues_where_it_was_stopped(tmp_path):
+    """The same command on an interrupted sweep's folder: finished runs reused, the stopped one resumed from its
+    checkpoint (giving the uninterrupted run's rows), the missing one trained; nothing retrained."""
+    env, algs = {"env": "lbf", "scenario": "8x8-2p-2f"}, ["fups", "nops:qmix", "seps"]
+    extra = {**FAKE, "checkpoint": True}
+    out = tmp_path / "stopped"
+    configs = sweep_configs(env, algs, 2, 32, out, extra)
+    finished = run(configs[0], make_program=make_fake_program)
+    stopped = run(configs[1], max_chunks=1, make_program=make_fake_program)
+    assert not json.loads((stopped / "summary.json").read_text())["finished"]
+    written = (finished / "metrics.csv").stat().st_mtime_ns
+    result = sweep(env, algs, 2, 32, out, extra, make_program=make_fake_program)
+    assert (finished / "metrics.csv").stat().st_mtime_ns == written  # reused as it was
+    assert len(result["rows"]) == 3 and all((out / c.run_name / "summary.json").exists() for c in configs)
+    whole = tmp_path / "whole"
+    sweep(env, algs, 2, 32, whole, extra, make_program=make_fake_program)
+    for name in ("fups-ppo", "nops-qmix", "seps-ppo"):
+        for log in ("metrics.csv", "eval.csv"):
+            assert (out / name / log).read_text() == (whole / name / log).read_text(), (name, log)
+    # an unfinished run that cannot be continued is named, before anything trains
+    no_checkpoint = tmp_path / "no_checkpoint"
+    run(sweep_configs(env, algs[:1], 2, 32, no_checkpoint, FAKE)[0], max_chunks=1, make_program=make_fake_program)
+    with pytest.raises(ConfigError, match="no checkpoint to continue from"):
+        sweep(env, algs, 2, 32, no_checkpoint, FAKE, make_program=make_fake_program)
+    assert sorted(p.name for p in no_checkpoint.iterdir()) == ["fups-ppo"]
 
 
 def test_cli_compare(sweep_dir, tmp_path, capsys):
