@@ -1,7 +1,9 @@
 """The device memory a run needs, from shapes alone, checked before anything is allocated or compiled.
 
 ``estimate(cfg)`` traces (never runs or compiles) the loop's init and one rollout with ``jax.eval_shape`` and
-sums the bytes of what stays resident, per seed, then for the seeds one device holds (``seeds / devices``):
+sums the bytes of what stays resident, per seed, then for the seeds one device holds (``seeds / devices``;
+with ``parallel=envs`` every device holds every seed and a ``1 / data_devices`` share of each run's
+environments, rollout and replay buffer, ``DATA_SPLIT_TERMS``):
 
 * ``parameters``: every learner parameter (agent banks, critics, mixer; QMIX's target copy counts here too);
 * ``optimiser``: the optimiser's state (Adam: two moments per parameter);
@@ -25,6 +27,7 @@ import numpy as np
 from psjax.fields import ConfigError
 
 GIB = 1024**3
+DATA_SPLIT_TERMS = ("replay buffer", "environment states", "rollout")  # split along env / item axes (parallel=envs)
 
 
 class MemoryEstimate(NamedTuple):
@@ -59,9 +62,10 @@ def _learner_terms(state: Any) -> dict[str, int]:
     return terms
 
 
-def estimate(cfg: Any, devices: int = 1, rows: int | None = None) -> MemoryEstimate:
+def estimate(cfg: Any, devices: int = 1, rows: int | None = None, data_devices: int = 1) -> MemoryEstimate:
     """Bytes per device of ``cfg``'s resident state with ``rows`` (default ``cfg.seeds``; a sweep's points x
-    seeds) split over ``devices`` (shapes only)."""
+    seeds) split over ``devices`` (shapes only); ``data_devices`` (``parallel=envs``, with ``devices`` 1): the
+    devices each run's ``DATA_SPLIT_TERMS`` are split over, the rest replicated on every one."""
     import jax
 
     from psjax import train
@@ -79,7 +83,8 @@ def estimate(cfg: Any, devices: int = 1, rows: int | None = None) -> MemoryEstim
         "rollout": _bytes(traj),
     }
     seeds_per_device = -(-(rows or cfg.seeds) // max(devices, 1))
-    terms = {k: v * seeds_per_device for k, v in per_seed.items() if v}
+    share = {k: -(-v // data_devices) if k in DATA_SPLIT_TERMS else v for k, v in per_seed.items()}
+    terms = {k: v * seeds_per_device for k, v in share.items() if v}
     terms = dict(sorted(terms.items(), key=lambda kv: -kv[1]))
     return MemoryEstimate(terms, sum(terms.values()), seeds_per_device)
 

@@ -448,9 +448,11 @@ def run(
     if cfg.parallel == "envs" and multi:
         raise ConfigError("parallel=envs with distributed=on is not built yet; allowed: parallel=seeds across "
                           "processes, or parallel=envs in one process")
-    # parallel=seeds: the rows split over the devices (psjax.shard); envs: every device holds every row
+    # parallel=seeds: the rows split over the devices (psjax.shard); envs: every device holds every row, and a
+    # share of each row's envs and replay items
     sharding = seed_sharding(num_rows, cfg.devices) if cfg.parallel == "seeds" else None
-    memory_est = memory.estimate(cfg, sharding.mesh.size if sharding else 1, rows=num_rows)
+    memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows) if sharding else \
+        memory.estimate(cfg, rows=num_rows, data_devices=_data_mesh(cfg).size)
     memory_budget = memory.check(memory_est, cfg.memory_gb)
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
@@ -614,9 +616,7 @@ def _placement(cfg: TrainConfig, sharding, main, keys, columns) -> Placement:
                          lambda runner: jax.device_put(runner, sharding))
     from jax.sharding import NamedSharding, PartitionSpec
 
-    lc = cfg.learner_cfg
-    has_buffer = cfg.is_value_based and cfg.learner_name != "pqn"
-    mesh = data_mesh(lc.num_envs, lc.buffer_size if has_buffer else 0, cfg.devices)
+    mesh = _data_mesh(cfg)
     specs = data_parallel_specs(jax.eval_shape(jax.vmap(main.init), keys, columns), DATA_AXIS)
     whole = PartitionSpec()
     named = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
@@ -624,6 +624,13 @@ def _placement(cfg: TrainConfig, sharding, main, keys, columns) -> Placement:
                      jit_data_parallel(main.evaluate, mesh, (specs, whole), whole),
                      lambda run_chunk: jit_data_parallel(run_chunk, mesh, (specs,), (specs, whole), donate=True),
                      lambda runner: jax.device_put(runner, named))
+
+
+def _data_mesh(cfg: TrainConfig):
+    """The devices one run's envs and replay items are split over (``parallel=envs``)."""
+    lc = cfg.learner_cfg
+    has_buffer = cfg.is_value_based and cfg.learner_name != "pqn"
+    return data_mesh(lc.num_envs, lc.buffer_size if has_buffer else 0, cfg.devices)
 
 
 def _without_process(cfg: TrainConfig) -> TrainConfig:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from psjax.config import ConfigError, make_config
-from psjax.memory import estimate
+from psjax.memory import DATA_SPLIT_TERMS, estimate
 from psjax.run import run
 from psjax.train import make_parts
 
@@ -42,6 +42,11 @@ def test_memory_estimate_scales_with_seeds_devices_and_the_replay_buffer():
     assert split.total == 2 * one.total and split.seeds_per_device == 2
     assert one.largest()[0] == "replay buffer"
     assert big.terms["replay buffer"] == pytest.approx(2 * one.terms["replay buffer"], rel=1e-3)  # + counters
+    # parallel=envs: every device holds all 4 seeds' parameters, a quarter of their envs, rollout and buffer
+    data = estimate(make_config({**qmix, "q.buffer_size": 512, "seeds": 4}), rows=4, data_devices=4)
+    assert data.seeds_per_device == 4
+    for term, size in four.terms.items():
+        assert data.terms[term] == (pytest.approx(size / 4, abs=4) if term in DATA_SPLIT_TERMS else size), term
 
 
 def test_device_memory_budget_refuses_a_run_before_compiling(tmp_path, fake_factory):
