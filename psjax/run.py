@@ -241,7 +241,6 @@ def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[
     ``jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))``.
     Host state: ``chunk`` (chunks completed), ``iteration``, ``seeds``, ``eval_key_base``.
     """
-    import orbax.checkpoint as ocp
 
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
@@ -251,13 +250,35 @@ def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[
         step = manager.latest_step() if step is None else step
         if step is None:
             raise ConfigError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
-        args = ocp.args.Composite(
-            runner=ocp.args.StandardRestore(abstract_runner), host=ocp.args.JsonRestore()
-        )
-        out = manager.restore(step, args=args)
+        out = _restore(manager, step, abstract_runner)
     finally:
         manager.close()
     return out["runner"], out["host"]
+
+
+def _restore(manager, step: int, abstract_runner) -> dict:
+    """``{"runner", "host"}`` of checkpoint ``step``. A checkpoint written before a runner field that holds no
+    arrays existed (``Runner.point``, added with sweeps; ``{}`` outside one) lacks it, which orbax refuses as a
+    structure mismatch: such fields are then restored as the abstract runner has them, so older runs resume."""
+    import orbax.checkpoint as ocp
+
+    def restore(item):
+        return manager.restore(step, args=ocp.args.Composite(runner=ocp.args.StandardRestore(item),
+                                                             host=ocp.args.JsonRestore()))
+
+    try:
+        return restore(abstract_runner)
+    except ValueError as error:
+        fields = getattr(abstract_runner, "_fields", ())
+        empty = [f for f in fields if not jax.tree.leaves(getattr(abstract_runner, f))]
+        if not empty:
+            raise
+        try:
+            out = restore({f: getattr(abstract_runner, f) for f in fields if f not in empty})
+        except ValueError:
+            raise error from None
+        runner = type(abstract_runner)(**out["runner"], **{f: getattr(abstract_runner, f) for f in empty})
+        return {"runner": runner, "host": out["host"]}
 
 
 # --------------------------------------------------------------------------- outputs

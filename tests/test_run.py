@@ -143,3 +143,29 @@ def test_no_checkpoint_no_resume(tmp_path, fake_factory):
     assert not (run_dir / "checkpoints").exists()
     with pytest.raises(ConfigError, match="no checkpoints"):
         run(resume=run_dir, make_program=fake_factory)
+
+
+def test_resume_reads_a_checkpoint_written_before_runner_point(tmp_path):
+    """Checkpoints of psjax before sweeps hold no ``Runner.point``: such a run still restores and resumes."""
+    from psjax.run import _manager, _save
+    from psjax.train import make_program
+
+    cfg = make_config({"env": "matrix", "matrix_game": "two_step", "alg": "fups", "learner": "ppo", "seeds": 2,
+                       "ac.num_envs": 4, "ac.rollout_len": 4, "ac.num_minibatches": 1, "steps": 64,
+                       "eval_every": 0.5, "progress": False, "out_dir": str(tmp_path), "run_name": "old"})
+    run_dir = run(cfg, max_chunks=1)
+    abstract = jax.eval_shape(jax.vmap(make_program(cfg, 1).init), seed_keys(cfg.seed, cfg.seeds), {})
+    runner, host = load_checkpoint(run_dir, abstract)
+    manager = _manager(run_dir, create=False)  # the checkpoint rewritten as the older code wrote it
+    step = manager.latest_step()
+    manager.delete(step)
+    _save(manager, step, {f: v for f, v in runner._asdict().items() if f != "point"}, host)
+    manager.wait_until_finished()
+    manager.close()
+    restored, restored_host = load_checkpoint(run_dir, abstract)
+    assert restored_host == host and restored.point == {}
+    assert jax.tree.structure(restored) == jax.tree.structure(runner)
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(runner)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    run(None, resume=run_dir)
+    assert json.loads((run_dir / "summary.json").read_text())["finished"]
