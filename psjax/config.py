@@ -68,21 +68,28 @@ def validate(cfg: TrainConfig) -> None:
         method.check(cfg)
     if cfg.sweep:
         _validate_sweep(cfg)
+    _check_rows(cfg)
 
 
 def _validate_sweep(cfg: TrainConfig) -> None:
-    """Every point of ``cfg``'s sweep is a valid run, and ``devices`` divides its rows (points x seeds)."""
-    points = sweep.points(cfg)
-    for point in points:
+    """Every point of ``cfg``'s sweep is a valid run (``devices`` aside: it divides the sweep's rows)."""
+    for point in sweep.points(cfg):
         try:
-            # devices divide the sweep's rows (below), not each point's seeds
             validate(schema.set_field(sweep.point_config(cfg, point), "devices", 0))
         except ConfigError as e:
             raise ConfigError(f"sweep point {sweep.label(point)}: {e}") from None
-    rows = len(points) * cfg.seeds
-    if cfg.devices and rows % cfg.devices and cfg.parallel == "seeds":
-        raise ConfigError(f"devices={cfg.devices} does not divide the sweep's {len(points)} points x {cfg.seeds} "
-                          f"seeds = {rows} rows; allowed: a divisor of {rows}, or 0")
+
+
+def _check_rows(cfg: TrainConfig) -> None:
+    """``parallel=seeds``: ``devices`` divides the program's rows (sweep points x seeds), so every device trains
+    as many (``psjax.shard.seed_device_count`` checks the devices that exist, when the run starts)."""
+    num_points = len(sweep.points(cfg)) if cfg.sweep else 1
+    rows = num_points * cfg.seeds
+    if not cfg.devices or rows % cfg.devices == 0 or cfg.parallel != "seeds":
+        return
+    what = f"the sweep's {num_points} points x {cfg.seeds} seeds = {rows} rows" if cfg.sweep else f"seeds={rows}"
+    raise ConfigError(f"devices={cfg.devices} does not divide {what}: every device trains the same number of "
+                      f"runs; allowed: a divisor of {rows}, or 0 (as many as divide it)")
 
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:

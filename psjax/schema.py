@@ -615,10 +615,7 @@ def check_fields(cfg: TrainConfig) -> None:
                           "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
     if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
-    # a sweep's rows: psjax.config; parallel=envs splits envs and replay items: psjax.shard.data_mesh
-    if cfg.devices and cfg.seeds % cfg.devices and not cfg.sweep and cfg.parallel == "seeds":
-        raise ConfigError(f"devices={cfg.devices} does not divide seeds={cfg.seeds}: every device trains the same "
-                          f"number of seeds; allowed: a divisor of {cfg.seeds}, or 0 (as many as divide it)")
+    # devices against the program's rows (sweep points x seeds): psjax.config; parallel=envs: psjax.shard.data_mesh
     ac = cfg.ac
     if not cfg.is_value_based and ac.last_action and not ac.recurrent:
         raise ConfigError("ac.last_action=true needs ac.recurrent=true (a feed-forward actor has no memory to "
