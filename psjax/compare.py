@@ -506,6 +506,9 @@ def sweep_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, s
     return configs
 
 
+RESUME_IGNORES = ("progress", "memory_gb")  # fields that change no output: a continued run keeps its saved ones
+
+
 def sweep_step(cfg, folder: pathlib.Path) -> str:
     """What a sweep does with its run ``folder`` for ``cfg``: ``"train"`` (no such run yet), ``"done"`` (that run
     finished: reused), ``"resume"`` (that run was stopped: continued from its last checkpoint). A folder holding
@@ -519,7 +522,8 @@ def sweep_step(cfg, folder: pathlib.Path) -> str:
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"{folder} exists and is not a run folder; pick another out= or remove it")
     saved, wanted = flatten(to_dict(load_run_config(folder))), flatten(to_dict(cfg))
-    differ = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    differ = sorted(k for k in saved.keys() | wanted.keys()
+                    if saved.get(k) != wanted.get(k) and k not in RESUME_IGNORES)
     if differ:
         shown = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
         raise ConfigError(f"{folder} holds a run of another config ({shown}{', ...' if len(differ) > 4 else ''}); "
@@ -580,8 +584,12 @@ def sweep(
     for cfg, step in plan:
         if step != "train":
             print(f"{out / cfg.run_name}: {'finished, reused' if step == 'done' else 'resumed from its checkpoint'}")
-        run_dirs.append(out / cfg.run_name if step == "done" else
-                        run(cfg, resume=out / cfg.run_name if step == "resume" else None, make_program=make_program))
+        if step == "done":
+            run_dirs.append(out / cfg.run_name)
+        elif step == "resume":  # the folder's own config (it may differ in RESUME_IGNORES)
+            run_dirs.append(run(None, resume=out / cfg.run_name, make_program=make_program))
+        else:
+            run_dirs.append(run(cfg, make_program=make_program))
     result = report(run_dirs, out)
     result["out_dir"] = out
     return result

@@ -204,7 +204,7 @@ def test_sweep_continues_where_it_was_stopped(tmp_path):
     stopped = run(configs[1], max_chunks=1, make_program=make_fake_program)
     assert not json.loads((stopped / "summary.json").read_text())["finished"]
     written = (finished / "metrics.csv").stat().st_mtime_ns
-    result = sweep(env, algs, 2, 32, out, extra, make_program=make_fake_program)
+    result = sweep(env, algs, 2, 32, out, {**extra, "progress": True}, make_program=make_fake_program)
     assert (finished / "metrics.csv").stat().st_mtime_ns == written  # reused as it was
     assert len(result["rows"]) == 3 and all((out / c.run_name / "summary.json").exists() for c in configs)
     whole = tmp_path / "whole"
