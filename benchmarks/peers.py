@@ -78,18 +78,20 @@ CASES: dict[str, Case] = {
         {"preset": "smax_ippo_rnn", "map": "3m"},
         1_048_576, "both share one Dense -> GRU torso between actor and critic (psjax: ac.shared_torso); psjax also "
         "bootstraps through time limits (one more torso step per stored step)"),
-    # QMIX on SMAX 3m at the small config: hidden 64, 16 envs x 128 steps, 1 gradient step per rollout, batch 32.
+    # QMIX on SMAX 3m at the small config: hidden 64, 16 envs x 128 steps, 1 gradient step per rollout, batch 32;
+    # the peer's mixer (embedding 64, hypernetworks 256 wide) and its agent ids (CTRolloutManager appends them).
     "qmix_rnn_smax": Case(
         "baselines/QLearning/qmix_rnn.py",
         ("baselines/QLearning/config/config.yaml", "baselines/QLearning/config/alg/ql_rnn_smax.yaml"),
         {"MAP_NAME": "3m", "HIDDEN_SIZE": 64, "NUM_EPOCHS": 1, "BUFFER_BATCH_SIZE": 32, "LEARNING_STARTS": 0,
          "TEST_DURING_TRAINING": False, "NUM_SEEDS": 1},
-        {"env": "smax", "map": "3m", "alg": "fups", "learner": "qmix", "q.hidden": 64, "q.num_envs": 16,
+        {"env": "smax", "map": "3m", "alg": "fups_id", "learner": "qmix", "q.hidden": 64, "q.num_envs": 16,
          "q.rollout_len": 128, "q.updates_per_rollout": 1, "q.batch_size": 32, "q.buffer_size": 4992,
-         "q.learning_starts": 65_536},
+         "q.learning_starts": 65_536, "q.mixer_embed": 64, "q.hypernet_hidden": 256},
         1_048_576, "the peer samples once its buffer holds 32 rollouts per env (flashbax's min_length_time_axis = "
         "batch size) and keeps 5000 // 16 = 312 per env: psjax learns from 65,536 steps on, with 4,992 sequences; "
-        "psjax's buffer also keeps each step's final observation (time limits)", merge_alg=True,
+        "psjax's buffer also keeps each step's final observation (time limits); the mixer's final-bias "
+        "hypernetwork is 256 wide in psjax (q.hypernet_hidden), 64 in the peer (its embedding)", merge_alg=True,
         epochs_keys=("NUM_EPOCHS", "q.updates_per_rollout")),
     # PQN-VDN on SMAX 3m at psjax's CPU-sized pqn preset: hidden 64, 16 envs x 128 steps, 4 epochs x 2 minibatches,
     # one Dense -> LayerNorm -> ReLU layer before the GRU; agent ids appended on both sides (the peer's
