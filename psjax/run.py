@@ -241,7 +241,6 @@ def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[
     ``jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))``.
     Host state: ``chunk`` (chunks completed), ``iteration``, ``seeds``, ``eval_key_base``.
     """
-
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise ConfigError(f"{run_dir} has no checkpoints/ to resume from")
