@@ -263,6 +263,12 @@ class Group(NamedTuple):
     final: np.ndarray  # float[S] last evaluation of every seed
 
 
+def config_diff(a: dict, b: dict, ignored: Sequence[str] = ()) -> list[str]:
+    """The dotted keys where two configs (nested or flat dicts) differ, sorted, leaving out ``ignored``."""
+    a, b = flatten(a), flatten(b)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in ignored)
+
+
 def group_runs(runs: list[Run]) -> list[Group]:
     """Pool the seeds of runs with the same (env, method, learner, evaluation policy); sorted by env, then
     the registry's method order, learner, policy.
@@ -276,10 +282,8 @@ def group_runs(runs: list[Run]) -> list[Group]:
     groups = []
     for env, method, learner, policy in keys:
         members = [r for r in runs if (r.env, r.method, r.learner, r.policy) == (env, method, learner, policy)]
-        base = {k: v for k, v in flatten(members[0].config).items() if k not in POOL_IGNORED}
         for r in members[1:]:
-            other = {k: v for k, v in flatten(r.config).items() if k not in POOL_IGNORED}
-            diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+            diff = config_diff(members[0].config, r.config, POOL_IGNORED)
             if diff:
                 warnings.warn(f"pooling {r.path.name} with {members[0].path.name} although their configs differ "
                               f"in {', '.join(diff)}", stacklevel=2)
@@ -522,8 +526,7 @@ def sweep_step(cfg, folder: pathlib.Path) -> str:
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"{folder} exists and is not a run folder; pick another out= or remove it")
     saved, wanted = flatten(to_dict(load_run_config(folder))), flatten(to_dict(cfg))
-    differ = sorted(k for k in saved.keys() | wanted.keys()
-                    if saved.get(k) != wanted.get(k) and k not in RESUME_IGNORES)
+    differ = config_diff(saved, wanted, RESUME_IGNORES)
     if differ:
         shown = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
         raise ConfigError(f"{folder} holds a run of another config ({shown}{', ...' if len(differ) > 4 else ''}); "
