@@ -471,8 +471,9 @@ def run(
     # parallel=seeds: the rows split over the devices (psjax.shard); envs: every device holds every row, and a
     # share of each row's envs and replay items
     sharding = seed_sharding(num_rows, cfg.devices) if cfg.parallel == "seeds" else None
+    mesh = None if sharding else _data_mesh(cfg)
     memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows) if sharding else \
-        memory.estimate(cfg, rows=num_rows, data_devices=_data_mesh(cfg).size)
+        memory.estimate(cfg, rows=num_rows, data_devices=mesh.size)
     memory_budget = memory.check(memory_est, cfg.memory_gb)
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
@@ -492,7 +493,7 @@ def run(
     starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
     seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     keys = np.tile(seed_keys(cfg.seed, cfg.seeds), (len(points.dirs), 1))  # every point from the same seeds
-    place = _placement(cfg, sharding, main, keys, points.columns)
+    place = _placement(sharding or mesh, main, keys, points.columns)
     init, evaluate = place.init, place.evaluate
     chunk_fns, compile_times = {}, []
 
@@ -626,17 +627,18 @@ class Placement(NamedTuple):
     put: Callable  # a restored runner onto the devices
 
 
-def _placement(cfg: TrainConfig, sharding, main, keys, columns) -> Placement:
-    """parallel=seeds: every function vmapped over the rows, split over ``sharding``'s devices; envs: each run's
-    environments, agent memory and replay items split over ``data_mesh``'s devices, the rest replicated."""
-    if cfg.parallel == "seeds":
-        return Placement(sharding.mesh.size, jit_over_seeds(main.init, sharding, num_args=2),
-                         jit_over_seeds(main.evaluate, sharding, num_args=2),
-                         lambda run_chunk: jit_over_seeds(run_chunk, sharding, donate=True),
-                         lambda runner: jax.device_put(runner, sharding))
-    from jax.sharding import NamedSharding, PartitionSpec
+def _placement(where, main, keys, columns) -> Placement:
+    """parallel=seeds (``where``: the rows' NamedSharding): every function vmapped over the rows, split over its
+    devices; envs (``where``: ``_data_mesh``'s Mesh): each run's environments, agent memory and replay items split
+    over the mesh's devices, the rest replicated."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    mesh = _data_mesh(cfg)
+    if not isinstance(where, Mesh):
+        return Placement(where.mesh.size, jit_over_seeds(main.init, where, num_args=2),
+                         jit_over_seeds(main.evaluate, where, num_args=2),
+                         lambda run_chunk: jit_over_seeds(run_chunk, where, donate=True),
+                         lambda runner: jax.device_put(runner, where))
+    mesh = where
     specs = data_parallel_specs(jax.eval_shape(jax.vmap(main.init), keys, columns), DATA_AXIS)
     whole = PartitionSpec()
     named = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
