@@ -38,6 +38,12 @@ CASES = {
                  "ac.rollout_len": 64},
     "kaleidoscope_ppo": {"alg": "kaleidoscope", "learner": "ppo", "env": "mpe_spread", "steps": 4 * 256,
                          "ac.num_envs": 4, "ac.rollout_len": 64},
+    # replay items that keep final observations at time limits only: SMAX ends by termination and by a short
+    # time limit (two truncations fit in a 16-step item), PQN learns from the rollout's items
+    "fupsid_qmix_smax": {"alg": "fups_id", "learner": "qmix", "env": "smax", "map": "3m", "time_limit": 8,
+                         "steps": 6 * 64, **TINY_Q},
+    "fupsid_pqn_lbf": {"alg": "fups_id", "learner": "pqn", "env": "lbf", "time_limit": 10, "steps": 4 * 64,
+                       "q.num_envs": 4, "q.rollout_len": 16},
     "seps_a2c": {"alg": "seps", "learner": "a2c", "env": "typed", "num_agents": 4, "steps": 2000,
                  "identity_pretrain_steps": 800, "identity_epochs": 1},
 }

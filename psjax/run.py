@@ -271,13 +271,21 @@ def _restore(manager, step: int, abstract_runner) -> dict:
         fields = getattr(abstract_runner, "_fields", ())
         empty = [f for f in fields if not jax.tree.leaves(getattr(abstract_runner, f))]
         if not empty:
-            raise
+            raise _layout_error(error) from error
         try:
             out = restore({f: getattr(abstract_runner, f) for f in fields if f not in empty})
         except ValueError:
-            raise error from None
+            raise _layout_error(error) from None
         runner = type(abstract_runner)(**out["runner"], **{f: getattr(abstract_runner, f) for f in empty})
         return {"runner": runner, "host": out["host"]}
+
+
+def _layout_error(error: ValueError) -> ConfigError:
+    return ConfigError(
+        "the checkpoint's arrays do not match what this psjax trains from the run's config: it was written by "
+        "another psjax version (for example one whose Q learners' replay items kept a final observation for "
+        "every step, before 2026-12-02) and cannot be resumed by this one; the run's logs and evaluations stay "
+        f"readable, train it again to finish it. orbax said: {str(error)[:300]}")
 
 
 # --------------------------------------------------------------------------- outputs

@@ -145,8 +145,9 @@ def test_no_checkpoint_no_resume(tmp_path, fake_factory):
         run(resume=run_dir, make_program=fake_factory)
 
 
-def test_resume_reads_a_checkpoint_written_before_runner_point(tmp_path):
-    """Checkpoints of psjax before sweeps hold no ``Runner.point``: such a run still restores and resumes."""
+def _rewritten_checkpoint(tmp_path, edit):
+    """A stopped tiny run whose last checkpoint is rewritten as ``edit(runner fields)`` (what another psjax
+    version would have saved). Returns ``(run_dir, abstract runner, runner as saved by this psjax, host)``."""
     from psjax.run import _manager, _save
     from psjax.train import make_program
 
@@ -156,12 +157,19 @@ def test_resume_reads_a_checkpoint_written_before_runner_point(tmp_path):
     run_dir = run(cfg, max_chunks=1)
     abstract = jax.eval_shape(jax.vmap(make_program(cfg, 1).init), seed_keys(cfg.seed, cfg.seeds), {})
     runner, host = load_checkpoint(run_dir, abstract)
-    manager = _manager(run_dir, create=False)  # the checkpoint rewritten as the older code wrote it
+    manager = _manager(run_dir, create=False)
     step = manager.latest_step()
     manager.delete(step)
-    _save(manager, step, {f: v for f, v in runner._asdict().items() if f != "point"}, host)
+    _save(manager, step, edit(runner._asdict()), host)
     manager.wait_until_finished()
     manager.close()
+    return run_dir, abstract, runner, host
+
+
+def test_resume_reads_a_checkpoint_written_before_runner_point(tmp_path):
+    """Checkpoints of psjax before sweeps hold no ``Runner.point``: such a run still restores and resumes."""
+    run_dir, abstract, runner, host = _rewritten_checkpoint(
+        tmp_path, lambda fields: {f: v for f, v in fields.items() if f != "point"})
     restored, restored_host = load_checkpoint(run_dir, abstract)
     assert restored_host == host and restored.point == {}
     assert jax.tree.structure(restored) == jax.tree.structure(runner)
@@ -169,3 +177,14 @@ def test_resume_reads_a_checkpoint_written_before_runner_point(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     run(None, resume=run_dir)
     assert json.loads((run_dir / "summary.json").read_text())["finished"]
+
+
+def test_checkpoint_of_another_layout_is_refused_by_name(tmp_path):
+    """A checkpoint whose arrays differ from the runner this psjax builds (another version's replay layout)
+    is refused with a ConfigError that says it cannot be resumed, not orbax's structure dump alone."""
+    def extra_arrays(fields):
+        return {**fields, "env_steps": {"count": fields["env_steps"], "extra": fields["env_steps"]}}
+
+    run_dir, abstract, _, _ = _rewritten_checkpoint(tmp_path, extra_arrays)
+    with pytest.raises(ConfigError, match="cannot be resumed"):
+        load_checkpoint(run_dir, abstract)

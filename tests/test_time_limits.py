@@ -18,6 +18,7 @@ import pytest
 from psjax import registry
 from psjax.config import EnvConfig, make_config
 from psjax.envs import make_env
+from psjax.learners.bootstrap import at_truncations, from_truncations, truncation_slots
 from psjax.train import _init, _rollout, make_parts
 
 L = 4  # the time limit under test
@@ -58,8 +59,13 @@ def test_time_limit_hands_over_the_final_observation(name):
     short = make_env(dataclasses.replace(env_cfg, time_limit=L), indication)
     longer = make_env(dataclasses.replace(env_cfg, time_limit=L + 1), indication)
     key = jax.random.PRNGKey(3)
-    ts_short = jax.jit(lambda k: _run(short, k, L))(key)
-    ts_long = jax.jit(lambda k: _run(longer, k, L))(key)
+    ts_short_all = jax.jit(lambda k: _run(short, k, 3 * L))(key)
+    ts_short = jax.tree.map(lambda x: x[:L], ts_short_all)
+    ts_long = jax.tree.map(lambda x: x[:L], jax.jit(lambda k: _run(longer, k, 3 * L))(key))
+    # a time limit is the only truncation: two of one env lie L steps apart (replay items rely on it,
+    # ``bootstrap.truncation_slots``)
+    cut = np.asarray(ts_short_all.truncated)
+    np.testing.assert_array_equal(np.asarray(ts_short_all.episode_length)[cut], L)
     done = np.asarray(ts_short.terminated | ts_short.truncated)
     # every step that did not end an episode: the final observation is the step's own observation
     for final, now in ((ts_short.final_obs, ts_short.obs), (ts_short.final_state, ts_short.state),
@@ -143,3 +149,50 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     _, q2 = net.apply(p0, zero_h, inp(obs[2, 0], no_action))  # the next episode starts from scratch
     for got, want in ((q[0, 0], q0), (q[1, 0], q1), (q_final[1, 0], qf1), (q[2, 0], q2)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_truncation_slots_bound_time_limits_per_window():
+    # ceil(T / limit): truncations of one env are a limit apart; no limit: every step
+    assert [truncation_slots(t, m) for t, m in ((128, 100), (16, 8), (16, 25), (100, 100), (101, 100),
+                                                 (5, 1), (10, 0))] == [2, 2, 1, 1, 2, 5, 10]
+
+
+def test_replay_items_keep_final_observations_at_time_limits_only():
+    """``at_truncations`` keeps each env's values at its truncated steps (padded with T), and
+    ``from_truncations`` puts them back over the next stored step's values, by hand on 2 envs x 6 steps."""
+    truncated = jnp.array([[False, True, False, False, True, False], [False] * 6])
+    values = jnp.arange(2 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 2)  # [E, T, D]
+    step, kept = at_truncations(truncated, {"x": values}, truncation_slots(6, 3))
+    np.testing.assert_array_equal(step, [[1, 4], [6, 6]])
+    np.testing.assert_array_equal(kept["x"][0], values[0, jnp.array([1, 4])])
+    back = from_truncations(step, kept, {"x": -jnp.ones((2, 6, 2))})["x"]
+    want = np.full((2, 6, 2), -1.0)
+    want[0, [1, 4]] = np.asarray(values[0, [1, 4]])
+    np.testing.assert_array_equal(back, want)
+
+
+def test_qmix_replay_item_time_limit_finals_round_trip():
+    """The Q learner's buffer holds final observations only at time limits ([E, slots, ...], about half the
+    buffer otherwise), and the sequences it learns from read them back where the time limit ended an episode:
+    SMAX 3m with an 8-step limit, 16-step items (2 slots)."""
+    cfg = make_config({"env": "smax", "map": "3m", "alg": "fups_id", "learner": "qmix", "time_limit": 8,
+                       "q.num_envs": 4, "q.rollout_len": 16, "q.learning_starts": 0, "q.buffer_size": 8,
+                       "q.batch_size": 4, "steps": 64})
+    parts = make_parts(cfg)
+    runner = _init(parts, jax.random.PRNGKey(0))
+    _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+                            runner.hidden, jax.random.PRNGKey(1), 0, 16, greedy=False)
+    state, _ = jax.jit(parts.learner.update)(runner.learner, runner.sharing, traj, runner.ts, runner.hidden,
+                                             jax.random.PRNGKey(2), 64)
+    data = jax.tree.map(lambda x: x[:4], state.buffer.data)  # the 4 items just stored, one per env
+    assert data["final_obs"].shape == (4, 2, 3, parts.env.spec.obs_dim) and data["final_step"].shape == (4, 2)
+    truncated = np.asarray(traj.done & ~traj.terminated).T  # [E, T]
+    assert truncated.any(), "no episode reached the time limit: the test would check nothing"
+    for e in range(4):
+        steps = np.flatnonzero(truncated[e])
+        np.testing.assert_array_equal(np.asarray(data["final_step"][e])[: len(steps)], steps)
+        np.testing.assert_array_equal(np.asarray(data["final_step"][e])[len(steps):], 16)
+        np.testing.assert_array_equal(np.asarray(data["final_obs"][e])[: len(steps)],
+                                      np.asarray(traj.next_obs[:, e])[steps])
+        np.testing.assert_array_equal(np.asarray(data["final_state"][e])[: len(steps)],
+                                      np.asarray(traj.next_state[:, e])[steps])

@@ -20,7 +20,7 @@ import optax
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
 from psjax.learners.batches import minibatches
-from psjax.learners.bootstrap import fill_where
+from psjax.learners.bootstrap import at_truncations, fill_where, from_truncations, truncation_slots
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.schema import TrainConfig
@@ -240,6 +240,9 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
     epsilon_at = optax.linear_schedule(qc.eps_start, qc.eps_end, qc.eps_decay_steps)
     # the same network picks and values the bootstrap action under PQN: double-Q would change nothing
     double_q = qc.double_q and not on_policy
+    # an item keeps the pre-reset next observation only where a time limit ended an episode: elsewhere it is
+    # the next stored step's (or a terminal one, read by nothing); about half the buffer otherwise
+    slots = truncation_slots(qc.rollout_len, spec.max_steps)
 
     def init(key):
         k_agent, k_mixer = jax.random.split(key)
@@ -256,9 +259,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "reward": jnp.zeros((T, n)),
             "done": jnp.zeros((T,), bool),
             "terminated": jnp.zeros((T,), bool),
-            "final_obs": jnp.zeros((T, n, spec.obs_dim)),
-            "final_state": jnp.zeros((T, spec.state_dim)),
-            "final_avail": jnp.zeros((T, n, num_actions), bool),
+            "final_step": jnp.zeros((slots,), jnp.int32),
+            "final_obs": jnp.zeros((slots, n, spec.obs_dim)),
+            "final_state": jnp.zeros((slots, spec.state_dim)),
+            "final_avail": jnp.zeros((slots, n, num_actions), bool),
             "hidden0": jax.tree.map(lambda h: h[0], model.init_hidden(1)),
             **model.stored(T),
         }
@@ -280,6 +284,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         return model.act(state.params, sharing, hidden, ts, key, choose, epsilon, greedy)
 
     def loss_fn(params, target, sharing, batch, aux_state, key):
+        batch = with_every_final(batch)
         # time-major: [T(+1), B, ...]
         b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
         done = b["done"]  # [T, B]
@@ -326,6 +331,24 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         state = state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates, aux=aux_state)
         return state, metrics
 
+    def compact_finals(traj: Transition) -> dict:
+        """Each env's pre-reset next observation, state and availability at its truncated steps: "final_step"
+        ``[E, slots]`` and "final_obs" / "final_state" / "final_avail" ``[E, slots, ...]``."""
+        finals = {"final_obs": traj.next_obs, "final_state": traj.next_state, "final_avail": traj.next_avail}
+        step, finals = at_truncations(jnp.swapaxes(traj.done & ~traj.terminated, 0, 1),
+                                      jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), finals), slots)
+        return {"final_step": step, **finals}
+
+    def with_every_final(batch: dict) -> dict:
+        """``compact_finals`` expanded for the unroll: "final_obs" ``[B, T, N, D]`` etc. hold the next stored
+        step's values, the stored final ones at truncated steps (``sequence_targets`` reads them only where
+        ``done``, and a terminal step's bootstrap is dropped)."""
+        batch = dict(batch)
+        step = batch.pop("final_step")
+        names = {"final_obs": "obs", "final_state": "state", "final_avail": "avail"}
+        return {**batch, **from_truncations(step, {k: batch[k] for k in names},
+                                            {k: batch[v][:, 1:] for k, v in names.items()})}
+
     def rollout_items(traj: Transition, last: TimeStep, hidden0):
         """The rollout as replay items, one per env: leaves ``[E, T(+1), ...]`` (``hidden0``: ``[E, ...]``)."""
         def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
@@ -341,9 +364,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             "reward": jnp.swapaxes(traj.reward, 0, 1),
             "done": jnp.swapaxes(traj.done, 0, 1),
             "terminated": jnp.swapaxes(traj.terminated, 0, 1),
-            "final_obs": jnp.swapaxes(traj.next_obs, 0, 1),
-            "final_state": jnp.swapaxes(traj.next_state, 0, 1),
-            "final_avail": jnp.swapaxes(traj.next_avail, 0, 1),
+            **compact_finals(traj),
             "hidden0": hidden0 if keep_state else jax.tree.map(jnp.zeros_like, hidden0),
             **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in model.stored(1)},
         }
