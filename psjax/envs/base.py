@@ -26,6 +26,8 @@ class EnvSpec(NamedTuple):
     obs_dim: int
     state_dim: int
     num_actions: int
+    # the time limit: an episode is truncated only when it reaches it (replay items size their time-limit
+    # slots by it, ``bootstrap.truncation_slots``); 0 = none
     max_steps: int
     agent_types: tuple[int, ...]  # per agent, e.g. SMAX unit type or speaker/listener
     team_reward: str  # "mean" (reward repeated / near-global) or "sum" (per-agent shares)
@@ -129,7 +131,8 @@ def make_env_from_raw(spec: EnvSpec, reset_raw: RawReset, step_raw: RawStep) -> 
     the ended episode's last observation (the raw step's output before the reset).
 
     ``spec.max_steps`` (when > 0) is enforced here as a time limit (truncation, never on a
-    terminal step), so raw environments may leave time limits to this helper.
+    terminal step), so raw environments may leave time limits to this helper; a raw env's own
+    ``truncated`` must come at that same limit, never earlier (``tests/test_time_limits.py``).
     """
     n, d, s, a = spec.num_agents, spec.obs_dim, spec.state_dim, spec.num_actions
 
