@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
-# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; 408 tests in
-# about 22 min on 2 idle cores with 2 workers, 2026-12-01; tests/conftest.py compiles with XLA's CPU
+# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; 414 tests in
+# about 25 min on 2 idle cores with 2 workers, 2026-12-02; tests/conftest.py compiles with XLA's CPU
 # optimisations off, which halved it). TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
