@@ -270,7 +270,8 @@ def test_role_and_group_networks_get_gradients_only_from_their_agents(built, sha
         "role": jnp.broadcast_to(jnp.array([0, 1, 0]), (T + 1, B, N)),  # nobody has role 2
         "group": jnp.zeros((T + 1, B, N), jnp.int32),  # nobody is in group 1
         "h_u": jax.random.normal(jax.random.PRNGKey(2), (T + 1, B, N, cfg.sharing.bdps_vae_hidden)),
-        "final_obs": obs[1:],
+        "final_step": jnp.array([[1, 2], [3, T]]),  # time-limit slots (T: padding)
+        "final_obs": obs[jnp.array([2, 4])],
         "action": jnp.zeros((T, B, N), jnp.int32),
     }
     hidden0 = jax.tree.map(lambda h: h[:B], model.init_hidden(B))
@@ -435,7 +436,8 @@ def test_unroll_time_limit_bootstrap_equals_hand_unroll(built, last_action_param
     obs = jax.random.normal(ks[0], (T + 1, B, N, spec.obs_dim))
     final_obs = obs[1:].at[2, 0].set(jax.random.normal(ks[1], (N, spec.obs_dim)))
     seq = {
-        "obs": obs, "final_obs": final_obs,
+        # every step a slot (slot k = step k), so q_final is checked at every step against the hand unroll
+        "obs": obs, "final_obs": final_obs, "final_step": jnp.broadcast_to(jnp.arange(T)[:, None], (T, B)),
         "action": jax.random.randint(ks[2], (T, B, N), 0, A),
         "role": jax.random.randint(ks[3], (T + 1, B, N), 0, cfg.sharing.bdps_roles),
         "group": jax.random.randint(ks[4], (T + 1, B, N), 0, cfg.sharing.bdps_groups),
@@ -476,8 +478,8 @@ def test_last_action_acting_agrees_with_unroll(built, last_action_params):
     assert hidden["last_action"].shape == (2, 3, parts.env.spec.num_actions)
     done = np.asarray(traj.done)
     assert done[:-1].any()
-    seq = {"obs": traj.obs, "final_obs": traj.next_obs[:-1], "action": traj.action[:-1],
-           **{name: traj.extras[name] for name in ("role", "group", "h_u")}}
+    seq = {"obs": traj.obs, "final_obs": traj.next_obs[:0], "final_step": jnp.zeros((0, 2), jnp.int32),
+           "action": traj.action[:-1], **{name: traj.extras[name] for name in ("role", "group", "h_u")}}
     resets = jnp.concatenate([jnp.zeros((1, 2), bool), traj.done[:-1]], 0)
     q, _ = jax.jit(model.unroll)(state.params, None, parts.learner.init_hidden(2), seq, resets)
     np.testing.assert_array_equal(masked_argmax(q, traj.avail), traj.action)

@@ -44,15 +44,17 @@ def test_td_lambda_targets_bootstrap_through_truncation():
 def test_sequence_targets_read_final_observation_after_time_limit():
     """T=2, B=1, N=1, A=2. Step 0 ends its episode by the time limit: stored obs 1 is the next
     episode's first observation (q = [100, 100]), but the target must read the final observation's
-    utilities (q_final[0]) with its own availability (action 1 unavailable) and state."""
+    utilities (q_final at its slot) with its own availability (action 1 unavailable) and state. Two slots: the
+    second is padding (step T = 2) and must change nothing."""
     q = jnp.array([[1.0, 2.0], [100.0, 100.0], [0.0, 0.0]])[:, None, None, :]
-    q_final = jnp.array([[3.0, 9.0], [0.0, 0.0]])[:, None, None, :]
+    q_final = jnp.array([[3.0, 9.0], [-50.0, 70.0]])[:, None, None, :]  # [K=2, B, N, A]
     seq = {
         "action": jnp.array([[[1]], [[0]]]),
         "reward": jnp.array([[[1.0]], [[2.0]]]),
         "done": jnp.array([[True], [False]]),
         "terminated": jnp.array([[False], [False]]),
         "avail": jnp.ones((3, 1, 1, 2), bool),
+        "final_step": jnp.array([[0], [2]]),
         "final_avail": jnp.array([[True, False], [True, True]])[:, None, None, :],
     }
     pred, y = sequence_targets((q, q_final), (q, q_final), seq, gamma=0.5, double_q=True)
@@ -76,13 +78,14 @@ def test_sequence_targets_double_q_with_masks_and_alignment():
         "avail": jnp.array([[True, True, True], [True, False, True], [True, True, True]])[:, None, None, :],
     }
     seq["terminated"] = seq["done"]
-    seq["final_avail"] = seq["avail"][1:]
-    q, q_target = (q, q[1:]), (q_target, q_target[1:])  # no truncation: final observations = next ones
+    seq["final_step"] = jnp.array([[2]])  # no truncation: one padded slot
+    seq["final_avail"] = jnp.zeros((1, 1, 1, 3), bool)
+    q, q_target = (q, -q[:1]), (q_target, -q_target[:1])
     pred, y = sequence_targets(q, q_target, seq, gamma=0.5, double_q=True)
     np.testing.assert_allclose(pred[:, 0, 0], [2.0, 1.0])
     np.testing.assert_allclose(y[:, 0, 0], [1.0 + 0.5 * 8.0, 2.0])
     # without double-Q: max of the target among available actions at obs 1 is 8 as well; change it
-    q_target2 = (q_target[0].at[1, 0, 0, 0].set(50.0), q_target[1].at[0, 0, 0, 0].set(50.0))
+    q_target2 = (q_target[0].at[1, 0, 0, 0].set(50.0), q_target[1])
     _, y2 = sequence_targets(q, q_target2, seq, gamma=0.5, double_q=False)
     _, y3 = sequence_targets(q, q_target2, seq, gamma=0.5, double_q=True)
     np.testing.assert_allclose(y2[0, 0, 0], 1.0 + 0.5 * 50.0)
@@ -97,13 +100,14 @@ def test_sequence_targets_with_vdn_team_reward():
         "done": jnp.array([[False], [False]]),
         "terminated": jnp.array([[False], [False]]),
         "avail": jnp.ones((3, 1, 2, 2), bool),
-        "final_avail": jnp.ones((2, 1, 2, 2), bool),
+        "final_step": jnp.array([[2]]),  # no truncation: one padded slot
+        "final_avail": jnp.ones((1, 1, 2, 2), bool),
         "state": jnp.zeros((3, 1, 1)),
-        "final_state": jnp.zeros((2, 1, 1)),
+        "final_state": jnp.zeros((1, 1, 1)),
     }
     vdn = VDNMixer()
     mix = lambda q_t, s: vdn.apply({}, q_t, s)  # noqa: E731
-    pred, y = sequence_targets((q, q[1:]), (q, q[1:]), seq, 1.0, True, mix, mix, lambda r: r.mean(-1))
+    pred, y = sequence_targets((q, q[:1]), (q, q[:1]), seq, 1.0, True, mix, mix, lambda r: r.mean(-1))
     # step 0: taken q = q[0,0,:,0] = [0, 2] -> 2; next: max per agent at t=1 = [5, 7] -> 12; y = 1 + 12
     np.testing.assert_allclose(pred[:, 0], [2.0, 4.0 + 6.0])
     np.testing.assert_allclose(y[:, 0], [13.0, 1.0 + 9.0 + 11.0])

@@ -28,15 +28,16 @@ def test_pqn_lambda_returns_by_hand_through_a_time_limit():
         [[2.0, 2.0], [1.0, 3.0]],  # obs 3: agent 1's action 1 unavailable, V = 2 + 1 = 3
         [[5.0, 0.0], [0.0, 1.0]],  # after the terminal step: read by nothing
     ])[:, None]
-    q_final = q[1:].at[1].set(jnp.array([[4.0, 0.0], [0.0, 6.0]]))  # the truncated episode's last obs: V = 10
+    # one slot, step 1: the truncated episode's last observation, V = 10
+    q_final = jnp.array([[[4.0, 0.0], [0.0, 6.0]]])[:, None]
     avail = jnp.ones((5, 1, 2, 2), bool).at[3, 0, 1, 1].set(False)
     seq = {
         "action": jnp.array([[1, 0], [0, 1], [0, 1], [1, 0]])[:, None],
         "reward": jnp.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])[:, None],
         "done": jnp.array([False, True, False, True])[:, None],
         "terminated": jnp.array([False, False, False, True])[:, None],
-        "avail": avail, "final_avail": avail[1:],
-        "state": jnp.zeros((5, 1, 1)), "final_state": jnp.zeros((4, 1, 1)),
+        "avail": avail, "final_step": jnp.array([[1]]), "final_avail": jnp.ones((1, 1, 2, 2), bool),
+        "state": jnp.zeros((5, 1, 1)), "final_state": jnp.zeros((1, 1, 1)),
     }
     vdn = lambda qs, state: qs.sum(-1)  # noqa: E731
     pred, y = sequence_targets((q, q_final), jax.lax.stop_gradient((q, q_final)), seq, gamma=0.5, double_q=False,

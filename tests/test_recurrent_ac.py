@@ -217,8 +217,8 @@ def test_recurrent_minibatches_must_split_the_envs():
 
 
 @pytest.mark.parametrize("truncated", [
-    [[False, True], [True, False], [True, False], [False, False]],  # three truncations: two chunks of E = 2
-    [[False, False], [False, False], [False, False], [True, False]],  # none before the last step: no loop pass
+    [[False, True], [True, False], [True, False], [False, False]],  # three truncations (a 1-step time limit)
+    [[False, False], [False, False], [False, False], [True, False]],  # none before the last step: padded slots
 ])
 def test_next_step_values_reads_stored_values_within_episodes(truncated):
     """V(o'_t): the next step's stored value inside an episode (and at terminal steps, whose bootstrap GAE drops);
@@ -229,10 +229,10 @@ def test_next_step_values_reads_stored_values_within_episodes(truncated):
     value = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1)  # [T, E, N=1]
     truncated = jnp.array(truncated)
     inputs = jnp.arange(t_len * e_len, dtype=jnp.float32).reshape(t_len, e_len, 1) * 10  # [T, E, N]
-    got = np.asarray(next_step_values(lambda x: 100 + x, inputs, value, truncated))[..., 0]
+    got = np.asarray(next_step_values(lambda x: 100 + x, inputs, value, truncated, max_steps=1))[..., 0]
     want = np.concatenate([np.asarray(value[1:, :, 0]), [[160, 170]]], 0)  # stored values; the last step's o'
     for t, e in zip(*np.nonzero(np.asarray(truncated[:-1]))):
         want[t, e] = 100 + inputs[t, e, 0]
     np.testing.assert_array_equal(got, want)
-    one = next_step_values(lambda x: 100 + x, inputs[:1], value[:1], truncated[:1])  # T = 1: the last step only
+    one = next_step_values(lambda x: 100 + x, inputs[:1], value[:1], truncated[:1], 1)  # T = 1: the last step only
     np.testing.assert_array_equal(np.asarray(one)[..., 0], [[100, 110]])

@@ -18,7 +18,7 @@ import pytest
 from psjax import registry
 from psjax.config import EnvConfig, make_config
 from psjax.envs import make_env
-from psjax.learners.bootstrap import at_truncations, from_truncations, truncation_slots
+from psjax.learners.bootstrap import at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.train import _init, _rollout, make_parts
 
 L = 4  # the time limit under test
@@ -126,17 +126,16 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     t_len, b = 3, 1
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
     obs = jax.random.normal(keys[0], (t_len + 1, b, n, d))
-    final_obs = jax.random.normal(keys[1], (t_len, b, n, d))
+    final_obs = jax.random.normal(keys[1], (2, b, n, d))  # two slots: step 1's and a padded one (step T)
     action = jax.random.randint(keys[2], (t_len, b, n), 0, a)
     done = jnp.array([[False], [True], [False]])  # step 1 ends its episode by the time limit
     resets = jnp.concatenate([jnp.zeros((1, b), bool), done])
     hidden0 = jax.tree.map(lambda h: h[0], model.init_hidden(1))
     q, q_final = model.unroll(params, None, jax.tree.map(lambda h: h[None], hidden0),
-                              {"obs": obs, "final_obs": final_obs, "action": action, "done": done,
-                               "terminated": jnp.zeros_like(done)}, resets)
-    assert q.shape == (t_len + 1, b, n, a) and q_final.shape == (t_len, b, n, a)
-    # inside the episode what step t led to is the next stored step (the network runs only at the time limit)
-    np.testing.assert_array_equal(q_final[0], q[1])
+                              {"obs": obs, "final_obs": final_obs, "final_step": jnp.array([[1], [t_len]]),
+                               "action": action, "done": done, "terminated": jnp.zeros_like(done)}, resets)
+    assert q.shape == (t_len + 1, b, n, a) and q_final.shape == (2, b, n, a)
+    assert np.isfinite(np.asarray(q_final[1])).all()  # the padded slot: finite, read by nothing
 
     net = RecurrentNet(8, a)
     p0 = jax.tree.map(lambda x: x[0], params["agent"])
@@ -145,9 +144,9 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     zero_h, no_action = jnp.zeros((n, 8)), jnp.zeros((n, a))
     h0, q0 = net.apply(p0, zero_h, inp(obs[0, 0], no_action))
     h1, q1 = net.apply(p0, h0, inp(obs[1, 0], one_hot(action[0, 0])))
-    _, qf1 = net.apply(p0, h1, inp(final_obs[1, 0], one_hot(action[1, 0])))  # the ended episode goes on
+    _, qf1 = net.apply(p0, h1, inp(final_obs[0, 0], one_hot(action[1, 0])))  # the ended episode goes on
     _, q2 = net.apply(p0, zero_h, inp(obs[2, 0], no_action))  # the next episode starts from scratch
-    for got, want in ((q[0, 0], q0), (q[1, 0], q1), (q_final[1, 0], qf1), (q[2, 0], q2)):
+    for got, want in ((q[0, 0], q0), (q[1, 0], q1), (q_final[0, 0], qf1), (q[2, 0], q2)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -158,16 +157,18 @@ def test_truncation_slots_bound_time_limits_per_window():
 
 
 def test_replay_items_keep_final_observations_at_time_limits_only():
-    """``at_truncations`` keeps each env's values at its truncated steps (padded with T), and
-    ``from_truncations`` puts them back over the next stored step's values, by hand on 2 envs x 6 steps."""
-    truncated = jnp.array([[False, True, False, False, True, False], [False] * 6])
-    values = jnp.arange(2 * 6 * 2, dtype=jnp.float32).reshape(2, 6, 2)  # [E, T, D]
-    step, kept = at_truncations(truncated, {"x": values}, truncation_slots(6, 3))
-    np.testing.assert_array_equal(step, [[1, 4], [6, 6]])
-    np.testing.assert_array_equal(kept["x"][0], values[0, jnp.array([1, 4])])
-    back = from_truncations(step, kept, {"x": -jnp.ones((2, 6, 2))})["x"]
-    want = np.full((2, 6, 2), -1.0)
-    want[0, [1, 4]] = np.asarray(values[0, [1, 4]])
+    """``truncation_steps`` lists each env's truncated steps (padded with T), ``at_steps`` keeps the values
+    there and ``with_steps`` puts them back over the next stored step's values, by hand on 6 steps x 2 envs."""
+    truncated = jnp.array([[False, True, False, False, True, False], [False] * 6]).T  # [T, E]
+    values = jnp.arange(6 * 2 * 2, dtype=jnp.float32).reshape(6, 2, 2)  # [T, E, D]
+    step = truncation_steps(truncated, truncation_slots(6, 3))
+    np.testing.assert_array_equal(step, [[1, 6], [4, 6]])  # [slots, E]
+    kept = at_steps({"x": values}, step)["x"]
+    np.testing.assert_array_equal(kept[:, 0], values[jnp.array([1, 4]), 0])
+    np.testing.assert_array_equal(kept[:, 1], values[jnp.array([5, 5]), 1])  # padding reads step T - 1
+    back = with_steps({"x": -jnp.ones((6, 2, 2))}, step, {"x": kept})["x"]
+    want = np.full((6, 2, 2), -1.0)
+    want[[1, 4], 0] = np.asarray(values[[1, 4], 0])
     np.testing.assert_array_equal(back, want)
 
 

@@ -26,7 +26,7 @@ import optax
 
 from psjax.envs.base import EnvSpec, TimeStep
 from psjax.learners.batches import minibatches
-from psjax.learners.bootstrap import fill_where
+from psjax.learners.bootstrap import apply_rows, at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, agent_params, apply_agents, apply_gathered, init_bank, unroll_agents
@@ -80,22 +80,27 @@ def gae(reward_t, value_t, next_value_t, terminated_t, done_t, gamma, lam):
     return adv, adv + value_t
 
 
-def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, truncated_t: chex.Array) -> chex.Array:
+def next_step_values(value_of: Any, inputs: Any, value_t: chex.Array, truncated_t: chex.Array,
+                     max_steps: int) -> chex.Array:
     """``V(o'_t) [T, E, N]`` for GAE, with the network run only where the rollout stored no such value.
 
     Inside an episode ``o'_t`` is the next step's observation, whose value acting stored (``value_t[t + 1]``:
     the same network on the same state). ``value_of`` runs on the stored next observation at the rollout's last
-    step (one batched call) and at time limits (``truncated_t``; ``bootstrap.fill_where``). At a terminal step
-    GAE drops the bootstrap, so the value there is ``value_t[t + 1]`` and read by nothing.
+    step and at time limits (``truncated_t``; at most ``bootstrap.truncation_slots`` per env under the env's
+    ``max_steps``), in one batched call. At a terminal step GAE drops the bootstrap, so the value there is
+    ``value_t[t + 1]`` and read by nothing.
 
     Args:
       value_of: ``inputs`` leaves ``[M, ...]`` -> ``[M, N]``; inputs: pytree, leaves ``[T, E, ...]``, each step's
         next observation and the state it continues from; value_t: ``[T, E, N]``; truncated_t: bool ``[T, E]``.
     """
     chex.assert_shape(value_t, (*truncated_t.shape, None))
-    last = value_of(jax.tree.map(lambda x: x[-1], inputs))  # [E, N]: o' of the last step opens the next rollout
-    inner = fill_where(value_of, jax.tree.map(lambda x: x[:-1], inputs), value_t[1:], truncated_t[:-1])
-    return jnp.concatenate([inner, last[None]], 0)
+    t_len = truncated_t.shape[0]
+    # the last step's o' opens the next rollout: one more slot per env, always used
+    step = jnp.concatenate([truncation_steps(truncated_t[:-1], truncation_slots(t_len - 1, max_steps)),
+                            jnp.full((1, truncated_t.shape[1]), t_len - 1, jnp.int32)], 0)
+    shifted = jnp.concatenate([value_t[1:], jnp.zeros_like(value_t[:1])], 0)
+    return with_steps(shifted, step, apply_rows(value_of, at_steps(inputs, step)))
 
 
 BANKS = ("actor", "critic")  # the slot banks of params (schema.LEARNER_KINDS["a2c"/"ppo"].banks)
@@ -305,7 +310,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             def value_of_next(inputs):
                 return net_step("critic", state.params, sharing, *inputs)[1][..., 0]
         next_value = next_step_values(value_of_next, (h_after, next_x), traj.extras["value"],
-                                      traj.done & ~traj.terminated)  # [T, E, N]
+                                      traj.done & ~traj.terminated, spec.max_steps)  # [T, E, N]
         adv, ret = gae(
             traj.reward, traj.extras["value"], next_value, traj.terminated[..., None], traj.done[..., None],
             ac.gamma, ac.gae_lambda,

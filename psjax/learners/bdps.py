@@ -62,6 +62,7 @@ import jax.numpy as jnp
 from psjax.envs import make_env, num_agents
 from psjax.envs.base import EnvSpec, team_reward
 from psjax.fields import ConfigError
+from psjax.learners.bootstrap import at_steps
 from psjax.learners.qmix import AgentModel, with_last_action
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
@@ -376,9 +377,9 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         return items
 
     def unroll(params, sharing, hidden0, seq, resets):
-        """``(q [T+1, B, N, A], q_final [T, B, N, A])`` (``AgentModel``): ``q_final[t]`` reads ``final_obs[t]``
-        from the networks' states after obs t (not reset), with step t's role, group and h_U, and a_t as the
-        last action."""
+        """``(q [T+1, B, N, A], q_final [K, B, N, A])`` (``AgentModel``): ``q_final[k]`` reads ``final_obs[k]``
+        from the networks' states after the slot's step t (not reset), with step t's role, group and h_U, and
+        a_t as the last action."""
         del sharing
         h0 = {name: hidden0[name] for name in RECURRENT if name in hidden0}
         obs, final_obs = seq["obs"], seq["final_obs"]
@@ -395,10 +396,10 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         _, (h, feats) = jax.lax.scan(step, h0, (obs, seq["h_u"], resets))
         group = seq.get("group")
         q = readout(params, feats, seq["role"], group, seq["h_u"])[0]
-        # every step's pre-reset next observation from the states the step left behind: one batched pass
-        before = lambda x: x[:-1]  # noqa: E731
-        _, q_final, _, _ = utilities(params, jax.tree.map(before, h), final_obs, before(seq["role"]),
-                                     None if group is None else before(group), before(seq["h_u"]))
+        # the pre-reset next observations at the time-limit slots, from the states those steps left behind
+        at_slot = lambda x: at_steps(x[:-1], seq["final_step"])  # noqa: E731
+        _, q_final, _, _ = utilities(params, jax.tree.map(at_slot, h), final_obs, at_slot(seq["role"]),
+                                     None if group is None else at_slot(group), at_slot(seq["h_u"]))
         return q, q_final
 
     def vae_loss(params, seq, key):

@@ -2,9 +2,11 @@
 
 Inside an episode the value (or the utilities) of what step t led to is the next stored step's, computed
 with the same parameters, state and observation; only where a time limit ended the episode does the
-ended episode's last observation need the network (a terminal step's bootstrap is dropped). The actor-critic
-learners' ``V(o'_t)`` and the Q learners' ``q_final`` both come from here. Replay items keep those last
-observations at the truncated steps only (``at_truncations``; ``from_truncations`` undoes it).
+ended episode's last observation need the network (a terminal step's bootstrap is dropped). An episode is
+truncated only at its time limit, so a window of ``T`` steps holds at most ``truncation_slots`` truncations
+per env: the network runs on those slots in one batched pass of fixed size (no loop, no step-wise pass),
+and the results are written over the next stored step's values. The actor-critic learners' ``V(o'_t)``, the
+Q learners' ``q_final`` and the replay items' final observations all use these slots.
 """
 
 from __future__ import annotations
@@ -14,41 +16,6 @@ from typing import Any, Callable
 import chex
 import jax
 import jax.numpy as jnp
-
-
-def fill_where(value_of: Callable, inputs: Any, shifted: chex.Array, need: chex.Array) -> chex.Array:
-    """``shifted`` with ``value_of``'s output at the steps marked ``need``, computed on those steps only.
-
-    The network runs in chunks of ``E`` needed steps: a ``while_loop`` of as many chunks as there are such
-    steps (none where episodes end only by termination; exact for any count, under vmap too). A while_loop is
-    not reverse-differentiable, so ``value_of``'s inputs and parameters must carry no gradient (callers read
-    these values without differentiating them; ``jax.lax.stop_gradient`` them inside a loss).
-
-    Args:
-      value_of: ``inputs`` leaves ``[M, ...]`` -> ``[M, ...]`` (one row per step, like ``shifted``'s rows).
-      inputs: pytree, leaves ``[T, E, ...]``; shifted: ``[T, E, ...]``; need: bool ``[T, E]``.
-    Returns:
-      ``[T, E, ...]``: ``value_of(inputs[t, e])`` where ``need[t, e]``, else ``shifted[t, e]``.
-    """
-    t_len, e_len = need.shape
-    chex.assert_shape(shifted, (t_len, e_len, ...))
-    size = t_len * e_len
-    if size == 0:
-        return shifted
-    flat = jax.tree.map(lambda x: x.reshape(size, *x.shape[2:]), inputs)
-    need = need.reshape(-1)
-    rank = jnp.cumsum(need) - 1
-
-    def chunk_values(carry):
-        i, out = carry
-        idx = jnp.nonzero(need & (rank // e_len == i), size=e_len, fill_value=size)[0]
-        v = value_of(jax.tree.map(lambda x: x[jnp.minimum(idx, size - 1)], flat))
-        return i + 1, out.at[idx].set(v.astype(out.dtype), mode="drop")
-
-    out = jnp.zeros((size, *shifted.shape[2:]), shifted.dtype)
-    _, out = jax.lax.while_loop(lambda c: c[0] * e_len < need.sum(), chunk_values, (jnp.int32(0), out))
-    mask = need.reshape(t_len, e_len, *(1,) * (shifted.ndim - 2))
-    return jnp.where(mask, out.reshape(shifted.shape), shifted)
 
 
 def truncation_slots(num_steps: int, max_steps: int) -> int:
@@ -62,25 +29,34 @@ def truncation_slots(num_steps: int, max_steps: int) -> int:
     return min(num_steps, -(-num_steps // max_steps))
 
 
-def at_truncations(truncated: chex.Array, values: Any, slots: int) -> tuple[chex.Array, Any]:
-    """Each env's ``values`` at its truncated steps only, the compact form a replay item stores.
-
-    Args:
-      truncated: bool ``[E, T]``, at most ``slots`` per env (``truncation_slots``); values: pytree, leaves
-        ``[E, T, ...]``.
-    Returns:
-      ``(step [E, slots], values [E, slots, ...])``: the truncated steps in order, padded with ``T`` (no step;
-      the padded values are step ``T - 1``'s and never read back).
-    """
-    t_len = truncated.shape[1]
-    step = jax.vmap(lambda row: jnp.nonzero(row, size=slots, fill_value=t_len)[0])(truncated)
-    pick = jnp.minimum(step, t_len - 1)
-    return step, jax.tree.map(lambda x: jax.vmap(lambda xe, i: xe[i])(x, pick), values)
+def truncation_steps(truncated: chex.Array, slots: int) -> chex.Array:
+    """Each env's truncated steps in order, padded with ``T`` (no step): bool ``[T, B]`` -> int ``[slots, B]``
+    (at most ``slots`` truncations per env, ``truncation_slots``)."""
+    t_len = truncated.shape[0]
+    return jax.vmap(lambda col: jnp.nonzero(col, size=slots, fill_value=t_len)[0], 1, 1)(truncated)
 
 
-def from_truncations(step: chex.Array, values: Any, elsewhere: Any) -> Any:
-    """``at_truncations`` undone: ``elsewhere`` (leaves ``[B, T, ...]``) with row ``b``, step ``step[b, k]``
-    replaced by ``values[b, k]`` (leaves ``[B, slots, ...]``); padded steps (``T``) change nothing."""
-    return jax.tree.map(
-        lambda base, v: jax.vmap(lambda x, i, u: x.at[i].set(u.astype(x.dtype), mode="drop"))(base, step, v),
-        elsewhere, values)
+def at_steps(values: Any, step: chex.Array) -> Any:
+    """``values`` (leaves ``[T, B, ...]``) at ``step [K, B]``: leaves ``[K, B, ...]``; a padded step (``T``)
+    reads step ``T - 1``, a finite value that nothing uses."""
+    def pick(x):
+        return jax.vmap(lambda xb, ib: xb[jnp.minimum(ib, x.shape[0] - 1)], 1, 1)(x, step)
+
+    return jax.tree.map(pick, values)
+
+
+def with_steps(base: Any, step: chex.Array, values: Any) -> Any:
+    """``at_steps`` undone: ``base`` (leaves ``[T, B, ...]``) with ``[step[k, b], b]`` replaced by
+    ``values[k, b]`` (leaves ``[K, B, ...]``); padded steps (``T``) change nothing."""
+    def put(x, v):
+        return jax.vmap(lambda xb, ib, vb: xb.at[ib].set(vb.astype(xb.dtype), mode="drop"), 1, 1)(x, step, v)
+
+    return jax.tree.map(put, base, values)
+
+
+def apply_rows(value_of: Callable, inputs: Any) -> chex.Array:
+    """``value_of`` on ``inputs`` (leaves ``[K, B, ...]``) as one batched call of ``K * B`` rows: ``value_of``
+    maps leaves ``[M, ...]`` to ``[M, ...]``. Returns ``[K, B, ...]``."""
+    k_len, b_len = jax.tree.leaves(inputs)[0].shape[:2]
+    out = value_of(jax.tree.map(lambda x: x.reshape(k_len * b_len, *x.shape[2:]), inputs))
+    return out.reshape(k_len, b_len, *out.shape[1:])

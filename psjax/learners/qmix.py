@@ -20,7 +20,7 @@ import optax
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
 from psjax.learners.batches import minibatches
-from psjax.learners.bootstrap import at_truncations, fill_where, from_truncations, truncation_slots
+from psjax.learners.bootstrap import at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
 from psjax.schema import TrainConfig
@@ -77,55 +77,54 @@ def td_targets(reward_t, terminated_t, done_t, q_next_t, gamma, lam=0.0):
     return g
 
 
-def after_step(x_tp1, x_final, done_t):
-    """What step t led to: ``x_final[t]`` (the ended episode's last observation's) where ``done_t``, else
-    ``x_tp1[t]`` (the next stored step's). ``x_tp1, x_final: [T, B, ...]``, ``done_t: [T, B]``."""
-    return jnp.where(done_t.reshape(done_t.shape + (1,) * (x_tp1.ndim - done_t.ndim)), x_final, x_tp1)
-
-
 def sequence_targets(
     q, q_target, seq, gamma, double_q, mix_online=None, mix_target=None, reduce_reward=None, lam=0.0
 ):
     """Predictions and double-Q TD(lambda) targets along a stored sequence.
 
     Args:
-      q, q_target: pairs ``(q [T+1, B, N, A], q_final [T, B, N, A])`` of online / target utilities for every
-        stored observation and for every step's pre-reset next observation (``AgentModel.unroll``).
+      q, q_target: pairs ``(q [T+1, B, N, A], q_final [K, B, N, A])`` of online / target utilities for every
+        stored observation and for the pre-reset next observations at the ``K`` time-limit slots
+        (``AgentModel.unroll``).
       seq: time-major dict with action [T, B, N], reward [T, B, N], done / terminated [T, B],
-        avail [T+1, B, N, A], state [T+1, B, S], final_avail [T, B, N, A], final_state [T, B, S].
-        Step t bootstraps from observation t+1, or from its final observation where done_t; only
-        terminated_t cuts the bootstrap (a time limit is not a terminal state).
+        avail [T+1, B, N, A], state [T+1, B, S], and at the slots: final_step [K, B] (the truncated steps,
+        padded with T), final_avail [K, B, N, A], final_state [K, B, S]. Step t bootstraps from observation
+        t+1, or from its final observation where a time limit ended the episode; only terminated_t cuts the
+        bootstrap (a time limit is not a terminal state; after a termination observation t+1 is read by
+        nothing).
       mix_online, mix_target: ``(q[T, B, N], state[T, B, S]) -> [T, B]`` mixers; None for IQL.
       reduce_reward: per-agent -> team reward (with a mixer).
     Returns:
       (prediction, target): [T, B] with a mixer, [T, B, N] without.
     """
     (q, q_final), (q_target, q_target_final) = q, q_target
-    done = seq["done"]
+    done, step = seq["done"], seq["final_step"]
     q_taken = jnp.take_along_axis(q[:-1], seq["action"][..., None], axis=-1)[..., 0]
-    avail_next = after_step(seq["avail"][1:], seq["final_avail"], done)
-    q_target_next = after_step(q_target[1:], q_target_final, done)
-    chooser = after_step(q[1:], q_final, done) if double_q else q_target_next
+    avail_next = with_steps(seq["avail"][1:], step, seq["final_avail"])
+    q_target_next = with_steps(q_target[1:], step, q_target_final)
+    chooser = with_steps(q[1:], step, q_final) if double_q else q_target_next
     next_choice = masked_argmax(chooser, avail_next)
     q_next = jnp.take_along_axis(q_target_next, next_choice[..., None], axis=-1)[..., 0]
     if mix_online is None:
         return q_taken, td_targets(seq["reward"], seq["terminated"][..., None], done[..., None], q_next, gamma, lam)
     pred = mix_online(q_taken, seq["state"][:-1])
-    q_next_tot = mix_target(q_next, after_step(seq["state"][1:], seq["final_state"], done))
+    q_next_tot = mix_target(q_next, with_steps(seq["state"][1:], step, seq["final_state"]))
     return pred, td_targets(reduce_reward(seq["reward"]), seq["terminated"], done, q_next_tot, gamma, lam)
 
 
 def with_last_action(seq, last0, resets, num_actions):
     """The unroll's inputs with the last action appended (pymarl's ``obs_last_action``).
 
-    ``seq`` holds "obs" [T+1, B, N, D], "final_obs" [T, B, N, D] and "action" [T, B, N]; ``last0 [B, N, A]`` is
-    the one-hot of the action before the sequence (zeros = none); ``resets [T+1, B]`` marks episode starts.
-    Returns ``(obs [T+1, B, N, D + A], final_obs [T, B, N, D + A])``: step t reads one-hot a_{t-1} (zeros where
-    an episode starts), the final observation of step t reads a_t.
+    ``seq`` holds "obs" [T+1, B, N, D], "action" [T, B, N] and at the time-limit slots "final_step" [K, B] and
+    "final_obs" [K, B, N, D]; ``last0 [B, N, A]`` is the one-hot of the action before the sequence (zeros =
+    none); ``resets [T+1, B]`` marks episode starts. Returns ``(obs [T+1, B, N, D + A], final_obs [K, B, N,
+    D + A])``: step t reads one-hot a_{t-1} (zeros where an episode starts), the final observation of step t
+    reads a_t.
     """
     taken = jax.nn.one_hot(seq["action"], num_actions, dtype=last0.dtype)
     prev = jnp.where(resets[:, :, None, None], 0.0, jnp.concatenate([last0[None], taken], axis=0))
-    return jnp.concatenate([seq["obs"], prev], -1), jnp.concatenate([seq["final_obs"], taken], -1)
+    final_obs = jnp.concatenate([seq["final_obs"], at_steps(taken, seq["final_step"])], -1)
+    return jnp.concatenate([seq["obs"], prev], -1), final_obs
 
 
 class AgentModel(NamedTuple):
@@ -141,14 +140,13 @@ class AgentModel(NamedTuple):
       exploration rate (0 when greedy); ``extras`` per-step data, the keys of ``stored`` go to the replay.
     stored(T) -> {name: zeros [T + 1, ...]} per-step extras kept in replay items (the step after the
       rollout repeats the last step's value); ``{}`` for the default model.
-    unroll(params, sharing, hidden0, seq, resets) -> (q [T+1, B, N, A], q_final [T, B, N, A]) along stored
-      sequences; ``seq`` is time-major with "obs" [T+1, B, N, D], "final_obs" [T, B, N, D], "action" [T, B, N],
-      "done" / "terminated" [T, B]
-      and the stored extras [T+1, B, ...]; resets [T+1, B]. ``q_final[t]`` are the utilities of
-      ``final_obs[t]`` (what step t led to before any reset) from the recurrent state after obs t, not reset,
-      with step t's extras and a_t as the last action: the bootstrap after a time limit. It is read only where
-      step t ended an episode by a time limit (``sequence_targets``), so a model may return anything finite
-      elsewhere (the default returns ``q[t + 1]`` there, computing the network only at truncations).
+    unroll(params, sharing, hidden0, seq, resets) -> (q [T+1, B, N, A], q_final [K, B, N, A]) along stored
+      sequences; ``seq`` is time-major with "obs" [T+1, B, N, D], "action" [T, B, N], "done" / "terminated"
+      [T, B], the stored extras [T+1, B, ...] and the K time-limit slots "final_step" [K, B] (truncated steps,
+      padded with T) and "final_obs" [K, B, N, D]; resets [T+1, B]. ``q_final[k, b]`` are the utilities of
+      ``final_obs[k, b]`` (what step t = final_step[k, b] led to before the reset) from the recurrent state
+      after obs t, not reset, with step t's extras and a_t as the last action: the bootstrap after a time
+      limit. Padded slots may hold anything finite (``sequence_targets`` reads nothing there).
     extra_loss: None or (params, target, seq, hidden0, resets, key) -> (loss, metrics), added to the TD
       loss (``seq`` also holds action, reward, done, avail, state).
     rollout_metrics: None or (traj: Transition [T, E, ...]) -> metrics of the iteration's rollout.
@@ -209,16 +207,10 @@ def recurrent_agent_model(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Ag
         # only the GRU is scanned; the dense layers run on every step at once
         h, q = unroll_agents(net, params["agent"], layout, sharing, h0, obs, resets,
                              derive=agent_derive(scheme, "agent", params, sharing))
-        # each step's pre-reset next observation from the state the step left behind: inside an episode that
-        # is q[t + 1]; the network runs only at time limits (no gradient: these utilities pick and value the
-        # bootstrap action, and at a terminal step they are read by nothing)
-        truncated = seq["done"] & ~seq["terminated"]
-        frozen = jax.lax.stop_gradient((params, h[:-1], final_obs))
-
-        def q_at(inputs):
-            return q_values(frozen[0], sharing, *inputs)[1]
-
-        return q, fill_where(q_at, frozen[1:], q[1:], truncated)
+        # the pre-reset next observations at the time-limit slots, from the state each such step left behind
+        # (no gradient: these utilities pick and value the bootstrap action)
+        frozen = jax.lax.stop_gradient((params, at_steps(h[:-1], seq["final_step"]), final_obs))
+        return q, q_values(frozen[0], sharing, *frozen[1:])[1]
 
     return AgentModel(init, init_hidden, act, lambda T: {}, unroll, None, None, ("agent",))
 
@@ -284,7 +276,6 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         return model.act(state.params, sharing, hidden, ts, key, choose, epsilon, greedy)
 
     def loss_fn(params, target, sharing, batch, aux_state, key):
-        batch = with_every_final(batch)
         # time-major: [T(+1), B, ...]
         b = {k: jnp.swapaxes(v, 0, 1) for k, v in batch.items() if k != "hidden0"}
         done = b["done"]  # [T, B]
@@ -333,21 +324,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
 
     def compact_finals(traj: Transition) -> dict:
         """Each env's pre-reset next observation, state and availability at its truncated steps: "final_step"
-        ``[E, slots]`` and "final_obs" / "final_state" / "final_avail" ``[E, slots, ...]``."""
-        finals = {"final_obs": traj.next_obs, "final_state": traj.next_state, "final_avail": traj.next_avail}
-        step, finals = at_truncations(jnp.swapaxes(traj.done & ~traj.terminated, 0, 1),
-                                      jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), finals), slots)
-        return {"final_step": step, **finals}
-
-    def with_every_final(batch: dict) -> dict:
-        """``compact_finals`` expanded for the unroll: "final_obs" ``[B, T, N, D]`` etc. hold the next stored
-        step's values, the stored final ones at truncated steps (``sequence_targets`` reads them only where
-        ``done``, and a terminal step's bootstrap is dropped)."""
-        batch = dict(batch)
-        step = batch.pop("final_step")
-        names = {"final_obs": "obs", "final_state": "state", "final_avail": "avail"}
-        return {**batch, **from_truncations(step, {k: batch[k] for k in names},
-                                            {k: batch[v][:, 1:] for k, v in names.items()})}
+        ``[E, slots]`` (padded with T) and "final_obs" / "final_state" / "final_avail" ``[E, slots, ...]``."""
+        step = truncation_steps(traj.done & ~traj.terminated, slots)  # [slots, E]
+        finals = at_steps({"final_obs": traj.next_obs, "final_state": traj.next_state,
+                           "final_avail": traj.next_avail}, step)
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), {"final_step": step, **finals})
 
     def rollout_items(traj: Transition, last: TimeStep, hidden0):
         """The rollout as replay items, one per env: leaves ``[E, T(+1), ...]`` (``hidden0``: ``[E, ...]``)."""
@@ -425,11 +406,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         def on_agent(j):
             seq = jax.tree.map(lambda x: owner(x, j, 2), {"obs": traj.obs, **extras})
             seq["obs"] = seq["obs"] if relabel is None else relabel(seq["obs"])
-            # the unroll's contract: one action / final observation fewer than observations
+            # the unroll's contract: one action fewer than observations; no time-limit slots (only q is read)
             seq["action"] = owner(traj.action[:-1], j, 2)
             seq["done"], seq["terminated"] = traj.done[:-1], traj.terminated[:-1]
-            seq["final_obs"] = owner(traj.next_obs[:-1], j, 2)
-            seq["final_obs"] = seq["final_obs"] if relabel is None else relabel(seq["final_obs"])
+            seq["final_step"] = jnp.zeros((0, traj.done.shape[1]), jnp.int32)
+            seq["final_obs"] = jnp.zeros((0, *seq["obs"].shape[1:]), seq["obs"].dtype)
             q, _ = model.unroll(state.params, sharing, jax.tree.map(lambda h: owner(h, j, 1), hidden0), seq, resets)
             return jnp.where(owner(traj.avail, j, 2), q, NEG_INF)  # [T, E, N_pol, A]
 
