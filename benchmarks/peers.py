@@ -90,7 +90,8 @@ CASES: dict[str, Case] = {
          "q.learning_starts": 65_536, "q.mixer_embed": 64, "q.hypernet_hidden": 256},
         1_048_576, "the peer samples once its buffer holds 32 rollouts per env (flashbax's min_length_time_axis = "
         "batch size) and keeps 5000 // 16 = 312 per env: psjax learns from 65,536 steps on, with 4,992 sequences; "
-        "psjax's buffer also keeps each step's final observation (time limits); the mixer's final-bias "
+        "psjax's buffer also keeps the final observations of time-limited steps (2 slots per 128-step item) and "
+        "bootstraps through them; the mixer's final-bias "
         "hypernetwork is 256 wide in psjax (q.hypernet_hidden), 64 in the peer (its embedding)", merge_alg=True,
         epochs_keys=("NUM_EPOCHS", "q.updates_per_rollout")),
     # PQN-VDN on SMAX 3m at psjax's CPU-sized pqn preset: hidden 64, 16 envs x 128 steps, 4 epochs x 2 minibatches,
