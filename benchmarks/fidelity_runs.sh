@@ -37,9 +37,11 @@ for group in $RUNS; do
     bdps_lbf) sweep bdps_lbf preset=bdps_lbf algs="bdps bdps_role bdps_team fups_id nops" seeds=$SEEDS steps=3e5 ;;
     bdps_3m_adv) "$PY" -m psjax train preset=bdps_smax env=smax map=3m alg=bdps seeds=${BDPS_SEEDS:-5} steps=${BDPS_STEPS:-2e5} \
                    bdps_advantage=mean progress=false run_name=fid_bdps_3m_adv_mean ;;
-    # PPS with the episode reward buffer and PP-PPS's RS weights
+    # PPS with the episode reward buffer and PP-PPS's RS weights; 300k on 3m and 2s3z, and 5m_vs_6m at the budget of
+    # its runs before issue 16: PPS_MAPS=5m_vs_6m PPS_STEPS=2e5
     pps_smax) for map in ${PPS_MAPS:-3m 2s3z}; do
-                sweep pps_smax_$map preset=pps_smax env=smax map=$map algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=3e5
+                sweep pps_smax_$map preset=pps_smax env=smax map=$map algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS \
+                  steps=${PPS_STEPS:-3e5}
               done ;;
     pps_lbf) sweep pps_lbf preset=pps_smax env=lbf scenario=10x10-3p-3f algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=5e5 ;;
     # PPO on SMAX 3m (terminates by win / loss, time limit 100 steps) and speaker-listener (time limit only)
