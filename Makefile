@@ -36,8 +36,9 @@ train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
 # The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; 414 tests in
-# about 25 min on 2 idle cores with 2 workers, 2026-12-02; tests/conftest.py compiles with XLA's CPU
-# optimisations off, which halved it). TEST_WORKERS=0 runs in this process.
+# 11 min 18 s on 2 idle cores with 2 workers on 2026-12-06, 24 min 28 s on 2026-12-02: this machine's speed
+# varies by up to 2x; tests/conftest.py compiles with XLA's CPU optimisations off, which halved it).
+# TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -x -q --durations=15 -m "not slow" -n $(TEST_WORKERS)
