@@ -8,6 +8,7 @@ agent and normalised so that eating all food sums to 1 over agents: team reward 
 from __future__ import annotations
 
 import re
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -174,12 +175,16 @@ def make_lbf(
         return view_.astype(jnp.float32) / scale
 
     def reset_raw(key):
-        st, ts = env.reset(key)
+        with warnings.catch_warnings():  # jumanji's grid observer scatters int 0 into a bool mask (harmless)
+            warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+            st, ts = env.reset(key)
         return st, observe(ts.observation.agents_view), global_state(st), ts.observation.action_mask
 
     def step_raw(key, st, actions):
         del key  # jumanji's LBF step is deterministic
-        st, ts = env.step(st, actions.astype(jnp.int32))
+        with warnings.catch_warnings():  # as in reset_raw
+            warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+            st, ts = env.step(st, actions.astype(jnp.int32))
         last = ts.last()
         terminated = last & jnp.all(ts.discount == 0)
         truncated = last & ~terminated
