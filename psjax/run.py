@@ -18,8 +18,9 @@ Run folder::
     eval.jsonl, eval.csv         one row per evaluation per seed (the first one before training): eval_policy
                                  (the primary policy, whose figures are eval_return / eval_won / eval_length),
                                  then eval_<policy>_return / _won / _length for every evaluated policy
-    summary.json                 param count, throughput, compile time, final evaluation (final_eval.policy
-                                 names the policy of its plain eval_* figures)
+    summary.json                 param count, throughput, compile time (a load time where compile_cache held
+                                 the program), final evaluation (final_eval.policy names the policy of its
+                                 plain eval_* figures)
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band; one eval
                                  line per evaluated policy, named with its episodes and seeds
     sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
@@ -430,6 +431,30 @@ def point_runs(run_dir: pathlib.Path, cfg: TrainConfig, create: bool) -> PointRu
     return PointRuns(cfgs, dirs, columns)
 
 
+def use_compile_cache(folder: str, limit_gb: float) -> pathlib.Path | None:
+    """Point JAX's persistent compilation cache at ``folder`` (``~`` expanded), at most ``limit_gb`` GiB (least
+    recently used programs removed beyond it): a program compiled once, by any earlier process with the same
+    JAX and device, is loaded instead of compiled. Returns the folder; None when ``folder`` is empty (JAX's
+    own setting left as it is) or cannot be created (training goes on without the cache)."""
+    if not folder:
+        return None
+    path = pathlib.Path(folder).expanduser().resolve()
+    limit = int(limit_gb * 2**30)
+    if jax.config.jax_compilation_cache_dir == str(path) and jax.config.jax_compilation_cache_max_size == limit:
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"psjax: compile_cache={folder} unusable ({e}); compiling without it", file=sys.stderr)
+        return None
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_compilation_cache_max_size", limit)
+    compilation_cache.reset_cache()  # JAX opens its cache once per process: reopen it at this folder
+    return path
+
+
 def _default_make_program(cfg: TrainConfig, chunk_iters: int):
     from psjax.train import make_program  # imported late: the trainer is the heavy part
 
@@ -468,6 +493,7 @@ def run(
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
     multi = initialize_distributed(cfg)  # before any computation (distributed=on)
+    cache = use_compile_cache(cfg.compile_cache, cfg.compile_cache_gb)
     if multi and resume is None and not cfg.run_name:
         raise ConfigError("distributed=on needs run_name: every process must name the same run folder; allowed: "
                           "any folder name, e.g. run_name=$SLURM_JOB_ID")
@@ -608,6 +634,7 @@ def run(
         "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
         "session_wall_s": time.perf_counter() - t_start,
         **_timing(times, sum(compile_times) if compile_times else None, spi * num_rows),
+        "compile_cache": str(cache) if cache else None,  # compile_s is a load time where the cache held the program
     }
     from psjax import registry
     from psjax.sharing.report import plot_distance, plot_snd

@@ -370,6 +370,13 @@ class TrainConfig:
         "eval_<policy>_return etc.", choices=("auto", "greedy", "sample", "both"))
     checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
     out_dir: str = _f("runs", "parent folder of run folders")
+    compile_cache: str = _f("~/.cache/psjax/xla", "folder of JAX's persistent compilation cache for psjax.run / "
+                            "`psjax train`: a program compiled before (same config, JAX version and device) is loaded "
+                            "from here instead of compiled again, e.g. on resume, repeated runs and compare-sweep's "
+                            "seeds; summary.json's compile_s then counts the load; empty = leave JAX's own setting "
+                            "(off unless JAX_COMPILATION_CACHE_DIR is set)")
+    compile_cache_gb: float = _f(4.0, "size limit of compile_cache (GiB): the least recently used programs are "
+                                 "removed beyond it", min=0.01)
     run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
     progress: bool = _f(True, "show a progress bar")
     logger: str = _f("none", "logging backends beside the run folder's JSONL / CSV (psjax.backends; each an extra: "

@@ -129,6 +129,35 @@ def test_vmapped_seed_equals_single_seed(tmp_path, fake_factory):
             r.get("loss", r.get("eval_return")) for r in single]
 
 
+def test_compile_cache_serves_a_repeated_run(tmp_path, fake_factory):
+    """compile_cache: a run stores its compiled programs in the folder, an identical later run loads them from
+    there (JAX reports cache hits) and logs the same numbers; summary.json names the folder."""
+    cache = tmp_path / "xla"
+    hits = []
+
+    def listener(event, **_):
+        if event == "/jax/compilation_cache/cache_hits":
+            hits.append(event)
+
+    min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # the fake programs compile in ms
+    jax.monitoring.register_event_listener(listener)
+    try:
+        first = run(_cfg(tmp_path, "first", compile_cache=str(cache)), make_program=fake_factory)
+        assert any(cache.iterdir()) and not hits
+        second = run(_cfg(tmp_path, "second", compile_cache=str(cache)), make_program=fake_factory)
+        assert hits
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        assert (first / name).read_text() == (second / name).read_text()
+    assert json.loads((second / "summary.json").read_text())["compile_cache"] == str(cache.resolve())
+    # empty: JAX's own setting stays as it is, and the summary says no cache was set
+    third = run(_cfg(tmp_path, "third", compile_cache=""), make_program=fake_factory)
+    assert json.loads((third / "summary.json").read_text())["compile_cache"] is None
+
+
 def test_refuses_existing_run_folder_and_config_mismatch(tmp_path, fake_factory):
     cfg = _cfg(tmp_path, "taken", eval_every=1.0)
     run_dir = run(cfg, make_program=fake_factory)
