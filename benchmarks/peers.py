@@ -247,6 +247,38 @@ def breakdown(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats
     return out
 
 
+def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -> dict[str, Any]:
+    """What each side's compile time is made of: tracing and lowering to StableHLO apart from XLA's own
+    compilation, the size of the optimised program (instructions, fusions: XLA's CPU backend emits one
+    function per fusion), and for psjax its initialisation alone (the orthogonal init's loops)."""
+    import re
+
+    import jax
+
+    from psjax.config import make_config
+    from psjax.train import make_parts
+
+    key = jax.random.PRNGKey(0)
+    peer_fn, peer_steps = peer_train(case, peer_dir, steps)
+    ours_fn, _, _ = psjax_train(case, peer_steps)
+    out = {"case": name}
+    for side, fn in (("peer", peer_fn), ("psjax", ours_fn)):
+        start = time.perf_counter()
+        lowered = jax.jit(fn).lower(key)
+        lower_s = time.perf_counter() - start
+        start = time.perf_counter()
+        text = lowered.compile().as_text()
+        ops = re.findall(r"=\s*\S+\s+([\w-]+)\(", text)
+        out[side] = {"lower_s": round(lower_s, 2), "xla_compile_s": round(time.perf_counter() - start, 2),
+                     "instructions": len(ops), "fusions": ops.count("fusion")}
+    overrides = {k: v for k, v in case.psjax.items() if k != "preset"}
+    cfg = make_config({**overrides, "steps": peer_steps, "eval_every": 0}, preset=case.psjax.get("preset"))
+    start = time.perf_counter()
+    jax.jit(make_parts(cfg).learner.init).lower(key).compile()
+    out["psjax"]["init_compile_s"] = round(time.perf_counter() - start, 2)
+    return out
+
+
 def markdown(results: list[dict]) -> str:
     lines = ["| case | peer env steps/s | psjax env steps/s | x peer | peer compile s | psjax compile s | env steps "
              "per call |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -274,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--psjax-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override psjax's side of every case (repeatable), e.g. ac.shared_torso=false")
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--compile-profile", action="store_true",
+                   help="also split each side's compile time: lowering, XLA's compilation, the optimised program's "
+                        "size, and psjax's initialisation compiled alone")
     p.add_argument("--breakdown", action="store_true",
                    help="also split each side's iteration into its gradient passes and the rest (times every "
                         "case twice more: one pass and max(2, default) passes per iteration)")
@@ -303,6 +338,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {side}: {b[side]['ms_per_pass']:.1f} ms per gradient pass, {b[side]['ms_rest']:.1f} ms for "
                       f"the rest of an iteration ({b['passes']} passes: {b[side]['ms_per_iteration']:.1f} ms)",
                       flush=True)
+        if args.compile_profile and "error" not in r:
+            c = compile_profile(name, case, args.peer_dir.expanduser(), args.steps or case.steps)
+            r["compile_profile"] = c
+            for side in ("peer", "psjax"):
+                init = f", its init alone {c[side]['init_compile_s']} s" if side == "psjax" else ""
+                print(f"  {side} compile: lowering {c[side]['lower_s']} s, XLA {c[side]['xla_compile_s']} s, "
+                      f"{c[side]['instructions']:,} instructions, {c[side]['fusions']:,} fusions{init}", flush=True)
         results.append(r)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or REPO / "benchmarks" / "results" / f"peers-{socket.gethostname()}-{stamp}.json"
