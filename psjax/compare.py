@@ -52,7 +52,8 @@ from psjax.schema import flatten
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
 # eval_policy: the policy compared is part of a row's identity (Group.policy), so both vs sample may pool.
-POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "eval_policy")
+POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "eval_policy", "compile_cache",
+                "compile_cache_gb")
 SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
 SWEEP_ALGS = ("fups", "nops", "seps")
 SWEEP_LEARNER = "ppo"

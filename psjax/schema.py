@@ -371,10 +371,10 @@ class TrainConfig:
     checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
     out_dir: str = _f("runs", "parent folder of run folders")
     compile_cache: str = _f("~/.cache/psjax/xla", "folder of JAX's persistent compilation cache for psjax.run / "
-                            "`psjax train`: a program compiled before (same config, JAX version and device) is loaded "
-                            "from here instead of compiled again, e.g. on resume, repeated runs and compare-sweep's "
-                            "seeds; summary.json's compile_s then counts the load; empty = leave JAX's own setting "
-                            "(off unless JAX_COMPILATION_CACHE_DIR is set)")
+                            "`psjax train`: a program compiled before (same config, JAX version and device) is "
+                            "loaded from here instead of compiled again (a resumed run, a rerun, another seed of the "
+                            "same config run apart); summary.json's compile_s then counts the load; empty = leave "
+                            "JAX's own setting (off unless JAX_COMPILATION_CACHE_DIR is set)")
     compile_cache_gb: float = _f(4.0, "size limit of compile_cache (GiB): the least recently used programs are "
                                  "removed beyond it", min=0.01)
     run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
