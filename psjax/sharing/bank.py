@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class SlotLayout(NamedTuple):
@@ -63,8 +64,12 @@ def apply_gathered(apply_fn: Callable, agents: AgentParams, *xs: Any):
     """``apply_fn(params, *xs, masks)`` for every agent with ``agents`` (``agent_params``): ``xs [..., N, F]`` ->
     outputs ``[..., N, F']``."""
     if not agents.per_agent:
-        # [N, H] masks broadcast against [..., N, H] activations: no gather, no vmap.
-        return apply_fn(agents.params, *xs, agents.masks)
+        # one parameter set: every agent of every env is a row ([M * N, F]; masks tiled), no gather, no vmap
+        lead = jax.tree.leaves(xs)[0].shape[:-1]  # [..., N]
+        rows = int(np.prod(lead))
+        masks = None if agents.masks is None else tuple(jnp.tile(m, (rows // m.shape[0], 1)) for m in agents.masks)
+        out = apply_fn(agents.params, *jax.tree.map(lambda x: x.reshape(rows, *x.shape[len(lead):]), xs), masks)
+        return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[1:]), out)
     xs = jax.tree.map(lambda x: jnp.moveaxis(x, -2, 0), xs)
     out = jax.vmap(apply_fn, in_axes=(agents.axes,) + (0,) * (len(xs) + 1))(agents.params, *xs, agents.masks)
     return jax.tree.map(lambda o: jnp.moveaxis(o, 0, -2), out)
