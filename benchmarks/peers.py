@@ -171,15 +171,21 @@ def peer_train(case: Case, peer_dir: pathlib.Path, steps: int, epochs: int | Non
 
 
 # --------------------------------------------------------------------------- psjax's side
-def psjax_train(case: Case, steps: int, epochs: int | None = None) -> tuple[Callable, int, dict]:
+def psjax_config(case: Case, steps: int, epochs: int | None = None):
+    """psjax's ``TrainConfig`` for ``case`` at ``steps`` env steps (no evaluation)."""
     from psjax.config import make_config
-    from psjax.schema import to_dict
-    from psjax.train import make_train
 
     overrides = {k: v for k, v in case.psjax.items() if k != "preset"}
     if epochs is not None:
         overrides[case.epochs_keys[1]] = epochs
-    cfg = make_config({**overrides, "steps": steps, "eval_every": 0}, preset=case.psjax.get("preset"))
+    return make_config({**overrides, "steps": steps, "eval_every": 0}, preset=case.psjax.get("preset"))
+
+
+def psjax_train(case: Case, steps: int, epochs: int | None = None) -> tuple[Callable, int, dict]:
+    from psjax.schema import to_dict
+    from psjax.train import make_train
+
+    cfg = psjax_config(case, steps, epochs)
     return make_train(cfg), cfg.num_iterations * cfg.steps_per_iteration, to_dict(cfg)
 
 
@@ -255,7 +261,6 @@ def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -
 
     import jax
 
-    from psjax.config import make_config
     from psjax.train import make_parts
 
     key = jax.random.PRNGKey(0)
@@ -271,10 +276,8 @@ def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -
         ops = re.findall(r"=\s*\S+\s+([\w-]+)\(", text)
         out[side] = {"lower_s": round(lower_s, 2), "xla_compile_s": round(time.perf_counter() - start, 2),
                      "instructions": len(ops), "fusions": ops.count("fusion")}
-    overrides = {k: v for k, v in case.psjax.items() if k != "preset"}
-    cfg = make_config({**overrides, "steps": peer_steps, "eval_every": 0}, preset=case.psjax.get("preset"))
     start = time.perf_counter()
-    jax.jit(make_parts(cfg).learner.init).lower(key).compile()
+    jax.jit(make_parts(psjax_config(case, peer_steps)).learner.init).lower(key).compile()
     out["psjax"]["init_compile_s"] = round(time.perf_counter() - start, 2)
     return out
 

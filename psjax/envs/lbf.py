@@ -7,6 +7,7 @@ agent and normalised so that eating all food sums to 1 over agents: team reward 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 from typing import NamedTuple
@@ -23,6 +24,15 @@ MAX_AGENT_LEVEL = 2
 NUM_ACTIONS = 6  # noop, up, down, left, right, load
 SCENARIO_FORM = "GRIDxGRID-Np-Mf[-coop] (e.g. 8x8-2p-2f-coop, 10x10-3p-3f)"
 _SCENARIO_RE = re.compile(r"^(\d+)x(\d+)-(\d+)p-(\d+)f(-coop)?$")
+
+
+@contextlib.contextmanager
+def _quiet_observer():
+    """jumanji's grid observer scatters an int 0 into a bool mask, which JAX warns about at trace time
+    (harmless): silence that one warning around jumanji's reset and step."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+        yield
 
 
 class LBFScenario(NamedTuple):
@@ -175,15 +185,13 @@ def make_lbf(
         return view_.astype(jnp.float32) / scale
 
     def reset_raw(key):
-        with warnings.catch_warnings():  # jumanji's grid observer scatters int 0 into a bool mask (harmless)
-            warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+        with _quiet_observer():
             st, ts = env.reset(key)
         return st, observe(ts.observation.agents_view), global_state(st), ts.observation.action_mask
 
     def step_raw(key, st, actions):
         del key  # jumanji's LBF step is deterministic
-        with warnings.catch_warnings():  # as in reset_raw
-            warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+        with _quiet_observer():
             st, ts = env.step(st, actions.astype(jnp.int32))
         last = ts.last()
         terminated = last & jnp.all(ts.discount == 0)

@@ -61,6 +61,12 @@ def agent_params(bank: Any, layout: SlotLayout, sharing: SharingState, derive: C
     return AgentParams(params, 0, masks, True)
 
 
+def rows_masks(masks: tuple | None, copies: int) -> tuple | None:
+    """``[N, H]`` masks for activations whose agents are rows of ``copies`` blocks (``[copies * N, H]``, row
+    ``c * N + i`` is agent i), or None."""
+    return None if masks is None else tuple(jnp.tile(m, (copies, 1)) for m in masks)
+
+
 def apply_gathered(apply_fn: Callable, agents: AgentParams, *xs: Any):
     """``apply_fn(params, *xs, masks)`` for every agent with ``agents`` (``agent_params``): ``xs [..., N, F]`` ->
     outputs ``[..., N, F']``."""
@@ -68,7 +74,7 @@ def apply_gathered(apply_fn: Callable, agents: AgentParams, *xs: Any):
         # one parameter set: every agent of every env is a row ([M * N, F]; masks tiled), no gather, no vmap
         lead = jax.tree.leaves(xs)[0].shape[:-1]  # [..., N]
         rows = int(np.prod(lead))
-        masks = None if agents.masks is None else tuple(jnp.tile(m, (rows // m.shape[0], 1)) for m in agents.masks)
+        masks = rows_masks(agents.masks, rows // lead[-1])
         out = apply_fn(agents.params, *jax.tree.map(lambda x: x.reshape(rows, *x.shape[len(lead):]), xs), masks)
         return jax.tree.map(lambda o: o.reshape(*lead, *o.shape[1:]), out)
     xs = jax.tree.map(lambda x: jnp.moveaxis(x, -2, 0), xs)
@@ -118,7 +124,7 @@ def unroll_agents(net: Any, bank: Any, layout: SlotLayout, sharing: SharingState
         # one parameter set: the agents are rows like the batch's; a [B * N, F] matrix per step multiplies
         # faster on CPU than a [B, N, F] one (1.12x on recurrent IPPO), above all in the backward pass
         t_len, b_len, n_len = x.shape[:3]
-        masks = None if agents.masks is None else tuple(jnp.tile(m, (b_len, 1)) for m in agents.masks)
+        masks = rows_masks(agents.masks, b_len)
         features = net.apply(agents.params, x.reshape(t_len, b_len * n_len, *x.shape[3:]), masks, method="pre")
 
         def step(h, inputs):
