@@ -256,12 +256,16 @@ def breakdown(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats
 def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -> dict[str, Any]:
     """What each side's compile time is made of: tracing and lowering to StableHLO apart from XLA's own
     compilation, the size of the optimised program (instructions, fusions: XLA's CPU backend emits one
-    function per fusion), and for psjax its initialisation alone (the orthogonal init's loops)."""
+    function per fusion), and for psjax its learner's initialisation alone (the orthogonal init's loops) and the
+    two programs ``psjax train`` compiles in place of the whole one: the runner's initialisation and the chunk
+    of iterations (the training loop the peer's program also holds)."""
     import re
 
     import jax
+    import jax.numpy as jnp
 
-    from psjax.train import make_parts
+    from psjax.shard import jit_over_seeds, seed_sharding
+    from psjax.train import make_parts, make_program
 
     key = jax.random.PRNGKey(0)
     peer_fn, peer_steps = peer_train(case, peer_dir, steps)
@@ -276,9 +280,22 @@ def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -
         ops = re.findall(r"=\s*\S+\s+([\w-]+)\(", text)
         out[side] = {"lower_s": round(lower_s, 2), "xla_compile_s": round(time.perf_counter() - start, 2),
                      "instructions": len(ops), "fusions": ops.count("fusion")}
+    cfg = psjax_config(case, peer_steps)
     start = time.perf_counter()
-    jax.jit(make_parts(psjax_config(case, peer_steps)).learner.init).lower(key).compile()
+    jax.jit(make_parts(cfg).learner.init).lower(key).compile()
     out["psjax"]["init_compile_s"] = round(time.perf_counter() - start, 2)
+    # what ``psjax train`` compiles instead of one whole program: the runner's initialisation (env reset, learner
+    # init) and the chunk of iterations, each vmapped over the seeds (here one) and compiled apart
+    program = make_program(cfg, cfg.num_iterations)
+    where = seed_sharding(1)
+    keys = jnp.stack([key])
+    start = time.perf_counter()
+    jit_over_seeds(program.init, where).lower(keys).compile()
+    out["psjax"]["run_init_compile_s"] = round(time.perf_counter() - start, 2)
+    runner = jax.eval_shape(jax.vmap(program.init), keys)
+    start = time.perf_counter()
+    jit_over_seeds(program.run_chunk, where, donate=True).lower(runner).compile()
+    out["psjax"]["run_chunk_compile_s"] = round(time.perf_counter() - start, 2)
     return out
 
 
@@ -311,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--compile-profile", action="store_true",
                    help="also split each side's compile time: lowering, XLA's compilation, the optimised program's "
-                        "size, and psjax's initialisation compiled alone")
+                        "size, psjax's learner init compiled alone, and the init and chunk programs psjax train "
+                        "compiles in place of the whole one")
     p.add_argument("--breakdown", action="store_true",
                    help="also split each side's iteration into its gradient passes and the rest (times every "
                         "case twice more: one pass and max(2, default) passes per iteration)")
@@ -345,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             c = compile_profile(name, case, args.peer_dir.expanduser(), args.steps or case.steps)
             r["compile_profile"] = c
             for side in ("peer", "psjax"):
-                init = f", its init alone {c[side]['init_compile_s']} s" if side == "psjax" else ""
+                init = (f", its learner init alone {c[side]['init_compile_s']} s; as psjax train compiles it: "
+                        f"init program {c[side]['run_init_compile_s']} s, chunk program "
+                        f"{c[side]['run_chunk_compile_s']} s") if side == "psjax" else ""
                 print(f"  {side} compile: lowering {c[side]['lower_s']} s, XLA {c[side]['xla_compile_s']} s, "
                       f"{c[side]['instructions']:,} instructions, {c[side]['fusions']:,} fusions{init}", flush=True)
         results.append(r)

@@ -103,6 +103,31 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
     assert (full / "eval.csv").read_text() == (resumed / "eval.csv").read_text()
 
 
+@pytest.mark.parametrize("vmapped", [False, True])
+def test_no_gradient_step_before_learning_starts(vmapped):
+    """An iteration whose env steps (counted after its rollout: 128 per iteration here) are below
+    ``q.learning_starts`` takes no gradient step: every learner metric NaN, the parameters as initialised;
+    from the first that reaches it on, every iteration takes ``updates_per_rollout`` steps. Vmapped over seeds
+    the predicate is batched (``lax.cond`` becomes a select): the same."""
+    from jax.flatten_util import ravel_pytree
+
+    from psjax.train import _init
+
+    cfg = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 512, "steps": 768})
+    keys = seed_keys(0, 2)
+    train = jax.jit(jax.vmap(make_train(cfg))) if vmapped else jax.jit(make_train(cfg))
+    runner, metrics = train(keys if vmapped else keys[0])
+    for name in ("loss", "grad_norm", "q_taken", "td_abs"):
+        m = np.asarray(metrics[name]).reshape(-1, 6)
+        assert np.isnan(m[:, :3]).all() and np.isfinite(m[:, 3:]).all(), name
+    np.testing.assert_array_equal(np.asarray(runner.learner.updates).reshape(-1), 3 * cfg.q.updates_per_rollout)
+
+    early = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 512, "steps": 384})
+    params = jax.jit(make_train(early))(keys[0])[0].learner.params
+    initial = jax.jit(lambda k: _init(make_parts(early), k))(keys[0]).learner.params
+    np.testing.assert_array_equal(ravel_pytree(params)[0], ravel_pytree(initial)[0])
+
+
 @pytest.mark.parametrize("tau", [0.0, 0.25])
 def test_target_updates_hard_and_soft(tau):
     """Hard: the target is the online network after every ``target_update_interval``-th gradient step and

@@ -16,6 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+from jax.extend.core import jaxpr_as_fun
 
 from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
@@ -374,11 +375,17 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
             state, metrics = jax.lax.scan(body, state, jax.random.split(key, qc.updates_per_rollout))
             return state, jax.tree.map(jnp.mean, metrics)
 
-        def skip(state):  # NaN for every metric ``learn`` reports, whichever the loss terms are
-            shapes = jax.eval_shape(learn, state)[1]
-            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+        # traced once: ``skip`` needs the metrics ``learn`` reports (whichever the loss terms are), and a second
+        # trace of the whole gradient step (``jax.eval_shape``) cost as much lowering time as the first
+        traced, out_shapes = jax.make_jaxpr(learn, return_shape=True)(state)
 
-        return jax.lax.cond(step >= qc.learning_starts, learn, skip, state)
+        def learn_traced(state):
+            return jax.tree.unflatten(jax.tree.structure(out_shapes), jaxpr_as_fun(traced)(*jax.tree.leaves(state)))
+
+        def skip(state):  # NaN for every metric
+            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), out_shapes[1])
+
+        return jax.lax.cond(step >= qc.learning_starts, learn_traced, skip, state)
 
     def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
         items = rollout_items(traj, last, hidden0)
