@@ -239,7 +239,9 @@ def breakdown(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats
     """Each side's ms per iteration split into its gradient passes and the rest (rollout, targets, metrics,
     logging), by timing it with one pass and with ``max(2, default)`` passes per iteration: the difference
     is the passes' cost, so neither program needs instrumenting."""
-    cfg_epochs = psjax_train(case, steps)[2]
+    from psjax.schema import to_dict
+
+    cfg_epochs = to_dict(psjax_config(case, steps))
     section, field = case.epochs_keys[1].split(".")
     many = max(2, cfg_epochs[section][field])
     one, more = measure(name, case, peer_dir, steps, repeats, 1), measure(name, case, peer_dir, steps, repeats, many)
