@@ -111,6 +111,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     info = throughput.environment_info(sys.argv[1:] if argv is None else argv)
     rows, start = [], time.perf_counter()
+    out = args.out or REPO / "benchmarks" / "results" / f"device_suite-{info['host']}-{info['date'][:19]}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> dict[str, Any]:  # after every row: a run stopped by its time limit keeps what it measured
+        doc = {"info": info, "rows": rows, "elapsed_s": time.perf_counter() - start}
+        out.write_text(json.dumps(doc, indent=1, default=str))
+        return doc
+
     for label, overrides, seeds in grid(args):
         if time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:.0f} s spent: {label} and later not run", flush=True)
@@ -125,10 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r = {"label": label, "seeds": seeds, "error": f"{type(e).__name__}: {str(e)[:200]}"}
             print(f"{label}: error: {r['error']}", flush=True)
         rows.append(r)
-    doc = {"info": info, "rows": rows, "elapsed_s": time.perf_counter() - start}
-    out = args.out or REPO / "benchmarks" / "results" / f"device_suite-{info['host']}-{info['date'][:19]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=1, default=str))
+        save()
+    doc = save()
     if args.markdown:
         print(markdown(rows))
     print(f"wrote {out}")

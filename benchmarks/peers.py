@@ -343,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(kv.split("=", 1) for kv in args.psjax_set)
     import jax
 
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or REPO / "benchmarks" / "results" / f"peers-{socket.gethostname()}-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"command": " ".join(sys.argv), "date": stamp, "host": socket.gethostname(),
+            "machine": platform.machine(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
     results = []
     for name in names:
         case = dataclasses.replace(CASES[name], psjax={**CASES[name].psjax, **extra})
@@ -371,12 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {side} compile: lowering {c[side]['lower_s']} s, XLA {c[side]['xla_compile_s']} s, "
                       f"{c[side]['instructions']:,} instructions, {c[side]['fusions']:,} fusions{init}", flush=True)
         results.append(r)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "benchmarks" / "results" / f"peers-{socket.gethostname()}-{stamp}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join(sys.argv), "date": stamp, "host": socket.gethostname(),
-            "machine": platform.machine(), "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
+        # after every case: a run stopped by a time limit keeps the cases it finished
+        out.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     if args.markdown:
         print(markdown(results))
     print(f"wrote {out}")
