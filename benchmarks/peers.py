@@ -190,20 +190,23 @@ def psjax_train(case: Case, steps: int, epochs: int | None = None) -> tuple[Call
 
 
 # --------------------------------------------------------------------------- timing
+def timed(fn: Callable, *args) -> tuple[Any, float]:
+    """``fn(*args)`` and its wall time in seconds."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
 def compile_timed(train: Callable, key) -> tuple[Callable, float]:
     import jax
 
-    start = time.perf_counter()
-    compiled = jax.jit(train).lower(key).compile()
-    return compiled, time.perf_counter() - start
+    return timed(lambda: jax.jit(train).lower(key).compile())
 
 
 def run_timed(compiled: Callable, key) -> float:
     import jax
 
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(key))
-    return time.perf_counter() - start
+    return timed(lambda: jax.block_until_ready(compiled(key)))[1]
 
 
 def measure(name: str, case: Case, peer_dir: pathlib.Path, steps: int, repeats: int,
@@ -274,30 +277,23 @@ def compile_profile(name: str, case: Case, peer_dir: pathlib.Path, steps: int) -
     ours_fn, _, _ = psjax_train(case, peer_steps)
     out = {"case": name}
     for side, fn in (("peer", peer_fn), ("psjax", ours_fn)):
-        start = time.perf_counter()
-        lowered = jax.jit(fn).lower(key)
-        lower_s = time.perf_counter() - start
-        start = time.perf_counter()
-        text = lowered.compile().as_text()
-        ops = re.findall(r"=\s*\S+\s+([\w-]+)\(", text)
-        out[side] = {"lower_s": round(lower_s, 2), "xla_compile_s": round(time.perf_counter() - start, 2),
+        lowered, lower_s = timed(jax.jit(fn).lower, key)
+        compiled, xla_s = timed(lowered.compile)
+        ops = re.findall(r"=\s*\S+\s+([\w-]+)\(", compiled.as_text())
+        out[side] = {"lower_s": round(lower_s, 2), "xla_compile_s": round(xla_s, 2),
                      "instructions": len(ops), "fusions": ops.count("fusion")}
     cfg = psjax_config(case, peer_steps)
-    start = time.perf_counter()
-    jax.jit(make_parts(cfg).learner.init).lower(key).compile()
-    out["psjax"]["init_compile_s"] = round(time.perf_counter() - start, 2)
+    out["psjax"]["init_compile_s"] = round(compile_timed(make_parts(cfg).learner.init, key)[1], 2)
     # what ``psjax train`` compiles instead of one whole program: the runner's initialisation (env reset, learner
     # init) and the chunk of iterations, each vmapped over the seeds (here one) and compiled apart
     program = make_program(cfg, cfg.num_iterations)
     where = seed_sharding(1)
     keys = jnp.stack([key])
-    start = time.perf_counter()
-    jit_over_seeds(program.init, where).lower(keys).compile()
-    out["psjax"]["run_init_compile_s"] = round(time.perf_counter() - start, 2)
     runner = jax.eval_shape(jax.vmap(program.init), keys)
-    start = time.perf_counter()
-    jit_over_seeds(program.run_chunk, where, donate=True).lower(runner).compile()
-    out["psjax"]["run_chunk_compile_s"] = round(time.perf_counter() - start, 2)
+    out["psjax"]["run_init_compile_s"] = round(timed(
+        lambda: jit_over_seeds(program.init, where).lower(keys).compile())[1], 2)
+    out["psjax"]["run_chunk_compile_s"] = round(timed(
+        lambda: jit_over_seeds(program.run_chunk, where, donate=True).lower(runner).compile())[1], 2)
     return out
 
 
