@@ -2,7 +2,7 @@
 #
 # make train ENV=smax ALG=bdps MAP=5m_vs_6m SEEDS=4 STEPS=2e6 ARGS="lr=5e-4 eval_every=0.1"
 # Each variable is passed only when set on the make command line (not from the environment,
-# where a shell's ENV could leak in); with none of them, configs/default.yaml is used.
+# where a shell's ENV could leak in); with none of them, psjax/configs/default.yaml is used.
 
 PYTHON ?= python3
 VENV := .venv

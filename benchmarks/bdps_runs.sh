@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # BDPS comparison runs (issue 6): BDPS, its two ablations (bdps_role = individual level only, bdps_team =
 # team level only), QMIX FuPS+id and QMIX NoPS on SMAX 3m and 5m_vs_6m and LBF 15x15-4p-5f, at equal
-# steps and QMIX settings (configs/bdps_smax.yaml = configs/smax_3m_qmix.yaml at 8 updates per rollout + the BDPS options), several
+# steps and QMIX settings (psjax/configs/bdps_smax.yaml = psjax/configs/smax_3m_qmix.yaml at 8 updates per rollout + the BDPS options), several
 # seeds; then the throughput of BDPS against QMIX FuPS+id in one benchmark run. Long: hours on a CPU,
 # meant for a GPU machine; each run writes runs/<name>/.
 #

@@ -14,7 +14,7 @@ sweep() { local name=$1; shift; "$PY" -m psjax compare-sweep progress=false out=
 
 for group in $RUNS; do
   case $group in
-    # `make train` (configs/default.yaml): LBF coop, FuPS, PPO, 2 seeds, 300k; sampled evaluation
+    # `make train` (psjax/configs/default.yaml): LBF coop, FuPS, PPO, 2 seeds, 300k; sampled evaluation
     default) "$PY" -m psjax train preset=default progress=false run_name=fid_default ;;
     # sampled evaluation of PPO on LBF coop (was greedy); 300k steps
     lbf_ppo) sweep lbf_ppo env=lbf scenario=8x8-2p-2f-coop algs="fups nops seps adaps" learner=ppo seeds=$SEEDS steps=3e5 ;;
@@ -46,7 +46,7 @@ for group in $RUNS; do
     pps_lbf) sweep pps_lbf preset=pps_smax env=lbf scenario=10x10-3p-3f algs="pps_a pps_rs pps_pp fups_id nops" seeds=$SEEDS steps=5e5 ;;
     # PPO on SMAX 3m (terminates by win / loss, time limit 100 steps) and speaker-listener (time limit only)
     smax_ppo) sweep smax_ppo env=smax map=3m algs="fups_id" learner=ppo seeds=$SEEDS steps=2e6 eval_every=0.1 ;;
-    # QMIX on SMAX 3m, the QMIX table's headline row (configs/smax_3m_qmix.yaml: TD(0.6), 16 updates per rollout)
+    # QMIX on SMAX 3m, the QMIX table's headline row (psjax/configs/smax_3m_qmix.yaml: TD(0.6), 16 updates per rollout)
     qmix_smax3m) "$PY" -m psjax train preset=smax_3m_qmix progress=false run_name=fid_smax3m_qmix_upd16 ;;
     # the QMIX table's other two SMAX 3m rows: TD(0.6) with 8 updates per rollout, and the defaults (one-step
     # targets, 4 updates per rollout); same 2 seeds, 2M steps and 128-episode evaluations as the headline row
@@ -66,7 +66,7 @@ for group in $RUNS; do
     # issue 19: PQN (learner preset: 16 envs x 128 steps, 4 epochs x 2 minibatches) against the QMIX rows at equal
     # env steps: LBF 10x10-3p-3f (QMIX: the pps_lbf group's fups_id row) and SMAX 3m (QMIX: qmix_smax3m)
     pqn_lbf) sweep pqn_lbf env=lbf scenario=10x10-3p-3f algs="fups_id" learner=pqn seeds=$SEEDS steps=5e5 ;;
-    # configs/lbf_pqn.yaml: JaxMARL's discount for its non-SMAX PQN configs (0.9), epsilon to 0.05 over 200k, 8 epochs
+    # psjax/configs/lbf_pqn.yaml: JaxMARL's discount for its non-SMAX PQN configs (0.9), epsilon to 0.05 over 200k, 8 epochs
     pqn_lbf_explore) sweep pqn_lbf_explore preset=lbf_pqn algs="fups_id" seeds=$SEEDS steps=5e5 ;;
     pqn_smax3m) sweep pqn_smax3m env=smax map=3m algs="fups_id" learner=pqn seeds=$SEEDS steps=${PQN_STEPS:-2e6} \
                   eval_every=0.05 eval_envs=128 ;;

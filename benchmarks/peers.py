@@ -54,7 +54,7 @@ class Case:
     script: str  # the peer's training script, relative to --peer-dir
     configs: tuple[str, ...]  # its YAML config(s), merged in order (QLearning: the main file, then the alg file)
     peer_overrides: dict  # applied after the config files
-    psjax: dict  # psjax overrides (``make_config``); "preset" names a configs/*.yaml
+    psjax: dict  # psjax overrides (``make_config``); "preset" names a psjax/configs/*.yaml
     steps: int  # default env steps per timed call (both sides)
     note: str = ""
     merge_alg: bool = False  # QLearning scripts: config = {**config, **config["alg"]}, env passed to make_train

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PPS comparison runs (issue 4): A-PPS, RS-PPS and PP-PPS against QMIX FuPS+id and QMIX NoPS on SMAX 3m,
-# 2s3z, 5m_vs_6m and LBF 10x10-3p-3f, at equal steps and settings (configs/pps_smax.yaml: QMIX as
-# configs/smax_3m_qmix.yaml with 8 updates per rollout, pps_interval 80), several seeds; then the throughput of every variant
+# 2s3z, 5m_vs_6m and LBF 10x10-3p-3f, at equal steps and settings (psjax/configs/pps_smax.yaml: QMIX as
+# psjax/configs/smax_3m_qmix.yaml with 8 updates per rollout, pps_interval 80), several seeds; then the throughput of every variant
 # against NoPS-QMIX in one benchmark run. Long: hours on the 2-core CPU; each run writes runs/<name>/.
 #
 #   benchmarks/pps_runs.sh                      # everything

@@ -11,7 +11,7 @@ import json
 import sys
 
 from psjax.fields import ConfigError
-from psjax.schema import ALIASES, field_info, load_preset, precheck
+from psjax.schema import ALIASES, field_info, load_preset, precheck, preset_names
 
 USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
@@ -31,7 +31,7 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
                                                              (psjax.export); algorithm=folder names runs by folder
 
 keys: any field from `fields` (e.g. q.lr, env.map) or its short form (lr, map, env, method);
-values like 2e6 are accepted for integers. preset=NAME loads configs/NAME.yaml first.
+values like 2e6 are accepted for integers. preset=NAME loads psjax/configs/NAME.yaml first.
 """
 
 
@@ -64,7 +64,8 @@ def format_fields() -> str:
     lines.append("")
     lines.append("short forms: " + ", ".join(f"{k} -> {v}" for k, v in ALIASES.items())
                  + "; a bare learner key (lr, gamma, ...) goes to q.* or ac.* by the learner")
-    lines.append("presets: preset=NAME loads configs/NAME.yaml; the learner ppo changes some ac.* defaults")
+    lines.append("presets: preset=NAME loads psjax/configs/NAME.yaml (" + ", ".join(preset_names())
+                 + "); the learner ppo changes some ac.* defaults")
     return "\n".join(lines)
 
 

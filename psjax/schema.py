@@ -43,7 +43,7 @@ LEARNER_KINDS = {
 }
 LEARNERS = tuple(LEARNER_KINDS)
 VALUE_LEARNERS = tuple(name for name, kind in LEARNER_KINDS.items() if kind.value_based)
-CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"  # the YAML presets, package data (pyproject.toml)
 MADPS_DEFAULT_INTERVAL_STEPS = 20_000  # env steps between MADPS distance rounds when madps_interval = 0
 
 
@@ -553,12 +553,16 @@ def set_field(cfg: TrainConfig, path: str, value: Any) -> TrainConfig:
     return dataclasses.replace(cfg, **{head: set_field(getattr(cfg, head), rest, value)})
 
 
+def preset_names() -> list[str]:
+    """The presets ``preset=NAME`` loads: ``psjax/configs/NAME.yaml``, shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
 def load_preset(name: str) -> dict[str, Any]:
-    """Flat overrides from ``configs/NAME.yaml`` (nested YAML mappings become dotted keys)."""
+    """Flat overrides from ``psjax/configs/NAME.yaml`` (nested YAML mappings become dotted keys)."""
     path = CONFIG_DIR / f"{name}.yaml"
     if not path.exists():
-        allowed = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(preset_names())}")
 
     return flatten(yaml.safe_load(path.read_text()) or {})
 

@@ -152,7 +152,7 @@ def test_pqn_beats_random_on_smax_3m():
 
 @pytest.mark.slow
 def test_pqn_beats_random_on_lbf_with_its_preset():
-    """``configs/lbf_pqn.yaml`` on LBF 10x10-3p-3f, FuPS+id, 500k steps, 2 seeds. Measured in the 3-seed run
+    """``psjax/configs/lbf_pqn.yaml`` on LBF 10x10-3p-3f, FuPS+id, 500k steps, 2 seeds. Measured in the 3-seed run
     (docs/results.md, issue 19; evaluations between iterations draw from the runner's key, so not these exact
     numbers): last-10-iteration training return 0.30, 0.30 and 0.25 at 500k, at epsilon 0.05; random 0.11."""
     from psjax.evaluate import random_policy_score
