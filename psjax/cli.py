@@ -20,7 +20,8 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax methods                               list the registered methods and their learners
        python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N] [policy=greedy]
                                                              report (compare.png, compare.md) of run / sweep folders;
-                                                             metric: auto (SMAX win rate, else return), win, return;
+                                                             metric: auto (SMAX win rate, else return), win
+                                                             (envs that define winning: SMAX, LBF), return;
                                                              steps: compare at N env steps per seed (longer runs cut);
                                                              policy: auto (each run's eval policy), greedy, sample
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]

@@ -163,7 +163,8 @@ POLICIES = ("auto", "greedy", "sample")  # compare's policy= values; auto = each
 def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: str = "auto") -> Run:
     """Read ``config.yaml``, ``summary.json`` and ``eval.jsonl`` of a run folder.
 
-    ``metric``: "auto" (win rate on SMAX, return elsewhere), "win" or "return" (e.g. SMAX maps where no
+    ``metric``: "auto" (the env's headline figure, ``EnvSpec.headline``: win rate on SMAX, return elsewhere),
+    "win" (any env that defines winning, ``EnvSpec.has_won``: SMAX, LBF) or "return" (e.g. SMAX maps where no
     method wins yet at the steps compared).
     ``policy``: "auto" (the run's primary evaluation policy), "greedy" or "sample" (the run must have
     evaluated it). A folder that records no policy (written before ``eval_policy``) is taken as greedy,
@@ -183,7 +184,9 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
     summary = json.loads((path / "summary.json").read_text())
     if metric == "win" and not summary.get("has_win"):
         raise ConfigError(f"metric=win: {path} ({config['env']['name']}) has no win rate; allowed: auto, return")
-    metric = METRICS[metric] or ("eval_won" if summary.get("has_win") else "eval_return")
+    # auto: the env's headline figure (EnvSpec.headline); folders written before it had has_win on SMAX only
+    headline = summary.get("headline", "won" if summary.get("has_win") else "return")
+    metric = METRICS[metric] or f"eval_{headline}"
     evaluated = summary.get("final_eval", {}).get("policies")
     assumed = evaluated is None
     if assumed:

@@ -39,6 +39,7 @@ point (``point-<i>-<field>=<value>...``: its own config.yaml, logs, summary.json
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import pathlib
@@ -329,12 +330,26 @@ def _band(ax, x: np.ndarray, y: np.ndarray, label: str, **style) -> None:
     ax.fill_between(x, np.nanmin(y, axis=1), np.nanmax(y, axis=1), color=line.get_color(), alpha=0.2, lw=0)
 
 
+def env_spec(cfg: TrainConfig):
+    """The ``EnvSpec`` of ``cfg``'s environment (built once per env config; no compilation): its ``has_won`` says
+    whether the win rate is shown, plotted and summarised, its ``headline`` which figure ``compare`` ranks by."""
+    return _env_spec(cfg.env)
+
+
+@functools.lru_cache(maxsize=16)
+def _env_spec(env_cfg):
+    from psjax.envs import make_env
+
+    return make_env(env_cfg).spec
+
+
 def plot_curves(run_dir: pathlib.Path, cfg: TrainConfig) -> pathlib.Path:
-    """``curve.png``: training and evaluation return vs env steps (+ win rate for SMAX), one evaluation
-    line per policy of ``cfg.eval_policies``, its legend naming the policy, episodes and seeds."""
+    """``curve.png``: training and evaluation return vs env steps (+ win rate where the env defines winning,
+    ``EnvSpec.has_won``), one evaluation line per policy of ``cfg.eval_policies``, its legend naming the policy,
+    episodes and seeds."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
-    has_win = cfg.env.name == "smax"
+    has_win = env_spec(cfg).has_won
     train, evals = RowLog(run_dir, "metrics").read(), RowLog(run_dir, "eval").read()
     fig = Figure(figsize=(11 if has_win else 6, 4), layout="constrained")
     axes = fig.subplots(1, 2 if has_win else 1, squeeze=False)[0]
@@ -375,7 +390,8 @@ def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
     summary = {
         "env": cfg.env.name, "alg": cfg.alg, "learner": cfg.learner_name,
         "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
-        "has_win": cfg.env.name == "smax",
+        "has_win": env_spec(cfg).has_won,  # EnvSpec.has_won: eval_won is meaningful (cli, compare, export)
+        "headline": env_spec(cfg).headline,  # what compare's metric=auto ranks by: "won" or "return"
         **info,
         "final_eval": {"policy": cfg.eval_policies[0], "policies": list(cfg.eval_policies),
                        "episodes_per_seed": cfg.eval_envs, "per_seed": per_seed, "mean": mean},
@@ -578,6 +594,7 @@ def run(
     spi = main.steps_per_iteration
     stop = len(plan) if max_chunks is None else min(len(plan), done + max_chunks)
     bar = _progress_bar(cfg, total=sum(plan) * spi, initial=starts[done] * spi)
+    has_win = env_spec(cfg).has_won  # the bar shows the win rate where the env defines winning
     times, t_start = [], time.perf_counter()
     try:
         for j in range(done, stop):
@@ -602,7 +619,7 @@ def run(
             postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
             for policy in cfg.eval_policies:  # e.g. "sampled eval=0.91"
                 postfix[f"{POLICY_NAMES[policy]} eval"] = f"{_nanmean(result[eval_key('return', policy)]):.3g}"
-                if cfg.env.name == "smax":
+                if has_win:
                     postfix[f"{POLICY_NAMES[policy]} win"] = f"{_nanmean(result[eval_key('won', policy)]):.2f}"
             bar.set_postfix(postfix, refresh=False)  # shown by the update below
             bar.update(size * spi)

@@ -120,8 +120,9 @@ def test_marl_eval_export_reads_back_as_the_run(tmp_path, fake_factory):
         assert steps == [f"step_{k}" for k in range(len(rows))]  # k = 0: before training
         assert [entry[k]["step_count"] for k in steps] == [r["env_steps"] for r in rows]
         assert [entry[k]["return"] for k in steps] == [[pytest.approx(r["eval_return"])] for r in rows]
-        assert entry["absolute_metrics"] == {"return": entry[steps[-1]]["return"]}
-        assert "win_rate" not in entry[steps[0]]  # no win flag on this env
+        # LBF defines winning (all food eaten): its win rate is exported too
+        assert entry["absolute_metrics"] == {k: entry[steps[-1]][k] for k in ("return", "win_rate")}
+        assert [entry[k]["win_rate"] for k in steps] == [[pytest.approx(r["eval_won"])] for r in rows]
 
 
 def test_marl_eval_export_refuses_colliding_runs_and_unknown_options(tmp_path, fake_factory):

@@ -101,8 +101,8 @@ def test_train_then_resume_end_to_end(tmp_path, monkeypatch, capsys):
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     run_dir = tmp_path / "cli"
-    assert f"run folder: {run_dir}" in out  # qmix: evaluated greedily; LBF has no win rate to print
-    assert "final eval (greedy policy, 32 episodes per seed, mean of 2 seeds): return=" in out and "won=" not in out
+    assert f"run folder: {run_dir}" in out  # qmix: evaluated greedily; LBF's win rate (all food eaten) printed
+    assert "final eval (greedy policy, 32 episodes per seed, mean of 2 seeds): return=" in out and "won=" in out
     assert json.loads((run_dir / "summary.json").read_text())["finished"]
     assert cli.main(["train", f"resume={run_dir}"]) == 0  # finished already: rewrites the summary only
     assert cli.main(args) == 2  # the folder exists

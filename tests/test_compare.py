@@ -150,8 +150,8 @@ def test_report_metric_return_on_smax(sweep_dir, tmp_path):
     assert row["metric"] == "eval_return"
     assert row["final_per_seed"] == pytest.approx([r["eval_return"] for r in per_seed])
     assert "### smax 3m: final return, greedy policy" in out["markdown"].read_text()
-    with pytest.raises(ConfigError, match="has no win rate"):
-        report([sweep_dir / "nops"], tmp_path / "bad", metric="win")
+    with pytest.raises(ConfigError, match="has no win rate"):  # the matrix game defines no winning
+        report([_fake_run(tmp_path, "matrix", env="matrix")], tmp_path / "bad", metric="win")
     with pytest.raises(ConfigError, match="allowed: auto, win, return"):
         report([sweep_dir / "smax"], tmp_path / "bad", metric="wins")
 
@@ -225,7 +225,8 @@ def test_cli_compare(sweep_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| nops | qmix | 2 |" in printed and (tmp_path / "compare.png").exists()
     assert cli.main(["compare", f"out={tmp_path}"]) == 2
-    assert cli.main(["compare", str(sweep_dir / "nops"), "metric=win", f"out={tmp_path / 'w'}"]) == 2
+    assert cli.main(["compare", str(_fake_run(tmp_path, "matrix", env="matrix")), "metric=win",
+                     f"out={tmp_path / 'w'}"]) == 2
     assert cli.main(["compare", str(sweep_dir / "nops"), "steps=16", f"out={tmp_path / 's'}"]) == 0
     assert "| nops | qmix | 2 |" in capsys.readouterr().out
     assert cli.main(["compare", str(sweep_dir / "nops"), "steps=ten", f"out={tmp_path / 's'}"]) == 2

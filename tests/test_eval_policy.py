@@ -137,7 +137,7 @@ def test_cli_final_line_names_the_policy(tmp_path, monkeypatch, capsys):
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     mean = summary["final_eval"]["mean"]
     assert lines[-2] == (f"final eval (sampled policy, 8 episodes per seed, mean of 2 seeds): "
-                         f"return={mean['eval_sample_return']:.4g}, length=7")
+                         f"return={mean['eval_sample_return']:.4g}, won={mean['eval_sample_won']:.4g}, length=7")
     assert lines[-1] == f"run folder: {tmp_path / 'cli'}"
 
 

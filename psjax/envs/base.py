@@ -31,10 +31,13 @@ class EnvSpec(NamedTuple):
     max_steps: int
     agent_types: tuple[int, ...]  # per agent, e.g. SMAX unit type or speaker/listener
     team_reward: str  # "mean" (reward repeated / near-global) or "sum" (per-agent shares)
-    has_won: bool  # whether ``won`` is meaningful
+    has_won: bool  # whether ``won`` is meaningful: its win rate is then logged, plotted and comparable
     # (H, W, C) when each observation row starts with a channels-last image flattened in C order
     # (grid observations, for convolutional torsos); () for vector observations
     obs_shape: tuple[int, ...] = ()
+    # the evaluation figure a comparison ranks by when none is asked for (``psjax.compare``'s metric=auto):
+    # "won" (the win rate, where the task's papers report it: SMAX) or "return"
+    headline: str = "return"
 
 
 class TimeStep(NamedTuple):

@@ -64,7 +64,7 @@ def make_smax(map_name: str = "3m", time_limit: int = 0) -> Env:
     spec = EnvSpec(
         name="smax", num_agents=n_allies, obs_dim=env.obs_size, state_dim=env.state_size,
         num_actions=env.num_ally_actions, max_steps=max_steps, agent_types=agent_types,
-        team_reward="mean", has_won=True,
+        team_reward="mean", has_won=True, headline="won",
     )
 
     state_scale = _world_state_scale(env)
