@@ -20,11 +20,13 @@ for variant in 15a3c 30a3c 30a5c; do
   done
 done
 
-# C-RWARE: the smallest layout first, then RWARE's tiny and small with coloured robots
-for variant in mini tiny small; do
+# C-RWARE as the SePS code runs it (semitable/robotic-warehouse, branch color; docs/envs.md): mini (no reference)
+# first, then the SePS paper's tiny-4ag, tiny-4ag-hard, small-8ag and medium-16ag
+for task in mini:normal tiny:normal tiny:hard small:normal medium:normal; do
+  variant=${task%:*} difficulty=${task#*:}
   for alg in fups fups_id nops seps adaps snp_ps; do
-    train env=crware variant=$variant alg=$alg learner=a2c seeds=$SEEDS steps=$STEPS identity_clusters=2 \
-      run_name=crware_${variant}_a2c_$alg
+    train env=crware variant=$variant crware_difficulty=$difficulty alg=$alg learner=a2c seeds=$SEEDS steps=$STEPS \
+      identity_clusters=2 run_name=crware_${variant}_${difficulty}_a2c_$alg
   done
 done
 

@@ -32,6 +32,7 @@ CASES = {
     "crware_mini": EnvConfig(name="crware", variant="mini"),
     "crware_tiny": EnvConfig(name="crware", variant="tiny"),
     "crware_small": EnvConfig(name="crware", variant="small"),
+    "crware_medium": EnvConfig(name="crware", variant="medium"),
     "lbf_vector_8x8_2p_2f": EnvConfig(name="lbf", scenario="8x8-2p-2f-coop", lbf_fixed_levels=True),
     "lbf_grid_8x8_2p_2f_fov2": EnvConfig(name="lbf", scenario="8x8-2p-2f-coop", fov=2, lbf_grid_obs=True,
                                          lbf_fixed_levels=True),

@@ -61,11 +61,17 @@ class EnvConfig:
         choices=("auto", "none", "onehot", "binary"),
     )
     matrix_game: str = _f("climbing", "matrix env: payoff table", choices=("climbing", "penalty", "two_step"))
-    num_colours: int = _f(3, "BPS and C-RWARE: number of colours (agent types)", min=1)
+    num_colours: int = _f(3, "BPS: number of colours (agent types); C-RWARE's come from variant or "
+                          "agents_per_colour", min=1)
     agents_per_colour: str = _f("", "BPS and C-RWARE: agents of each colour, comma separated (e.g. 2,2,2,12,12); "
-                                "empty = num_agents split evenly over num_colours")
-    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c; crware: mini, tiny, small); "
-                      "overrides num_agents / num_colours / agents_per_colour; empty = use those fields")
+                                "empty = num_agents split evenly over num_colours (BPS), the variant's robots "
+                                "(C-RWARE)")
+    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c; crware: mini, tiny, small, "
+                      "medium); overrides num_agents / num_colours / agents_per_colour; empty = use those fields")
+    crware_difficulty: str = _f("normal", "C-RWARE: requested shelves = int(robots x 2 / 1 / 0.5), the reference's "
+                                "-easy / (none) / -hard ids", choices=("easy", "normal", "hard"))
+    crware_shuffle_obs: bool = _f(False, "C-RWARE: each colour sees its observation in a fixed permutation of its "
+                                  "own (the color branch head; off in the SePS-era commit)")
     lbf_grid_obs: bool = _f(False, "LBF: grid (image) observations, agents / food / access layers, channels last")
     lbf_fixed_levels: bool = _f(False, "LBF: agent levels drawn once (from lbf_levels_seed) and kept across resets")
     lbf_levels_seed: int = _f(0, "LBF: seed of the persistent agent levels", min=0)

@@ -28,11 +28,12 @@ __all__ = [
 def coloured_agents(env_cfg: EnvConfig) -> tuple:
     """BPS: agents per colour; C-RWARE: its ``Layout``. Resolved from ``variant`` (a named setting),
     else ``agents_per_colour``, else ``num_agents`` split evenly over ``num_colours`` (BPS) / the
-    mini layout's robots (C-RWARE). Raises ConfigError naming the bad value and the allowed ones."""
+    tiny layout's robots (C-RWARE, the SePS task; ``agents_per_colour`` replaces a variant's robots there).
+    Raises ConfigError naming the bad value and the allowed ones."""
     from psjax.envs.bps import VARIANTS as BPS_VARIANTS
     from psjax.envs.bps import even_split
     from psjax.envs.crware import VARIANTS as CRW_VARIANTS
-    from psjax.envs.crware import shelf_homes
+    from psjax.envs.crware import request_queue_size, shelf_homes
 
     variants = BPS_VARIANTS if env_cfg.name == "bps" else CRW_VARIANTS
     if env_cfg.variant and env_cfg.variant not in variants:
@@ -62,15 +63,16 @@ def coloured_agents(env_cfg: EnvConfig) -> tuple:
                 "at least one agent per colour"
             )
         return even_split(env_cfg.num_agents, env_cfg.num_colours)
-    layout = CRW_VARIANTS[env_cfg.variant or "mini"]
+    layout = CRW_VARIANTS[env_cfg.variant or "tiny"]
     if split is not None:
-        shelves = len(shelf_homes(layout))
-        if any(shelves // len(split) + (k < shelves % len(split)) <= m for k, m in enumerate(split)):
-            raise ConfigError(
-                f"env.agents_per_colour={env_cfg.agents_per_colour!r}: the {env_cfg.variant or 'mini'} layout has "
-                f"{shelves} shelves, too few for one more shelf per colour than its robots"
-            )
         layout = layout._replace(agents_per_colour=split)
+    shelves, queue = len(shelf_homes(layout)), request_queue_size(layout, env_cfg.crware_difficulty)
+    if not 1 <= queue < shelves:
+        raise ConfigError(
+            f"env.agents_per_colour={env_cfg.agents_per_colour!r}, env.crware_difficulty="
+            f"{env_cfg.crware_difficulty!r}: {queue} requests of the {env_cfg.variant or 'tiny'} layout's {shelves} "
+            f"shelves; allowed: 1 .. {shelves - 1} requests (int(robots x 2 / 1 / 0.5) for easy / normal / hard)"
+        )
     return layout
 
 
@@ -192,7 +194,8 @@ def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
     elif name == "crware":
         from psjax.envs.crware import make_crware
 
-        env = make_crware(coloured_agents(env_cfg), env_cfg.time_limit)
+        env = make_crware(coloured_agents(env_cfg), env_cfg.time_limit, env_cfg.crware_difficulty,
+                          env_cfg.crware_shuffle_obs)
     elif name == "typed":
         from psjax.envs.typed import make_typed
 

@@ -1,36 +1,37 @@
-"""Coloured multi-robot warehouse (C-RWARE), written directly in JAX.
+"""Coloured multi-robot warehouse (C-RWARE) as the SePS authors ran it, written directly in JAX.
 
-The warehouse of RWARE (Papoudakis et al.) with coloured robots and shelves, as the SePS paper
-uses it: robot ``i`` has a fixed colour and can load, and so deliver, only shelves of its colour;
-robots of different colours have different action spaces.
+Reference: semitable/robotic-warehouse, branch ``color``: ``robotic_warehouse/warehouse.py`` at commit
+3b5c5b8 (2020-12-02, "variable number of colors", the SePS paper's); ``rware/warehouse.py`` at the branch
+head b8bfaa7 adds the observation shuffle (``shuffle_obs``) and gym-version fixes. docs/envs.md lists every
+rule and every difference.
 
 Layout (RWARE's): ``W = 3 * shelf_columns + 1`` columns and ``H = (column_height + 1) *
-shelf_rows + 2`` rows; a cell is highway when ``x % 3 == 0``, ``y % (column_height + 1) == 0`` or
-``y >= H - 2``; every other cell is a shelf's home. The goals are the two middle cells of the
-bottom row. Shelf ``s`` (row-major over home cells) has colour ``s % C``.
+shelf_rows + 2`` rows; a cell is highway when ``x % 3 == 0``, ``y % (column_height + 1) == 0``,
+``y == H - 1`` (the delivery row) or when it lies in one of the two middle columns
+``W // 2 - 1, W // 2`` below row ``H - column_height - 3`` (the queue next to the goals); every
+other cell holds a shelf at reset. The goals are the two middle cells of the bottom row. Every
+shelf draws its colour uniformly at every reset.
 
-Actions: 0 noop, 1 forward, 2 turn left, 3 turn right, 4 toggle load (load the own-coloured
-shelf at the robot's cell / unload on a shelf home cell, as RWARE); robots of odd colours have
-a sixth action, 5 backward (move one cell against the heading without turning). Spaces are
-padded to 6 with ``psjax.envs.wrappers.Padding``: action 5 is unavailable to even colours.
-A loaded robot cannot enter a cell that holds a shelf; an empty robot may drive under shelves.
+Actions: 5 for every robot (all available), labelled per colour: robot colour ``c`` taking action
+``a`` does ``(a - c) % 5`` of 0 noop, 1 forward, 2 turn left, 3 turn right, 4 toggle load (the
+reference's ``np.roll(arange(5), c)[a]``). Any robot loads any shelf standing at its cell and
+unloads off the highway; a loaded robot cannot enter a cell holding a standing shelf.
 
-Collisions are resolved, never fatal (unlike jumanji's RobotWarehouse, which ends the episode):
-each robot's move is first checked against the walls and shelves, then moves that conflict are
-cancelled until none is left: a robot stays when another robot stays in its target cell, when a
-robot of lower index moves into the same cell, or when two robots would swap cells. Cancelling is
-monotone (a cancelled move is never restored within the step), so N rounds always reach a fixed
-point and two robots never share a cell.
+Moves (the reference's graph rule): each robot's move ``cell -> target`` is an edge (a robot that
+does not move, or moves into a wall or, loaded, into a shelf, is a loop on its cell). In each
+connected part of that graph: a loop (a standing robot) stops every robot queued behind it; two
+robots swapping cells both stay; a rotation of 3 or more robots goes through while robots queued
+into it stay; without a cycle, only the longest queue into the free target cell moves (ties: the
+robot whose cell entered the reference's graph first; see ``resolve_moves``).
 
-Requests: each colour has as many requested shelves as it has robots. Delivering one (a robot at
-a goal cell carrying a requested shelf of its own colour) rewards that robot 1 (per-agent reward,
-team reward "sum"), and a new shelf of the same colour, not already requested, is requested in its
-place. No terminal state; episodes end at the time limit.
+Requests: ``int(robots * difficulty)`` shelves of any colour (difficulty 2 / 1 / 0.5 for easy /
+normal / hard). A robot at a goal carrying a requested shelf of its own colour earns 1 (per-agent
+reward, team reward "sum"), and a uniformly drawn unrequested shelf of any colour replaces the
+request. No terminal state; episodes end at the time limit (500 steps).
 
-Observation of robot ``i``: own x / W, y / H, heading one-hot (4), loaded, loaded shelf requested;
-then a ``(2r + 1)^2`` window around the robot, per cell: outside the grid, goal, robot, shelf,
-requested shelf, shelf colour one-hot (C). Robot colours are not observed (the robots must find
-their type from rewards, as in SePS).
+Observation of a robot: raw x, y, loaded, heading one-hot (up, down, left, right), on highway; then
+per cell of the ``(2r + 1)^2`` window around it, row by row: robot present, shelf colour one-hot
+(C), shelf requested. Robot colours are not observed.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from psjax.envs.base import Env, EnvSpec, make_env_from_raw
-from psjax.envs.wrappers import Padding, pad_raw
 
-NOOP, FORWARD, LEFT, RIGHT, TOGGLE, BACKWARD = range(6)
-# heading 0 up (y - 1), 1 right (x + 1), 2 down (y + 1), 3 left (x - 1); offsets as (x, y)
+NOOP, FORWARD, LEFT, RIGHT, TOGGLE = range(5)
+NUM_ACTIONS = 5
+# heading 0 up (y - 1), 1 right (x + 1), 2 down (y + 1), 3 left (x - 1): clockwise, so that turning right
+# is +1; offsets as (x, y). The observation writes the reference's order (up, down, left, right).
 _DIRS = np.array([[0, -1], [1, 0], [0, 1], [-1, 0]], np.int32)
+_OBS_HEADING = np.array([0, 3, 1, 2], np.int32)  # psjax heading -> the reference's Direction value
+DIFFICULTY = {"easy": 2.0, "normal": 1.0, "hard": 0.5}  # the reference's "-easy", "", "-hard" ids
 
 
 class Layout(NamedTuple):
@@ -59,20 +63,27 @@ class Layout(NamedTuple):
     time_limit: int
 
 
-# "mini" is the smallest that a short run can learn on: 4 x 5 cells, 4 shelves, 2 robots of 2 colours.
 VARIANTS: dict[str, Layout] = {
-    "mini": Layout(1, 2, 1, (1, 1), 2, 100),
-    "tiny": Layout(3, 8, 1, (2, 2), 1, 500),  # RWARE tiny (10 x 11), 4 robots
-    "small": Layout(3, 8, 2, (4, 4), 1, 500),  # RWARE small (10 x 20), 8 robots
+    # no reference: RWARE's rules on a 10 x 5 floor with 8 shelves and 2 robots, for tests and short learning checks
+    "mini": Layout(3, 2, 1, (1, 1), 1, 100),
+    "tiny": Layout(3, 8, 1, (2, 2), 1, 500),  # rware-2color-tiny-4ag: 10 x 11, 32 shelves
+    "small": Layout(3, 8, 2, (4, 4), 1, 500),  # rware-2color-small-8ag: 10 x 20, 80 shelves
+    "medium": Layout(5, 8, 2, (8, 8), 1, 500),  # rware-2color-medium-16ag: 16 x 20, 144 shelves
 }
 
 
 class CRWState(NamedTuple):
     pos: chex.Array  # [N, 2] int32 (x, y)
-    heading: chex.Array  # [N] int32 in 0..3
+    heading: chex.Array  # [N] int32 in 0..3 (see _DIRS)
     carrying: chex.Array  # [N] int32 shelf index, -1 when empty
-    shelf_pos: chex.Array  # [S, 2] int32 (x, y)
+    shelf_pos: chex.Array  # [S, 2] int32 (x, y); a carried shelf is at its robot's cell
+    shelf_colour: chex.Array  # [S] int32, drawn at reset
     requested: chex.Array  # [S] bool
+
+
+def reference_split(num_agents: int, colours: int) -> tuple[int, ...]:
+    """Robots per colour as the reference assigns them: ``n // C`` each, the remainder to colour 0."""
+    return tuple(num_agents // colours + (num_agents % colours) * (k == 0) for k in range(colours))
 
 
 def grid_size(layout: Layout) -> tuple[int, int]:
@@ -81,198 +92,218 @@ def grid_size(layout: Layout) -> tuple[int, int]:
 
 
 def highway_mask(layout: Layout) -> np.ndarray:
-    """``[H, W]`` bool, True on highway cells (no shelf home)."""
+    """``[H, W]`` bool, True on highway cells (no shelf at reset; no unloading)."""
     w, h = grid_size(layout)
     x, y = np.meshgrid(np.arange(w), np.arange(h))
-    return (x % 3 == 0) | (y % (layout.column_height + 1) == 0) | (y >= h - 2)
+    queue = (y > h - (layout.column_height + 3)) & ((x == w // 2 - 1) | (x == w // 2))
+    return (x % 3 == 0) | (y % (layout.column_height + 1) == 0) | (y == h - 1) | queue
 
 
 def goal_cells(layout: Layout) -> np.ndarray:
-    """``[2, 2]`` int32 (x, y): the two middle cells of the bottom row."""
+    """``[2, 2]`` int32 (x, y): the two middle cells of the bottom row, in the reference's order."""
     w, h = grid_size(layout)
     return np.array([[w // 2 - 1, h - 1], [w // 2, h - 1]], np.int32)
 
 
 def shelf_homes(layout: Layout) -> np.ndarray:
-    """``[S, 2]`` int32 (x, y) of every shelf home, row-major."""
+    """``[S, 2]`` int32 (x, y) of every shelf at reset, row-major (the reference's shelf order)."""
     ys, xs = np.nonzero(~highway_mask(layout))
     return np.stack([xs, ys], axis=1).astype(np.int32)
 
 
-def resolve_moves(pos: chex.Array, target: chex.Array, moving: chex.Array) -> chex.Array:
-    """Cancel conflicting moves. ``pos, target [N, 2]``, ``moving [N]`` bool -> ``moving [N]``.
+def request_queue_size(layout: Layout, difficulty: str = "normal") -> int:
+    """``int(robots * DIFFICULTY[difficulty])``, as the reference's registered ids set it."""
+    return int(sum(layout.agents_per_colour) * DIFFICULTY[difficulty])
 
-    A move is cancelled when the target holds a robot that stays, when a lower-index robot moves
-    into the same cell, or when two robots would swap; repeated N times (monotone: a fixed point).
+
+def obs_dim(layout: Layout) -> int:
+    """``8 + (2r + 1)^2 (2 + C)``: 44 for two colours and sensor range 1."""
+    return 8 + (2 * layout.sensor_range + 1) ** 2 * (2 + len(layout.agents_per_colour))
+
+
+def obs_permutations(dim: int, colours: int) -> np.ndarray:
+    """``[C, D]`` int: colour ``c``'s observation order under ``shuffle_obs`` (``obs[perm[c]]``), drawn from
+    numpy seed 0 (the reference draws them from numpy's global generator when it builds the env)."""
+    rng = np.random.default_rng(0)
+    return np.stack([rng.permutation(dim) for _ in range(colours)])
+
+
+def resolve_moves(pos: chex.Array, target: chex.Array) -> chex.Array:
+    """Which robots move, by the reference's graph rule. ``pos, target [N, 2]`` (``target == pos``:
+    the robot stays) -> ``[N]`` bool.
+
+    The graph has one edge per robot, its cell -> its target cell; every cell has at most one
+    outgoing edge, so each connected part holds at most one cycle. A part with a cycle moves only
+    the robots on it, and only when it has 3 or more of them (a loop is a standing robot, a 2-cycle
+    a swap). A part without a cycle is a tree into one free cell; the reference moves its longest
+    path (networkx ``dag_longest_path``): at each cell the incoming robot with the longest queue
+    behind it, ties to the robot whose cell was added to the graph first (robot ``k``'s cell at
+    ``2k``, robot ``j``'s target at ``2j + 1``).
     """
     n = pos.shape[0]
     idx = jnp.arange(n)
-    lower = idx[None, :] < idx[:, None]  # [i, j]: j has a lower index than i
-    other = idx[None, :] != idx[:, None]
-    swap = (
-        jnp.all(target[:, None, :] == pos[None, :, :], -1) & jnp.all(target[None, :, :] == pos[:, None, :], -1) & other
-    )
+    moving = jnp.any(target != pos, -1)
+    occ = jnp.all(target[:, None, :] == pos[None, :, :], -1)  # [i, j]: robot j stands on i's target
+    nxt = jnp.where(jnp.any(occ, 1), jnp.argmax(occ, 1), n)  # the robot ahead; n = a free cell
+    nxt_ext = jnp.concatenate([nxt, jnp.full((1,), n, nxt.dtype)])
 
-    def round_(_, mv):
-        final = jnp.where(mv[:, None], target, pos)
-        same = jnp.all(final[:, None, :] == final[None, :, :], -1) & other  # [i, j] i and j end in one cell
-        blocked_by_stayer = same & ~mv[None, :]
-        blocked_by_lower = same & mv[None, :] & lower
-        swapping = swap & mv[None, :]
-        blocked = jnp.any(blocked_by_stayer | blocked_by_lower | swapping, axis=1)
-        return mv & ~blocked
+    def walk(k, carry):  # follow the edges: cycle length (0 off a cycle) and where each robot's queue ends
+        cur, cycle_len = carry
+        cur = nxt_ext[cur]
+        return cur, jnp.where((cycle_len == 0) & (cur == idx), k + 1, cycle_len)
 
-    return jax.lax.fori_loop(0, n, round_, moving)
+    end, cycle_len = jax.lax.fori_loop(0, n, walk, (idx, jnp.zeros((n,), jnp.int32)))
+    feeds = (nxt[:, None] == idx[None, :]) & moving[:, None]  # [k, i]: robot k moves into robot i's cell
+    depth = jax.lax.fori_loop(  # longest queue behind each robot (exact off cycles, the only use)
+        0, n, lambda _, d: jnp.max(jnp.where(feeds, d[:, None] + 1, 0), axis=0), jnp.zeros((n,), jnp.int32))
+    other = idx[:, None] != idx[None, :]
+    rank = jnp.minimum(2 * idx, jnp.min(jnp.where(occ & other, 2 * idx[:, None] + 1, 2 * n + 2), axis=0))
+    rivals = jnp.all(target[:, None, :] == target[None, :, :], -1) & moving[:, None] & moving[None, :] & other
+    beats = (depth[:, None] > depth[None, :]) | ((depth[:, None] == depth[None, :]) & (rank[:, None] < rank[None, :]))
+    wins = moving & jnp.all(~rivals | beats, axis=1)
+
+    def spread(_, m):  # a winner moves when the robot ahead moves too, or its target is free
+        return wins & (end == n) & jnp.concatenate([m, jnp.ones((1,), jnp.bool_)])[nxt]
+
+    tree = jax.lax.fori_loop(0, n, spread, jnp.zeros((n,), jnp.bool_))
+    return tree | (cycle_len >= 3)
 
 
-def make_crware(layout: Layout = VARIANTS["mini"], time_limit: int = 0) -> Env:
+def make_crware(layout: Layout = VARIANTS["tiny"], time_limit: int = 0, difficulty: str = "normal",
+                shuffle_obs: bool = False) -> Env:
     """C-RWARE with ``layout``; see the module docstring for the rules and observations.
 
-    obs ``[N, 8 + (2r+1)^2 (5 + C)]``, state ``[N (7 + C) + 3S]`` (per robot x / W, y / H, heading
-    one-hot, loaded, colour one-hot; per shelf x / W, y / H, requested), avail ``[N, 6]`` (action 5
-    only for odd colours), reward ``[N]`` per robot. ``spec.agent_types`` are the colours.
+    obs ``[N, 8 + (2r+1)^2 (2 + C)]`` (44 for two colours), state ``[N (7 + C) + S (3 + C)]`` (per robot
+    x / W, y / H, heading one-hot, loaded, colour one-hot; per shelf x / W, y / H, requested, colour
+    one-hot), avail ``[N, 5]`` all True, reward ``[N]`` per robot. ``spec.agent_types`` are the colours.
+    ``shuffle_obs``: each colour sees its observation in a fixed permutation of its own (the branch
+    head's; ``obs_permutations``).
     """
     apc = tuple(int(k) for k in layout.agents_per_colour)
     if len(apc) < 1 or min(apc) < 1:
         raise ValueError(f"C-RWARE needs at least one robot of each colour, got {apc}")
+    if difficulty not in DIFFICULTY:
+        raise ValueError(f"C-RWARE difficulty {difficulty!r}; allowed: {', '.join(DIFFICULTY)}")
     colours = tuple(c for c, k in enumerate(apc) for _ in range(k))
     n, c = len(colours), len(apc)
     w, h = grid_size(layout)
     homes = shelf_homes(layout)
     s = homes.shape[0]
-    shelf_colour_np = np.arange(s) % c
-    if np.any(np.bincount(shelf_colour_np, minlength=c) <= np.asarray(apc)):
-        raise ValueError(f"C-RWARE layout {layout} has too few shelves per colour for its requests")
+    queue = request_queue_size(layout, difficulty)
+    if not 1 <= queue < s:
+        raise ValueError(f"C-RWARE requests {queue} of {s} shelves; need 1 .. {s - 1}")
     if n > w * h:
         raise ValueError(f"{n} robots do not fit a {w} x {h} warehouse")
     r = layout.sensor_range
     side = 2 * r + 1
-    per_cell = 5 + c
-    counts = tuple(5 + (k % 2) for k in colours)
-    padding = Padding(obs_sizes=(8 + side * side * per_cell,) * n, action_counts=counts)
+    d = obs_dim(layout)
     spec = EnvSpec(
-        name="crware", num_agents=n, obs_dim=padding.obs_dim, state_dim=n * (7 + c) + 3 * s,
-        num_actions=padding.num_actions, max_steps=time_limit if time_limit > 0 else layout.time_limit,
-        agent_types=colours, team_reward="sum", has_won=False,
+        name="crware", num_agents=n, obs_dim=d, state_dim=n * (7 + c) + s * (3 + c), num_actions=NUM_ACTIONS,
+        max_steps=time_limit if time_limit > 0 else layout.time_limit, agent_types=colours, team_reward="sum",
+        has_won=False,
     )
 
     colour = jnp.asarray(colours, jnp.int32)
     colour_onehot = jax.nn.one_hot(colour, c)
-    shelf_colour = jnp.asarray(shelf_colour_np, jnp.int32)
     dirs = jnp.asarray(_DIRS)
+    obs_heading = jnp.asarray(_OBS_HEADING)
     highway = jnp.asarray(highway_mask(layout))
-    goals = jnp.asarray(goal_cells(layout))
-    goal_grid = jnp.zeros((h, w), jnp.float32).at[goals[:, 1], goals[:, 0]].set(1.0)
+    goals = goal_cells(layout)
     scale = jnp.asarray([w, h], jnp.float32)
+    corner = jnp.asarray([w - 1, h - 1])
+    perms = jnp.asarray(obs_permutations(d, c))  # [C, D]
+    avail = jnp.ones((n, NUM_ACTIONS), jnp.bool_)
 
-    def in_grid(p):
-        return (p[..., 0] >= 0) & (p[..., 0] < w) & (p[..., 1] >= 0) & (p[..., 1] < h)
-
-    def stationary_shelf_grid(st):
-        """``[H, W]`` int32: index of the shelf standing (not carried) at each cell, -1 if none."""
-        carried = jnp.any(st.carrying[:, None] == jnp.arange(s)[None, :], axis=0)
-        ys = jnp.where(carried, h, st.shelf_pos[:, 1])  # carried shelves are written to a spare row
-        grid = jnp.full((h + 1, w), -1, jnp.int32)
-        return grid.at[ys, st.shelf_pos[:, 0]].set(jnp.arange(s, dtype=jnp.int32))[:h]
+    def index_grid(p, m):
+        """``[H, W]`` int32: which of the ``m`` entities at ``p [m, 2]`` stands in each cell, -1 if none."""
+        return jnp.full((h, w), -1, jnp.int32).at[p[:, 1], p[:, 0]].set(jnp.arange(m, dtype=jnp.int32))
 
     def observe(st):
-        # layers [H, W, 5 + C]: outside, goal, robot, shelf, requested, shelf colour one-hot.
-        # Shelves never share a cell (a loaded robot cannot enter a shelf's cell), so .set is exact.
+        # layers [H, W, 2 + C]: robot, shelf colour one-hot, requested. No two shelves share a cell (a loaded
+        # robot never enters a standing shelf's cell), nor two robots, so the scatters are exact.
         robot = jnp.zeros((h, w, 1), jnp.float32).at[st.pos[:, 1], st.pos[:, 0]].set(1.0)
-        feats = jnp.concatenate([jnp.ones((s, 1)), st.requested[:, None].astype(jnp.float32),
-                                 jax.nn.one_hot(shelf_colour, c)], -1)  # [S, 2 + C]
-        shelf_layers = jnp.zeros((h, w, 2 + c), jnp.float32).at[st.shelf_pos[:, 1], st.shelf_pos[:, 0]].set(feats)
-        layers = jnp.concatenate([jnp.zeros((h, w, 1)), goal_grid[..., None], robot, shelf_layers], -1)
-        outside = jnp.zeros((1, 1, per_cell)).at[..., 0].set(1.0)
-        padded = jnp.pad(layers, ((r, r), (r, r), (0, 0)))
-        pad_mask = jnp.pad(jnp.zeros((h, w, 1)), ((r, r), (r, r), (0, 0)), constant_values=1.0)
-        padded = padded + pad_mask * outside
+        feats = jnp.concatenate([jax.nn.one_hot(st.shelf_colour, c), st.requested[:, None].astype(jnp.float32)], -1)
+        shelf = jnp.zeros((h, w, 1 + c), jnp.float32).at[st.shelf_pos[:, 1], st.shelf_pos[:, 0]].set(feats)
+        padded = jnp.pad(jnp.concatenate([robot, shelf], -1), ((r, r), (r, r), (0, 0)))  # zeros beyond the walls
 
         def window(p):
-            return jax.lax.dynamic_slice(padded, (p[1], p[0], 0), (side, side, per_cell)).reshape(-1)
+            return jax.lax.dynamic_slice(padded, (p[1], p[0], 0), (side, side, 2 + c)).reshape(-1)
 
-        windows = jax.vmap(window)(st.pos)  # [N, side^2 * per_cell]
         loaded = (st.carrying >= 0).astype(jnp.float32)
-        loaded_req = loaded * st.requested[jnp.maximum(st.carrying, 0)].astype(jnp.float32)
-        own = jnp.concatenate(
-            [st.pos / scale, jax.nn.one_hot(st.heading, 4), loaded[:, None], loaded_req[:, None]], -1
-        )
-        obs = jnp.concatenate([own, windows], -1)
+        own = jnp.concatenate([
+            st.pos.astype(jnp.float32), loaded[:, None], jax.nn.one_hot(obs_heading[st.heading], 4),
+            highway[st.pos[:, 1], st.pos[:, 0]].astype(jnp.float32)[:, None],
+        ], -1)
+        obs = jnp.concatenate([own, jax.vmap(window)(st.pos)], -1)  # [N, D]
+        if shuffle_obs:
+            obs = jnp.take_along_axis(obs, perms[colour], axis=1)
         state = jnp.concatenate([
             jnp.concatenate([st.pos / scale, jax.nn.one_hot(st.heading, 4), loaded[:, None], colour_onehot],
                             -1).reshape(-1),
-            jnp.concatenate([st.shelf_pos / scale, st.requested[:, None].astype(jnp.float32)], -1).reshape(-1),
+            jnp.concatenate([st.shelf_pos / scale, feats], -1).reshape(-1),
         ])
-        return [obs[i] for i in range(n)], state, None
+        return obs, state, avail
 
-    def reset_het(key):
-        k_pos, k_dir, k_req = jax.random.split(key, 3)
-        # n distinct cells: top-k of uniform scores (random.choice without replacement sorts a full
-        # permutation, ~20x slower, and the reset runs on every auto-reset step)
+    def reset_raw(key):
+        k_pos, k_dir, k_col, k_req = jax.random.split(key, 4)
+        # n distinct cells anywhere (under shelves too): top-k of uniform scores (random.choice without
+        # replacement sorts a full permutation, ~20x slower, and auto-reset runs the reset every step)
         _, cells = jax.lax.top_k(jax.random.uniform(k_pos, (w * h,)), n)
         pos = jnp.stack([cells % w, cells // w], axis=1).astype(jnp.int32)
         heading = jax.random.randint(k_dir, (n,), 0, 4, jnp.int32)
-        scores = jax.random.uniform(k_req, (s,))
-        requested = jnp.zeros((s,), jnp.bool_)
-        for k in range(c):  # apc[k] requests of colour k: the top scores among that colour's shelves
-            _, top = jax.lax.top_k(jnp.where(shelf_colour == k, scores, -1.0), apc[k])
-            requested = requested.at[top].set(True)
-        st = CRWState(pos, heading, jnp.full((n,), -1, jnp.int32), jnp.asarray(homes), requested)
+        shelf_colour = jax.random.randint(k_col, (s,), 0, c, jnp.int32)
+        _, req = jax.lax.top_k(jax.random.uniform(k_req, (s,)), queue)
+        requested = jnp.zeros((s,), jnp.bool_).at[req].set(True)
+        st = CRWState(pos, heading, jnp.full((n,), -1, jnp.int32), jnp.asarray(homes), shelf_colour, requested)
         return (st, *observe(st))
 
-    def step_het(key, st, actions):
-        actions = actions.astype(jnp.int32)
-        heading = jnp.where(actions == LEFT, (st.heading + 3) % 4,
-                            jnp.where(actions == RIGHT, (st.heading + 1) % 4, st.heading))
-        sign = jnp.where(actions == BACKWARD, -1, 1)
-        target = st.pos + sign[:, None] * dirs[st.heading]
-        shelves = stationary_shelf_grid(st)
-        tgt_c = jnp.clip(target, 0, jnp.asarray([w - 1, h - 1]))
-        blocked_by_shelf = (st.carrying >= 0) & (shelves[tgt_c[:, 1], tgt_c[:, 0]] >= 0)
-        wants = (actions == FORWARD) | (actions == BACKWARD)
-        moving = resolve_moves(st.pos, target, wants & in_grid(target) & ~blocked_by_shelf)
-        pos = jnp.where(moving[:, None], target, st.pos)
+    def step_raw(key, st, actions):
+        act = (actions.astype(jnp.int32) - colour) % NUM_ACTIONS  # each colour's labels
         loaded = st.carrying >= 0
+        shelves = index_grid(st.shelf_pos, s)
+        robots = index_grid(st.pos, n)
+        ahead = jnp.clip(st.pos + dirs[st.heading], 0, corner)  # the reference clamps moves at the walls
+        ahead_robot = robots[ahead[:, 1], ahead[:, 0]]
+        # a loaded robot cannot enter a cell with a shelf, unless that shelf is carried by the robot there
+        ahead_carried = (ahead_robot >= 0) & loaded[jnp.maximum(ahead_robot, 0)]
+        blocked = loaded & (shelves[ahead[:, 1], ahead[:, 0]] >= 0) & ~ahead_carried
+        target = jnp.where(((act == FORWARD) & ~blocked)[:, None], ahead, st.pos)
+        moves = resolve_moves(st.pos, target)
+        pos = jnp.where(moves[:, None], target, st.pos)
+        turn = jnp.where(act == LEFT, 3, jnp.where(act == RIGHT, 1, 0))
+        heading = (st.heading + turn) % 4
         shelf_pos = st.shelf_pos.at[jnp.where(loaded, st.carrying, s)].set(pos, mode="drop")
 
-        # toggle load: pick up the own-coloured shelf standing here, or put the shelf down off the highway
-        here = shelves[pos[:, 1], pos[:, 0]]
-        toggle = actions == TOGGLE
-        can_load = toggle & ~loaded & (here >= 0) & (shelf_colour[jnp.maximum(here, 0)] == colour)
-        can_drop = toggle & loaded & ~highway[pos[:, 1], pos[:, 0]]
-        carrying = jnp.where(can_load, here, jnp.where(can_drop, -1, st.carrying))
+        # toggle load: any shelf standing at the robot's cell; unload anywhere off the highway
+        here = shelves[st.pos[:, 1], st.pos[:, 0]]
+        toggle = act == TOGGLE
+        carrying = jnp.where(toggle & ~loaded & (here >= 0), here,
+                             jnp.where(toggle & loaded & ~highway[st.pos[:, 1], st.pos[:, 0]], -1, st.carrying))
 
-        # deliveries, one robot after another, each replacing its request by a free shelf of its colour.
-        # One uniform draw per step serves every delivery: each takes the highest-scoring free shelf
-        # (uniform among them), and a second delivery of the same colour in the same step sees the
-        # first one's pick as requested.
-        at_goal = jnp.any(jnp.all(pos[:, None, :] == goals[None, :, :], -1), -1)
-        score = jax.random.uniform(key, (s,))
-
-        def deliver(i, carry):
-            requested, reward = carry
-            sh = carrying[i]
-            sh0 = jnp.maximum(sh, 0)
-            ok = (sh >= 0) & at_goal[i] & requested[sh0] & (shelf_colour[sh0] == colour[i])
-            candidates = (shelf_colour == colour[i]) & ~requested & (jnp.arange(s) != sh)
-            new = jnp.argmax(jnp.where(candidates, score, -1.0))
-            requested = jnp.where(ok, requested.at[sh0].set(False).at[new].set(True), requested)
-            return requested, reward.at[i].set(ok.astype(jnp.float32))
-
-        requested, reward = jax.lax.fori_loop(0, n, deliver, (st.requested, jnp.zeros((n,), jnp.float32)))
-        st = CRWState(pos, heading, carrying, shelf_pos, requested)
+        # deliveries, goal by goal as the reference: a requested shelf of the carrier's colour earns the carrier 1
+        # and a shelf drawn uniformly among the unrequested ones (the delivered one is still requested) replaces it
+        requested, reward = st.requested, jnp.zeros((n,), jnp.float32)
+        for g, k in zip(goals, jax.random.split(key, len(goals))):
+            at = jnp.all(pos == jnp.asarray(g), -1)  # [N]
+            i = jnp.argmax(at)
+            sh = jnp.maximum(carrying[i], 0)
+            ok = at[i] & (carrying[i] >= 0) & requested[sh] & (st.shelf_colour[sh] == colour[i])
+            new = jnp.argmax(jnp.where(requested, -1.0, jax.random.uniform(k, (s,))))
+            requested = jnp.where(ok, requested.at[sh].set(False).at[new].set(True), requested)
+            reward = reward.at[i].add(ok.astype(jnp.float32))
+        st = CRWState(pos, heading, carrying, shelf_pos, st.shelf_colour, requested)
         false = jnp.zeros((), jnp.bool_)
         return (st, *observe(st), reward, false, false, false)
 
-    reset_raw, step_raw = pad_raw(padding, reset_het, step_het)
     return make_env_from_raw(spec, reset_raw, step_raw)
 
 
 def render_crware(st: CRWState, layout: Layout, ax) -> None:
-    """Draw one C-RWARE state on a matplotlib axis: shelves as squares in their colour (thick
-    outline when requested), robots as triangles pointing along their heading in their colour,
-    goals as grey cells."""
+    """Draw one C-RWARE state on a matplotlib axis: shelves as squares in their colour (thick outline when
+    requested), robots as triangles pointing along their heading in their colour, goals as grey cells."""
     from matplotlib.patches import Rectangle
+
+    from psjax.envs.grid import grid_axes
 
     palette = ["tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple"]
     c = len(layout.agents_per_colour)
@@ -280,15 +311,13 @@ def render_crware(st: CRWState, layout: Layout, ax) -> None:
     w, h = grid_size(layout)
     for gx, gy in goal_cells(layout):
         ax.add_patch(Rectangle((gx - 0.5, gy - 0.5), 1, 1, color="0.6"))
-    sp, req = np.asarray(st.shelf_pos), np.asarray(st.requested)
+    sp, req, sc = np.asarray(st.shelf_pos), np.asarray(st.requested), np.asarray(st.shelf_colour)
     for k in range(sp.shape[0]):
-        ax.scatter(sp[k, 0], sp[k, 1], s=350, marker="s", c=palette[(k % c) % len(palette)], alpha=0.45,
+        ax.scatter(sp[k, 0], sp[k, 1], s=350, marker="s", c=palette[sc[k] % len(palette)], alpha=0.45,
                    edgecolors="k", linewidths=3.0 if req[k] else 0.5)
     markers = ["^", ">", "v", "<"]
     pos, hd = np.asarray(st.pos), np.asarray(st.heading)
     for i in range(pos.shape[0]):
         ax.scatter(pos[i, 0], pos[i, 1], s=160, marker=markers[hd[i]], c=palette[colours[i] % len(palette)],
                    edgecolors="k")
-    from psjax.envs.grid import grid_axes
-
     grid_axes(ax, w, h, f"C-RWARE {w}x{h}: {pos.shape[0]} robots, {c} colours")
