@@ -18,6 +18,7 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
        python -m psjax fields                                list every config key with its default
        python -m psjax methods                               list the registered methods and their learners
+       python -m psjax methods matrix                        every method x env at its defaults: runs or why not
        python -m psjax compare RUN_DIR ... [out=DIR] [metric=return] [steps=N] [policy=greedy]
                                                              report (compare.png, compare.md) of run / sweep folders;
                                                              metric: auto (SMAX win rate, else return), win
@@ -107,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
             print(format_fields())
             return 0
         if command == "methods":
-            if rest:
-                raise ConfigError(f"methods takes no arguments; got {' '.join(rest)}")
-            print(format_methods())
+            if rest not in ([], ["matrix"]):
+                raise ConfigError(f"methods takes no argument or `matrix`; got {' '.join(rest)}")
+            print(format_matrix() if rest else format_methods())
             return 0
         if command in ("compare", "compare-sweep"):
             return _compare_command(command, rest)
@@ -164,6 +165,26 @@ def format_methods() -> str:
         learners = f"{r['default_learner']} ({', '.join(r['learners'])})"
         extra = f"; agent_id=auto gives {r['agent_id']}" if r["agent_id"] != "none" else ""
         lines.append(f"{r['name']:<{width}}  {learners:<31}  {r['doc']}{extra}")
+    return "\n".join(lines)
+
+
+def format_matrix(cells: dict | None = None) -> str:
+    """``psjax.config.method_env_matrix`` (or its ``cells``) as Markdown (docs/methods.md keeps it): a row per
+    method, a column per env, each cell the learner the pair runs with at its defaults or "refuses", then every
+    refusal's message."""
+    from psjax.config import ENVS, method_env_matrix
+
+    cells = cells or method_env_matrix()
+    algs = list(dict.fromkeys(alg for alg, _ in cells))
+    lines = ["| alg | " + " | ".join(ENVS) + " |", "|---|" + "---|" * len(ENVS)]
+    for alg in algs:
+        row = [cells[alg, env].removeprefix("runs: ") if cells[alg, env].startswith("runs: ") else "**refuses**"
+               for env in ENVS]
+        lines.append(f"| {alg} | " + " | ".join(row) + " |")
+    refusals = [(key, cell.removeprefix("refuses: ")) for key, cell in cells.items() if cell.startswith("refuses: ")]
+    if refusals:
+        lines += ["", "Refusals (before anything is compiled):"]
+        lines += [f"- `alg={alg} env={env}`: {message}" for (alg, env), message in refusals]
     return "\n".join(lines)
 
 

@@ -44,17 +44,30 @@ from psjax.schema import (  # noqa: F401  (the public config names, re-exported)
 def make_config(overrides: dict[str, Any] | None = None, preset: str | None = None) -> TrainConfig:
     """Build and validate a TrainConfig from a preset and ``key -> value`` overrides.
 
-    Precedence (last wins): dataclass defaults, learner preset, YAML preset, overrides. An empty ``learner``
-    becomes the method's default.
+    Precedence (last wins): dataclass defaults, learner preset, the method's defaults that fit the task
+    (``Method.fit_task``, for the fields neither the preset nor the overrides set), YAML preset, overrides. An empty
+    ``learner`` becomes the method's default.
     """
     merged = dict(load_preset(preset)) if preset else {}
     merged.update(overrides or {})
     merged = sweep.normalise(merged)  # sweep.FIELD=v1,v2 keys into the sweep field
     method = registry.get(str(merged.get("alg", merged.get("method", TrainConfig.alg))))
     cfg = schema.build(merged, str(merged.get("learner", "")) or method.default_learner)
+    cfg = fit_task(cfg, method, {schema.resolve_key(k, cfg.learner_name) for k in merged})
     if cfg.sweep:  # resolved paths, coerced values: the form config.yaml keeps
         cfg = schema.set_field(cfg, "sweep", sweep.canonical(sweep.entries(cfg)))
     validate(cfg)
+    return cfg
+
+
+def fit_task(cfg: TrainConfig, method: registry.Method, given: set[str]) -> TrainConfig:
+    """``cfg`` with ``method.fit_task``'s values for the fields whose dotted paths are not in ``given`` (those the
+    user set, in a preset or an override)."""
+    if method.fit_task is None:
+        return cfg
+    for path, value in method.fit_task(cfg, frozenset(given)).items():
+        if path not in given:
+            cfg = schema.set_field(cfg, path, schema.coerce(path, value))
     return cfg
 
 
@@ -90,6 +103,20 @@ def _check_rows(cfg: TrainConfig) -> None:
     what = f"the sweep's {num_points} points x {cfg.seeds} seeds = {rows} rows" if cfg.sweep else f"seeds={rows}"
     raise ConfigError(f"devices={cfg.devices} does not divide {what}: every device trains the same number of "
                       f"runs; allowed: a divisor of {rows}, or 0 (as many as divide it)")
+
+
+def method_env_matrix() -> dict[tuple[str, str], str]:
+    """Every registered method x every environment at their defaults (``make_config({"alg": m, "env": e})``):
+    ``(alg, env) -> "runs: LEARNER"`` or ``"refuses: MESSAGE"``, where the message names a setting that works
+    after ``allowed:``. ``python -m psjax methods matrix`` prints it; docs/methods.md keeps it."""
+    cells = {}
+    for alg in registry.names():
+        for env in ENVS:
+            try:
+                cells[alg, env] = f"runs: {make_config({'alg': alg, 'env': env}).learner_name}"
+            except ConfigError as e:
+                cells[alg, env] = f"refuses: {e}"
+    return cells
 
 
 def from_dict(d: dict[str, Any]) -> TrainConfig:

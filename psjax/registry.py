@@ -37,6 +37,10 @@ class Method:
     default_learner: str = "qmix"
     needs: tuple[str, ...] = ()  # learner properties (``LearnerKind`` fields) it requires, e.g. ("team_value",)
     check: Callable[[TrainConfig], None] | None = None  # cross-field rules; raises ConfigError naming the value
+    # fit_task(cfg, given) -> {dotted field: value}: defaults that depend on the task (BDPS: k = min(3, N) roles for
+    # N agents) for the fields not in ``given``, the dotted paths the user set (in a preset or an override), whose
+    # values ``make_config`` never changes (``check`` refuses them with the allowed range)
+    fit_task: Callable[[TrainConfig, frozenset[str]], dict[str, Any]] | None = None
     agent_id: str = "none"  # the agent indication ``env.agent_id=auto`` appends (FuPS+id: onehot)
     # agent_model(cfg, spec) -> psjax.learners.qmix.AgentModel replacing the value learner's default agent
     # network (BDPS's role and group networks); None = the learner's own network

@@ -550,7 +550,7 @@ def test_config_validation(overrides, match):
 
 def test_two_agent_envs_need_two_roles_and_two_groups():
     with pytest.raises(ConfigError, match=r"bdps_roles=3 is not allowed with 2 agents; allowed: 2..2"):
-        make_config({"env": "lbf", "scenario": "8x8-2p-2f-coop", "alg": "bdps"})
+        make_config({"env": "lbf", "scenario": "8x8-2p-2f-coop", "alg": "bdps", "bdps_roles": 3})  # the user's k
     cfg = make_config({"env": "lbf", "scenario": "8x8-2p-2f-coop", "alg": "bdps", "bdps_roles": 2})
     assert cfg.learner_name == "qmix"
     # bdps_role ignores m; the group period need not fit in the episode

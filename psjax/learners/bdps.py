@@ -97,6 +97,29 @@ def episode_limit(cfg: TrainConfig) -> int:
     return make_env(cfg.env).spec.max_steps
 
 
+def fit_bdps_task(cfg: TrainConfig, given: frozenset[str]) -> dict[str, int]:
+    """The structural defaults that fit ``cfg``'s task, for the fields not in ``given`` (``Method.fit_task``): for
+    N agents and episodes of L steps, k = min(3, N) roles, m = min(2, k) groups, T_U = min(5, L - 1) and
+    T_V = e T_U < L with e = min(2, (L - 1) // T_U) (the user's k and T_U where given). Where no value fits
+    (N < 2, L < 2) none is given: ``check_bdps_config`` refuses the task."""
+    n, limit = num_agents(cfg.env), episode_limit(cfg)
+    fitted = {}
+
+    def fit(field: str, value: int) -> int:  # the user's value where given, else ``value``
+        path = f"sharing.{field}"
+        if path in given:
+            return getattr(cfg.sharing, field)
+        fitted[path] = value
+        return value
+
+    if n >= 2:
+        fit("bdps_groups", min(2, fit("bdps_roles", min(3, n))))
+    if limit >= 2:
+        t_u = fit("bdps_role_period", min(5, limit - 1))
+        fit("bdps_group_factor", max(1, min(2, (limit - 1) // t_u)))
+    return fitted
+
+
 def check_bdps_config(cfg: TrainConfig) -> None:
     """n >= k >= m >= 2, T_U and T_V shorter than an episode; else ConfigError (the learner, one with a team
     value to mix, is the records' ``needs``)."""
@@ -105,7 +128,8 @@ def check_bdps_config(cfg: TrainConfig) -> None:
     n = num_agents(cfg.env)
     k, m = sc.bdps_roles, sc.bdps_groups
     if n < 2:
-        raise ConfigError(f"alg={cfg.alg} needs at least 2 agents; the env has {n}")
+        raise ConfigError(f"alg={cfg.alg} needs at least 2 agents (n >= k >= m >= 2); the env has {n}; allowed: a "
+                          f"task with 2 or more agents, or a method for any team, e.g. alg=fups_id")
     if not 2 <= k <= n:
         raise ConfigError(f"sharing.bdps_roles={k} is not allowed with {n} agents; allowed: 2..{n} (n >= k >= m >= 2)")
     if mode != "role" and not 2 <= m <= k:
@@ -118,6 +142,10 @@ def check_bdps_config(cfg: TrainConfig) -> None:
     limit = episode_limit(cfg)
     t_u = sc.bdps_role_period
     t_v = t_u * sc.bdps_group_factor
+    if limit < 2:
+        raise ConfigError(f"alg={cfg.alg}'s selectors choose every T_U steps within an episode (1 <= T_U < its "
+                          f"length), and this env's episodes last {limit} step; allowed: an env whose episodes last "
+                          f"2 or more steps, or a method without periods, e.g. alg=fups_id")
     if t_u >= limit:
         raise ConfigError(f"sharing.bdps_role_period={t_u} must be shorter than the episode limit {limit}; "
                           f"allowed: 1..{limit - 1}")
@@ -576,7 +604,7 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, progr
 
 METHODS = tuple(  # registered by psjax.catalog
     Method(name, doc, make_scheme, needs=("team_value",), check=check_bdps_config, agent_model=make_agent_model,
-           pictures=(plot_roles,))
+           pictures=(plot_roles,), fit_task=fit_bdps_task)
     for name, doc in (
         ("bdps", "bi-level dynamic sharing: k role and m group networks, chosen by a GRU-VAE and a GAT group "
                  "selector (BDPS)"),
