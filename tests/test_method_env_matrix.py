@@ -82,3 +82,20 @@ def test_a_one_agent_team_is_refused_with_a_method_that_works():
     with pytest.raises(ConfigError, match=r"needs at least 2 agents .*; allowed: .*alg=fups_id"):
         make_config({"env": "mpe_spread", "num_agents": 1, "num_landmarks": 1, "alg": "bdps"})
     assert make_config({"env": "mpe_spread", "num_agents": 1, "num_landmarks": 1, "alg": "fups_id"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alg", registry.names())
+def test_every_valid_pair_traces(alg):
+    """Beyond the config: each pair that makes a config builds its training program (traced by ``eval_shape``, one
+    iteration, not compiled; ~5 s a pair on 2 cores, 2026-12-07: all 125 pairs)."""
+    import jax
+
+    from psjax.train import make_train
+
+    for env in ENVS:
+        try:
+            cfg = make_config({"alg": alg, "env": env, "steps": 1, "eval_every": 0})
+        except ConfigError:
+            continue  # test_every_pair_runs_or_names_a_setting_that_works
+        jax.eval_shape(make_train(cfg), jax.random.PRNGKey(0))
