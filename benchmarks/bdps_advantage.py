@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 # Usage: .venv/bin/python benchmarks/bdps_advantage.py bdps_smax 4e4 taken|mean [key=value ...]
+# type_ari: the roles (groups) against the env's agent kinds (psjax.sharing.structure), in training and greedy eval
 """Short BDPS runs with each advantage definition: training bdps_adv_nonzero / bdps_roles_distinct, and
 the same metrics over 32 greedy evaluation episodes at the end (one seed)."""
 import sys
@@ -30,7 +31,7 @@ def fmt(x):
 
 
 print(f"== {preset} {kind} steps={cfg.steps} iters={it} train+compile {t1 - t0:.0f}s eval {t2 - t1:.0f}s {extra}")
-for name in ("bdps_adv_nonzero", "bdps_roles_distinct", "bdps_groups_distinct"):
+for name in ("bdps_adv_nonzero", "bdps_roles_distinct", "bdps_groups_distinct", "type_ari", "type_ari_group"):
     print(f"train {name} (quarters):", fmt([np.nanmean(m[name][i:i + q]) for i in range(0, it, q)]))
 print("train role_change last:", f'{m["bdps_role_change"][-1]:.3f}', "epsilon last:", f'{m["epsilon"][-1]:.3f}')
 print("return last quarter:", f'{np.nanmean(m["return"][-q:]):.3f}',

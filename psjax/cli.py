@@ -28,6 +28,10 @@ usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
        python -m psjax compare-sweep [algs="fups nops seps"] [seeds=2] [steps=150000] [out=DIR] [key=value ...]
                                                              one run per method, then the report (psjax.compare);
                                                              again with the same out=: continues where it stopped
+       python -m psjax reproduce                             list the papers' comparisons declared in psjax.reproduce
+       python -m psjax reproduce NAME [seeds=N] [steps=N] [out=DIR] [key=value ...]
+                                                             run one (resumable) into runs/reproduce-NAME/: its
+                                                             compare report and verdict.md (psjax.reproduce)
        python -m psjax export RUN_DIR ... out=FILE.json [policy=auto] [algorithm=method]
                                                              run / sweep folders in marl-eval's JSON layout
                                                              (psjax.export); algorithm=folder names runs by folder
@@ -116,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             return _compare_command(command, rest)
         if command == "export":
             return _export_command(rest)
+        if command == "reproduce":
+            return _reproduce_command(rest)
         if command != "train":
             raise ConfigError(f"unknown command {command!r}; allowed: train, fields, methods, compare, compare-sweep, "
-                              "export")
+                              "reproduce, export")
         cfg, resume = _train_args(rest)
         from psjax.run import run  # JAX is imported only once the config is known to be good
 
@@ -238,6 +244,25 @@ def _compare_command(command: str, args: list[str]) -> int:
         result = sweep(None, algs, seeds, steps, out, pairs)
     print(result["markdown"].read_text(), end="")
     print(f"figure: {result['png']}\ntable: {result['markdown']}")
+    return 0
+
+
+def _reproduce_command(args: list[str]) -> int:
+    """``reproduce`` (the list) or ``reproduce NAME [seeds=N] [steps=N] [out=DIR] [key=value ...]``."""
+    from psjax import reproduce
+
+    names = [a for a in args if "=" not in a]
+    if not names:
+        print(reproduce.listing())
+        return 0
+    if len(names) > 1:
+        raise ConfigError(f"reproduce takes one name; got {' '.join(names)}; allowed: {', '.join(reproduce.REPRODUCTIONS)}")
+    reproduce.get(names[0])  # a bad name fails before anything else
+    pairs = parse_pairs([a for a in args if "=" in a])
+    seeds, steps = _int_arg(pairs, "seeds", None), _int_arg(pairs, "steps", None)
+    result = reproduce.reproduce(names[0], seeds, steps, pairs.pop("out", None), pairs)
+    print(result["verdict_md"].read_text(), end="")
+    print(f"figure: {result['png']}\ntable: {result['markdown']}\nverdict: {result['verdict_md']}")
     return 0
 
 

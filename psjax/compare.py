@@ -312,6 +312,20 @@ def group_runs(runs: list[Run]) -> list[Group]:
 # --------------------------------------------------------------------------- table and figure
 
 
+def final_type_ari(run_dir) -> list[float]:
+    """Every seed's last logged ``type_ari`` (the method's partition of the agents against the task's kinds,
+    ``psjax.sharing.structure``) from a run folder's metrics.jsonl; [] when the method logs none."""
+    last: dict[int, float] = {}
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if '"type_ari"' in line:
+                row = json.loads(line)
+                if isinstance(row.get("type_ari"), (int, float)):
+                    last[row["seed"]] = float(row["type_ari"])
+    return [last[s] for s in sorted(last)]
+
+
 def _mean_of(runs: list[Run], key: str) -> float | None:
     values = [r.summary.get(key) for r in runs if r.summary.get(key) is not None]
     return float(np.mean(values)) if values else None
@@ -330,8 +344,12 @@ def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
             "policy_assumed": [r.path.name for r in g.runs if r.policy_assumed],
             "seeds": int(finals.size),
             "iqm": point, "ci_low": low, "ci_high": high,
-            "mean": float(np.mean(finals)) if finals.size else math.nan,
+            "mean": float(np.mean(finals)) if finals.size and not diverged else math.nan,
+            "diverged": {"seeds": sum(len(r.diverged) for r in diverged),
+                         "first_env_step": min(r.diverged_step for r in diverged)} if diverged else None,
             "final_per_seed": [float(v) for v in g.final],
+            # mean over seeds of the final adjusted Rand index against the agent kinds; None: the method logs none
+            "type_ari": float(np.mean(aris)) if (aris := [v for r in g.runs for v in final_type_ari(r.path)]) else None,
             "env_steps": int(max(r.summary.get("env_steps_per_seed", 0) for r in g.runs)),
             "steps_per_sec": _mean_of(g.runs, "steps_per_sec"),
             # run folders written before compile time was measured apart timed it with the first chunk
@@ -361,22 +379,31 @@ def markdown(rows: list[dict]) -> str:
         name = "win rate" if sub[0]["metric"] == "eval_won" else "return"
         policies = list(dict.fromkeys(r["policy"] for r in sub))
         mixed = len(policies) > 1
+        ari = any(r.get("type_ari") is not None for r in sub)  # a method here partitions the agents
         which = "MIXED evaluation policies (see the policy column)" if mixed else f"{names[policies[0]]} policy"
         final = f"final {name}" if mixed else f"final {name} ({names[policies[0]]} policy)"
         out += [f"### {env}: final {name}, {which}", "",
                 "| method | learner | " + ("eval policy | " if mixed else "") + f"seeds | {final}, IQM [95% CI] | "
-                "env steps per seed | env steps/s (all seeds) | compile s | parameters |",
-                "|---|---|" + ("---|" if mixed else "") + "---:|---|---:|---:|---:|---:|"]
+                "env steps per seed | env steps/s (all seeds) | compile s | parameters |" + (" type_ari |" if ari else ""),
+                "|---|---|" + ("---|" if mixed else "") + "---:|---|---:|---:|---:|---:|" + ("---:|" if ari else "")]
         for r in sub:
             sps = _fmt(r["steps_per_sec"], ",.0f") + ("*" if r["steps_per_sec_includes_compile"] else "")
             steps = f"{r['env_steps']:,}" + ("" if r["finished"] else " (unfinished)")
             params = (f"{r['param_count']:,}" if isinstance(r["param_count"], int)
                       else " / ".join(f"{p:,}" for p in r["param_count"] if p is not None) or "-")
             policy = f"{names[r['policy']]}{' (assumed)' if r['policy_assumed'] else ''} | " if mixed else ""
-            out.append(f"| {r['method']} | {r['learner']} | {policy}{r['seeds']} | {_fmt(r['iqm'], '.3f')} "
-                       f"[{_fmt(r['ci_low'], '.3f')}, {_fmt(r['ci_high'], '.3f')}] | {steps} | {sps} | "
-                       f"{_fmt(r['compile_s'], '.1f')} | {params} |")
+            score = (f"{_fmt(r['iqm'], '.3f')} [{_fmt(r['ci_low'], '.3f')}, {_fmt(r['ci_high'], '.3f')}]"
+                     if not r.get("diverged") else
+                     f"**diverged** ({r['diverged']['seeds']} of {r['seeds']} seeds non-finite from env step "
+                     f"{r['diverged']['first_env_step']:,})")
+            out.append(f"| {r['method']} | {r['learner']} | {policy}{r['seeds']} | {score} | {steps} | {sps} | "
+                       f"{_fmt(r['compile_s'], '.1f')} | {params} |" + (f" {_fmt(r.get('type_ari'), '.2f')} |" if ari else ""))
         out.append("")
+        diverged = [f"{r['method']} ({r['learner']})" for r in sub if r.get("diverged")]
+        if diverged:
+            out += [f"**Diverged**: {', '.join(diverged)} went non-finite (loss, gradients or parameters; see each "
+                    "run's summary.json `nonfinite`): not a result, so not ranked. Rerun with a smaller learning "
+                    "rate, or resume= from its last good checkpoint with changed settings.", ""]
         if mixed:
             used = "; ".join(f"{names[p]} for " + ", ".join(f"{r['method']} ({r['learner']})" for r in sub
                                                           if r["policy"] == p) for p in policies)
@@ -389,7 +416,9 @@ def markdown(rows: list[dict]) -> str:
                     "was recorded (psjax evaluated greedily only then).", ""]
     out.append("Final = each seed's last evaluation with the policy named; IQM over seeds (the mean when there are "
                "fewer than 4) with a 95% stratified percentile bootstrap interval. Steps per second: every seed of a "
-               "run together, compilation excluded (* = included: the run had no second chunk to time).")
+               "run together, compilation excluded (* = included: the run had no second chunk to time). type_ari "
+               "(where a method partitions the agents): the final adjusted Rand index between its partition and the "
+               "task's agent kinds, mean over seeds (1 = exactly the kinds, ~0 = unrelated).")
     return "\n".join(out) + "\n"
 
 

@@ -66,8 +66,11 @@ class EnvConfig:
     agents_per_colour: str = _f("", "BPS and C-RWARE: agents of each colour, comma separated (e.g. 2,2,2,12,12); "
                                 "empty = num_agents split evenly over num_colours (BPS), the variant's robots "
                                 "(C-RWARE)")
-    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c; crware: mini, tiny, small, "
-                      "medium); overrides num_agents / num_colours / agents_per_colour; empty = use those fields")
+    variant: str = _f("", "BPS / C-RWARE named setting (bps: 15a3c, 30a3c, 30a5c, 30a5c-uneven; crware: mini, "
+                      "tiny, small, medium); overrides num_agents / num_colours / agents_per_colour; empty = use "
+                      "those fields")
+    bps_shuffle_obs: bool = _f(False, "BPS: each colour sees its observation in a fixed permutation of its own (the "
+                               "reference's large-spread v5 / v6)")
     crware_difficulty: str = _f("normal", "C-RWARE: requested shelves = int(robots x 2 / 1 / 0.5), the reference's "
                                 "-easy / (none) / -hard ids", choices=("easy", "normal", "hard"))
     crware_shuffle_obs: bool = _f(False, "C-RWARE: each colour sees its observation in a fixed permutation of its "
@@ -88,9 +91,12 @@ class SharingConfig:
         50_000, "SePS/AdaPS: env steps (per seed, summed over envs) of pretraining with the shared network; the "
         "identity VAE, k-means and the switch to clusters run once, at the first iteration that reaches it "
         "(default: a sixth of a 300k-step run)", min=0)
-    identity_clusters: int = _f(2, "SePS/AdaPS: number of clusters K (1..number of agents)")
-    identity_select_k: bool = _f(False, "SePS/AdaPS: choose K by the lowest Davies-Bouldin score over K = 2..N-1 "
-                                 "(slots for N-1 clusters are allocated; N <= 2 agents: K = N)")
+    identity_clusters: str = _f(
+        "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the lowest Davies-Bouldin score over "
+        "K = 2..N-1, as the SePS code (N-1 slots allocated; N <= 2 agents: K = N)")
+    identity_reconstruct: str = _f(
+        "next_obs_reward", "SePS/AdaPS: what the identity VAE's decoder predicts (the SePS code's `reconstruct`)",
+        choices=("next_obs_reward", "next_obs", "reward"))
     identity_buffer_size: int = _f(4096, "SePS/AdaPS: (o, a, r, o') transitions kept per agent for the VAE, a "
                                    "uniform (reservoir) sample of all pretraining transitions", min=1)
     identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)

@@ -190,7 +190,7 @@ def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
     elif name == "bps":
         from psjax.envs.bps import make_bps
 
-        env = make_bps(coloured_agents(env_cfg), env_cfg.time_limit)
+        env = make_bps(coloured_agents(env_cfg), env_cfg.time_limit, env_cfg.bps_shuffle_obs)
     elif name == "crware":
         from psjax.envs.crware import make_crware
 

@@ -71,6 +71,7 @@ from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout, init_bank
 from psjax.sharing.methods import Scheme, static_update
+from psjax.sharing.structure import type_ari
 
 MODES = {"bdps": "both", "bdps_role": "role", "bdps_team": "team"}
 RECURRENT = ("role_h", "group_h", "torso_h")  # the agent networks' GRU states in the rollout state
@@ -531,10 +532,13 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
             "bdps_roles_distinct": distinct("role", k),  # distinct roles per episode
             # role choices whose T_U-step advantage window holds a non-zero advantage
             "bdps_adv_nonzero": ex["window_nonzero"].sum() / jnp.maximum(ex["window"].sum() * n, 1),
+            # the agents' roles at every step against the task's kinds (adjusted Rand index), mean over steps
+            "type_ari": type_ari(ex["role"], spec.agent_types, k).mean(),
         }
         if use_groups:
             metrics.update(bdps_group=ex["group"][-1, 0], bdps_group_change=change_rate(ex["group"], traj.done),
-                           bdps_groups_distinct=distinct("group", m))
+                           bdps_groups_distinct=distinct("group", m),
+                           type_ari_group=type_ari(ex["group"], spec.agent_types, m).mean())
         if mode == "both":
             metrics["bdps_entropy_diff"] = ex["entropy_diff"].mean()
         return metrics

@@ -16,19 +16,21 @@ import optax
 
 
 class IdentityVAE(nn.Module):
-    """``one-hot id[..., N] -> 64 -> (mu, logvar)[..., Z]``; ``[z, o, one-hot a] -> 64 -> 64 -> [o', r]``."""
+    """``one-hot id[..., N] -> 64 -> (mu, logvar)[..., Z]``; ``[z, o, one-hot a] -> 64 -> 64 -> [o', r]`` (or
+    whichever of the two ``out`` counts: ``obs_dim + 1`` by default)."""
 
     num_agents: int
     obs_dim: int
     num_actions: int
     latent: int = 10
     hidden: int = 64
+    out: int = 0  # width of the reconstruction; 0 = obs_dim + 1 (next observation and reward)
 
     def setup(self):
         self.enc_hidden = nn.Dense(self.hidden)
         self.enc_mu = nn.Dense(self.latent)
         self.enc_logvar = nn.Dense(self.latent)
-        self.dec = [nn.Dense(self.hidden), nn.Dense(self.hidden), nn.Dense(self.obs_dim + 1)]
+        self.dec = [nn.Dense(self.hidden), nn.Dense(self.hidden), nn.Dense(self.out or self.obs_dim + 1)]
 
     def encode(self, agent: chex.Array) -> tuple[chex.Array, chex.Array]:
         """``agent int[...] -> (mu, logvar)``, each ``[..., Z]``."""
@@ -36,7 +38,7 @@ class IdentityVAE(nn.Module):
         return self.enc_mu(h), self.enc_logvar(h)
 
     def decode(self, z: chex.Array, obs: chex.Array, action: chex.Array) -> chex.Array:
-        """``z[..., Z], obs[..., D], action int[...] -> [..., D + 1]`` (next observation, reward)."""
+        """``z[..., Z], obs[..., D], action int[...] -> [..., out]`` (next observation and / or reward)."""
         x = jnp.concatenate([z, obs, jax.nn.one_hot(action, self.num_actions)], -1)
         x = nn.relu(self.dec[0](x))
         x = nn.relu(self.dec[1](x))

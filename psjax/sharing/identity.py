@@ -6,7 +6,7 @@ reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
 
 1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
 2. runs k-means (k-means++ seeding, restarts) on the N identity vectors, with K from the config
-   or by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the vectors are the encoder means
+   (``sharing.identity_clusters``) or, by default, by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the vectors are the encoder means
    (SePS's code) or one sample z_i ~ N(mu_i, sigma_i^2) per agent (AdaPS's paper, section 4.1):
    ``sharing.identity_cluster_input``,
 3. SePS: moves every agent to its cluster's slot, every slot a copy of the pretrained slot 0
@@ -40,6 +40,7 @@ from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.kmeans import KMeansResult, kmeans, select_k
 from psjax.sharing.methods import Scheme
 from psjax.sharing.report import sharing_picture
+from psjax.sharing.structure import type_ari
 from psjax.types import Transition
 
 MAX_PAIR_AGENTS = 8  # per-agent-pair overlap columns are logged up to this many agents
@@ -132,11 +133,28 @@ def store_transitions(
 # --------------------------------------------------------------------------- the identity VAE
 
 
+RECONSTRUCT = {  # the decoder's targets per ``sharing.identity_reconstruct``: (next observation, reward)
+    "next_obs_reward": (True, True), "next_obs": (True, False), "reward": (False, True),
+}
+
+
+def reconstruction_size(obs_dim: int, reconstruct: str) -> int:
+    """Width of the decoder's output for ``reconstruct``."""
+    next_obs, reward = RECONSTRUCT[reconstruct]
+    return obs_dim * next_obs + reward
+
+
+def reconstruction_target(next_obs: chex.Array, reward: chex.Array, reconstruct: str) -> chex.Array:
+    """``next_obs[B, D], reward[B] -> [B, reconstruction_size]``: what the decoder predicts."""
+    use_obs, use_reward = RECONSTRUCT[reconstruct]
+    return jnp.concatenate(([next_obs] if use_obs else []) + ([reward[:, None]] if use_reward else []), -1)
+
+
 def train_identity_vae(
     key: chex.PRNGKey, vae: IdentityVAE, buffer: IdentityBuffer, epochs: int, batch_size: int, lr: float,
-    kl_coef: float,
+    kl_coef: float, reconstruct: str = "next_obs_reward",
 ) -> tuple[Any, chex.Array, chex.Array]:
-    """Train a fresh VAE on the filled part of the buffer.
+    """Train a fresh VAE (its decoder sized for ``reconstruct``) on the filled part of the buffer.
 
     Returns (params, encoder means ``[N, Z]``, encoder log-variances ``[N, Z]``, mean loss per epoch
     ``[epochs]``).
@@ -154,7 +172,7 @@ def train_identity_vae(
             "agent": (idx // size).astype(jnp.int32),
             "obs": obs[idx],
             "action": action[idx],
-            "target": jnp.concatenate([next_obs[idx], reward[idx, None]], -1),
+            "target": reconstruction_target(next_obs[idx], reward[idx], reconstruct),
             "weight": (idx % size < buffer.seen).astype(jnp.float32),  # unfilled slots are padding
         }
 
@@ -237,8 +255,9 @@ def overlap_matrix(masks: tuple, slots: chex.Array, masked: bool) -> chex.Array:
     return jnp.where(either > 0, both / jnp.maximum(either, 1.0), 1.0)
 
 
-def _metrics(sharing: SharingState, masked: bool) -> dict:
-    """What the method decided, logged every iteration (fixed shapes; see docs/methods.md)."""
+def _metrics(sharing: SharingState, masked: bool, agent_types: tuple[int, ...], max_clusters: int) -> dict:
+    """What the method decided, logged every iteration (fixed shapes; see docs/methods.md); ``type_ari`` is the
+    clusters' adjusted Rand index against the task's agent kinds (0 or 1 before the switch: one cluster)."""
     extra = sharing.extra
     labels = extra.labels
     overlap = overlap_matrix(sharing.masks, sharing.slots, masked)
@@ -247,6 +266,7 @@ def _metrics(sharing: SharingState, masked: bool) -> dict:
     metrics = {
         "cluster": labels,
         "num_clusters": extra.num_clusters,
+        "type_ari": type_ari(labels, agent_types, max_clusters),
         "identity_switched": extra.switched,
         "identity_vae_loss_first": extra.vae_loss[0],
         "identity_vae_loss_last": extra.vae_loss[1],
@@ -262,14 +282,28 @@ def _metrics(sharing: SharingState, masked: bool) -> dict:
 # --------------------------------------------------------------------------- schemes
 
 
+def given_clusters(cfg: TrainConfig) -> int | None:
+    """K as the user gave it (``sharing.identity_clusters``), or None for ``auto`` (the Davies-Bouldin rule).
+    Raises ConfigError for anything else."""
+    k = str(cfg.sharing.identity_clusters).strip()
+    if k == "auto":
+        return None
+    try:
+        return int(k)
+    except ValueError:
+        raise ConfigError(
+            f"sharing.identity_clusters={k!r} is not allowed; allowed: 'auto' or an integer 1..number of agents"
+        ) from None
+
+
 def check_identity_config(cfg: TrainConfig) -> None:
     """Config rules of SePS / AdaPS (their records' ``check``); raises ConfigError."""
     n = num_agents(cfg.env)
-    k = cfg.sharing.identity_clusters
-    if not 1 <= k <= n:
+    k = given_clusters(cfg)
+    if k is not None and not 1 <= k <= n:
         raise ConfigError(
             f"sharing.identity_clusters={k} is outside the allowed range 1..{n} (the number of agents of "
-            f"env {cfg.env.name})"
+            f"env {cfg.env.name}); allowed: 'auto' or 1..{n}"
         )
     if cfg.learner_cfg.rollout_len < 2:
         section = "q" if cfg.is_value_based else "ac"
@@ -281,15 +315,16 @@ def check_identity_config(cfg: TrainConfig) -> None:
 
 def _max_clusters(cfg: TrainConfig, num_agents: int) -> int:
     """Slots / centres allocated: K from the config, or the largest Davies-Bouldin candidate."""
-    if cfg.sharing.identity_select_k:
+    k = given_clusters(cfg)
+    if k is None:
         return num_agents if num_agents <= 2 else num_agents - 1
-    return cfg.sharing.identity_clusters
+    return k
 
 
 def _cluster(cfg: TrainConfig, key: chex.PRNGKey, points: chex.Array, max_clusters: int) -> KMeansResult:
     sc = cfg.sharing
     n = points.shape[0]
-    if sc.identity_select_k and n > 2:
+    if given_clusters(cfg) is None and n > 2:
         result, _ = select_k(key, points, 2, n - 1, sc.identity_kmeans_restarts)
         return result
     return kmeans(key, points, max_clusters, max_clusters, sc.identity_kmeans_restarts)
@@ -314,7 +349,8 @@ def _make_identity_scheme(
     source = cluster_input(cfg)
     n = spec.num_agents
     max_clusters = _max_clusters(cfg, n)
-    vae = IdentityVAE(n, spec.obs_dim, spec.num_actions, sc.identity_latent, sc.identity_hidden)
+    vae = IdentityVAE(n, spec.obs_dim, spec.num_actions, sc.identity_latent, sc.identity_hidden,
+                      reconstruction_size(spec.obs_dim, sc.identity_reconstruct))
 
     def init(key):
         extra = IdentityState(
@@ -335,7 +371,8 @@ def _make_identity_scheme(
         extra = sharing.extra
         k_vae, k_kmeans = jax.random.split(key)
         _, means, logvar, losses = train_identity_vae(
-            k_vae, vae, buffer, sc.identity_epochs, sc.identity_batch_size, sc.identity_lr, sc.identity_kl_coef
+            k_vae, vae, buffer, sc.identity_epochs, sc.identity_batch_size, sc.identity_lr, sc.identity_kl_coef,
+            sc.identity_reconstruct,
         )
         points = identity_vectors(jax.random.fold_in(k_kmeans, 1), means, logvar, source)
         result = _cluster(cfg, k_kmeans, points, max_clusters)
@@ -357,7 +394,7 @@ def _make_identity_scheme(
             due, lambda x, k: switch(x, k, buffer), (sharing, learner_state), k_switch
         )
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
-        return sharing, learner_state, _metrics(sharing, layout.masked)
+        return sharing, learner_state, _metrics(sharing, layout.masked, spec.agent_types, max_clusters)
 
     return Scheme(layout, init, update, unmasked_banks=unmasked_banks)
 

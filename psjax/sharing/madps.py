@@ -55,6 +55,7 @@ from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_banks
 from psjax.sharing.methods import Scheme
 from psjax.sharing.report import sharing_picture
+from psjax.sharing.structure import joint_labels, type_ari
 
 
 class MADPSExtra(NamedTuple):
@@ -231,6 +232,10 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
             "madps_back": sharing.slots,
             "madps_rounds": extra.rounds,
             "madps_changes": extra.changes,
+            # the agents' partitions against the task's kinds: by front, by back, and by policy (front and back)
+            "type_ari_front": type_ari(extra.front, spec.agent_types, n),
+            "type_ari_back": type_ari(sharing.slots, spec.agent_types, n),
+            "type_ari": type_ari(joint_labels(extra.front, sharing.slots, n), spec.agent_types, n * n),
         }
         return sharing, learner_state, metrics
 

@@ -57,6 +57,7 @@ from psjax.nets.vae import PolicyVAE, fit_minibatch_epochs, vae_loss
 from psjax.schema import SharingConfig
 from psjax.sharing import bank_ops
 from psjax.sharing.methods import Scheme
+from psjax.sharing.structure import type_distance_ratio
 from psjax.types import Transition
 
 DISTANCES = ("wasserstein", "hellinger", "bhattacharyya")
@@ -344,7 +345,8 @@ def with_distance(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, sc: Sh
     ``sc.mapd_buffer_add`` steps per iteration), else a round measures on its iteration's rollout.
     ``id_codes[N, K]``: the agent indication appended to observations (FuPS+id), so that agent i's policy is
     the shared network fed i's code. Adds ``mapd_distance`` ``[N, N]`` (NaN between rounds),
-    ``mapd_distance_mean`` and ``mapd_vae_loss`` to the scheme's metrics.
+    ``mapd_distance_mean``, ``mapd_vae_loss`` and ``mapd_type_ratio`` (mean distance within the task's agent kinds
+    over mean distance between kinds, ``psjax.sharing.structure``) to the scheme's metrics.
     """
     n = spec.num_agents
     relabel = id_relabel(id_codes) if id_codes is not None and id_codes.shape[1] else None
@@ -374,7 +376,8 @@ def with_distance(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, sc: Sh
             due, round_fn, (learner_state, sharing, nan, rollout, hidden0, buffer), jax.random.fold_in(key, 1))
         sharing = sharing._replace(distance=DistanceState(buffer, state.iteration + 1))
         sharing, learner_state, metrics = scheme.update(sharing, learner_state, traj, key, step, hidden0)
-        distance = {"mapd_distance": d, "mapd_distance_mean": off_diagonal_mean(d), "mapd_vae_loss": vae_loss}
+        distance = {"mapd_distance": d, "mapd_distance_mean": off_diagonal_mean(d), "mapd_vae_loss": vae_loss,
+                    "mapd_type_ratio": type_distance_ratio(d, spec.agent_types)}
         return sharing, learner_state, {**metrics, **distance}
 
     return scheme._replace(init=init, update=update)

@@ -80,6 +80,37 @@ def _madps_tables(rows: list[dict]) -> dict | None:
     }
 
 
+def type_ari_curves(run_dir) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """``(env_steps [I], values [S, I, P], names [P])``: every logged ``type_ari*`` metric (the method's partitions
+    against the task's agent kinds, ``psjax.sharing.structure``) per seed and logged iteration; None without."""
+    rows = _metric_rows(run_dir)
+    names = sorted({k for r in rows for k in r if k.startswith("type_ari") and "[" not in k})
+    if not names:
+        return None
+    seeds = sorted({r["seed"] for r in rows})
+    steps = sorted({r["env_steps"] for r in rows})
+    at = {s: i for i, s in enumerate(steps)}
+    values = np.full((len(seeds), len(steps), len(names)), np.nan)
+    for r in rows:
+        for p, name in enumerate(names):
+            if isinstance(r.get(name), (int, float)):
+                values[seeds.index(r["seed"]), at[r["env_steps"]], p] = r[name]
+    return np.asarray(steps), values, names
+
+
+def _draw_type_ari(ax, curves) -> None:
+    steps, values, names = curves
+    for p, name in enumerate(names):
+        line = ax.plot(steps, np.nanmean(values[:, :, p], axis=0), label=f"{name} (mean)")[0]
+        for seed_values in values[:, :, p]:
+            ax.plot(steps, seed_values, color=line.get_color(), alpha=0.25, linewidth=0.8)
+    ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_ylim(-0.55, 1.05)
+    ax.set_xlabel("env steps")
+    ax.set_title(f"adjusted Rand index vs the agent kinds ({values.shape[0]} seeds, faint: each seed)", fontsize=9)
+    ax.legend(fontsize=7)
+
+
 def plot_sharing(run_dir) -> pathlib.Path | None:
     """Write ``run_dir/sharing.png`` and return its path; None (nothing written) when the run's
     method reports no cluster assignment."""
@@ -90,10 +121,11 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
     if tables is None:
         return None
     cluster, overlap = tables["cluster"], tables["overlap"]
+    curves = type_ari_curves(run_dir)
     num_seeds, n = cluster.shape
-    fig = Figure(figsize=(5 + 0.35 * n + (4.5 if overlap is not None else 0), 1.8 + 0.35 * num_seeds + 1.5),
-                 layout="constrained")
-    axes = fig.subplots(1, 2 if overlap is not None else 1, squeeze=False)[0]
+    panels = 1 + (overlap is not None) + (curves is not None)
+    fig = Figure(figsize=(5 + 0.35 * n + 4.5 * (panels - 1), 1.8 + 0.35 * num_seeds + 1.5), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)[0]
 
     ax = axes[0]
     ax.imshow(cluster, cmap="tab10", vmin=0, vmax=9, aspect="auto")
@@ -119,8 +151,13 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
         ax.set_ylabel("agent")
         ax.set_title("shared hidden units (mean over seeds)")
         fig.colorbar(image, ax=ax, shrink=0.8)
+    ari = ""
+    if curves is not None:
+        _draw_type_ari(axes[-1], curves)
+        final = curves[1][:, -1, curves[2].index("type_ari")] if "type_ari" in curves[2] else curves[1][:, -1, 0]
+        ari = f", final type_ari {np.nanmean(final):.2f} (seeds {', '.join(f'{v:.2f}' for v in final)})"
     fig.suptitle(f"{run_dir.name}: mean overlap {np.nanmean(tables['mean_overlap']):.2f} "
-                 f"at {max(tables['env_steps'])} env steps")
+                 f"at {max(tables['env_steps'])} env steps{ari}", fontsize=9)
     path = run_dir / "sharing.png"
     fig.savefig(path, dpi=120)
     return path
@@ -191,16 +228,35 @@ def snd_series(run_dir) -> dict | None:
     """``{"series": {seed: (env_steps [M], snd [M])}, "target": DiCo's dico_snd_target or None}`` over the rows
     that measured the team's SND; None when the run logs no ``snd``."""
     series: dict[int, list] = {}
+    ratios: dict[int, list] = {}
     target = None
     for row in _metric_rows(run_dir):
-        if row.get("snd") is None or not np.isfinite(row["snd"]):
+        if not isinstance(row.get("snd"), (int, float)) or not np.isfinite(row["snd"]):
             continue
         series.setdefault(row["seed"], []).append((row["env_steps"], row["snd"]))
+        if isinstance(row.get("snd_type_ratio"), (int, float)) and np.isfinite(row["snd_type_ratio"]):
+            ratios.setdefault(row["seed"], []).append((row["env_steps"], row["snd_type_ratio"]))
         target = row.get("dico_snd_target", target)
     if not series:
         return None
     out = {seed: tuple(np.array(v) for v in zip(*rows)) for seed, rows in sorted(series.items())}
-    return {"series": out, "target": target}
+    ratio = {seed: tuple(np.array(v) for v in zip(*rows)) for seed, rows in sorted(ratios.items())}
+    return {"series": out, "target": target, "type_ratio": ratio}
+
+
+def _binned(ax, steps, values, label) -> bool:
+    """Plot one seed's series; thousands of noisy points as each bin's median and 10-90% band. True if binned."""
+    if len(steps) <= 2 * SND_BINS:
+        ax.plot(steps, values, lw=1, label=label)
+        return False
+    edges = np.linspace(steps[0], steps[-1], SND_BINS + 1)
+    which = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, SND_BINS - 1)
+    bins = [values[which == b] for b in range(SND_BINS) if np.any(which == b)]
+    centres = [steps[which == b].mean() for b in range(SND_BINS) if np.any(which == b)]
+    line = ax.plot(centres, [np.median(v) for v in bins], lw=1, label=label)[0]
+    ax.fill_between(centres, [np.percentile(v, 10) for v in bins], [np.percentile(v, 90) for v in bins],
+                    color=line.get_color(), alpha=0.15, lw=0)
+    return True
 
 
 def plot_snd(run_dir) -> pathlib.Path | None:
@@ -212,21 +268,22 @@ def plot_snd(run_dir) -> pathlib.Path | None:
     found = snd_series(run_dir)
     if found is None:
         return None
-    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
-    ax = fig.subplots()
+    ratios = found["type_ratio"]
+    fig = Figure(figsize=(5.5 * (1 + bool(ratios)), 3.4), layout="constrained")
+    axes = fig.subplots(1, 1 + bool(ratios), squeeze=False)[0]
+    ax = axes[0]
     binned = False
     for seed, (steps, snd) in found["series"].items():
-        if len(steps) > 2 * SND_BINS:  # thousands of noisy points: each bin's median and 10-90% band
-            binned = True
-            edges = np.linspace(steps[0], steps[-1], SND_BINS + 1)
-            which = np.clip(np.searchsorted(edges, steps, side="right") - 1, 0, SND_BINS - 1)
-            bins = [snd[which == b] for b in range(SND_BINS) if np.any(which == b)]
-            centres = [steps[which == b].mean() for b in range(SND_BINS) if np.any(which == b)]
-            line = ax.plot(centres, [np.median(v) for v in bins], lw=1, label=f"seed {seed}")[0]
-            ax.fill_between(centres, [np.percentile(v, 10) for v in bins], [np.percentile(v, 90) for v in bins],
-                            color=line.get_color(), alpha=0.15, lw=0)
-        else:
-            ax.plot(steps, snd, lw=1, label=f"seed {seed}")
+        binned |= _binned(ax, steps, snd, f"seed {seed}")
+    if ratios:  # the task has agents of several kinds: do the policies differ more across kinds than within?
+        for seed, (steps, ratio) in ratios.items():
+            _binned(axes[1], steps, ratio, f"seed {seed}")
+        axes[1].axhline(1.0, color="grey", ls=":", lw=0.8)
+        axes[1].set_xlabel("env steps")
+        axes[1].set_ylabel("within-kind / between-kind SND")
+        axes[1].set_title("mean SND between agents of one kind over that between kinds\n(1 = the policies do not "
+                          "tell the kinds apart)", fontsize=8)
+        axes[1].legend(fontsize=7)
     if found["target"] is not None and found["target"] >= 0:
         ax.axhline(found["target"], color="black", ls="--", lw=1, label="DiCo target")
     ax.set_xlabel("env steps")

@@ -31,6 +31,7 @@ from psjax.envs.base import EnvSpec
 from psjax.sharing import bank_ops
 from psjax.sharing.mapd import id_relabel, observation_rollout, off_diagonal_mean, valid_observations
 from psjax.sharing.methods import Scheme
+from psjax.sharing.structure import type_distance_ratio
 from psjax.types import Transition
 
 UNAVAILABLE = -1e8  # logits at or below this are unavailable actions (the learners write -1e9 there)
@@ -79,21 +80,28 @@ def sample_steps(key: chex.PRNGKey, traj: Transition, rows: int) -> Transition:
     return observation_rollout(obs, avail)
 
 
-def measure_snd(policy_logits: Callable, learner_state, sharing, traj: Transition, hidden0,
-                relabel: Callable | None = None) -> chex.Array:
-    """The team's SND on ``traj``: every policy (``Learner.policy_logits``) on every agent's observations."""
+def measure_pairwise_snd(policy_logits: Callable, learner_state, sharing, traj: Transition, hidden0,
+                         relabel: Callable | None = None) -> chex.Array:
+    """``D[N, N]`` on ``traj``: every policy (``Learner.policy_logits``) on every agent's observations."""
     logits = policy_logits(learner_state, sharing, traj, hidden0, relabel)  # [N_pol, T, E, N_obs, A]
     weight = valid_observations(traj.obs).reshape(-1).astype(jnp.float32)
-    return system_neural_diversity(logits.reshape(logits.shape[0], -1, logits.shape[-1]), weight)
+    return pairwise_snd(logits.reshape(logits.shape[0], -1, logits.shape[-1]), weight)
+
+
+def measure_snd(policy_logits: Callable, learner_state, sharing, traj: Transition, hidden0,
+                relabel: Callable | None = None) -> chex.Array:
+    """The team's SND on ``traj``: the mean over agent pairs of ``measure_pairwise_snd``."""
+    return off_diagonal_mean(measure_pairwise_snd(policy_logits, learner_state, sharing, traj, hidden0, relabel))
 
 
 def with_snd(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, interval: int, rows: int, recurrent: bool,
              steps_per_iteration: int, id_codes=None) -> Scheme:
     """``scheme`` plus the team's SND after the learner's update of every ``interval``-th iteration, handed to
     ``scheme.on_snd`` where there is one (DiCo), before the scheme's own update; logged as ``snd`` (NaN between
-    measurements). ``rows``: env steps drawn from a feed-forward actor's rollout; ``recurrent``: measure on the
-    whole rollout instead. ``id_codes[N, K]``: the agent indication appended to the observations."""
-    del spec
+    measurements), with ``snd_type_ratio``: mean distance within the task's agent kinds over mean distance
+    between kinds (``psjax.sharing.structure``). ``rows``: env steps drawn from a feed-forward actor's rollout;
+    ``recurrent``: measure on the whole rollout instead. ``id_codes[N, K]``: the agent indication appended to the
+    observations."""
     relabel = id_relabel(id_codes) if id_codes is not None and id_codes.shape[1] else None
 
     def update(sharing, learner_state, traj, key, step, hidden0):
@@ -101,19 +109,21 @@ def with_snd(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, interval: i
         def round_fn(operand, k):
             learner_state, sharing, _, traj, hidden0 = operand
             batch = traj if recurrent else sample_steps(k, traj, rows)
-            snd = measure_snd(policy_logits, learner_state, sharing, batch, hidden0, relabel)
+            d = measure_pairwise_snd(policy_logits, learner_state, sharing, batch, hidden0, relabel)
+            snd = off_diagonal_mean(d)
             if scheme.on_snd is not None:
                 sharing = scheme.on_snd(sharing, snd)
-            return learner_state, sharing, snd, traj, hidden0
+            return learner_state, sharing, (snd, type_distance_ratio(d, spec.agent_types)), traj, hidden0
 
         due = (step // steps_per_iteration) % interval == 0
-        operand = (learner_state, sharing, jnp.full((), jnp.nan, jnp.float32), traj, hidden0)
+        nan = jnp.full((), jnp.nan, jnp.float32)
+        operand = (learner_state, sharing, (nan, nan), traj, hidden0)
         k = jax.random.fold_in(key, 3)
         if interval == 1:
-            learner_state, sharing, snd, _, _ = round_fn(operand, k)
+            learner_state, sharing, (snd, ratio), _, _ = round_fn(operand, k)
         else:
-            learner_state, sharing, snd, _, _ = bank_ops.run_if(due, round_fn, operand, k)
+            learner_state, sharing, (snd, ratio), _, _ = bank_ops.run_if(due, round_fn, operand, k)
         sharing, learner_state, metrics = scheme.update(sharing, learner_state, traj, key, step, hidden0)
-        return sharing, learner_state, {**metrics, "snd": snd}
+        return sharing, learner_state, {**metrics, "snd": snd, "snd_type_ratio": ratio}
 
     return scheme._replace(update=update)
