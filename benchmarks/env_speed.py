@@ -38,6 +38,11 @@ CASES = {
                                          lbf_fixed_levels=True),
     "lbf_grid_fov2_inversion": EnvConfig(name="lbf", scenario="8x8-2p-2f-coop", fov=2, lbf_grid_obs=True,
                                          lbf_fixed_levels=True, image_indication="inversion"),
+    # the same task under jumanji's rules and lb-foraging's (the BDPS LBF preset), and SePS's persistent levels
+    "lbf_15x15_4p_5f_jumanji": EnvConfig(name="lbf", scenario="15x15-4p-5f"),
+    "lbf_15x15_4p_5f_lbforaging": EnvConfig(name="lbf", scenario="15x15-4p-5f", lbf_rules="lbforaging"),
+    "lbf_8x8_2p_2f_seps": EnvConfig(name="lbf", scenario="8x8-2p-2f-coop", lbf_rules="lbforaging",
+                                    lbf_seps_levels=True),
 }
 
 

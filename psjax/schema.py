@@ -78,6 +78,11 @@ class EnvConfig:
     lbf_grid_obs: bool = _f(False, "LBF: grid (image) observations, agents / food / access layers, channels last")
     lbf_fixed_levels: bool = _f(False, "LBF: agent levels drawn once (from lbf_levels_seed) and kept across resets")
     lbf_levels_seed: int = _f(0, "LBF: seed of the persistent agent levels", min=0)
+    lbf_rules: str = _f("jumanji", "LBF: jumanji = its spawn and step; lbforaging = lb-foraging v1.1.1's (the papers': "
+                        "food levels below the bound, spacing, all actions available; docs/envs.md)",
+                        choices=("jumanji", "lbforaging"))
+    lbf_seps_levels: bool = _f(False, "LBF: agent i has level i % 3 + 1 in every episode, hidden from the vector "
+                               "observation (lb-foraging's seps branch, SePS / AdaPS)")
     image_indication: str = _f(
         "none", "agent indication channels added to image observations (Terry et al. 4.2)",
         choices=("none", "identity", "geometric", "binary", "inversion", "inversion_replacement"),

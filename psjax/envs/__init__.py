@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, team_reward
-from psjax.envs.lbf import parse_lbf_scenario
+from psjax.envs.lbf import check_lbf_options, parse_lbf_scenario
 from psjax.envs.matrix import GAMES
 from psjax.envs.wrappers import (
     AGENT_ID_KINDS,
@@ -116,6 +116,7 @@ def check_env_config(env_cfg: EnvConfig) -> None:
             )
     elif name == "lbf":
         parse_lbf_scenario(env_cfg.scenario, env_cfg.fov)
+        check_lbf_options(env_cfg.lbf_rules, env_cfg.lbf_fixed_levels, env_cfg.lbf_seps_levels)
     elif name in ("bps", "crware"):
         coloured_agents(env_cfg)
     elif name == "typed":
@@ -186,6 +187,7 @@ def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
         env = make_lbf(
             env_cfg.scenario, env_cfg.fov, env_cfg.time_limit, grid_obs=env_cfg.lbf_grid_obs,
             persistent_levels=env_cfg.lbf_fixed_levels, levels_seed=env_cfg.lbf_levels_seed,
+            rules=env_cfg.lbf_rules, seps=env_cfg.lbf_seps_levels,
         )
     elif name == "bps":
         from psjax.envs.bps import make_bps
