@@ -384,7 +384,8 @@ def markdown(rows: list[dict]) -> str:
         final = f"final {name}" if mixed else f"final {name} ({names[policies[0]]} policy)"
         out += [f"### {env}: final {name}, {which}", "",
                 "| method | learner | " + ("eval policy | " if mixed else "") + f"seeds | {final}, IQM [95% CI] | "
-                "env steps per seed | env steps/s (all seeds) | compile s | parameters |" + (" type_ari |" if ari else ""),
+                "env steps per seed | env steps/s (all seeds) | compile s | parameters |"
+                + (" type_ari |" if ari else ""),
                 "|---|---|" + ("---|" if mixed else "") + "---:|---|---:|---:|---:|---:|" + ("---:|" if ari else "")]
         for r in sub:
             sps = _fmt(r["steps_per_sec"], ",.0f") + ("*" if r["steps_per_sec_includes_compile"] else "")
@@ -397,7 +398,8 @@ def markdown(rows: list[dict]) -> str:
                      f"**diverged** ({r['diverged']['seeds']} of {r['seeds']} seeds non-finite from env step "
                      f"{r['diverged']['first_env_step']:,})")
             out.append(f"| {r['method']} | {r['learner']} | {policy}{r['seeds']} | {score} | {steps} | {sps} | "
-                       f"{_fmt(r['compile_s'], '.1f')} | {params} |" + (f" {_fmt(r.get('type_ari'), '.2f')} |" if ari else ""))
+                       f"{_fmt(r['compile_s'], '.1f')} | {params} |"
+                       + (f" {_fmt(r.get('type_ari'), '.2f')} |" if ari else ""))
         out.append("")
         diverged = [f"{r['method']} ({r['learner']})" for r in sub if r.get("diverged")]
         if diverged:

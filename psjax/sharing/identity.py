@@ -6,9 +6,9 @@ reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
 
 1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
 2. runs k-means (k-means++ seeding, restarts) on the N identity vectors, with K from the config
-   (``sharing.identity_clusters``) or, by default, by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the vectors are the encoder means
-   (SePS's code) or one sample z_i ~ N(mu_i, sigma_i^2) per agent (AdaPS's paper, section 4.1):
-   ``sharing.identity_cluster_input``,
+   (``sharing.identity_clusters``) or, by default, by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the
+   vectors are the encoder means (SePS's code) or one sample z_i ~ N(mu_i, sigma_i^2) per agent (AdaPS's
+   paper, section 4.1): ``sharing.identity_cluster_input``,
 3. SePS: moves every agent to its cluster's slot, every slot a copy of the pretrained slot 0
    (parameters, target and Adam moments; critics follow the same slots);
    AdaPS: feeds every cluster centre through a fixed random mapping network, thresholds the
