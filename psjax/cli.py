@@ -256,7 +256,8 @@ def _reproduce_command(args: list[str]) -> int:
         print(reproduce.listing())
         return 0
     if len(names) > 1:
-        raise ConfigError(f"reproduce takes one name; got {' '.join(names)}; allowed: {', '.join(reproduce.REPRODUCTIONS)}")
+        raise ConfigError(f"reproduce takes one name; got {' '.join(names)}; allowed: "
+                          f"{', '.join(reproduce.REPRODUCTIONS)}")
     reproduce.get(names[0])  # a bad name fails before anything else
     pairs = parse_pairs([a for a in args if "=" in a])
     seeds, steps = _int_arg(pairs, "seeds", None), _int_arg(pairs, "steps", None)
