@@ -15,7 +15,8 @@ from psjax.schema import ALIASES, field_info, load_preset, precheck, preset_name
 
 USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
-       python -m psjax train resume=RUN_DIR                  continue a run from its last checkpoint
+       python -m psjax train resume=RUN_DIR [key=value ...]  continue a run from its last checkpoint; keys: learner
+                                                             fields that keep its shapes (q.lr, ...), on_nonfinite
        python -m psjax fields                                list every config key with its default
        python -m psjax methods                               list the registered methods and their learners
        python -m psjax methods matrix                        every method x env at its defaults: runs or why not
@@ -84,13 +85,22 @@ def _train_args(args: list[str]):
     resume = pairs.pop("resume", None)
     if resume is not None:
         process = {k: pairs.pop(k) for k in PROCESS_FIELDS if k in pairs}  # each process of a distributed run
-        if pairs:
-            raise ConfigError(f"resume={resume} takes no other arguments besides {', '.join(PROCESS_FIELDS)}; got "
-                              f"{', '.join(pairs)}")
-        from psjax.config import from_dict, load_run_config, to_dict
+        precheck(pairs)  # changed settings: psjax.run.resume_changes says which a resumed run may take
+        from psjax.config import load_run_config, make_config, to_dict
+        from psjax.run import RESUME_HOST_FIELDS
+        from psjax.schema import flatten, resolve_key
 
+        refused = [k for k in pairs if not (resolve_key(k, "qmix") in RESUME_HOST_FIELDS
+                                            or resolve_key(k, "qmix").startswith(("q.", "ac.")))]
+        if refused:
+            raise ConfigError(f"resume={resume} cannot change {', '.join(refused)}; allowed on resume: "
+                              f"{', '.join(RESUME_HOST_FIELDS + PROCESS_FIELDS)} and the learner's q.* / ac.* fields "
+                              "that keep the checkpoint's shapes and chunk plan (e.g. q.lr)")
         cfg = load_run_config(resume)
-        return (from_dict({**to_dict(cfg), **process}) if process else cfg), resume
+        if not (process or pairs):
+            return cfg, resume
+        changed = {resolve_key(k, cfg.learner_name): v for k, v in pairs.items()}
+        return make_config({**flatten(to_dict(cfg)), **process, **changed}), resume
     preset = pairs.pop("preset", None)
     precheck({**(load_preset(preset) if preset else {}), **pairs})  # field values, before JAX loads
     from psjax.config import make_config  # the method registry (JAX)
@@ -99,7 +109,7 @@ def _train_args(args: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 2 bad arguments or config)."""
+    """Entry point; returns the exit code (0 ok, 2 bad arguments or config, 3 stopped by non-finite values)."""
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE, end="", file=sys.stdout if args else sys.stderr)
@@ -126,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown command {command!r}; allowed: train, fields, methods, compare, compare-sweep, "
                               "reproduce, export")
         cfg, resume = _train_args(rest)
-        from psjax.run import run  # JAX is imported only once the config is known to be good
+        from psjax.run import NonFiniteError, run  # JAX is imported only once the config is known to be good
 
-        run_dir = run(cfg, resume=resume)  # a resumed cfg is the folder's, with this process's fields
+        try:
+            run_dir = run(cfg, resume=resume)  # a resumed cfg is the folder's, with this process's fields and changes
+        except NonFiniteError as e:  # on_nonfinite=stop: the run folder holds the logs up to it and a summary
+            print(f"error: {e}", file=sys.stderr)
+            return 3
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -291,10 +305,21 @@ def final_eval_lines(summary: dict) -> list[str]:
 
     final = summary["final_eval"]
     stats = [s for s in EVAL_STATS if s != "won" or summary.get("has_win")]
+    event = summary.get("nonfinite")
     lines = []
+    if event:  # the run went non-finite (on_nonfinite=warn, or the summary of a stopped run)
+        seeds = event["seeds"]
+        lines.append(f"WARNING: non-finite values from env step {event['env_step']:,} (iteration {event['iteration']}, "
+                     f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}): {', '.join(event['quantities'])}")
+    bad_eval = final.get("nonfinite_seeds")
     for policy in final["policies"]:
         values = {s: final["mean"].get(eval_key(s, policy)) for s in stats}
         shown = ", ".join(f"{s}={v:.4g}" for s, v in values.items() if v is not None)
+        if bad_eval:
+            shown += (f" -- NOT A RESULT: seed{'s' * (len(bad_eval) > 1)} {', '.join(map(str, bad_eval))} acted with "
+                      "non-finite parameters")
+        elif event:
+            shown += " -- NOT A RESULT: the run went non-finite during training"
         lines.append(f"final eval ({POLICY_NAMES[policy]} policy, {final['episodes_per_seed']} episodes per seed, "
                      f"mean of {len(summary['seeds'])} seeds): {shown}")
     return lines

@@ -52,8 +52,8 @@ from psjax.schema import flatten
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
 # eval_policy: the policy compared is part of a row's identity (Group.policy), so both vs sample may pool.
-POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "eval_policy", "compile_cache",
-                "compile_cache_gb")
+POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "on_nonfinite", "eval_policy",
+                "compile_cache", "compile_cache_gb")
 SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
 SWEEP_ALGS = ("fups", "nops", "seps")
 SWEEP_LEARNER = "ppo"
@@ -127,6 +127,16 @@ class Run(NamedTuple):
     seeds: list[int]
     x: np.ndarray  # float[I] env steps per seed at each evaluation
     y: np.ndarray  # float[I, S] the metric per evaluation and seed (NaN where missing)
+    diverged: tuple = ()  # the seeds that went non-finite (never a result: the run is flagged, not ranked)
+    diverged_step: int | None = None  # the env step per seed where the run first went non-finite
+
+
+def diverged_seeds(summary: dict, eval_rows: list[dict]) -> list[int]:
+    """The seeds of a run folder that went non-finite: in training (summary.json's ``nonfinite``) or in an
+    evaluation of non-finite parameters (an eval.jsonl row with ``nonfinite`` true)."""
+    event = summary.get("nonfinite") or {}
+    return sorted(set(event.get("ever_seeds", event.get("seeds", []))) |
+                  {r["seed"] for r in eval_rows if r.get("nonfinite") is True})
 
 
 def env_label(env: dict) -> str:
@@ -144,8 +154,25 @@ def env_label(env: dict) -> str:
     return " ".join([name] + [str(d) for d in details if d is not None])
 
 
+# metrics.jsonl / eval.jsonl (psjax.run): a non-finite value is written as one of these strings, "no value" as null
+NONFINITE_STRINGS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def decode_row(row: dict) -> dict:
+    """A logged row with its non-finite values as floats ("nan" -> nan, "inf" -> inf); null stays None."""
+    return {k: NONFINITE_STRINGS[v] if isinstance(v, str) and v in NONFINITE_STRINGS else v for k, v in row.items()}
+
+
+def nonfinite_quantities(row: dict) -> list[str]:
+    """What a decoded metrics row holds non-finite: its columns with a non-finite value, and ``params`` when the
+    trainer counted non-finite parameters (``nonfinite_params``)."""
+    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
+    return bad + (["params"] if (row.get("nonfinite_params") or 0) > 0 else [])
+
+
 def _read_jsonl(path: pathlib.Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a run folder's JSONL log, decoded (``decode_row``)."""
+    return [decode_row(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _evaluate():
@@ -203,8 +230,11 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
     by_seed = {s: [r for r in rows if r["seed"] == s] for s in seeds}
     num = min(len(v) for v in by_seed.values())  # a seed cut short is not expected; keep the common part
     x = np.array([r["env_steps"] for r in by_seed[seeds[0]][:num]], dtype=float)
-    y = np.array([[np.nan if by_seed[s][i].get(column) is None else by_seed[s][i][column] for s in seeds]
-                  for i in range(num)], dtype=float).reshape(num, len(seeds))
+    # an evaluation of non-finite parameters is no figure (argmax of NaN acts as action 0): left out like a gap
+    y = np.array([[np.nan if by_seed[s][i].get(column) is None or by_seed[s][i].get("nonfinite") is True
+                   else by_seed[s][i][column] for s in seeds] for i in range(num)],
+                 dtype=float).reshape(num, len(seeds))
+    diverged = diverged_seeds(summary, rows)
     if steps is not None:
         per_iteration = summary.get("steps_per_iteration") or 1
         limit = -(-int(steps) // per_iteration) * per_iteration
@@ -217,8 +247,11 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
     method = summary.get("alg", config["alg"])
     if summary.get("sweep_point"):  # a point of a sweep run (psjax.sweep): its values name it apart
         method = f"{method} [{summary['sweep_point']}]"
+    first = (summary.get("nonfinite") or {}).get("env_step")
+    if diverged and first is None:  # only an evaluation says so: its step
+        first = min(r["env_steps"] for r in rows if r.get("nonfinite") is True)
     return Run(path, env_label(config["env"]), method, summary["learner"], config, summary, metric, chosen, assumed,
-               seeds, x, y)
+               seeds, x, y, tuple(diverged), first)
 
 
 def find_runs(paths: Sequence) -> list[pathlib.Path]:
@@ -332,11 +365,15 @@ def _mean_of(runs: list[Run], key: str) -> float | None:
 
 
 def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
-    """One row per group: final IQM with its 95% CI, seeds, throughput, parameters (numbers, not text)."""
+    """One row per group: final IQM with its 95% CI, seeds, throughput, parameters (numbers, not text). A group
+    with a seed that went non-finite gets no IQM, CI or mean (NaN): ``diverged`` names how many seeds and from
+    which env step; None for the others."""
     rows = []
     for g in groups:
         finals = g.final[np.isfinite(g.final)]
-        point, low, high = stratified_bootstrap_ci(finals, reps=reps) if finals.size else (math.nan,) * 3
+        diverged = [r for r in g.runs if r.diverged]
+        point, low, high = stratified_bootstrap_ci(finals, reps=reps) if finals.size and not diverged \
+            else (math.nan,) * 3
         param_counts = sorted({r.summary.get("param_count") for r in g.runs})
         rows.append({
             "env": g.env, "method": g.method, "learner": g.learner,
@@ -455,8 +492,10 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
             mid, low, high = curve_band(g.y)
             keep = np.isfinite(mid)
             color = colors(labels.index((g.method, g.learner, g.policy)) % colors.N)
-            ax.plot(g.x[keep], mid[keep], color=color, marker="o", ms=2.5,
-                    label=f"{g.method} ({g.learner}, {names[g.policy]} policy, {g.y.shape[1]} seeds)")
+            diverged = any(r.diverged for r in g.runs)  # dashed, named: its evaluations up to going non-finite
+            ax.plot(g.x[keep], mid[keep], color=color, marker="o", ms=2.5, ls="--" if diverged else "-",
+                    label=f"{g.method} ({g.learner}, {names[g.policy]} policy, {g.y.shape[1]} seeds)"
+                          + (" DIVERGED: not a result" if diverged else ""))
             ax.fill_between(g.x[keep], low[keep], high[keep], color=color, alpha=0.2, lw=0)
         metric = "win rate" if g.runs[0].metric == "eval_won" else "return"
         policies = list(dict.fromkeys(g.policy for g in groups if g.env == env))

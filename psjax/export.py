@@ -17,16 +17,19 @@ seed, ``step_<k>`` the k-th evaluation (k = 0 before training). ``win_rate`` onl
 flag (SMAX). psjax logs each evaluation's mean over ``eval_envs`` episodes, not the episodes themselves, so
 every list holds that one mean: marl-eval's aggregates, which average each list first, are what they would
 be from the episodes; the spread between episodes is not in the file. ``absolute_metrics`` repeats the last
-evaluation (marl-eval's convention of a final evaluation over 10x the episodes is not psjax's).
+evaluation (marl-eval's convention of a final evaluation over 10x the episodes is not psjax's). A run that went
+non-finite (diverged: summary.json's ``nonfinite``, or an evaluation marked ``nonfinite``) is left out and named
+on stderr: marl-eval has no field to flag it, and its aggregates would rank it.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import sys
 from typing import Sequence
 
-from psjax.compare import _evaluate, _read_jsonl, env_label, find_runs
+from psjax.compare import _evaluate, _read_jsonl, diverged_seeds, env_label, find_runs
 from psjax.fields import ConfigError
 
 ALGORITHM_NAMES = ("method", "folder")  # export's algorithm= values
@@ -59,8 +62,13 @@ def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
     return runs
 
 
-def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "method") -> dict:
-    """The marl-eval dictionary of every run folder among ``paths`` (run folders or folders of them)."""
+def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "method",
+                   left_out: list | None = None) -> dict:
+    """The marl-eval dictionary of every run folder among ``paths`` (run folders or folders of them).
+
+    A run that went non-finite (``psjax.compare.diverged_seeds``) is not a result: it is left out, whole (keeping
+    its other seeds would rank the survivors), and ``(run folder, why)`` is appended to ``left_out``.
+    """
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; allowed: {', '.join(POLICIES)}")
     if algorithm not in ALGORITHM_NAMES:
@@ -71,6 +79,14 @@ def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "meth
     for run_dir in find_runs(paths):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
+        diverged = diverged_seeds(summary, _read_jsonl(run_dir / "eval.jsonl"))
+        if diverged:
+            step = (summary.get("nonfinite") or {}).get("env_step")
+            why = (f"diverged: seed{'s' * (len(diverged) > 1)} {', '.join(map(str, diverged))} non-finite"
+                   + (f" from env step {step:,}" if step is not None else ""))
+            if left_out is not None:
+                left_out.append((run_dir, why))
+            continue
         env, _, task = env_label(config["env"]).partition(" ")
         name = (f"{summary.get('alg', config['alg'])}-{summary['learner']}" if algorithm == "method"
                 else run_dir.name)
@@ -85,8 +101,15 @@ def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "meth
 
 
 def export(paths: Sequence, out: str | pathlib.Path, policy: str = "auto", algorithm: str = "method") -> pathlib.Path:
-    """Write ``marl_eval_json(paths)`` to ``out`` and return its path."""
-    data = marl_eval_json(paths, policy, algorithm)
+    """Write ``marl_eval_json(paths)`` to ``out`` and return its path; the runs left out (diverged) are named on
+    stderr, and a ConfigError is raised when every run is."""
+    left_out: list = []
+    data = marl_eval_json(paths, policy, algorithm, left_out)
+    for run_dir, why in left_out:
+        print(f"left out of the export: {run_dir} ({why}; a run that went non-finite is not a result)",
+              file=sys.stderr)
+    if left_out and not data:
+        raise ConfigError("every run given went non-finite (diverged); nothing to export")
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))

@@ -14,20 +14,28 @@ The trainer is used only through ``psjax.train.make_program(cfg, chunk_iters) ->
 Run folder::
 
     config.yaml                  resolved config (``config.to_dict``); ``resume`` reads it back
-    metrics.jsonl, metrics.csv   one row per training iteration per seed
+    metrics.jsonl, metrics.csv   one row per training iteration per seed; ``nonfinite`` counts the iteration's
+                                 non-finite quantities (``psjax.train.nonfinite_metrics``), ``nonfinite_params``
+                                 the non-finite parameters. null (CSV: empty) = no value (no episode ended, no
+                                 update yet); a non-finite value = the string "nan" / "inf" / "-inf"
+                                 (``psjax.compare.decode_row`` reads both back)
     eval.jsonl, eval.csv         one row per evaluation per seed (the first one before training): eval_policy
                                  (the primary policy, whose figures are eval_return / eval_won / eval_length),
-                                 then eval_<policy>_return / _won / _length for every evaluated policy
+                                 then eval_<policy>_return / _won / _length for every evaluated policy;
+                                 nonfinite: the evaluated parameters were non-finite (not a result)
     summary.json                 param count, throughput, compile time (a load time where compile_cache held
                                  the program), final evaluation (final_eval.policy names the policy of its
-                                 plain eval_* figures)
+                                 plain eval_* figures), where training first went non-finite
+                                 (nonfinite_first_env_step, nonfinite; None if never), stopped
+    resumes.jsonl                settings changed by ``resume=`` (which checkpoint, old and new values)
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band; one eval
                                  line per evaluated policy, named with its episodes and seeds
     sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
     distance.png                 the last MAPD policy distance matrix (``mapd_interval`` > 0, or MADPS)
     snd.png                      the team's SND over training (``snd_interval`` > 0, or DiCo, with its target)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
-    checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept)
+    checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept; never one of
+                                 non-finite parameters: ``on_nonfinite=stop`` leaves the last good one)
     tensorboard/, wandb/         with ``cfg.logger``: the same rows for TensorBoard / W&B (``psjax.backends``)
 
 A sweep (``cfg.sweep``, ``psjax.sweep``) trains every point x seed in one program; its run folder holds
@@ -54,6 +62,7 @@ import yaml
 
 from psjax import memory, sweep
 from psjax.backends import open_backends
+from psjax.compare import decode_row, nonfinite_quantities
 from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.schema import set_field
@@ -68,7 +77,7 @@ from psjax.shard import (
     to_devices,
     to_host,
 )
-from psjax.train import check_sweep, data_parallel_specs
+from psjax.train import check_sweep, data_parallel_specs, watched
 
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
@@ -107,8 +116,9 @@ def eval_keys(base: np.ndarray, chunk: int) -> np.ndarray:
     return np.asarray(jax.vmap(jax.random.fold_in, (0, None))(base, chunk))
 
 
-def _cell(v: Any) -> Any:
-    """A numpy scalar as a JSON value: bools as 0/1, non-finite floats as None.
+def _cell(v: Any, nan_is_value: bool = False) -> Any:
+    """A numpy scalar as a JSON value: bools as 0/1; NaN as None ("no value": no episode ended, no update yet, a
+    round not due) unless ``nan_is_value``, then the string "nan"; +-inf as "inf" / "-inf" (never "no value").
 
     float32 values go through their shortest decimal repr, which reads back as the same float32.
     """
@@ -117,8 +127,10 @@ def _cell(v: Any) -> Any:
         return int(v)
     if np.issubdtype(v.dtype, np.integer):
         return int(v)
-    if not np.isfinite(v):
-        return None
+    if np.isnan(v):
+        return "nan" if nan_is_value else None
+    if np.isinf(v):
+        return "inf" if v > 0 else "-inf"
     return float(str(v)) if v.dtype == np.float32 else float(v)
 
 
@@ -138,16 +150,19 @@ def flatten_metrics(metrics: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def metric_rows(metrics: dict[str, np.ndarray], seeds: list[int], first_iteration: int) -> list[dict]:
     """One row per iteration per seed (iteration-major) from a chunk's metrics ``name -> [S, C, ...]``.
 
-    ``iteration`` counts training iterations completed (1-based), ``env_steps`` comes from the trainer.
+    ``iteration`` counts training iterations completed (1-based), ``env_steps`` comes from the trainer. A NaN of a
+    ``watched`` learner metric in an iteration whose ``nonfinite`` count is positive is a value (written "nan");
+    every other NaN is "no value" (None).
     """
     flat = flatten_metrics(metrics)
     names = ["env_steps"] + sorted(k for k in flat if k != "env_steps")
     num_iters = flat["env_steps"].shape[1]
+    bad = flat.get("nonfinite", np.zeros_like(flat["env_steps"])) > 0
     rows = []
     for c in range(num_iters):
         for s, seed in enumerate(seeds):
             row = {"seed": seed, "iteration": first_iteration + c + 1}
-            row.update({k: _cell(flat[k][s, c]) for k in names})
+            row.update({k: _cell(flat[k][s, c], bad[s, c] and watched(k.split("[")[0])) for k in names})
             rows.append(row)
     return rows
 
@@ -160,12 +175,17 @@ def eval_columns(policies: tuple[str, ...]) -> list[str]:
 
 def eval_rows(result: dict[str, np.ndarray], seeds: list[int], iteration: int, env_steps,
               policies: tuple[str, ...]) -> list[dict]:
-    """One row per seed from an evaluation's scalars ``name -> [S]``; ``eval_policy`` names the primary policy."""
+    """One row per seed from an evaluation's scalars ``name -> [S]``; ``eval_policy`` names the primary policy;
+    ``nonfinite`` (where the program reports ``nonfinite_params``, as psjax.train's does) is true where the
+    evaluated parameters held non-finite values (its figures are not a result)."""
     env_steps = np.broadcast_to(np.asarray(env_steps), (len(seeds),))
+    bad = np.asarray(result["nonfinite_params"]) > 0 if "nonfinite_params" in result else None
     rows = []
     for s, seed in enumerate(seeds):
         row = {"seed": seed, "iteration": iteration, "env_steps": int(env_steps[s]), "eval_policy": policies[0]}
         row.update({k: _cell(result[k][s]) for k in eval_columns(policies)})
+        if bad is not None:
+            row["nonfinite"] = bool(bad[s])
         rows.append(row)
     return rows
 
@@ -213,9 +233,10 @@ class RowLog:
             path.write_bytes(b"".join(line + b"\n" for line in lines[:keep]))
 
     def read(self) -> list[dict]:
+        """The rows, non-finite values back as floats ("nan" -> nan), "no value" as None (``decode_row``)."""
         if not self.jsonl.exists():
             return []
-        return [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return [decode_row(json.loads(line)) for line in self.jsonl.read_text().splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -316,7 +337,9 @@ def _seed_table(rows: list[dict], column: str, num_seeds: int) -> tuple[np.ndarr
     n = len(rows) // num_seeds * num_seeds
     rows = rows[:n]
     x = np.array([r["env_steps"] for r in rows[::num_seeds]], dtype=float)
-    y = np.array([np.nan if r.get(column) is None else r[column] for r in rows], dtype=float)
+    # an evaluation of non-finite parameters is not a result: left out like a missing value
+    y = np.array([np.nan if r.get(column) is None or r.get("nonfinite") is True else r[column] for r in rows],
+                 dtype=float)
     return x, y.reshape(-1, num_seeds)
 
 
@@ -378,26 +401,61 @@ def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
 
     ``final_eval.policy`` names the policy of the plain ``eval_return`` / ``eval_won`` / ``eval_length``
     figures (the primary one), ``final_eval.policies`` every evaluated policy (each also under
-    ``eval_<policy>_<stat>``), ``final_eval.episodes_per_seed`` the episodes behind each figure and seed.
+    ``eval_<policy>_<stat>``), ``final_eval.episodes_per_seed`` the episodes behind each figure and seed,
+    ``final_eval.nonfinite_seeds`` the seeds whose evaluated parameters were non-finite (not a result).
+    ``nonfinite`` (``nonfinite_event``): the first env step, iteration, seeds and quantities where the run went
+    non-finite, from metrics.jsonl; ``nonfinite_first_env_step`` is that step, None if it never did.
     """
     columns = eval_columns(cfg.eval_policies)
     evals = RowLog(run_dir, "eval").read()[-cfg.seeds:]
-    per_seed = [{k: r[k] for k in ("seed", "env_steps", *columns)} for r in evals]
+    per_seed = [{k: r[k] for k in ("seed", "env_steps", *columns)} | {"nonfinite": bool(r.get("nonfinite"))}
+                for r in evals]
     mean = {}
     for k in columns:
         values = [r[k] for r in per_seed if r[k] is not None]
         mean[k] = sum(values) / len(values) if values else None
+    event = nonfinite_event(RowLog(run_dir, "metrics").read())
     summary = {
         "env": cfg.env.name, "alg": cfg.alg, "learner": cfg.learner_name,
         "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
         "has_win": env_spec(cfg).has_won,  # EnvSpec.has_won: eval_won is meaningful (cli, compare, export)
         "headline": env_spec(cfg).headline,  # what compare's metric=auto ranks by: "won" or "return"
         **info,
+        "on_nonfinite": cfg.on_nonfinite,
+        "nonfinite_first_env_step": event["env_step"] if event else None,
+        "nonfinite": event,
         "final_eval": {"policy": cfg.eval_policies[0], "policies": list(cfg.eval_policies),
-                       "episodes_per_seed": cfg.eval_envs, "per_seed": per_seed, "mean": mean},
+                       "episodes_per_seed": cfg.eval_envs, "per_seed": per_seed, "mean": mean,
+                       "nonfinite_seeds": [r["seed"] for r in per_seed if r["nonfinite"]]},
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def nonfinite_event(rows: list[dict]) -> dict | None:
+    """Where a run first went non-finite, from its metric rows (``RowLog.read``, iteration-major): ``{"env_step",
+    "iteration", "seeds": [the seeds non-finite then], "quantities": [what was, e.g. "loss", "params"],
+    "ever_seeds": [every seed that went non-finite at any time]}``; None if no row has ``nonfinite`` > 0."""
+    bad = [r for r in rows if (r.get("nonfinite") or 0) > 0]
+    if not bad:
+        return None
+    first = [r for r in bad if r["iteration"] == bad[0]["iteration"]]
+    quantities = sorted({q for r in first for q in nonfinite_quantities(r)})
+    return {"env_step": int(first[0]["env_steps"]), "iteration": int(first[0]["iteration"]),
+            "seeds": [r["seed"] for r in first], "quantities": quantities,
+            "ever_seeds": sorted({r["seed"] for r in bad})}
+
+
+def nonfinite_message(event: dict) -> str:
+    """``non-finite values from env step 4,096 (iteration 2, seed 0): grad_norm, loss, params``."""
+    seeds = event["seeds"]
+    where = f"iteration {event['iteration']}, seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+    return (f"non-finite values from env step {event['env_step']:,} ({where}): "
+            f"{', '.join(event['quantities']) or 'the learner metrics'}")
+
+
+class NonFiniteError(RuntimeError):
+    """``on_nonfinite=stop``: training produced non-finite values; the run folder keeps the last good checkpoint."""
 
 
 def _timing(times: list[tuple[int, float]], compile_s: float, steps_per_iter: int) -> dict:
@@ -493,9 +551,11 @@ def run(
 
     Args:
       cfg: the run's config; with ``resume`` it may be left out (the folder's ``config.yaml`` is
-        used) and must otherwise equal it.
+        used) and must otherwise equal it, but for the fields ``resume_changes`` allows (learner
+        hyperparameters that keep the checkpoint's shapes, ``on_nonfinite``, ...): the run then goes on with
+        them (config.yaml rewritten, the change logged in ``resumes.jsonl`` and summary.json).
       resume: a run folder to continue from its latest checkpoint. Rows logged after that
-        checkpoint are dropped, so the result equals an uninterrupted run.
+        checkpoint are dropped, so the result equals an uninterrupted run (with no settings changed).
       max_chunks: stop after this many chunks in this call (e.g. to fit a time-limited job);
         ``resume`` continues later.
       make_program: ``(cfg, chunk_iters) -> Program``; default ``psjax.train.make_program``.
@@ -503,8 +563,7 @@ def run(
     if resume is not None:
         run_dir = pathlib.Path(resume)
         saved = load_run_config(run_dir)
-        if cfg is not None and _without_process(cfg) != _without_process(saved):
-            raise ConfigError(f"cfg differs from {run_dir / 'config.yaml'}; resume with cfg=None")
+        changes = {} if cfg is None else resume_changes(saved, cfg, run_dir)
         cfg = saved if cfg is None else cfg  # a given cfg keeps this process's distributed fields
     elif cfg is None:
         raise TypeError("run() needs a cfg or a run folder to resume")
@@ -569,6 +628,9 @@ def run(
 
     if resume is not None:
         abstract = jax.eval_shape(init, keys, points.columns)
+        if any(k not in RESUME_HOST_FIELDS for k in changes):  # the checkpoint holds the saved config's arrays
+            _check_same_shapes(*(jax.eval_shape(jax.vmap(program.init), keys, points.columns)
+                                 for program in (main, make_program(saved, plan[0]))), changes)
         if multi:  # restored straight into every process's rows
             abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
         runner, host = load_checkpoint(run_dir, abstract)
@@ -581,6 +643,8 @@ def run(
             eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
         backends = [open_backends(c, d, seeds, resume_step=starts[done] * main.steps_per_iteration)
                     for c, d in zip(points.cfgs, points.dirs)]
+        if changes and is_primary():
+            _record_changes(run_dir, cfg, points, changes, done, starts[done] * main.steps_per_iteration)
     else:
         done, eval_base = 0, eval_key_base(keys)
         backends = [open_backends(c, d, seeds, resume_step=None) for c, d in zip(points.cfgs, points.dirs)]
@@ -590,6 +654,8 @@ def run(
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
         _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
+    saved_chunk = done  # the newest checkpoint's chunk
+    first_bad, stopped = None, None  # where training first went non-finite (this session); the stop message
 
     spi = main.steps_per_iteration
     stop = len(plan) if max_chunks is None else min(len(plan), done + max_chunks)
@@ -609,14 +675,31 @@ def run(
             runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
             times.append((size, time.perf_counter() - t0))
             metrics = to_host(metrics)
-            log(metrics_logs, [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids])
+            rows = [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids]
+            log(metrics_logs, rows)
             result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, j + 1), sharding)))
             log(eval_logs, [eval_rows(points.rows(result, p), seeds, starts[j + 1],
                                       points.rows(metrics["env_steps"], p)[:, -1], cfg.eval_policies)
                             for p in point_ids])
-            if manager is not None:
+            events = [(p, nonfinite_event([decode_row(r) for r in point_rows])) for p, point_rows in enumerate(rows)]
+            events = [(p, e) for p, e in events if e]
+            if events and first_bad is None:
+                first_bad = min(e["env_step"] for _, e in events)
+                text = "; ".join((f"[{sweep.label(sweep.points(cfg)[p])}] " if cfg.sweep else "") + nonfinite_message(e)
+                                 for p, e in events)
+                if cfg.on_nonfinite == "stop":
+                    stopped = text
+                elif is_primary():
+                    bar.write(f"WARNING: {text}; on_nonfinite=warn: training goes on, the figures from there are not "
+                              "results", file=sys.stderr)
+            # a checkpoint never holds non-finite parameters: the last good one stays for resume= with other settings
+            params_bad = metrics.get("nonfinite_params")
+            if manager is not None and stopped is None and (params_bad is None or not np.any(params_bad[:, -1] > 0)):
                 _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
+                saved_chunk = j + 1
             postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
+            if first_bad is not None:
+                postfix["NON-FINITE from step"] = f"{first_bad:,}"
             for policy in cfg.eval_policies:  # e.g. "sampled eval=0.91"
                 postfix[f"{POLICY_NAMES[policy]} eval"] = f"{_nanmean(result[eval_key('return', policy)]):.3g}"
                 if has_win:
@@ -624,6 +707,8 @@ def run(
             bar.set_postfix(postfix, refresh=False)  # shown by the update below
             bar.update(size * spi)
             done = j + 1
+            if stopped is not None:
+                break
     except KeyboardInterrupt:
         print(f"\ninterrupted after chunk {done}/{len(plan)}; continue with: "
               f"python -m psjax train resume={run_dir}", file=sys.stderr)
@@ -642,7 +727,9 @@ def run(
         "steps_per_iteration": spi,
         "iterations_done": starts[done],
         "env_steps_per_seed": starts[done] * spi,
-        "finished": done == len(plan),
+        "finished": done == len(plan) and stopped is None,
+        "stopped": "nonfinite" if stopped is not None else None,  # on_nonfinite=stop ended the run early
+        "changed_on_resume": _read_changes(run_dir),  # settings changed by resume= (resumes.jsonl)
         "chunks": plan,
         "devices": place.devices,  # the rows (parallel=seeds) or each run's envs (envs) were split this many ways
         "parallel": cfg.parallel,
@@ -666,7 +753,68 @@ def run(
             draw(point_dir, point_cfg, points.rows(runner, p), main)
         plot_distance(point_dir)  # distance.png, when MAPD distances are logged
         plot_snd(point_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
+    if stopped is not None:
+        section = "q" if cfg.is_value_based else "ac"
+        kept = (f"the last good checkpoint (chunk {saved_chunk}, env step {starts[saved_chunk] * spi:,} per seed) is "
+                f"kept: continue from it with changed settings, e.g. python -m psjax train resume={run_dir} "
+                f"{section}.lr={cfg.learner_cfg.lr / 10:g}" if manager is not None else
+                "checkpoint=false: there is no checkpoint to continue from")
+        raise NonFiniteError(f"{stopped}. Stopped by on_nonfinite=stop after chunk {done}/{len(plan)}; no checkpoint "
+                             f"of non-finite parameters was written, {kept} (or on_nonfinite=warn to train on)")
     return run_dir
+
+
+# what resume= may change besides the learner's own fields (host-side only: no array, no result changes)
+RESUME_HOST_FIELDS = ("on_nonfinite", "progress", "memory_gb", "compile_cache", "compile_cache_gb")
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig, run_dir) -> dict[str, tuple[Any, Any]]:
+    """``{field: (saved value, new value)}`` for a resumed run given ``cfg`` instead of its saved config. Allowed:
+    ``RESUME_HOST_FIELDS`` and the learner's own section (``q.*`` / ``ac.*``), except fields that change the chunk
+    plan (``num_envs``, ``rollout_len``); fields that change the checkpoint's array shapes are refused once the
+    program is built (``_check_same_shapes``). Anything else raises a ConfigError naming it."""
+    from psjax.schema import flatten
+
+    old, new = flatten(to_dict(_without_process(saved))), flatten(to_dict(_without_process(cfg)))
+    changes = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    section = "q." if saved.is_value_based else "ac."
+    refused = [k for k in changes if k not in RESUME_HOST_FIELDS and not k.startswith(section)]
+    if chunk_plan(cfg.num_iterations, cfg.eval_every) != chunk_plan(saved.num_iterations, saved.eval_every) or \
+            cfg.steps_per_iteration != saved.steps_per_iteration:
+        refused += [k for k in changes if k.endswith((".num_envs", ".rollout_len")) and k not in refused]
+    if refused:
+        shown = ", ".join(f"{k}={changes[k][1]!r} (saved {changes[k][0]!r})" for k in refused)
+        raise ConfigError(f"the config differs from {run_dir}'s in {shown}, which resume= cannot change; allowed on "
+                          f"resume: {', '.join(RESUME_HOST_FIELDS)} "
+                          f"and {section}* fields that keep the checkpoint's shapes and the chunk plan (e.g. "
+                          f"{section}lr, {section}gamma, {section}max_grad_norm)")
+    return changes
+
+
+def _check_same_shapes(abstract, saved_abstract, changes: dict) -> None:
+    """ConfigError unless the runner of the changed config has the saved config's structure, shapes and dtypes."""
+    def layout(tree):
+        return jax.tree.structure(tree), [(a.shape, a.dtype) for a in jax.tree.leaves(tree)]
+
+    if layout(abstract) != layout(saved_abstract):
+        raise ConfigError(f"resume with {', '.join(f'{k}={v[1]!r}' for k, v in changes.items())}: the checkpoint's "
+                          "arrays have other shapes or structure than this config's; allowed on resume: learner "
+                          "fields that keep them (e.g. lr, gamma, max_grad_norm, epsilons), on_nonfinite, progress")
+
+
+def _record_changes(run_dir: pathlib.Path, cfg: TrainConfig, points, changes: dict, chunk: int, env_step: int):
+    """Rewrite the config.yaml files with the changed settings and log the change in ``resumes.jsonl``."""
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    for point_cfg, point_dir in zip(points.cfgs, points.dirs) if cfg.sweep else ():
+        (point_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(point_cfg), sort_keys=False))
+    entry = {"chunk": chunk, "env_step": env_step, "changed": {k: list(v) for k, v in changes.items()}}
+    with (run_dir / "resumes.jsonl").open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _read_changes(run_dir: pathlib.Path) -> list[dict]:
+    path = pathlib.Path(run_dir) / "resumes.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 class Placement(NamedTuple):

@@ -386,6 +386,9 @@ class TrainConfig:
         "eval_policies is reported as eval_return / eval_won / eval_length, every policy also as "
         "eval_<policy>_return etc.", choices=("auto", "greedy", "sample", "both"))
     checkpoint: bool = _f(True, "write an orbax checkpoint after every evaluation")
+    on_nonfinite: str = _f("stop", "non-finite loss, gradient, Q value or parameter: stop (safer: no run trains on "
+                           "into a false result; the last good checkpoint is kept for resume=) or warn (train on, "
+                           "flagged)", choices=("stop", "warn"))
     out_dir: str = _f("runs", "parent folder of run folders")
     compile_cache: str = _f("~/.cache/psjax/xla", "folder of JAX's persistent compilation cache for psjax.run / "
                             "`psjax train`: a program compiled before (same config, JAX version and device) is "

@@ -53,7 +53,8 @@ class Program(NamedTuple):
     # init(key, point=()) -> Runner: a sweep's row takes its point {path: scalar} (sweep.columns' row)
     init: Callable[..., Runner]
     run_chunk: Callable[[Runner], tuple[Runner, dict]]
-    # evaluate(runner, key) -> eval_<policy>_<stat> for each of cfg.eval_policies, the first also as eval_<stat>
+    # evaluate(runner, key) -> eval_<policy>_<stat> for each of cfg.eval_policies, the first also as eval_<stat>;
+    # nonfinite_params: the evaluated parameters' non-finite elements (its figures are then not a result)
     evaluate: Callable[[Runner, chex.PRNGKey], dict]
     param_count: int
     num_iterations: int
@@ -151,6 +152,37 @@ def _rollout(
     return jax.lax.scan(env_step, (env_state, ts, hidden), jax.random.split(key, num_steps))
 
 
+def watched(name: str) -> bool:
+    """Whether the divergence check reads the learner metric ``name``: its losses (``loss``, ``policy_loss``,
+    ``kal_div_loss``, ...), the gradient norm and the outputs the learners report (``q_taken``, ``td_abs``, the
+    policy ``entropy``). Each is a value whenever the learner's update ran, so NaN there is never "no value"."""
+    return name.endswith("loss") or name in ("grad_norm", "q_taken", "td_abs", "entropy")
+
+
+def nonfinite_count(params) -> jax.Array:
+    """int32[]: the non-finite (NaN or +-inf) floating-point elements of a parameter pytree."""
+    leaves = [p for p in jax.tree.leaves(params) if jnp.issubdtype(p.dtype, jnp.inexact)]
+    return sum((jnp.sum(~jnp.isfinite(p), dtype=jnp.int32) for p in leaves), jnp.int32(0))
+
+
+def params_changed(before, after) -> jax.Array:
+    """bool[]: the learner's update changed its parameters (it ran; a skipped update, e.g. before
+    ``q.learning_starts``, leaves them bit for bit). Non-finite parameters always count as changed (NaN != NaN)."""
+    return jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))]))
+
+
+def nonfinite_metrics(learner_metrics: dict, updated: jax.Array, params) -> dict:
+    """One iteration's divergence check, the same for every learner and method: ``nonfinite`` (int32) counts the
+    non-finite quantities among the ``watched`` learner metrics (only when the update ran: a skipped update reports
+    NaN for "no value") and the parameters after the iteration (one quantity); ``nonfinite_params`` (int32) counts
+    the parameters' non-finite elements. A handful of reductions per iteration."""
+    bad_metrics = [~jnp.all(jnp.isfinite(v)) for k, v in learner_metrics.items()
+                   if watched(k) and jnp.issubdtype(jnp.asarray(v).dtype, jnp.inexact)]
+    bad_params = nonfinite_count(params)
+    count = sum((b.astype(jnp.int32) for b in bad_metrics), jnp.int32(0)) * updated.astype(jnp.int32)
+    return {"nonfinite": count + (bad_params > 0).astype(jnp.int32), "nonfinite_params": bad_params}
+
+
 def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     key, k_roll, k_update, k_sharing = jax.random.split(runner.key, 4)
     (env_state, ts, hidden), (traj, step_ts) = _rollout(
@@ -169,6 +201,7 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     learner_state, metrics = parts.learner.update(
         runner.learner, runner.sharing, traj, ts, runner.hidden, k_update, env_steps
     )
+    updated = params_changed(parts.learner.params(runner.learner), parts.learner.params(learner_state))
     sharing, learner_state, sharing_metrics = parts.scheme.update(
         runner.sharing, learner_state, traj, k_sharing, env_steps, runner.hidden
     )
@@ -176,6 +209,7 @@ def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     metrics = {
         **metrics,
         **sharing_metrics,
+        **nonfinite_metrics(metrics, updated, parts.learner.params(learner_state)),
         "env_steps": env_steps,
         "return": episodes["return"],
         "won": episodes["won"],
@@ -261,8 +295,10 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
         return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, chunk_iters)
 
     def evaluate(runner, key):
-        return policy_metrics({p: _evaluate(parts_at(runner.point), cfg.eval_envs, runner, key, p)
-                               for p in cfg.eval_policies})
+        metrics = policy_metrics({p: _evaluate(parts_at(runner.point), cfg.eval_envs, runner, key, p)
+                                  for p in cfg.eval_policies})
+        # acting on non-finite parameters (argmax of NaN is action 0) gives figures that are not a result
+        return {**metrics, "nonfinite_params": nonfinite_count(parts_at(runner.point).learner.params(runner.learner))}
 
     return Program(
         init=lambda key, point=(): _init(parts_at(point), key)._replace(point=point),
