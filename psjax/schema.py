@@ -97,8 +97,12 @@ class SharingConfig:
         "identity VAE, k-means and the switch to clusters run once, at the first iteration that reaches it "
         "(default: a sixth of a 300k-step run)", min=0)
     identity_clusters: str = _f(
-        "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the lowest Davies-Bouldin score over "
-        "K = 2..N-1, as the SePS code (N-1 slots allocated; N <= 2 agents: K = N)")
+        "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the best identity_k_rule score over "
+        "K = 2..N-1 (N-1 slots allocated; N <= 2 agents: K = N)")
+    identity_k_rule: str = _f(
+        "silhouette", "SePS/AdaPS: how identity_clusters=auto scores a K: silhouette (highest mean silhouette) or "
+        "davies_bouldin (lowest score: the SePS code's rule, which splits off singletons; docs/methods.md)",
+        choices=("silhouette", "davies_bouldin"))
     identity_reconstruct: str = _f(
         "next_obs_reward", "SePS/AdaPS: what the identity VAE's decoder predicts (the SePS code's `reconstruct`)",
         choices=("next_obs_reward", "next_obs", "reward"))
@@ -106,8 +110,8 @@ class SharingConfig:
                                    "uniform (reservoir) sample of all pretraining transitions", min=1)
     identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)
     identity_hidden: int = _f(64, "SePS/AdaPS: identity VAE hidden width", min=1)
-    identity_epochs: int = _f(20, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
-                              "buffer / batch steps each)", min=1)
+    identity_epochs: int = _f(60, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
+                              "buffer / batch steps each; the SePS code trains ~8x longer on all its data)", min=1)
     identity_batch_size: int = _f(128, "SePS/AdaPS: VAE minibatch size", min=1)
     identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
     identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)

@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from psjax.sharing.kmeans import canonical_labels, davies_bouldin, kmeans, kmeans_plus_plus, select_k
+from psjax.sharing.kmeans import canonical_labels, davies_bouldin, kmeans, kmeans_plus_plus, select_k, silhouette
 
 # jitted once per static (num_clusters, max_clusters, restarts): op-by-op k-means is slow to dispatch
 KMEANS = jax.jit(kmeans, static_argnums=(2, 3, 4))
@@ -109,6 +110,33 @@ def test_davies_bouldin_picks_the_number_of_blobs():
         assert _same_partition(result.labels, truth)
         assert result.centres.shape == (7, 2)
         np.testing.assert_array_equal(result.centres[len(offsets):], 0.0)  # slots allocated for K = 7, unused
+
+
+def test_silhouette_hand_computed():
+    # 1-D: {0, 2} and {10, 12, 14}. Point 0: a = 2, b = mean(10, 12, 14) = 12 -> 10 / 12; point 2: a = 2, b = 10
+    # -> 8 / 10; point 10: a = (2 + 4) / 2 = 3, b = mean(10, 8) = 9 -> 6 / 9; point 12: a = 2, b = 11 -> 9 / 11;
+    # point 14: a = 3, b = 13 -> 10 / 13
+    x = jnp.array([[0.0], [2.0], [10.0], [12.0], [14.0]])
+    score = jax.jit(silhouette, static_argnums=2)
+    expected = np.mean([10 / 12, 8 / 10, 6 / 9, 9 / 11, 10 / 13])
+    np.testing.assert_allclose(score(x, jnp.array([0, 0, 1, 1, 1]), 4), expected, rtol=1e-5)
+    # a singleton scores 0 (sklearn's convention): {0, 2}, {10}, {12, 14}; point 0: a = 2, b = min(10, 13);
+    # point 2: a = 2, b = min(8, 11); point 10 alone: 0; point 12: a = 2, b = min(2, 11); point 14: a = 2, b = 4
+    expected = np.mean([(10 - 2) / 10, (8 - 2) / 8, 0.0, 0.0, (4 - 2) / 4])
+    np.testing.assert_allclose(score(x, jnp.array([0, 0, 1, 2, 2]), 4), expected, rtol=1e-5)
+
+
+def test_silhouette_keeps_pairs_where_davies_bouldin_splits_them():
+    """Two kinds of two agents each (the typed env's case): Davies-Bouldin prefers K = 3 (a split pair's two
+    singletons have no scatter), the silhouette K = 2."""
+    x = jnp.array([[0.0, 0.0], [0.3, 0.0], [5.0, 5.0], [5.0, 5.4]])
+    truth = np.array([0, 0, 1, 1])
+    by_db, _ = select_k(jax.random.PRNGKey(0), x, 2, 3, rule="davies_bouldin")
+    by_sil, _ = select_k(jax.random.PRNGKey(0), x, 2, 3, rule="silhouette")
+    assert int(by_db.num_clusters) == 3
+    assert int(by_sil.num_clusters) == 2 and _same_partition(by_sil.labels, truth)
+    with pytest.raises(ValueError, match="'silhouette'"):
+        select_k(jax.random.PRNGKey(0), x, 2, 3, rule="gap")
 
 
 def test_kmeans_jits_once_vmaps_over_keys_and_is_deterministic():

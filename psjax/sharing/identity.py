@@ -6,7 +6,7 @@ reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
 
 1. trains the identity VAE (``psjax.nets.vae``) on the stored transitions,
 2. runs k-means (k-means++ seeding, restarts) on the N identity vectors, with K from the config
-   (``sharing.identity_clusters``) or, by default, by the Davies-Bouldin rule (``psjax.sharing.kmeans``); the
+   (``sharing.identity_clusters``) or, by default, by ``sharing.identity_k_rule`` (``psjax.sharing.kmeans``); the
    vectors are the encoder means (SePS's code) or one sample z_i ~ N(mu_i, sigma_i^2) per agent (AdaPS's
    paper, section 4.1): ``sharing.identity_cluster_input``,
 3. SePS: moves every agent to its cluster's slot, every slot a copy of the pretrained slot 0
@@ -325,7 +325,7 @@ def _cluster(cfg: TrainConfig, key: chex.PRNGKey, points: chex.Array, max_cluste
     sc = cfg.sharing
     n = points.shape[0]
     if given_clusters(cfg) is None and n > 2:
-        result, _ = select_k(key, points, 2, n - 1, sc.identity_kmeans_restarts)
+        result, _ = select_k(key, points, 2, n - 1, sc.identity_kmeans_restarts, rule=sc.identity_k_rule)
         return result
     return kmeans(key, points, max_clusters, max_clusters, sc.identity_kmeans_restarts)
 

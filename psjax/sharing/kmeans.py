@@ -152,6 +152,33 @@ def davies_bouldin(x: chex.Array, labels: chex.Array, max_clusters: int) -> chex
     return jnp.where(present, worst, 0.0).sum() / jnp.maximum(present.sum(), 1)
 
 
+def silhouette(x: chex.Array, labels: chex.Array, max_clusters: int) -> chex.Array:
+    """Mean silhouette of a partition (higher is better), ``x[P, D], labels[P] -> []``.
+
+    Point i: ``a_i`` = mean distance to the other points of its cluster, ``b_i`` = the lowest mean distance to
+    the points of another cluster, ``s_i = (b_i - a_i) / max(a_i, b_i)``; 0 for a point alone in its cluster
+    (as sklearn's ``silhouette_score``). A singleton scores 0, so splitting a cluster apart is not rewarded
+    the way Davies-Bouldin rewards it (a singleton has zero scatter there).
+    """
+    onehot = jax.nn.one_hot(labels, max_clusters, dtype=jnp.float32)  # [P, K]
+    counts = onehot.sum(0)
+    dist = jnp.sqrt(_sq_dists(x, x))  # [P, P]
+    to_cluster = dist @ onehot  # [P, K] summed distance from point i to cluster k's points
+    own = onehot.astype(bool)
+    size_own = counts[labels]
+    a = (to_cluster * onehot).sum(-1) / jnp.maximum(size_own - 1.0, 1.0)
+    mean_other = jnp.where(own | (counts[None, :] == 0), jnp.inf, to_cluster / jnp.maximum(counts[None, :], 1.0))
+    b = mean_other.min(-1)
+    s = jnp.where((size_own > 1) & jnp.isfinite(b), (b - a) / jnp.maximum(jnp.maximum(a, b), 1e-12), 0.0)
+    return s.mean()
+
+
+K_RULES = {  # rule -> (score of a partition, whether higher is better)
+    "davies_bouldin": (davies_bouldin, False),
+    "silhouette": (silhouette, True),
+}
+
+
 def select_k(
     key: chex.PRNGKey,
     x: chex.Array,
@@ -159,17 +186,22 @@ def select_k(
     max_clusters: int,
     restarts: int = 10,
     iters: int = 50,
+    rule: str = "davies_bouldin",
 ) -> tuple[KMeansResult, chex.Array]:
     """k-means for every K in ``min_clusters..max_clusters`` (one vmapped program) and the
-    partition with the lowest Davies-Bouldin score (the smallest K on ties).
+    partition with the best score under ``rule`` (``K_RULES``: the lowest Davies-Bouldin score or the
+    highest mean silhouette; the smallest K on ties).
 
     Returns the chosen KMeansResult (centres ``[max_clusters, D]``) and the scores ``[num_candidates]``.
     """
     if not 1 <= min_clusters <= max_clusters:
         raise ValueError(f"need 1 <= min_clusters={min_clusters} <= max_clusters={max_clusters}")
+    if rule not in K_RULES:
+        raise ValueError(f"unknown rule {rule!r}; allowed: {', '.join(map(repr, K_RULES))}")
+    score, higher_better = K_RULES[rule]
     ks = jnp.arange(min_clusters, max_clusters + 1, dtype=jnp.int32)
     keys = jax.random.split(key, ks.shape[0])
     results = jax.vmap(lambda k, n: kmeans(k, x, n, max_clusters, restarts, iters))(keys, ks)
-    scores = jax.vmap(lambda labels: davies_bouldin(x.astype(jnp.float32), labels, max_clusters))(results.labels)
-    best = jnp.argmin(scores)
+    scores = jax.vmap(lambda labels: score(x.astype(jnp.float32), labels, max_clusters))(results.labels)
+    best = jnp.argmax(scores) if higher_better else jnp.argmin(scores)
     return jax.tree.map(lambda r: r[best], results), scores
