@@ -9,7 +9,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from psjax.config import load_run_config
@@ -53,7 +52,7 @@ def one_seed(key, buffer):
 
 
 start = time.time()
-results = [jax.device_get(one_seed(jax.random.PRNGKey(100 + s), jax.tree.map(lambda x: x[s], buffers)))
+results = [jax.device_get(one_seed(jax.random.PRNGKey(100 + s), jax.tree.map(lambda x, s=s: x[s], buffers)))
            for s in seeds]
 line = f"{run_dir} epochs={epochs} reconstruct={reconstruct} kl={kl} ({time.time() - start:.0f} s): "
 line += f"K={kinds} given: ari=1 in {sum(r['given'] > 0.999 for r in results)}/{len(results)}"
