@@ -185,7 +185,27 @@ def format_methods() -> str:
         learners = f"{r['default_learner']} ({', '.join(r['learners'])})"
         extra = f"; agent_id=auto gives {r['agent_id']}" if r["agent_id"] != "none" else ""
         lines.append(f"{r['name']:<{width}}  {learners:<31}  {r['doc']}{extra}")
+        for learner, values in r["defaults"].items():  # Method.defaults: applied where the user sets none
+            settings = " ".join(f"{path}={value}" for path, value in values.items())
+            lines.append(f"{'':<{width}}  with learner={learner}, unless set: {settings}")
+        if r["fit_task"]:  # what it fits, shown on the default env
+            lines.append(f"{'':<{width}}  fitted to the task, unless set: {_fitted_example(r)}")
+    lines.append("A run's config.yaml names the fields its method set in method_defaults (the run's first line too).")
     return "\n".join(lines)
+
+
+def _fitted_example(described: dict) -> str:
+    """The fields a method's ``fit_task`` sets on the default env, with their values there."""
+    from psjax.config import make_config, to_dict
+    from psjax.schema import flatten
+
+    try:
+        cfg = make_config({"alg": described["name"]})
+    except ConfigError as e:
+        return f"(the default env is refused: {e})"
+    flat, learner_defaults = flatten(to_dict(cfg)), described["defaults"].get(cfg.learner_name, {})
+    shown = " ".join(f"{p}={flat[p]}" for p in cfg.method_defaults.split() if p not in learner_defaults)
+    return f"{shown or 'nothing'} (env={cfg.env.name} at its defaults; another task gets its own)"
 
 
 def format_matrix(cells: dict | None = None) -> str:

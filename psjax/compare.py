@@ -52,8 +52,9 @@ from psjax.schema import flatten
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
 # eval_policy: the policy compared is part of a row's identity (Group.policy), so both vs sample may pool.
+# method_defaults: a record of where values came from (the values themselves are compared), absent in older folders.
 POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "on_nonfinite", "eval_policy",
-                "compile_cache", "compile_cache_gb")
+                "compile_cache", "compile_cache_gb", "method_defaults")
 SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
 SWEEP_ALGS = ("fups", "nops", "seps")
 SWEEP_LEARNER = "ppo"

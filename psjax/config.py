@@ -44,31 +44,53 @@ from psjax.schema import (  # noqa: F401  (the public config names, re-exported)
 def make_config(overrides: dict[str, Any] | None = None, preset: str | None = None) -> TrainConfig:
     """Build and validate a TrainConfig from a preset and ``key -> value`` overrides.
 
-    Precedence (last wins): dataclass defaults, learner preset, the method's defaults that fit the task
-    (``Method.fit_task``, for the fields neither the preset nor the overrides set), YAML preset, overrides. An empty
-    ``learner`` becomes the method's default.
+    Precedence (last wins): dataclass defaults, learner preset, the method's own settings (``Method.defaults``: its
+    paper's settings under this learner; then ``Method.fit_task``: the structure that fits the task), YAML preset,
+    overrides: the method's values go only to the fields neither the preset nor the overrides set, and
+    ``method_defaults`` records which they went to. An empty ``learner`` becomes the method's default.
     """
     merged = dict(load_preset(preset)) if preset else {}
     merged.update(overrides or {})
     merged = sweep.normalise(merged)  # sweep.FIELD=v1,v2 keys into the sweep field
     method = registry.get(str(merged.get("alg", merged.get("method", TrainConfig.alg))))
     cfg = schema.build(merged, str(merged.get("learner", "")) or method.default_learner)
-    cfg = fit_task(cfg, method, {schema.resolve_key(k, cfg.learner_name) for k in merged})
+    given = {schema.resolve_key(k, cfg.learner_name) for k in merged}
+    cfg, applied = method_settings(cfg, method, given)
+    if "method_defaults" not in given:  # a resumed run's config.yaml gives every field, its record included
+        cfg = schema.set_field(cfg, "method_defaults", " ".join(applied))
     if cfg.sweep:  # resolved paths, coerced values: the form config.yaml keeps
         cfg = schema.set_field(cfg, "sweep", sweep.canonical(sweep.entries(cfg)))
     validate(cfg)
     return cfg
 
 
-def fit_task(cfg: TrainConfig, method: registry.Method, given: set[str]) -> TrainConfig:
-    """``cfg`` with ``method.fit_task``'s values for the fields whose dotted paths are not in ``given`` (those the
-    user set, in a preset or an override)."""
-    if method.fit_task is None:
-        return cfg
-    for path, value in method.fit_task(cfg, frozenset(given)).items():
+def method_settings(cfg: TrainConfig, method: registry.Method, given: set[str]) -> tuple[TrainConfig, list[str]]:
+    """``(cfg, applied)``: ``cfg`` with the method's own values for the fields whose dotted paths are not in ``given``
+    (those the user set, in a preset or an override): first its paper's settings under ``cfg``'s learner
+    (``method.defaults``), then the structure that fits the task (``method.fit_task``, which reads the former);
+    ``applied`` names the fields set, in that order."""
+    applied = {}
+    values = dict(method.defaults.get(cfg.learner_name, {}))
+    for path, value in values.items():
         if path not in given:
             cfg = schema.set_field(cfg, path, schema.coerce(path, value))
-    return cfg
+            applied[path] = None
+    fitted = method.fit_task(cfg, frozenset(given)) if method.fit_task is not None else {}
+    for path, value in fitted.items():
+        if path not in given:
+            cfg = schema.set_field(cfg, path, schema.coerce(path, value))
+            applied[path] = None
+    return cfg, list(applied)
+
+
+def method_defaults_line(cfg: TrainConfig) -> str:
+    """``cfg.method_defaults`` with their values, ``"alg=bdps set q.td_lambda=0.6 ..."`` (the run's first line), or
+    empty when the method set none."""
+    if not cfg.method_defaults:
+        return ""
+    flat = schema.flatten(to_dict(cfg))
+    settings = " ".join(f"{path}={flat[path]}" for path in cfg.method_defaults.split() if path in flat)
+    return f"alg={cfg.alg} set {settings} (its paper's settings and the task's fit; any key=value overrides them)"
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -10,11 +10,11 @@ Adding a method is one new module defining its ``METHODS`` plus its entry in ``p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from psjax.fields import ConfigError
-from psjax.schema import LEARNER_KINDS, TrainConfig
+from psjax.schema import LEARNER_KINDS, TrainConfig, coerce, resolve_key
 
 # what each learner property means, for the error that names a method's unmet requirement
 TRAITS = {
@@ -41,6 +41,11 @@ class Method:
     # N agents) for the fields not in ``given``, the dotted paths the user set (in a preset or an override), whose
     # values ``make_config`` never changes (``check`` refuses them with the allowed range)
     fit_task: Callable[[TrainConfig, frozenset[str]], dict[str, Any]] | None = None
+    # defaults: {learner: {dotted field: value}}: the settings the method's paper runs it with under that learner
+    # (BDPS under QMIX: TD(lambda), updates per rollout, its epsilon schedule, the last action as input), applied by
+    # ``make_config`` like ``fit_task``'s to the fields the user did not set; the config's ``method_defaults``
+    # names every field either of them set
+    defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agent_id: str = "none"  # the agent indication ``env.agent_id=auto`` appends (FuPS+id: onehot)
     # agent_model(cfg, spec) -> psjax.learners.qmix.AgentModel replacing the value learner's default agent
     # network (BDPS's role and group networks); None = the learner's own network
@@ -62,6 +67,15 @@ def register(method: Method) -> Method:
     if unknown:
         raise ConfigError(f"method {method.name!r}: needs={unknown} are not learner properties; "
                           f"allowed: {', '.join(TRAITS)}")
+    for learner, values in method.defaults.items():  # learners that exist, fields by their dotted paths
+        if learner not in LEARNER_KINDS:
+            raise ConfigError(f"method {method.name!r}: defaults for learner={learner!r}, which is not a learner; "
+                              f"allowed: {', '.join(LEARNER_KINDS)}")
+        for path, value in values.items():
+            if resolve_key(path, learner) != path:
+                raise ConfigError(f"method {method.name!r}: defaults name {path!r}; allowed: dotted field paths "
+                                  f"({resolve_key(path, learner)})")
+            coerce(path, value)
     _METHODS[method.name] = method
     return method
 
@@ -104,4 +118,6 @@ def describe(method: Method) -> dict[str, Any]:
     return {"name": method.name, "doc": method.doc, "default_learner": method.default_learner,
             "learners": allowed_learners(method), "agent_id": method.agent_id,
             "agent_model": method.agent_model is not None,
+            "defaults": {learner: dict(values) for learner, values in method.defaults.items()},
+            "fit_task": method.fit_task is not None,
             "pictures": [getattr(p, "__name__", repr(p)) for p in method.pictures]}

@@ -63,7 +63,7 @@ import yaml
 from psjax import memory, sweep
 from psjax.backends import open_backends
 from psjax.compare import decode_row, nonfinite_quantities
-from psjax.config import ConfigError, TrainConfig, load_run_config, to_dict
+from psjax.config import ConfigError, TrainConfig, load_run_config, method_defaults_line, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.schema import set_field
 from psjax.shard import (
@@ -660,6 +660,8 @@ def run(
     spi = main.steps_per_iteration
     stop = len(plan) if max_chunks is None else min(len(plan), done + max_chunks)
     bar = _progress_bar(cfg, total=sum(plan) * spi, initial=starts[done] * spi)
+    if cfg.method_defaults and is_primary():  # which settings came from the method, not the user
+        bar.write(method_defaults_line(cfg), file=sys.stderr)
     has_win = env_spec(cfg).has_won  # the bar shows the win rate where the env defines winning
     times, t_start = [], time.perf_counter()
     try:

@@ -342,6 +342,10 @@ class TrainConfig:
                   "lists them; psjax.registry)")
     learner: str = _f("", "learner; empty = the method's default (make_config writes it in)",
                       choices=("",) + LEARNERS)
+    method_defaults: str = _f("", "written by make_config, a record: the fields (dotted paths, space-separated) whose "
+                              "values came from alg's registry record (psjax.registry.Method: its paper's settings "
+                              "under this learner, `defaults`, and the structure that fits the task, `fit_task`) "
+                              "because neither a preset nor an override set them; a resumed run keeps its record")
     sharing: SharingConfig = field(default_factory=SharingConfig, metadata={"doc": "method options"})
     q: QConfig = field(default_factory=QConfig, metadata={"doc": "QMIX / VDN / IQL options"})
     ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})

@@ -101,7 +101,8 @@ def episode_limit(cfg: TrainConfig) -> int:
 def fit_bdps_task(cfg: TrainConfig, given: frozenset[str]) -> dict[str, int]:
     """The structural defaults that fit ``cfg``'s task, for the fields not in ``given`` (``Method.fit_task``): for
     N agents and episodes of L steps, k = min(3, N) roles, m = min(2, k) groups, T_U = min(5, L - 1) and
-    T_V = e T_U < L with e = min(2, (L - 1) // T_U) (the user's k and T_U where given). Where no value fits
+    T_V = e T_U < L with e = min(2, (L - 1) // T_U) (the user's k and T_U where given); under QMIX the paper's
+    epsilon schedule for the task (appendix G: 200k env steps on LBF, 70k on SMAC and elsewhere). Where no value fits
     (N < 2, L < 2) none is given: ``check_bdps_config`` refuses the task."""
     n, limit = num_agents(cfg.env), episode_limit(cfg)
     fitted = {}
@@ -118,6 +119,8 @@ def fit_bdps_task(cfg: TrainConfig, given: frozenset[str]) -> dict[str, int]:
     if limit >= 2:
         t_u = fit("bdps_role_period", min(5, limit - 1))
         fit("bdps_group_factor", max(1, min(2, (limit - 1) // t_u)))
+    if cfg.learner_name in PAPER_SETTINGS and "q.eps_decay_steps" not in given:  # the paper's appendix G schedules
+        fitted["q.eps_decay_steps"] = 200_000 if cfg.env.name == "lbf" else 70_000  # LBF; SMAC (hard maps), others
     return fitted
 
 
@@ -606,9 +609,19 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, progr
     return path
 
 
+# The settings the paper runs BDPS with (QMIX), as psjax/configs/bdps_smax.yaml holds them and docs/results.md's BDPS
+# figures use: applied by make_config to the fields a preset or an override does not set (Method.defaults). The
+# periods and sizes (k, m, T_U, e) and the epsilon schedule (the paper's differs by task: 70k env steps on SMAC, 200k
+# on LBF) are fit_bdps_task's; the selectors' widths are the SharingConfig defaults.
+PAPER_SETTINGS = {"qmix": {
+    "q.td_lambda": 0.6,  # TD(lambda) targets along stored sequences
+    "q.updates_per_rollout": 8,  # gradient steps per 16 x 128 env steps (bdps_smax's; its reference runs too)
+    "q.last_action": True,  # the role networks' Q_U(tau, a_{t-1}): agents read their previous action
+}}
+
 METHODS = tuple(  # registered by psjax.catalog
     Method(name, doc, make_scheme, needs=("team_value",), check=check_bdps_config, agent_model=make_agent_model,
-           pictures=(plot_roles,), fit_task=fit_bdps_task)
+           pictures=(plot_roles,), fit_task=fit_bdps_task, defaults=PAPER_SETTINGS)
     for name, doc in (
         ("bdps", "bi-level dynamic sharing: k role and m group networks, chosen by a GRU-VAE and a GAT group "
                  "selector (BDPS)"),

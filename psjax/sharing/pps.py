@@ -282,10 +282,14 @@ def make_pps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: in
 
 # per-agent recurrent Q networks, averaged: the value learners' banks (the actor-critic ones are other networks)
 _NEEDS = ("value_based", "recurrent")
+# the paper's QMIX settings (its Table 1; psjax/configs/pps_smax.yaml), applied where not set (Method.defaults): soft
+# target updates after every gradient step. Its window (96 episodes) and aggregation rules are SharingConfig's defaults
+_PAPER = {"qmix": {"q.target_tau": 0.05}}
 METHODS = (  # registered by psjax.catalog
     Method("pps_a", "per-agent networks, all layers averaged uniformly every pps_interval updates (A-PPS)", make_pps,
-           needs=_NEEDS),
-    Method("pps_rs", "per-agent networks averaged with reward-share weights (RS-PPS)", make_pps, needs=_NEEDS),
+           needs=_NEEDS, defaults=_PAPER),
+    Method("pps_rs", "per-agent networks averaged with reward-share weights (RS-PPS)", make_pps, needs=_NEEDS,
+           defaults=_PAPER),
     Method("pps_pp", "per-agent networks, only the shared side of a layer boundary averaged (PP-PPS)", make_pps,
-           needs=_NEEDS),
+           needs=_NEEDS, defaults=_PAPER),
 )
