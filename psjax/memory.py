@@ -15,7 +15,10 @@ environments, rollout and replay buffer, ``DATA_SPLIT_TERMS``):
 
 What it leaves out are XLA's temporaries (activations kept for the backward pass, minibatch copies), which
 depend on fusion decisions made at compile time: the estimate is a floor, so a run it refuses cannot fit,
-while a run it admits may still need more (docs/scaling.md compares it with measured peaks).
+while a run it admits may still need more (docs/scaling.md compares it with measured peaks). So ``run()`` then
+compiles the first training chunk from shapes, before anything is allocated, and ``check_compiled`` refuses the run
+when XLA's own account of that program (arguments, outputs not donated, temporaries) exceeds the budget less
+``MARGIN``, naming the largest terms and a ``q.buffer_size`` (or seeds per device) that fits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from psjax.fields import ConfigError
 
 GIB = 1024**3
+_DEVICE = "the device's memory (a CPU: the memory available when the run starts)"  # the budget when memory_gb=0
 DATA_SPLIT_TERMS = ("replay buffer", "environment states", "rollout")  # split along env / item axes (parallel=envs)
 
 
@@ -90,12 +94,20 @@ def estimate(cfg: Any, devices: int = 1, rows: int | None = None, data_devices: 
 
 
 def device_memory() -> int | None:
-    """Bytes the first local device may use: the accelerator's limit, or on a CPU the machine's memory."""
+    """Bytes the first local device may use: the accelerator's limit, or on a CPU the memory the machine has
+    available now (``/proc/meminfo``'s MemAvailable: free plus reclaimable caches, so other processes' memory is not
+    counted as this run's), else its physical memory."""
     import jax
 
     stats = jax.local_devices()[0].memory_stats() or {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(line for line in f if line.startswith("MemAvailable:"))
+        return int(available.split()[1]) * 1024  # kB
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
     try:
         import os
 
@@ -104,15 +116,91 @@ def device_memory() -> int | None:
         return None
 
 
-def check(est: MemoryEstimate, budget_gb: float = 0.0) -> int | None:
-    """Raise ConfigError when ``est`` exceeds the budget (``budget_gb`` GiB, or with 0 the device's memory);
-    returns the budget in bytes (None: unknown, nothing checked)."""
+def check(est: MemoryEstimate, budget_gb: float = 0.0, cfg: Any = None) -> int | None:
+    """Raise ConfigError when ``est`` exceeds the budget (``budget_gb`` GiB, or with 0 the device's memory), naming
+    with ``cfg`` the settings that would fit (``_fitting_settings``, with ``MARGIN``); returns the budget in bytes
+    (None: unknown, nothing checked)."""
     budget = int(budget_gb * GIB) if budget_gb > 0 else device_memory()
     if budget is not None and est.total > budget:
         term, size = est.largest()
-        where = f"memory_gb={budget_gb:g}" if budget_gb > 0 else "the device's memory"
+        where = f"memory_gb={budget_gb:g}" if budget_gb > 0 else _DEVICE
+        fits = ("Fewer seeds per device (more devices, fewer seeds), fewer envs, or a smaller q.buffer_size fit it"
+                if cfg is None else f"allowed: {_fitting_settings(est.total, int(budget * (1 - MARGIN)), est, cfg)}")
         raise ConfigError(
             f"this run needs at least {est.total / GIB:.2f} GiB per device ({est.seeds_per_device} seeds) but "
-            f"{where} is {budget / GIB:.2f} GiB; the largest term is {term} ({size / GIB:.2f} GiB). Fewer seeds "
-            f"per device (more devices, fewer seeds), fewer envs, or a smaller q.buffer_size fit it")
+            f"{where} is {budget / GIB:.2f} GiB; the largest term is {term} ({size / GIB:.2f} GiB). {fits}")
     return budget
+
+
+MARGIN = 0.10  # of the budget kept free beside a compiled program: the host process (Python, JAX's runtime, logs
+# copied to the host) and the smaller programs (init, evaluation) whose buffers are not in the training chunk's account
+
+
+def compiled_bytes(compiled: Any) -> dict[str, int] | None:
+    """What a compiled program needs per device by XLA's own account (``jax.stages.Compiled.memory_analysis()``,
+    CPU and accelerators alike): ``arguments``, ``outputs`` less the ``aliased`` bytes (donated arguments reused
+    as outputs), ``temporaries`` and ``code``; ``total`` their sum. None where the backend reports nothing."""
+    try:
+        stats = compiled.memory_analysis()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    if stats is None:
+        return None
+    parts = {"arguments": stats.argument_size_in_bytes, "outputs": stats.output_size_in_bytes,
+             "aliased": stats.alias_size_in_bytes, "temporaries": stats.temp_size_in_bytes,
+             "code": stats.generated_code_size_in_bytes}
+    parts = {k: int(v) for k, v in parts.items()}
+    parts["total"] = parts["arguments"] + parts["outputs"] - parts["aliased"] + parts["temporaries"] + parts["code"]
+    return parts
+
+
+def check_compiled(compiled: Any, est: MemoryEstimate, budget: int | None, budget_gb: float, cfg: Any) -> dict | None:
+    """Refuse (ConfigError) a run whose compiled training chunk needs more than the budget less ``MARGIN``, before
+    anything is allocated: the message names the largest terms (the resident state's, ``est``, and XLA's
+    temporaries) and a setting that fits (the ``q.buffer_size`` that would, else fewer seeds per device). Returns
+    ``compiled_bytes`` (None: not reported or no budget known, nothing checked)."""
+    need = compiled_bytes(compiled)
+    if need is None or budget is None:
+        return need
+    allowed = int(budget * (1 - MARGIN))
+    if need["total"] <= allowed:
+        return need
+    terms = {**est.terms, "XLA temporaries": need["temporaries"]}
+    largest = sorted(terms.items(), key=lambda kv: -kv[1])[:3]
+    shown = ", ".join(f"{name} {_size(size)}" for name, size in largest)
+    where = f"memory_gb={budget_gb:g}" if budget_gb > 0 else _DEVICE
+    fits = _fitting_settings(need["total"], allowed, est, cfg)
+    raise ConfigError(
+        f"this run's training program needs {_size(need['total'])} per device ({est.seeds_per_device} seed(s); XLA's "
+        f"account of the compiled chunk: arguments {_size(need['arguments'])} + temporaries "
+        f"{_size(need['temporaries'])} + outputs not donated {_size(need['outputs'] - need['aliased'])}) but {where} "
+        f"is {_size(budget)}, of which {1 - MARGIN:.0%} ({_size(allowed)}) may be used "
+        f"(a {MARGIN:.0%} margin for the host process); the largest terms: {shown}. Refused before anything was "
+        f"allocated; allowed: {fits}")
+
+
+def _fitting_settings(total: int, allowed: int, est: MemoryEstimate, cfg: Any) -> str:
+    """Settings that bring ``total`` bytes under ``allowed``: the largest power-of-two ``q.buffer_size`` that would
+    (the buffer's bytes scale with it; the rest of the program assumed not to), else the seeds per device that
+    would, else a larger budget."""
+    options = []
+    buffer = est.terms.get("replay buffer", 0)
+    size = cfg.q.buffer_size
+    if buffer and cfg.is_value_based:
+        per_item = buffer / size
+        fit = int((allowed - (total - buffer)) // per_item)
+        fit = 1 << (fit.bit_length() - 1) if fit >= 1 else 0  # a power of two at most ``fit``
+        if fit >= cfg.q.batch_size:
+            options.append(f"q.buffer_size={fit} (now {size}; {fit} sequences of {cfg.q.rollout_len} steps, "
+                           f"{_size(fit * per_item)} per device)")
+    per_seed = total / max(est.seeds_per_device, 1)
+    seeds = int(allowed // per_seed)
+    if est.seeds_per_device > 1 and seeds >= 1:
+        options.append(f"at most {seeds} seeds per device (now {est.seeds_per_device}: fewer seeds, or more devices)")
+    options.append(f"a device with at least {_size(total / (1 - MARGIN))} (memory_gb= sets the budget)")
+    return "; or ".join(options)
+
+
+def _size(num_bytes: float) -> str:
+    """``21.63 GiB``, or in MiB below a tenth of a GiB (``6.0 MiB``)."""
+    return f"{num_bytes / GIB:.2f} GiB" if num_bytes >= GIB / 10 else f"{num_bytes / 2**20:.1f} MiB"

@@ -51,6 +51,7 @@ import functools
 import json
 import math
 import pathlib
+import shutil
 import sys
 import time
 import types
@@ -583,7 +584,7 @@ def run(
     mesh = None if sharding else _data_mesh(cfg)
     memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows) if sharding else \
         memory.estimate(cfg, rows=num_rows, data_devices=mesh.size)
-    memory_budget = memory.check(memory_est, cfg.memory_gb)
+    memory_budget = memory.check(memory_est, cfg.memory_gb, cfg)
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
         run_dir = _new_run_dir(cfg) if is_primary() else pathlib.Path(cfg.out_dir) / cfg.run_name
@@ -612,6 +613,15 @@ def run(
         fn = place.chunk(program.run_chunk).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
+
+    # the first chunk compiled from shapes, before anything is allocated: what XLA says it needs, checked
+    chunk_fns[plan[0]] = compiled_chunk(main, jax.eval_shape(init, keys, points.columns))
+    try:
+        memory_compiled = memory.check_compiled(chunk_fns[plan[0]], memory_est, memory_budget, cfg.memory_gb, cfg)
+    except ConfigError:
+        if resume is None and is_primary():  # refused: the folder made above holds nothing but its config
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     point_ids = range(len(points.dirs))
     metrics_logs = [RowLog(d, "metrics") for d in points.dirs]
     eval_logs = [RowLog(d, "eval") for d in points.dirs]
@@ -737,7 +747,8 @@ def run(
         "parallel": cfg.parallel,
         "processes": jax.process_count(),
         "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
-        "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget},  # psjax.memory: a floor
+        # psjax.memory: a floor from shapes, and XLA's account of the compiled chunk (checked with its margin)
+        "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget, "compiled_bytes": memory_compiled},
         "session_wall_s": time.perf_counter() - t_start,
         **_timing(times, sum(compile_times) if compile_times else None, spi * num_rows),
         "compile_cache": str(cache) if cache else None,  # compile_s is a load time where the cache held the program

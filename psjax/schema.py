@@ -380,8 +380,10 @@ class TrainConfig:
                          "every entry together (all entries equally long)", choices=("grid", "zip"))
     memory_gb: float = _f(0.0, "device memory (GiB) a run must fit: runs whose resident state (parameters, "
                           "optimiser, replay buffer, env states, one rollout, x seeds per device; psjax.memory, a "
-                          "floor from shapes) exceeds it are refused before anything is compiled; 0 = the "
-                          "device's own memory (a CPU: the machine's)", min=0.0)
+                          "floor from shapes) exceeds it are refused before anything is compiled, and runs whose "
+                          "compiled training chunk (XLA's account: arguments, outputs, temporaries) needs more than "
+                          "90% of it before anything is allocated; 0 = the device's own memory (a CPU: the memory "
+                          "available when the run starts)", min=0.0)
     eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
     eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
                         min=1)
