@@ -100,3 +100,24 @@ def test_agent_types_are_the_tasks_partition(cfg, kinds):
     assert float(type_ari(jnp.asarray(np.unique(types, return_inverse=True)[1]), tuple(kinds), len(set(types)))) \
         == pytest.approx(1.0)
     assert len(set(types)) == len(set(kinds))
+
+
+def test_type_ari_is_drawn_and_compared(tmp_path):
+    """sharing.png gains the type_ari panel and compare reads every seed's final type_ari from metrics.jsonl."""
+    import json
+
+    from psjax.compare import final_type_ari
+    from psjax.sharing.report import plot_sharing, type_ari_curves
+
+    rows = []
+    for seed in (0, 1):
+        for step, ari_value in ((1000, 0.0), (2000, 1.0 - 0.5 * seed)):
+            rows.append({"seed": seed, "env_steps": step, "type_ari": ari_value, "num_clusters": 2, "mask_overlap": 0.5,
+                         **{f"cluster[{i}]": i // 2 for i in range(4)}})
+    rows.append({**rows[1], "env_steps": 3000, "type_ari": None})  # a row without a value is skipped
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    steps, values, names = type_ari_curves(tmp_path)
+    assert names == ["type_ari"] and list(steps) == [1000, 2000, 3000]
+    np.testing.assert_allclose(values[:, 1, 0], [1.0, 0.5])
+    assert final_type_ari(tmp_path) == [1.0, 0.5]
+    assert plot_sharing(tmp_path).name == "sharing.png"

@@ -98,10 +98,21 @@ def type_ari_curves(run_dir) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     return np.asarray(steps), values, names
 
 
+def _mean_over_seeds(values: np.ndarray) -> np.ndarray:
+    """``[S, I] -> [I]``: the mean over the seeds with a value (NaN where none has one), without numpy's warning."""
+    count = np.isfinite(values).sum(0)
+    return np.where(count > 0, np.nansum(values, axis=0) / np.maximum(count, 1), np.nan)
+
+
+def _last_finite(values: np.ndarray) -> np.ndarray:
+    """``[S, I] -> [S]``: every seed's last value that is not NaN (NaN when it has none)."""
+    return np.array([row[np.isfinite(row)][-1] if np.isfinite(row).any() else np.nan for row in values])
+
+
 def _draw_type_ari(ax, curves) -> None:
     steps, values, names = curves
     for p, name in enumerate(names):
-        line = ax.plot(steps, np.nanmean(values[:, :, p], axis=0), label=f"{name} (mean)")[0]
+        line = ax.plot(steps, _mean_over_seeds(values[:, :, p]), label=f"{name} (mean)")[0]
         for seed_values in values[:, :, p]:
             ax.plot(steps, seed_values, color=line.get_color(), alpha=0.25, linewidth=0.8)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=0.8)
@@ -154,8 +165,9 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
     ari = ""
     if curves is not None:
         _draw_type_ari(axes[-1], curves)
-        final = curves[1][:, -1, curves[2].index("type_ari")] if "type_ari" in curves[2] else curves[1][:, -1, 0]
-        ari = f", final type_ari {np.nanmean(final):.2f} (seeds {', '.join(f'{v:.2f}' for v in final)})"
+        name = "type_ari" if "type_ari" in curves[2] else curves[2][0]
+        final = _last_finite(curves[1][:, :, curves[2].index(name)])
+        ari = f", final {name} {_mean_over_seeds(final[:, None])[0]:.2f} (seeds {', '.join(f'{v:.2f}' for v in final)})"
     fig.suptitle(f"{run_dir.name}: mean overlap {np.nanmean(tables['mean_overlap']):.2f} "
                  f"at {max(tables['env_steps'])} env steps{ari}", fontsize=9)
     path = run_dir / "sharing.png"
