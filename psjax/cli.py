@@ -15,8 +15,9 @@ from psjax.schema import ALIASES, field_info, load_preset, precheck, preset_name
 
 USAGE = """\
 usage: python -m psjax train [preset=NAME] [key=value ...]   train a new run
-       python -m psjax train resume=RUN_DIR [key=value ...]  continue a run from its last checkpoint; keys: learner
-                                                             fields that keep its shapes (q.lr, ...), on_nonfinite
+       python -m psjax train resume=RUN_DIR [key=value ...]  continue a run from its newest intact checkpoint; keys:
+                                                             learner fields that keep its shapes (q.lr, ...),
+                                                             on_nonfinite, steps=N (larger: continue it to N)
        python -m psjax fields                                list every config key with its default
        python -m psjax methods                               list the registered methods and their learners
        python -m psjax methods matrix                        every method x env at its defaults: runs or why not
@@ -90,17 +91,23 @@ def _train_args(args: list[str]):
         from psjax.run import RESUME_HOST_FIELDS
         from psjax.schema import flatten, resolve_key
 
-        refused = [k for k in pairs if not (resolve_key(k, "qmix") in RESUME_HOST_FIELDS
+        refused = [k for k in pairs if not (resolve_key(k, "qmix") in RESUME_HOST_FIELDS + ("steps",)
                                             or resolve_key(k, "qmix").startswith(("q.", "ac.")))]
         if refused:
             raise ConfigError(f"resume={resume} cannot change {', '.join(refused)}; allowed on resume: "
-                              f"{', '.join(RESUME_HOST_FIELDS + PROCESS_FIELDS)} and the learner's q.* / ac.* fields "
-                              "that keep the checkpoint's shapes and chunk plan (e.g. q.lr)")
+                              f"{', '.join(RESUME_HOST_FIELDS + PROCESS_FIELDS)}, a larger steps (continues the run) "
+                              "and the learner's q.* / ac.* fields that keep the checkpoint's shapes and chunk plan "
+                              "(e.g. q.lr)")
         cfg = load_run_config(resume)
         if not (process or pairs):
             return cfg, resume
         changed = {resolve_key(k, cfg.learner_name): v for k, v in pairs.items()}
-        return make_config({**flatten(to_dict(cfg)), **process, **changed}), resume
+        new = make_config({**flatten(to_dict(cfg)), **process, **changed})
+        if "steps" in changed:  # given, it must continue the run (psjax.run.run: to N, as a run started with N)
+            from psjax.run import check_more_steps
+
+            check_more_steps(cfg, new, resume)
+        return new, resume
     preset = pairs.pop("preset", None)
     precheck({**(load_preset(preset) if preset else {}), **pairs})  # field values, before JAX loads
     from psjax.config import make_config  # the method registry (JAX)

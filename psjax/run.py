@@ -26,8 +26,10 @@ Run folder::
     summary.json                 param count, throughput, compile time (a load time where compile_cache held
                                  the program), final evaluation (final_eval.policy names the policy of its
                                  plain eval_* figures), where training first went non-finite
-                                 (nonfinite_first_env_step, nonfinite; None if never), stopped
-    resumes.jsonl                settings changed by ``resume=`` (which checkpoint, old and new values)
+                                 (nonfinite_first_env_step, nonfinite; None if never), stopped, psjax_version,
+                                 resumed_from (this session's checkpoint and the damaged ones it skipped)
+    resumes.jsonl                settings changed by ``resume=`` (which checkpoint, old and new values; a longer
+                                 ``steps=`` also the chunk plan it continues with)
     curve.png                    return (and win rate) vs env steps, mean over seeds, min-max band; one eval
                                  line per evaluated policy, named with its episodes and seeds
     sharing.png                  SePS / AdaPS / MADPS: clusters, shared units, front / back slots
@@ -35,7 +37,9 @@ Run folder::
     snd.png                      the team's SND over training (``snd_interval`` > 0, or DiCo, with its target)
     roles.png                    BDPS: role (and group) of each agent at every step of one greedy episode
     checkpoints/<chunk>/         orbax checkpoints of the vmapped runner (the last two kept; never one of
-                                 non-finite parameters: ``on_nonfinite=stop`` leaves the last good one)
+                                 non-finite parameters: ``on_nonfinite=stop`` leaves the last good one); the host
+                                 state beside the runner records the psjax version that wrote it
+    checkpoints-damaged/<chunk>/ checkpoints ``resume=`` found damaged and skipped, set aside (never deleted)
     tensorboard/, wandb/         with ``cfg.logger``: the same rows for TensorBoard / W&B (``psjax.backends``)
 
 A sweep (``cfg.sweep``, ``psjax.sweep``) trains every point x seed in one program; its run folder holds
@@ -51,6 +55,7 @@ import functools
 import json
 import math
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -100,6 +105,17 @@ def chunk_plan(num_iterations: int, eval_every: float) -> list[int]:
     size = min(size, num_iterations)
     full, rest = divmod(num_iterations, size)
     return [size] * full + ([rest] if rest else [])
+
+
+def extend_plan(plan: list[int], num_iterations: int) -> list[int]:
+    """``plan`` continued to ``num_iterations`` with chunks of its first chunk's size, the remainder last: a run
+    continued with a larger ``steps=`` keeps the chunks (and so the evaluations) it had, its remainder chunk
+    included, instead of cutting the new total by ``eval_every`` again."""
+    extra = num_iterations - sum(plan)
+    if extra < 0:
+        raise ValueError(f"plan {plan} holds more than {num_iterations} iterations")
+    full, rest = divmod(extra, plan[0])
+    return list(plan) + [plan[0]] * full + ([rest] if rest else [])
 
 
 def seed_keys(seed: int, seeds: int) -> np.ndarray:
@@ -258,25 +274,76 @@ def _save(manager, chunk: int, runner, host: dict) -> None:
     manager.save(chunk, args=args)
 
 
-def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[Any, dict]:
-    """The runner and host state saved in a run folder (the latest checkpoint unless ``step``).
+@functools.lru_cache(maxsize=1)
+def psjax_version() -> str:
+    """This psjax's version as checkpoints and summary.json record it: the package's version, plus ``+g<commit>``
+    when it runs from a git checkout (uncommitted changes are not told apart)."""
+    import subprocess
+    from importlib import metadata
+
+    try:
+        version = metadata.version("psjax")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        try:  # read-only: never touches the index
+            out = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
+                                 text=True, timeout=10)
+            version += f"+g{out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return version
+
+
+class Restored(NamedTuple):
+    """A checkpoint read back (``restore_checkpoint``)."""
+
+    runner: Any
+    host: dict  # chunk (chunks completed), iteration, seeds, eval_key_base, psjax_version (since 2026-12-07)
+    step: int  # the checkpoint's step (= host["chunk"])
+    skipped: list[tuple[int, str]]  # newer checkpoints that did not read back, (step, why), newest first
+
+
+def restore_checkpoint(run_dir, abstract_runner, step: int | None = None) -> Restored:
+    """The newest checkpoint of a run folder that reads back (only ``step`` if given).
 
     ``abstract_runner``: the vmapped runner's structure, e.g.
-    ``jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))``.
-    Host state: ``chunk`` (chunks completed), ``iteration``, ``seeds``, ``eval_key_base``.
+    ``jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))``. A checkpoint that does not read
+    back is either damaged (orbax's stored array tree matches ``abstract_runner`` or cannot be read, yet the arrays
+    do not restore: files cut short, overwritten or missing) or of another layout (the stored tree differs:
+    another psjax version, an edited config.yaml). Newer ones that fail are skipped and named in ``skipped``; when
+    none reads back, a ConfigError says which of the two it is, naming each checkpoint's error.
     """
     run_dir = pathlib.Path(run_dir)
     if not (run_dir / "checkpoints").is_dir():
         raise ConfigError(f"{run_dir} has no checkpoints/ to resume from")
     manager = _manager(run_dir, create=False)
+    failures = []  # (step, "damaged" | "layout", why, the psjax version its host state names)
     try:
-        step = manager.latest_step() if step is None else step
-        if step is None:
+        steps = sorted(manager.all_steps(), reverse=True) if step is None else [step]
+        if not steps:
             raise ConfigError(f"{run_dir / 'checkpoints'} holds no complete checkpoint")
-        out = _restore(manager, step, abstract_runner)
+        for s in steps:
+            try:
+                out = _restore(manager, s, abstract_runner)
+            except (ValueError, KeyError, OSError) as error:  # orbax / tensorstore / json: file or layout trouble
+                failures.append((s, *_diagnose(manager, s, abstract_runner, error)))
+                continue
+            return Restored(out["runner"], out["host"], s, [(f[0], f[2]) for f in failures])
     finally:
         manager.close()
-    return out["runner"], out["host"]
+    raise _layout_error(run_dir, failures)
+
+
+def load_checkpoint(run_dir, abstract_runner, step: int | None = None) -> tuple[Any, dict]:
+    """The runner and host state of ``restore_checkpoint`` (the newest checkpoint that reads back unless ``step``);
+    a damaged newer one skipped is named in a ``WARNING:`` line on stderr."""
+    restored = restore_checkpoint(run_dir, abstract_runner, step)
+    for s, why in restored.skipped:
+        print(f"WARNING: {pathlib.Path(run_dir) / 'checkpoints' / str(s)} {why}; read checkpoint {restored.step} "
+              "instead", file=sys.stderr)
+    return restored.runner, restored.host
 
 
 def _restore(manager, step: int, abstract_runner) -> dict:
@@ -295,21 +362,69 @@ def _restore(manager, step: int, abstract_runner) -> dict:
         fields = getattr(abstract_runner, "_fields", ())
         empty = [f for f in fields if not jax.tree.leaves(getattr(abstract_runner, f))]
         if not empty:
-            raise _layout_error(error) from error
+            raise
         try:
             out = restore({f: getattr(abstract_runner, f) for f in fields if f not in empty})
         except ValueError:
-            raise _layout_error(error) from None
+            raise error from None
         runner = type(abstract_runner)(**out["runner"], **{f: getattr(abstract_runner, f) for f in empty})
         return {"runner": runner, "host": out["host"]}
 
 
-def _layout_error(error: ValueError) -> ConfigError:
+def _layout(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """``{key path: shape}`` of a tree's arrays, keys as plain strings (a NamedTuple field, a dict key and orbax's
+    stored dict key of the same field compare equal)."""
+    def name(k):
+        return str(next((getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)), k))
+
+    return {tuple(map(name, path)): tuple(getattr(leaf, "shape", ()))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _diagnose(manager, step: int, abstract_runner, error: Exception) -> tuple[str, str, str | None]:
+    """Why checkpoint ``step`` did not restore: ``("layout" | "damaged", one line, its psjax version or None)``.
+    Layout: orbax's stored array tree (``runner/_METADATA`` and the arrays' headers) reads back and differs from
+    ``abstract_runner``; damaged: it reads back equal (the array data is what failed) or cannot be read at all."""
+    import orbax.checkpoint as ocp
+
+    try:
+        host = manager.restore(step, args=ocp.args.Composite(host=ocp.args.JsonRestore()))["host"]
+        version = host.get("psjax_version")
+    except Exception:  # noqa: BLE001 - a damaged host state only means no version to name
+        version = None
+    try:
+        stored = _layout(getattr(m := ocp.StandardCheckpointHandler().metadata(
+            pathlib.Path(manager.directory) / str(step) / "runner"), "tree", m))
+    except Exception:  # noqa: BLE001 - unreadable metadata is damage, whatever orbax raises
+        stored = None
+    built = _layout(abstract_runner)
+    if stored is None or stored == built:
+        text = " ".join(f"{type(error).__name__}: {error}".split())
+        return "damaged", f"is damaged ({text[:300]})", version
+    diffs = [f"{'.'.join(p)}: stored {stored.get(p, 'nothing')}, built {built.get(p, 'nothing')}"
+             for p in sorted(stored.keys() | built.keys()) if stored.get(p) != built.get(p)]
+    more = f"; {len(diffs) - 1} more" if len(diffs) > 1 else ""
+    return "layout", f"holds other arrays than this psjax builds from the run's config ({diffs[0]}{more})", version
+
+
+def _layout_error(run_dir: pathlib.Path, failures: list[tuple[int, str, str, str | None]]) -> ConfigError:
+    """No checkpoint read back (``failures``: ``(step, kind, why, version)``, newest first): every one of another
+    layout -> the version message (naming the versions); otherwise the checkpoints are damaged."""
+    where = run_dir / "checkpoints"
+    each = "; ".join(f"checkpoint {s} {why}" for s, _, why, _ in failures)
+    if any(kind == "damaged" for _, kind, _, _ in failures):
+        return ConfigError(f"the checkpoints in {where} are damaged, none can be resumed: {each}. The run's logs "
+                           "and evaluations up to them stay readable; train it again to finish it")
+    versions = sorted({v or "a psjax that did not record its version (before 2026-12-07)" for *_, v in failures})
+    written = " and ".join(versions)
+    cause = (f"it was written by another psjax version ({written}; this is {psjax_version()})"
+             if psjax_version() not in versions else
+             f"it was written by this psjax version ({written}), so the run's config.yaml or psjax's code changed "
+             "since without a version change")
     return ConfigError(
-        "the checkpoint's arrays do not match what this psjax trains from the run's config: it was written by "
-        "another psjax version (for example one whose Q learners' replay items kept a final observation for "
-        "every step, before 2026-12-02) and cannot be resumed by this one; the run's logs and evaluations stay "
-        f"readable, train it again to finish it. orbax said: {str(error)[:300]}")
+        f"the checkpoint's arrays do not match what this psjax trains from the run's config: {cause} (for example "
+        "one whose Q learners' replay items kept a final observation for every step, before 2026-12-02) and cannot "
+        f"be resumed by this one; the run's logs and evaluations stay readable, train it again to finish it. {each}")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -595,7 +710,9 @@ def run(
         multihost_utils.sync_global_devices("psjax run folder")
     make_program = make_program or _default_make_program
 
-    plan = chunk_plan(cfg.num_iterations, cfg.eval_every)
+    # a resumed run keeps the plan it started (or was last continued) with, extended when steps= asks for more
+    plan = chunk_plan(cfg.num_iterations, cfg.eval_every) if resume is None else \
+        extend_plan(_recorded_plan(run_dir) or chunk_plan(saved.num_iterations, saved.eval_every), cfg.num_iterations)
     programs = {plan[0]: make_program(cfg, plan[0])}
     main = programs[plan[0]]
     if main.num_iterations != sum(plan):
@@ -641,22 +758,28 @@ def run(
         if any(k not in RESUME_HOST_FIELDS for k in changes):  # the checkpoint holds the saved config's arrays
             _check_same_shapes(*(jax.eval_shape(jax.vmap(program.init), keys, points.columns)
                                  for program in (main, make_program(saved, plan[0]))), changes)
+        if "steps" in changes:  # a longer run: the same program, unless something in it depends on the total
+            _check_total_free(main, make_program(set_field(cfg, "steps", saved.steps), plan[0]), keys[0],
+                              jax.tree.map(lambda c: c[0], points.columns), changes["steps"])
         if multi:  # restored straight into every process's rows
             abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
-        runner, host = load_checkpoint(run_dir, abstract)
+        restored = restore_checkpoint(run_dir, abstract)
+        runner, host = restored.runner, restored.host
         runner = runner if multi else place.put(runner)
         done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
         if host["seeds"] != seeds or host["iteration"] != starts[done]:
             raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
+        resumed_from = _resume_report(run_dir, restored, starts, main.steps_per_iteration, plan, saved, cfg, multi)
         for metrics_log, eval_log in zip(metrics_logs, eval_logs) if is_primary() else ():
             metrics_log.truncate(starts[done] * len(seeds))
             eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
         backends = [open_backends(c, d, seeds, resume_step=starts[done] * main.steps_per_iteration)
                     for c, d in zip(points.cfgs, points.dirs)]
         if changes and is_primary():
-            _record_changes(run_dir, cfg, points, changes, done, starts[done] * main.steps_per_iteration)
+            _record_changes(run_dir, cfg, points, changes, done, starts[done] * main.steps_per_iteration,
+                            plan=plan if "steps" in changes else None)
     else:
-        done, eval_base = 0, eval_key_base(keys)
+        done, eval_base, resumed_from = 0, eval_key_base(keys), None
         backends = [open_backends(c, d, seeds, resume_step=None) for c, d in zip(points.cfgs, points.dirs)]
         runner = init(*to_devices((keys, points.columns), sharding))
         result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, 0), sharding)))
@@ -742,6 +865,8 @@ def run(
         "finished": done == len(plan) and stopped is None,
         "stopped": "nonfinite" if stopped is not None else None,  # on_nonfinite=stop ended the run early
         "changed_on_resume": _read_changes(run_dir),  # settings changed by resume= (resumes.jsonl)
+        "resumed_from": resumed_from,  # this session's checkpoint (None: started fresh) and the damaged ones skipped
+        "psjax_version": psjax_version(),
         "chunks": plan,
         "devices": place.devices,  # the rows (parallel=seeds) or each run's envs (envs) were split this many ways
         "parallel": cfg.parallel,
@@ -791,17 +916,93 @@ def resume_changes(saved: TrainConfig, cfg: TrainConfig, run_dir) -> dict[str, t
     old, new = flatten(to_dict(_without_process(saved))), flatten(to_dict(_without_process(cfg)))
     changes = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
     section = "q." if saved.is_value_based else "ac."
-    refused = [k for k in changes if k not in RESUME_HOST_FIELDS and not k.startswith(section)]
+    refused = [k for k in changes if k not in RESUME_HOST_FIELDS and k != "steps" and not k.startswith(section)]
+    if "steps" in changes and not refused:
+        check_more_steps(saved, cfg, run_dir)
     if chunk_plan(cfg.num_iterations, cfg.eval_every) != chunk_plan(saved.num_iterations, saved.eval_every) or \
             cfg.steps_per_iteration != saved.steps_per_iteration:
         refused += [k for k in changes if k.endswith((".num_envs", ".rollout_len")) and k not in refused]
     if refused:
         shown = ", ".join(f"{k}={changes[k][1]!r} (saved {changes[k][0]!r})" for k in refused)
         raise ConfigError(f"the config differs from {run_dir}'s in {shown}, which resume= cannot change; allowed on "
-                          f"resume: {', '.join(RESUME_HOST_FIELDS)} "
+                          f"resume: {', '.join(RESUME_HOST_FIELDS)}, a larger steps, "
                           f"and {section}* fields that keep the checkpoint's shapes and the chunk plan (e.g. "
                           f"{section}lr, {section}gamma, {section}max_grad_norm)")
     return changes
+
+
+def check_more_steps(saved: TrainConfig, cfg: TrainConfig, run_dir) -> None:
+    """ConfigError unless ``cfg.steps`` continues the saved run: more iterations, and no learning rate that decays
+    over the total (``lr_decay``: the run so far followed the schedule of its own total). The CLI asks it of any
+    ``steps=`` given with ``resume=``, an equal one included."""
+    spi = saved.steps_per_iteration
+    if cfg.num_iterations <= saved.num_iterations:
+        raise ConfigError(f"resume={run_dir} steps={cfg.steps}: the run already has steps={saved.steps} "
+                          f"({saved.num_iterations} iterations of {spi} env steps per seed); resume= continues a run "
+                          f"to a larger steps= only, at least {saved.num_iterations * spi + 1}")
+    section = "q" if saved.is_value_based else "ac"
+    if saved.learner_cfg.lr_decay or cfg.learner_cfg.lr_decay:
+        raise ConfigError(f"resume={run_dir} steps={cfg.steps}: the run has {section}.lr_decay=true, a learning rate "
+                          f"decaying to zero over its total of steps={saved.steps}, so continuing it would not equal a "
+                          f"run started with steps={cfg.steps}; train a new run with steps={cfg.steps}")
+
+
+def _check_total_free(program, same_with_old_steps, key, point, steps: tuple[int, int]) -> None:
+    """ConfigError unless the training chunk and the evaluation of ``program`` (the longer run) are the same
+    computation as those of ``same_with_old_steps`` (its config with the run's old ``steps``): the same jaxpr and
+    constants, so nothing they compute depends on the total, and the continued run equals one started longer."""
+    def traced(p):
+        runner = jax.eval_shape(p.init, key, point)
+        chunk = jax.make_jaxpr(p.run_chunk)(runner)
+        evaluation = jax.make_jaxpr(p.evaluate)(runner, jax.ShapeDtypeStruct(np.shape(key), np.asarray(key).dtype))
+        text = re.sub(r" at 0x[0-9a-f]+", "", f"{chunk}\n{evaluation}")  # function reprs carry their address
+        return text, [np.asarray(c) for c in (*chunk.consts, *evaluation.consts)]
+
+    (text, consts), (old_text, old_consts) = traced(program), traced(same_with_old_steps)
+    if text != old_text or len(consts) != len(old_consts) or not all(
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(consts, old_consts)):
+        raise ConfigError(
+            f"steps={steps[1]} on resume: the training program differs from the run's (steps={steps[0]}) beyond its "
+            "length, so something it computes depends on the total (in psjax: the learner's lr_decay, a learning "
+            "rate decaying to zero over the total; Kaleidoscope's resets, none within the last "
+            "sharing.kal_reset_interval env steps of training) and the continued run would not equal a run "
+            f"started with steps={steps[1]}; train a new run with steps={steps[1]}")
+
+
+def _resume_report(run_dir: pathlib.Path, restored: Restored, starts: list[int], spi: int, plan: list[int],
+                   saved: TrainConfig, cfg: TrainConfig, multi: bool) -> dict:
+    """Say where a resumed run continues from (stderr), warn about the damaged newer checkpoints it skipped and set
+    them aside in ``checkpoints-damaged/`` (the next checkpoints take their steps); the record for summary.json."""
+    def where(step):
+        return f"checkpoint {step} (chunk {step}/{len(plan)}, env step {starts[min(step, len(plan))] * spi:,} per seed)"
+
+    done = restored.step
+    if is_primary():
+        for step, why in restored.skipped:
+            aside = run_dir / "checkpoints-damaged" / str(step)
+            n = 1
+            while aside.exists():
+                aside, n = aside.with_name(f"{step}-{n}"), n + 1
+            aside.parent.mkdir(exist_ok=True)
+            shutil.move(str(run_dir / "checkpoints" / str(step)), str(aside))
+            print(f"WARNING: {where(step)} {why}; resuming from the newest intact one, {where(done)}; the damaged one "
+                  f"is kept in {aside}", file=sys.stderr)
+        longer = (f"; steps={saved.steps} -> {cfg.steps}: {len(plan) - done} more chunk(s) of the run's "
+                  f"{plan[0]} iterations, so evaluations stay every {plan[0] * spi:,} env steps (eval_every is not "
+                  "recomputed from the new total)" if cfg.steps != saved.steps else "")
+        print(f"psjax: resuming {run_dir} from {where(done)}, iteration {starts[done]}{longer}", file=sys.stderr)
+    if multi:  # every process sees the damaged checkpoints set aside before any writes one
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("psjax damaged checkpoints")
+    return {"checkpoint": done, "chunk": done, "iteration": starts[done], "env_step": starts[done] * spi,
+            "damaged": [{"checkpoint": step, "error": why} for step, why in restored.skipped]}
+
+
+def _recorded_plan(run_dir: pathlib.Path) -> list[int] | None:
+    """The chunk plan a run was last continued with by a larger ``steps=`` (resumes.jsonl), None if never."""
+    plans = [entry["plan"] for entry in _read_changes(run_dir) if "plan" in entry]
+    return plans[-1] if plans else None
 
 
 def _check_same_shapes(abstract, saved_abstract, changes: dict) -> None:
@@ -815,12 +1016,17 @@ def _check_same_shapes(abstract, saved_abstract, changes: dict) -> None:
                           "fields that keep them (e.g. lr, gamma, max_grad_norm, epsilons), on_nonfinite, progress")
 
 
-def _record_changes(run_dir: pathlib.Path, cfg: TrainConfig, points, changes: dict, chunk: int, env_step: int):
-    """Rewrite the config.yaml files with the changed settings and log the change in ``resumes.jsonl``."""
+def _record_changes(run_dir: pathlib.Path, cfg: TrainConfig, points, changes: dict, chunk: int, env_step: int,
+                    plan: list[int] | None = None):
+    """Rewrite the config.yaml files with the changed settings and log the change in ``resumes.jsonl`` (with the
+    chunk plan the run continues with where ``steps`` changed: ``chunk_plan`` of the new total would cut it
+    elsewhere)."""
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     for point_cfg, point_dir in zip(points.cfgs, points.dirs) if cfg.sweep else ():
         (point_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(point_cfg), sort_keys=False))
     entry = {"chunk": chunk, "env_step": env_step, "changed": {k: list(v) for k, v in changes.items()}}
+    if plan is not None:
+        entry["plan"] = plan
     with (run_dir / "resumes.jsonl").open("a") as f:
         f.write(json.dumps(entry) + "\n")
 
@@ -877,7 +1083,8 @@ def _without_process(cfg: TrainConfig) -> TrainConfig:
 
 def _host_state(chunk: int, iteration: int, seeds: list[int], eval_base: np.ndarray) -> dict:
     """What the host loop needs besides the runner to continue exactly where it stopped."""
-    return {"chunk": chunk, "iteration": iteration, "seeds": seeds, "eval_key_base": eval_base.tolist()}
+    return {"chunk": chunk, "iteration": iteration, "seeds": seeds, "eval_key_base": eval_base.tolist(),
+            "psjax_version": psjax_version()}
 
 
 def _progress_bar(cfg: TrainConfig, total: int, initial: int):

@@ -144,8 +144,9 @@ def test_resume_refuses_what_would_change_shapes_or_the_plan(tmp_path):
     saved = _cfg(tmp_path, "x")
     assert resume_changes(saved, _cfg(tmp_path, "x", **{"q.lr": 1e-5, "on_nonfinite": "warn"}), "x") == {
         "on_nonfinite": ("stop", "warn"), "q.lr": (5e-4, 1e-5)}
-    with pytest.raises(ConfigError, match=r"differs from x.s in steps=320 \(saved 160\), which resume= cannot change"):
-        resume_changes(saved, _cfg(tmp_path, "x", steps=320), "x")
+    assert resume_changes(saved, _cfg(tmp_path, "x", steps=320), "x") == {"steps": (160, 320)}  # continues the run
+    with pytest.raises(ConfigError, match=r"already has steps=160 .* to a larger steps= only"):
+        resume_changes(saved, _cfg(tmp_path, "x", steps=80), "x")
     with pytest.raises(ConfigError, match="q.rollout_len"):
         resume_changes(saved, _cfg(tmp_path, "x", **{"q.rollout_len": 8}), "x")
     a = {"w": jax.ShapeDtypeStruct((4, 64), jnp.float32)}
