@@ -123,8 +123,9 @@ class SharingConfig:
     adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
                                 min=0.0, max=1.0)
     adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
-    adaps_mask_critic: bool = _f(False, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
-                                 "too; False = the policy network only, the paper's f(.; phi * M_k)")
+    adaps_mask_critic: bool = _f(True, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
+                                 "too; False = the policy only (a shared critic then cannot tell the kinds apart: "
+                                 "BPS return fell to -60; docs/methods.md)")
     adaps_mapping_scale: float = _f(
         3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
         "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)

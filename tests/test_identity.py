@@ -162,9 +162,11 @@ def test_identity_vectors_are_the_means_or_one_sample_each():
 
 
 @pytest.mark.parametrize("mask_critic", [False, True])
-def test_adaps_critic_is_not_masked_unless_asked(mask_critic):
+def test_adaps_critic_is_masked_unless_asked_not_to(mask_critic):
     """Four agents see the same observation; agents 2 and 3 (cluster 1) lose half the hidden units. The
-    actor's outputs differ between the clusters; the critic's are equal unless adaps_mask_critic."""
+    actor's outputs differ between the clusters; the critic's too (the default), equal with
+    adaps_mask_critic=false."""
+    assert make_config({**TYPED, "alg": "adaps"}).sharing.adaps_mask_critic  # the default masks it
     cfg = make_config({**TYPED, "alg": "adaps", "adaps_mask_critic": mask_critic})
     parts = make_parts(cfg)
     runner = _init(parts, jax.random.PRNGKey(0))

@@ -14,7 +14,7 @@ reaches ``sharing.identity_pretrain_steps`` env steps, the scheme's update
    AdaPS: feeds every cluster centre through a fixed random mapping network, thresholds the
    sigmoid at lambda into binary hidden-unit masks, and gives each agent its cluster's masks
    on the one shared network (no parameters added). The masks act on the policy network only
-   (the paper's f(.; phi * M_k)); ``sharing.adaps_mask_critic`` masks an A2C / PPO critic too.
+   (the paper's f(.; phi * M_k)) and, with ``sharing.adaps_mask_critic`` (default), an A2C / PPO critic too.
 
 Nothing changes after that. The one-off work runs inside ``run_if``, a while loop that runs
 zero or one time: ``lax.cond`` under ``vmap`` over seeds (the host runner's case, where the
@@ -419,7 +419,7 @@ def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
                bank_names: tuple[str, ...]) -> Scheme:
     """AdaPS: one shared network (``shared``, masked); masks all ones until the switch, then each
     agent's cluster's binary masks from the fixed random mapping network. No parameters added.
-    The critic bank (A2C / PPO) is applied without masks unless ``sharing.adaps_mask_critic``."""
+    The critic bank (A2C / PPO) gets the same masks unless ``sharing.adaps_mask_critic`` is false."""
     del bank_names
     sc = cfg.sharing
     n = spec.num_agents
