@@ -137,11 +137,12 @@ def test_bps_reward_own_colour_only():
     landmarks = jnp.asarray([[0.5, 0.5], [-0.5, -0.5]])
     colours = jnp.asarray([0, 0, 1])
     pos = jnp.asarray([[0.5, 0.5], [-0.5, -0.5], [-0.5, -0.5]])  # own, other colour's, own
-    np.testing.assert_allclose(bps_reward(colours, pos, landmarks), [0.0, -np.sqrt(2.0), 0.0], atol=1e-6)
+    # the reference's local_ratio 0.5 times minus the distance to the own colour's landmark
+    np.testing.assert_allclose(bps_reward(colours, pos, landmarks), [0.0, -0.5 * np.sqrt(2.0), 0.0], atol=1e-6)
     # through the env's step: agents standing still (noop, zero velocity) keep these rewards
     st = BPSState(pos=pos, vel=jnp.zeros((3, 2)), landmarks=landmarks)
     _, ts = one_step("bps", st, [0, 0, 0])
-    np.testing.assert_allclose(ts.reward, [0.0, -np.sqrt(2.0), 0.0], atol=1e-6)
+    np.testing.assert_allclose(ts.reward, [0.0, -0.5 * np.sqrt(2.0), 0.0], atol=1e-6)
     assert harness("bps").spec.agent_types == (0, 0, 1)
 
 
