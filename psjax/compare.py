@@ -47,6 +47,7 @@ import numpy as np
 import yaml
 
 from psjax.fields import ConfigError
+from psjax.logrows import decode_row, nonfinite_quantities  # noqa: F401  (also read from here)
 from psjax.schema import flatten
 
 FILES = ("compare.png", "compare.md", "compare.json")
@@ -153,22 +154,6 @@ def env_label(env: dict) -> str:
     if env.get("time_limit"):
         details.append(f"T{env['time_limit']}")
     return " ".join([name] + [str(d) for d in details if d is not None])
-
-
-# metrics.jsonl / eval.jsonl (psjax.run): a non-finite value is written as one of these strings, "no value" as null
-NONFINITE_STRINGS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-def decode_row(row: dict) -> dict:
-    """A logged row with its non-finite values as floats ("nan" -> nan, "inf" -> inf); null stays None."""
-    return {k: NONFINITE_STRINGS[v] if isinstance(v, str) and v in NONFINITE_STRINGS else v for k, v in row.items()}
-
-
-def nonfinite_quantities(row: dict) -> list[str]:
-    """What a decoded metrics row holds non-finite: its columns with a non-finite value, and ``params`` when the
-    trainer counted non-finite parameters (``nonfinite_params``)."""
-    bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
-    return bad + (["params"] if (row.get("nonfinite_params") or 0) > 0 else [])
 
 
 def _read_jsonl(path: pathlib.Path) -> list[dict]:

@@ -18,7 +18,7 @@ Run folder::
                                  non-finite quantities (``psjax.train.nonfinite_metrics``), ``nonfinite_params``
                                  the non-finite parameters. null (CSV: empty) = no value (no episode ended, no
                                  update yet); a non-finite value = the string "nan" / "inf" / "-inf"
-                                 (``psjax.compare.decode_row`` reads both back)
+                                 (``psjax.logrows.decode_row`` reads both back)
     eval.jsonl, eval.csv         one row per evaluation per seed (the first one before training): eval_policy
                                  (the primary policy, whose figures are eval_return / eval_won / eval_length),
                                  then eval_<policy>_return / _won / _length for every evaluated policy;
@@ -68,9 +68,9 @@ import yaml
 
 from psjax import memory, sweep
 from psjax.backends import open_backends
-from psjax.compare import decode_row, nonfinite_quantities
 from psjax.config import ConfigError, TrainConfig, load_run_config, method_defaults_line, to_dict
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
+from psjax.logrows import decode_row, nonfinite_quantities
 from psjax.schema import set_field
 from psjax.shard import (
     DATA_AXIS,

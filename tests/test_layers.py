@@ -17,13 +17,16 @@ from psjax import catalog, registry  # noqa: F401  (the built-in methods registe
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "psjax"
 RANKS = (  # module prefix -> layer (an import may only point to the same layer or below)
     ("psjax.fields", 0), ("psjax.schema", 1), ("psjax.sweep", 1), ("psjax.registry", 2), ("psjax.types", 2),
+    ("psjax.logrows", 2),
     ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3), ("psjax.sharing", 4), ("psjax.evaluate", 4),
     ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7),
     ("psjax.train", 8), ("psjax.backends", 8), ("psjax.memory", 8), ("psjax.run", 9),
-    ("psjax.compare", 10), ("psjax.export", 10), ("psjax.cli", 11), ("psjax.__main__", 12), ("psjax", 12),
+    ("psjax.compare", 10), ("psjax.reproduce", 10), ("psjax.export", 10), ("psjax.cli", 11),
+    ("psjax.__main__", 12), ("psjax", 12),
 )
 # Modules that serve every method: none of them may compare with a method's name or key a table by it.
 GENERIC = ("fields", "schema", "sweep", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate",
+           "logrows",
            "shard", "backends", "export", "memory",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
            "learners/batches",
