@@ -35,12 +35,11 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
-# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist; 553 tests in
-# 17 min 10 s on 2 cores with 2 workers on 2026-12-07, 12 min 01 s rerun with the compile cache (417 in 12 min 09 s
-# on 2026-12-06; the new ones: the
-# reproductions' 51 declarations, env rules, divergence, resume, memory), 24 min 28 s on 2026-12-02: this
-# machine's speed varies by up to 2x; tests/conftest.py compiles with XLA's CPU optimisations off, which halved
-# it). A rerun loads the programs of psjax.run's tests from the compile cache (~/.cache/psjax/xla): 7 min 53 s.
+# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist). 553 tests on
+# 2026-12-07: 17 min 10 s on 2 cores with 2 workers, 12 min 01 s rerun with psjax.run's programs in the compile
+# cache (~/.cache/psjax/xla); 417 tests took 12 min 09 s on 2026-12-06 (the new ones: the reproductions' 51
+# declarations, env rules, divergence, resume, memory). This machine's speed varies by up to 2x;
+# tests/conftest.py compiles with XLA's CPU optimisations off, which halved it.
 # TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= 2
 test: $(STAMP)
