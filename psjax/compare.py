@@ -499,7 +499,7 @@ def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
 
 
 def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto", steps: int | None = None,
-           policy: str = "auto") -> dict:
+           policy: str = "auto", labels: Sequence[str | None] | None = None) -> dict:
     """Write ``compare.png``, ``compare.md`` and ``compare.json`` for ``run_dirs`` into ``out_dir``.
 
     Args:
@@ -511,11 +511,16 @@ def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto
         score is its last evaluation at or before it (None: every run's own last evaluation).
       policy: "auto" (each run's primary evaluation policy), "greedy" or "sample" (every run must have
         evaluated it: eval_policy=both, or that policy alone).
+      labels: a row name per run folder of ``run_dirs`` (run folders only; None keeps the method's name), e.g.
+        ``psjax.reproduce``'s variants.
 
     Returns ``{"png", "markdown", "json"}`` paths, ``"rows"`` (see ``table_rows``) and ``"runs"``.
     """
     paths = find_runs(run_dirs)
-    groups = group_runs([load_run(p, metric, steps, policy) for p in paths])
+    loaded = [load_run(p, metric, steps, policy) for p in paths]
+    if labels is not None:
+        loaded = [r._replace(method=label) if label else r for label, r in zip(labels, loaded, strict=True)]
+    groups = group_runs(loaded)
     rows = table_rows(groups, reps=reps)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -384,20 +384,6 @@ def run_configs(rep: Reproduction, seeds: int, steps: int, out_dir, extra: dict 
     return runs
 
 
-def _report(runs: list[tuple], run_dirs: list[pathlib.Path], out: pathlib.Path) -> dict:
-    """``compare.report`` of the runs, each row named by its row name (``run_configs``)."""
-    loaded = [compare.load_run(d) for d in run_dirs]
-    loaded = [r._replace(method=label) if label else r for (label, _), r in zip(runs, loaded)]
-    groups = compare.group_runs(loaded)
-    rows = compare.table_rows(groups)
-    png = compare.plot(groups, out / "compare.png")
-    md = out / "compare.md"
-    md.write_text(compare.markdown(rows))
-    js = out / "compare.json"
-    js.write_text(json.dumps(rows, indent=2) + "\n")
-    return {"png": png, "markdown": md, "json": js, "rows": rows, "runs": run_dirs}
-
-
 def verdict_markdown(rep: Reproduction, judged: dict, rows: list[dict], seeds: int, steps: int) -> str:
     """``verdict.md``: the claim, the budget, the table of pairs and the verdict."""
     policy = rows[0]["policy"] if rows else "?"
@@ -451,7 +437,7 @@ def reproduce(name: str, seeds: int | None = None, steps: int | None = None, out
         else:
             run_dirs.append(run(None, resume=folder, make_program=make_program) if step == "resume"
                             else run(cfg, make_program=make_program))
-    result = {**_report(runs, run_dirs, out), "out_dir": out}
+    result = {**compare.report(run_dirs, out, labels=[label for label, _ in runs]), "out_dir": out}
     judged = judge(result["rows"], rep.pairs)
     judged.update(name=name, paper=rep.paper, claim=rep.claim, task=rep.task, seeds=seeds, steps=steps,
                   note=rep.note)
