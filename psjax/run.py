@@ -724,12 +724,28 @@ def run(
     init, evaluate = place.init, place.evaluate
     chunk_fns, compile_times = {}, []
 
+    # one program for every chunk size where the program can count (the first chunk is the largest): a shorter
+    # remainder chunk runs the first chunk's executable instead of compiling another
+    counted = main.run_counted is not None
+
     def compiled_chunk(program, runner):
         # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
         t0 = time.perf_counter()
-        fn = place.chunk(program.run_chunk).lower(runner).compile()
+        fn = place.counted(program.run_counted).lower(runner, jax.ShapeDtypeStruct((), np.int32)).compile() \
+            if counted else place.chunk(program.run_chunk).lower(runner).compile()
         compile_times.append(time.perf_counter() - t0)
         return fn
+
+    def chunk_fn(size, runner):
+        """``runner -> (runner, metrics [R, C, ...])`` for a chunk of ``size`` iterations, compiled once; C is
+        ``plan[0]`` where the program counts (rows from ``size`` on are not iterations), else ``size``."""
+        if counted:
+            return lambda r: chunk_fns[plan[0]](r, np.int32(size))
+        if size not in chunk_fns:  # the first chunk's size, then the remainder chunk's (a second program)
+            if size not in programs:
+                programs[size] = make_program(cfg, size)
+            chunk_fns[size] = compiled_chunk(programs[size], runner)
+        return chunk_fns[size]
 
     # the first chunk compiled from shapes, before anything is allocated: what XLA says it needs, checked
     chunk_fns[plan[0]] = compiled_chunk(main, jax.eval_shape(init, keys, points.columns))
@@ -800,16 +816,13 @@ def run(
     try:
         for j in range(done, stop):
             size = plan[j]
-            if size not in chunk_fns:  # the first chunk's size, then the remainder chunk's (a second program)
-                if size not in programs:
-                    programs[size] = make_program(cfg, size)
-                chunk_fns[size] = compiled_chunk(programs[size], runner)
             if manager is not None:  # the chunk reuses the runner's buffers: the last checkpoint must be written
                 manager.wait_until_finished()
+            run_size = chunk_fn(size, runner)
             t0 = time.perf_counter()
-            runner, metrics = jax.block_until_ready(chunk_fns[size](runner))
+            runner, metrics = jax.block_until_ready(run_size(runner))
             times.append((size, time.perf_counter() - t0))
-            metrics = to_host(metrics)
+            metrics = jax.tree.map(lambda m, n=size: m[:, :n], to_host(metrics))
             rows = [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids]
             log(metrics_logs, rows)
             result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, j + 1), sharding)))
@@ -876,6 +889,7 @@ def run(
         "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget, "compiled_bytes": memory_compiled},
         "session_wall_s": time.perf_counter() - t_start,
         **_timing(times, sum(compile_times) if compile_times else None, spi * num_rows),
+        "chunk_programs": len(compile_times),  # chunk programs compiled this session (1 where the program counts)
         "compile_cache": str(cache) if cache else None,  # compile_s is a load time where the cache held the program
     }
     from psjax import registry
@@ -1043,6 +1057,7 @@ class Placement(NamedTuple):
     init: Callable  # (keys [R, 2], sweep columns) -> runner
     evaluate: Callable  # (runner, keys [R, 2]) -> scalars [R]
     chunk: Callable  # run_chunk -> its jitted form, runner -> (runner, metrics), the runner donated
+    counted: Callable  # run_counted -> its jitted form, (runner, count) -> (runner, metrics), the runner donated
     put: Callable  # a restored runner onto the devices
 
 
@@ -1056,6 +1071,7 @@ def _placement(where, main, keys, columns) -> Placement:
         return Placement(where.mesh.size, jit_over_seeds(main.init, where, num_args=2),
                          jit_over_seeds(main.evaluate, where, num_args=2),
                          lambda run_chunk: jit_over_seeds(run_chunk, where, donate=True),
+                         lambda run_counted: jit_over_seeds(run_counted, where, num_args=2, donate=True, shared=1),
                          lambda runner: jax.device_put(runner, where))
     mesh = where
     specs = data_parallel_specs(jax.eval_shape(jax.vmap(main.init), keys, columns), DATA_AXIS)
@@ -1064,6 +1080,8 @@ def _placement(where, main, keys, columns) -> Placement:
     return Placement(mesh.size, jit_data_parallel(main.init, mesh, (whole, whole), specs),
                      jit_data_parallel(main.evaluate, mesh, (specs, whole), whole),
                      lambda run_chunk: jit_data_parallel(run_chunk, mesh, (specs,), (specs, whole), donate=True),
+                     lambda run_counted: jit_data_parallel(run_counted, mesh, (specs, whole), (specs, whole),
+                                                           donate=True, shared=1),
                      lambda runner: jax.device_put(runner, named))
 
 

@@ -86,22 +86,25 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1, donate: bool = False):
+def jit_over_seeds(fn, sharding: NamedSharding, num_args: int = 1, donate: bool = False, shared: int = 0):
     """``jax.jit(jax.vmap(fn))`` with every argument and output split along its leading (seed) axis.
 
     ``shard_map`` hands each device the plain vmapped program on its own seeds (no partitioner in between, no
     collectives). The results equal the one-device run's up to float rounding: the programs are compiled
     apart, and XLA's CPU reductions can differ in the last bit (``tests/test_shard.py``). ``donate``: the
     first argument's buffers are given to the outputs (a training chunk's runner: without it the old and the
-    new runner, replay buffers included, are both resident during the call)."""
+    new runner, replay buffers included, are both resident during the call). ``shared``: the last ``shared`` of
+    the ``num_args`` arguments are the same for every seed (not vmapped, replicated), e.g. a chunk's trip count."""
     donate_argnums = (0,) if donate else ()
+    in_axes = (0,) * (num_args - shared) + (None,) * shared
     if sharding.mesh.size == 1:  # one device: the plain program, compiled exactly as without sharding
-        return jax.jit(jax.vmap(fn), donate_argnums=donate_argnums)
-    spec = sharding.spec
-    mapped = jax.shard_map(jax.vmap(fn), mesh=sharding.mesh, in_specs=(spec,) * num_args, out_specs=spec,
+        return jax.jit(jax.vmap(fn, in_axes=in_axes), donate_argnums=donate_argnums)
+    spec, whole = sharding.spec, PartitionSpec()
+    in_specs = tuple(spec if axis == 0 else whole for axis in in_axes)
+    mapped = jax.shard_map(jax.vmap(fn, in_axes=in_axes), mesh=sharding.mesh, in_specs=in_specs, out_specs=spec,
                            check_vma=False)  # per-device code is plain vmapped JAX: nothing to check
-    return jax.jit(mapped, in_shardings=(sharding,) * num_args, out_shardings=sharding,
-                   donate_argnums=donate_argnums)
+    return jax.jit(mapped, in_shardings=tuple(NamedSharding(sharding.mesh, s) for s in in_specs),
+                   out_shardings=sharding, donate_argnums=donate_argnums)
 
 
 def data_mesh(num_envs: int, buffer_size: int, requested: int = 0) -> Mesh:
@@ -117,13 +120,15 @@ def data_mesh(num_envs: int, buffer_size: int, requested: int = 0) -> Mesh:
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
 
 
-def jit_data_parallel(fn, mesh: Mesh, in_specs, out_specs, donate: bool = False):
+def jit_data_parallel(fn, mesh: Mesh, in_specs, out_specs, donate: bool = False, shared: int = 0):
     """``jax.jit(jax.vmap(fn))`` with a ``PartitionSpec`` per argument and output leaf (trees, or prefixes of
     them) over ``mesh``: XLA partitions the program (GSPMD), inserting the collectives, e.g. the gradient's
-    sum over the devices' samples, so the result is the one-device program's up to float rounding."""
+    sum over the devices' samples, so the result is the one-device program's up to float rounding. ``shared``:
+    the last ``shared`` arguments are not vmapped (the same for every row)."""
     def named(tree):
         return jax.tree.map(lambda spec: NamedSharding(mesh, spec), tree,
                             is_leaf=lambda x: isinstance(x, PartitionSpec))
 
-    return jax.jit(jax.vmap(fn), in_shardings=named(in_specs), out_shardings=named(out_specs),
+    in_axes = (0,) * (len(in_specs) - shared) + (None,) * shared
+    return jax.jit(jax.vmap(fn, in_axes=in_axes), in_shardings=named(in_specs), out_shardings=named(out_specs),
                    donate_argnums=(0,) if donate else ())

@@ -64,6 +64,10 @@ class Program(NamedTuple):
     # of one seed's runner in num_envs fresh envs (every env's first episode lies inside them); num_envs and
     # greedy are Python values (jit it with them fixed). For pictures and inspection (BDPS's roles.png).
     episode: Callable | None = None
+    # run_counted(runner, count) -> (runner, metrics[chunk_iters]): the first ``count`` (an int32 scalar, the same
+    # for every seed, at most chunk_iters) iterations of run_chunk, metric rows from ``count`` on zero. One compiled
+    # program for every count, so a run's shorter remainder chunk is not compiled again (psjax.run).
+    run_counted: Callable[[Runner, jax.Array], tuple[Runner, dict]] | None = None
 
 
 class Parts(NamedTuple):
@@ -294,6 +298,18 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
     def run_chunk(runner):
         return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, chunk_iters)
 
+    def run_counted(runner, count):
+        # what scan lowers to (a while loop writing each iteration's row), with the trip count read at run time
+        rows = jax.eval_shape(lambda r: _iteration(parts_at(r.point), r)[1], runner)
+        table = jax.tree.map(lambda s: jnp.zeros((chunk_iters, *s.shape), s.dtype), rows)
+
+        def body(i, carry):
+            runner, table = carry
+            runner, metrics = _iteration(parts_at(runner.point), runner)
+            return runner, jax.tree.map(lambda t, m: jax.lax.dynamic_update_index_in_dim(t, m, i, 0), table, metrics)
+
+        return jax.lax.fori_loop(0, jnp.minimum(count, chunk_iters), body, (runner, table))
+
     def evaluate(runner, key):
         metrics = policy_metrics({p: _evaluate(parts_at(runner.point), cfg.eval_envs, runner, key, p)
                                   for p in cfg.eval_policies})
@@ -309,6 +325,7 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
         steps_per_iteration=cfg.steps_per_iteration,
         spec=parts.env.spec,
         episode=lambda runner, key, num_envs, greedy: episode(parts_at(runner.point), runner, key, num_envs, greedy),
+        run_counted=run_counted,
     )
 
 

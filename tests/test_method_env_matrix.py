@@ -7,6 +7,7 @@ from __future__ import annotations
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from psjax import cli, registry
@@ -84,18 +85,30 @@ def test_a_one_agent_team_is_refused_with_a_method_that_works():
     assert make_config({"env": "mpe_spread", "num_agents": 1, "num_landmarks": 1, "alg": "fups_id"})
 
 
+FEW_STEPS = 4096  # a few thousand env steps per seed: every pair's program compiled, run and learning
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("alg", registry.names())
-def test_every_valid_pair_traces(alg):
-    """Beyond the config: each pair that makes a config builds its training program (traced by ``eval_shape``, one
-    iteration, not compiled; ~5 s a pair on 2 cores, 2026-12-07: all 125 pairs)."""
+def test_every_valid_pair_trains_a_few_thousand_steps(alg):
+    """Beyond the config: each pair that makes a config at its defaults trains ``FEW_STEPS`` env steps (its whole
+    program compiled and run; replay learners learn from the first iteration, ``q.learning_starts=0``, so their
+    update runs too) without a non-finite loss, gradient, Q value or parameter, and counts its env steps."""
     import jax
 
     from psjax.train import make_train
 
     for env in ENVS:
         try:
-            cfg = make_config({"alg": alg, "env": env, "steps": 1, "eval_every": 0})
+            cfg = make_config({"alg": alg, "env": env, "steps": FEW_STEPS, "eval_every": 0})
         except ConfigError:
             continue  # test_every_pair_runs_or_names_a_setting_that_works
-        jax.eval_shape(make_train(cfg), jax.random.PRNGKey(0))
+        if cfg.is_value_based:
+            cfg = make_config({"alg": alg, "env": env, "steps": FEW_STEPS, "eval_every": 0, "q.learning_starts": 0})
+        _, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
+        metrics = jax.device_get(metrics)
+        assert int(metrics["env_steps"][-1]) == cfg.num_iterations * cfg.steps_per_iteration >= FEW_STEPS, (alg, env)
+        assert not metrics["nonfinite"].any(), f"alg={alg} env={env}: non-finite values {metrics['nonfinite']}"
+        losses = [k for k in metrics if k.endswith("loss")]
+        assert losses and any(np.isfinite(metrics[k]).any() for k in losses), f"alg={alg} env={env}: no update ran"
+        jax.clear_caches()  # 125 programs in one process

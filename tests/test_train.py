@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import numpy as np
 import pytest
 
 from psjax.config import make_config
 from psjax.evaluate import random_policy_score
-from psjax.run import load_checkpoint, run, seed_keys
+from psjax.run import chunk_plan, load_checkpoint, run, seed_keys
 from psjax.train import make_parts, make_program, make_train
 
 TWO_STEP = {
@@ -101,6 +103,27 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, learner):
         np.testing.assert_array_equal(x, y)
     assert (full / "metrics.csv").read_text() == (resumed / "metrics.csv").read_text()
     assert (full / "eval.csv").read_text() == (resumed / "eval.csv").read_text()
+
+
+def test_a_remainder_chunk_runs_the_first_chunks_program(tmp_path):
+    """9 iterations in chunks [2, 2, 2, 2, 1]: one chunk program compiled, and the run ends where one scan of
+    all 9 iterations does (the counted loop is the scan's while loop with the trip count read at run time)."""
+    cfg = make_config({"env": "lbf", "alg": "nops", "learner": "ppo", "ac.num_envs": 4, "ac.rollout_len": 8,
+                       "steps": 9 * 4 * 8, "eval_every": 0.25, "eval_envs": 2, "seeds": 2, "out_dir": str(tmp_path),
+                       "progress": False, "checkpoint": True})
+    assert chunk_plan(cfg.num_iterations, cfg.eval_every) == [2, 2, 2, 2, 1]
+    run_dir = run(cfg)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["chunk_programs"] == 1 and summary["iterations_done"] == 9
+    program = make_program(cfg, 2)
+    abstract = jax.eval_shape(jax.vmap(program.init), seed_keys(cfg.seed, cfg.seeds))
+    saved, _ = load_checkpoint(run_dir, abstract)
+    whole, metrics = jax.jit(jax.vmap(make_train(cfg)))(seed_keys(cfg.seed, cfg.seeds))
+    for x, y in zip(jax.tree.leaves(saved), jax.tree.leaves(whole)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in logged[::2]] == list(range(1, 10))  # no row of the unused chunk slot
+    np.testing.assert_allclose([r["env_steps"] for r in logged[1::2]], np.asarray(metrics["env_steps"])[1])
 
 
 @pytest.mark.parametrize("vmapped", [False, True])
