@@ -90,7 +90,7 @@ def method_defaults_line(cfg: TrainConfig) -> str:
         return ""
     flat = schema.flatten(to_dict(cfg))
     settings = " ".join(f"{path}={flat[path]}" for path in cfg.method_defaults.split() if path in flat)
-    return f"alg={cfg.alg} set {settings} (its paper's settings and the task's fit; any key=value overrides them)"
+    return f"alg={cfg.alg} set {settings} (its recommended settings and the task's fit; any key=value overrides them)"
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -726,7 +726,7 @@ def run(
 
     # one program for every chunk size where the program can count (the first chunk is the largest): a shorter
     # remainder chunk runs the first chunk's executable instead of compiling another
-    counted = main.run_counted is not None
+    counted = getattr(main, "run_counted", None) is not None  # duck-typed programs (tests) may lack it
 
     def compiled_chunk(program, runner):
         # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
@@ -803,7 +803,7 @@ def run(
     manager = _manager(run_dir, create=True) if cfg.checkpoint else None
     if manager is not None and resume is None:
         _save(manager, 0, runner, _host_state(0, 0, seeds, eval_base))
-    saved_chunk = done  # the newest checkpoint's chunk
+    saved_chunk, saved_at = done, time.perf_counter()  # the newest checkpoint's chunk, and when it was written
     first_bad, stopped = None, None  # where training first went non-finite (this session); the stop message
 
     spi = main.steps_per_iteration
@@ -842,9 +842,11 @@ def run(
                               "results", file=sys.stderr)
             # a checkpoint never holds non-finite parameters: the last good one stays for resume= with other settings
             params_bad = metrics.get("nonfinite_params")
-            if manager is not None and stopped is None and (params_bad is None or not np.any(params_bad[:, -1] > 0)):
+            due = j + 1 == stop or time.perf_counter() - saved_at >= cfg.checkpoint_every_s
+            if manager is not None and due and stopped is None and (params_bad is None or
+                                                                     not np.any(params_bad[:, -1] > 0)):
                 _save(manager, j + 1, runner, _host_state(j + 1, starts[j + 1], seeds, eval_base))
-                saved_chunk = j + 1
+                saved_chunk, saved_at = j + 1, time.perf_counter()
             postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
             if first_bad is not None:
                 postfix["NON-FINITE from step"] = f"{first_bad:,}"

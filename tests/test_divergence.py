@@ -26,7 +26,8 @@ def _cfg(tmp_path, name, **overrides):
     """8 env steps per iteration; steps=160 -> 20 iterations in 4 chunks of 5."""
     base = {"env": "matrix", "alg": "fups", "learner": "qmix", "q.num_envs": 2, "q.rollout_len": 4,
             "q.learning_starts": 0, "steps": 160, "eval_every": 0.25, "seed": 3, "seeds": 2,
-            "out_dir": str(tmp_path), "run_name": name, "progress": False}
+            "out_dir": str(tmp_path), "run_name": name, "progress": False,
+            "checkpoint_every_s": 0}  # a checkpoint after every chunk: which ones a stop keeps
     return make_config({**base, **overrides})
 
 
@@ -116,7 +117,7 @@ def test_stop_keeps_the_last_good_checkpoint_and_resume_changes_lr(tmp_path, mon
     monkeypatch.setattr("psjax.run._default_make_program", diverging_program)
     args = ["train", "env=matrix", "alg=fups", "learner=qmix", "q.num_envs=2", "q.rollout_len=4",
             "q.learning_starts=0", "steps=160", "eval_every=0.25", "seed=3", "seeds=2", f"out_dir={tmp_path}",
-            "run_name=stop", "progress=false", f"q.lr={BROKEN_LR}"]
+            "run_name=stop", "progress=false", "checkpoint_every_s=0", f"q.lr={BROKEN_LR}"]
     assert cli.main(args) == 3  # on_nonfinite=stop is the default
     err = capsys.readouterr().err
     run_dir = tmp_path / "stop"

@@ -11,7 +11,7 @@ import pytest
 from psjax import registry
 from psjax.cli import format_methods
 from psjax.config import ConfigError, from_dict, make_config, method_defaults_line, to_dict
-from psjax.learners.bdps import PAPER_SETTINGS
+from psjax.learners.bdps import DEFAULTS
 
 SMAX_BDPS = {"env": "smax", "alg": "bdps"}
 BDPS_Q = ("q.td_lambda", "q.updates_per_rollout", "q.last_action", "q.eps_decay_steps")
@@ -25,7 +25,9 @@ def test_alg_bdps_gets_the_papers_settings_and_records_them():
     assert (q.td_lambda, q.updates_per_rollout, q.last_action, q.eps_decay_steps) == (0.6, 8, True, 70_000)
     s = cfg.sharing
     assert (s.bdps_roles, s.bdps_groups, s.bdps_role_period, s.bdps_group_factor) == (3, 2, 5, 2)
-    assert set(cfg.method_defaults.split()) == set(BDPS_Q + BDPS_STRUCTURE)
+    assert set(cfg.method_defaults.split()) == {*BDPS_Q, *BDPS_STRUCTURE, "steps"}
+    assert cfg.steps == 102_400 and cfg.num_iterations == 50  # BDPS's own budget: ~6 min on 2 cores
+    assert make_config({**SMAX_BDPS, "steps": 2e6}).steps == 2_000_000
     # the same settings as the preset docs/results.md's BDPS figures use (where the preset sets them)
     preset = make_config({}, preset="bdps_smax")
     for path in BDPS_Q + BDPS_STRUCTURE:
@@ -75,7 +77,7 @@ def test_methods_listing_names_the_recommended_settings():
     assert "with learner=qmix, unless set: q.td_lambda=0.6 q.updates_per_rollout=8 q.last_action=True" in bdps
     assert "fitted to the task, unless set: sharing.bdps_roles=2" in bdps and "q.eps_decay_steps=200000" in bdps
     assert "with learner=qmix, unless set: q.target_tau=0.05" in text.split("\npps_a ")[1].split("\npps_rs")[0]
-    assert registry.describe(registry.get("bdps"))["defaults"] == {"qmix": dict(PAPER_SETTINGS["qmix"])}
+    assert registry.describe(registry.get("bdps"))["defaults"] == {"qmix": dict(DEFAULTS["qmix"])}
 
 
 def test_a_record_with_bad_defaults_is_refused():

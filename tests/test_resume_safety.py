@@ -21,7 +21,7 @@ def _cfg(tmp_path, name, **overrides):
     """8 env steps per iteration; steps=160 -> 20 iterations; eval_every=0.25 -> 4 chunks of 5."""
     base = {"q.num_envs": 2, "q.rollout_len": 4, "q.learning_starts": 0, "steps": 160, "eval_every": 0.25,
             "seed": 7, "seeds": 2, "out_dir": str(tmp_path), "run_name": name, "progress": False,
-            "compile_cache": ""}
+            "compile_cache": "", "checkpoint_every_s": 0}  # a checkpoint after every chunk
     return make_config({**base, **overrides})
 
 
@@ -43,6 +43,22 @@ def _same_run(a, b, cfg):
     (runner_a, _), (runner_b, _) = load_checkpoint(a, _abstract(cfg)), load_checkpoint(b, _abstract(cfg))
     for x, y in zip(jax.tree.leaves(runner_a), jax.tree.leaves(runner_b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _checkpoint_chunks(run_dir):
+    return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_checkpoints_at_most_every_interval_and_at_a_calls_last_chunk(tmp_path):
+    every = run(_cfg(tmp_path, "every"), make_program=make_fake_program)  # 0 s: every chunk (the last two kept)
+    assert _checkpoint_chunks(every) == [3, 4]
+    rare = run(_cfg(tmp_path, "rare", checkpoint_every_s=1e9), make_program=make_fake_program)
+    assert _checkpoint_chunks(rare) == [0, 4]  # the start and the run's last chunk only
+    part = run(_cfg(tmp_path, "part", checkpoint_every_s=1e9), max_chunks=2, make_program=make_fake_program)
+    assert _checkpoint_chunks(part) == [0, 2]  # a call's last chunk, so resume= loses nothing
+    resumed = run(None, resume=part, make_program=make_fake_program)
+    assert _checkpoint_chunks(resumed) == [2, 4]
+    assert (resumed / "metrics.csv").read_bytes() == (rare / "metrics.csv").read_bytes()
 
 
 def test_damaged_newest_checkpoint_resumes_from_the_older_one(tmp_path, capsys):
