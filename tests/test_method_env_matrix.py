@@ -90,7 +90,7 @@ FEW_STEPS = 4096  # a few thousand env steps per seed: every pair's program comp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("alg", registry.names())
-def test_every_valid_pair_trains_a_few_thousand_steps(alg):
+def test_every_valid_pair_trains_a_few_thousand_steps(alg, request):
     """Beyond the config: each pair that makes a config at its defaults trains ``FEW_STEPS`` env steps (its whole
     program compiled and run; replay learners learn from the first iteration, ``q.learning_starts=0``, so their
     update runs too) without a non-finite loss, gradient, Q value or parameter, and counts its env steps."""
@@ -98,6 +98,8 @@ def test_every_valid_pair_trains_a_few_thousand_steps(alg):
 
     from psjax.train import make_train
 
+    jax.config.update("jax_disable_most_optimizations", True)  # compile time is most of it: XLA's fast compile
+    request.addfinalizer(lambda: jax.config.update("jax_disable_most_optimizations", False))
     for env in ENVS:
         try:
             cfg = make_config({"alg": alg, "env": env, "steps": FEW_STEPS, "eval_every": 0})
