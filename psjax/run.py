@@ -919,7 +919,8 @@ def run(
 
 
 # what resume= may change besides the learner's own fields (host-side only: no array, no result changes)
-RESUME_HOST_FIELDS = ("on_nonfinite", "progress", "memory_gb", "compile_cache", "compile_cache_gb", "checkpoint_every_s")
+RESUME_HOST_FIELDS = ("on_nonfinite", "progress", "memory_gb", "compile_cache", "compile_cache_gb",
+                      "checkpoint_every_s")
 
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig, run_dir) -> dict[str, tuple[Any, Any]]:
