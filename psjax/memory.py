@@ -30,7 +30,8 @@ import numpy as np
 from psjax.fields import ConfigError
 
 GIB = 1024**3
-_DEVICE = "the device's memory (a CPU: the memory available when the run starts)"  # the budget when memory_gb=0
+# the budget when memory_gb=0
+_DEVICE = "the device's memory (a CPU: the memory available when the run starts, over the run's CPU devices)"
 DATA_SPLIT_TERMS = ("replay buffer", "environment states", "rollout")  # split along env / item axes (parallel=envs)
 
 
@@ -93,15 +94,22 @@ def estimate(cfg: Any, devices: int = 1, rows: int | None = None, data_devices: 
     return MemoryEstimate(terms, sum(terms.values()), seeds_per_device)
 
 
-def device_memory() -> int | None:
+def device_memory(host_devices: int = 1) -> int | None:
     """Bytes the first local device may use: the accelerator's limit, or on a CPU the memory the machine has
     available now (``/proc/meminfo``'s MemAvailable: free plus reclaimable caches, so other processes' memory is not
-    counted as this run's), else its physical memory."""
+    counted as this run's), else its physical memory, shared by the run's ``host_devices`` CPU devices (virtual
+    devices, ``--xla_force_host_platform_device_count``, all live in the one host's memory)."""
     import jax
 
     stats = jax.local_devices()[0].memory_stats() or {}
     if stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
+    host = _host_memory()
+    return None if host is None else host // max(host_devices, 1)
+
+
+def _host_memory() -> int | None:
+    """The host's available (else physical) memory in bytes; None when neither can be read."""
     try:
         with open("/proc/meminfo") as f:
             available = next(line for line in f if line.startswith("MemAvailable:"))
@@ -116,11 +124,11 @@ def device_memory() -> int | None:
         return None
 
 
-def check(est: MemoryEstimate, budget_gb: float = 0.0, cfg: Any = None) -> int | None:
-    """Raise ConfigError when ``est`` exceeds the budget (``budget_gb`` GiB, or with 0 the device's memory), naming
-    with ``cfg`` the settings that would fit (``_fitting_settings``, with ``MARGIN``); returns the budget in bytes
-    (None: unknown, nothing checked)."""
-    budget = int(budget_gb * GIB) if budget_gb > 0 else device_memory()
+def check(est: MemoryEstimate, budget_gb: float = 0.0, cfg: Any = None, host_devices: int = 1) -> int | None:
+    """Raise ConfigError when ``est`` exceeds the budget (``budget_gb`` GiB per device, or with 0 the device's memory:
+    ``device_memory(host_devices)``), naming with ``cfg`` the settings that would fit (``_fitting_settings``, with
+    ``MARGIN``); returns the budget in bytes (None: unknown, nothing checked)."""
+    budget = int(budget_gb * GIB) if budget_gb > 0 else device_memory(host_devices)
     if budget is not None and est.total > budget:
         term, size = est.largest()
         where = f"memory_gb={budget_gb:g}" if budget_gb > 0 else _DEVICE

@@ -699,7 +699,9 @@ def run(
     mesh = None if sharding else _data_mesh(cfg)
     memory_est = memory.estimate(cfg, sharding.mesh.size, rows=num_rows) if sharding else \
         memory.estimate(cfg, rows=num_rows, data_devices=mesh.size)
-    memory_budget = memory.check(memory_est, cfg.memory_gb, cfg)
+    used = (sharding.mesh if sharding else mesh).devices.flat  # this process's devices share its host's memory
+    memory_budget = memory.check(memory_est, cfg.memory_gb, cfg,
+                                 host_devices=sum(d.process_index == jax.process_index() for d in used))
     check_sweep(cfg)  # swept fields the program cannot trace, by name
     if resume is None:
         run_dir = _new_run_dir(cfg) if is_primary() else pathlib.Path(cfg.out_dir) / cfg.run_name

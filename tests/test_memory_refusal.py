@@ -79,3 +79,16 @@ def test_run_is_refused_before_training_and_leaves_no_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"the largest terms: XLA temporaries \d+\.\d MiB.*allowed: .*memory_gb="):
         run(cfg, make_program=_big_temporary_factory)
     assert not (tmp_path / "big").exists()
+
+
+def test_cpu_devices_share_the_hosts_memory(monkeypatch):
+    """Virtual CPU devices (--xla_force_host_platform_device_count) live in one host's memory: each gets its share."""
+    from psjax import memory
+
+    monkeypatch.setattr(memory, "_host_memory", lambda: 8 * memory.GIB)
+    assert memory.device_memory() == 8 * memory.GIB
+    assert memory.device_memory(host_devices=4) == 2 * memory.GIB
+    est = memory.MemoryEstimate({"replay buffer": 3 * memory.GIB}, 3 * memory.GIB, 1)
+    assert memory.check(est, host_devices=2) == 4 * memory.GIB  # 3 GiB per device fits a half of 8
+    with pytest.raises(memory.ConfigError, match="over the run's CPU devices"):
+        memory.check(est, host_devices=4)  # but not a quarter
