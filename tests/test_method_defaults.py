@@ -54,7 +54,10 @@ def test_defaults_follow_the_learner_and_the_task():
     assert (vdn.q.td_lambda, vdn.q.updates_per_rollout, vdn.q.last_action) == (0.0, 4, False)
     assert set(vdn.method_defaults.split()) == set(BDPS_STRUCTURE)
     lbf = make_config({"env": "lbf", "alg": "bdps"})  # 2 agents; the paper's LBF epsilon schedule
-    assert (lbf.sharing.bdps_roles, lbf.q.eps_decay_steps, lbf.q.last_action) == (2, 200_000, True)
+    # the paper's LBF epsilon schedule (200k), ended by 70% of BDPS's 102,400-step default run
+    assert (lbf.sharing.bdps_roles, lbf.q.eps_decay_steps, lbf.q.last_action) == (2, 71_680, True)
+    assert make_config({"env": "lbf", "alg": "bdps", "steps": 2e6}).q.eps_decay_steps == 200_000
+    assert make_config({**SMAX_BDPS, "steps": 50_000}).q.eps_decay_steps == 35_000  # SMAX's 70k, a short run
     pps = make_config({"env": "smax", "alg": "pps_a"})  # soft targets, the PPS paper's Table 1
     assert pps.q.target_tau == 0.05 and pps.method_defaults == "q.target_tau"
     fups = make_config({"env": "smax", "alg": "fups_id"})  # no recommended settings: the learner's defaults
@@ -75,7 +78,7 @@ def test_methods_listing_names_the_recommended_settings():
     text = format_methods()
     bdps = text.split("\nbdps ")[1].split("\nbdps_role")[0]
     assert "with learner=qmix, unless set: q.td_lambda=0.6 q.updates_per_rollout=8 q.last_action=True" in bdps
-    assert "fitted to the task, unless set: sharing.bdps_roles=2" in bdps and "q.eps_decay_steps=200000" in bdps
+    assert "fitted to the task, unless set: sharing.bdps_roles=2" in bdps and "q.eps_decay_steps=71680" in bdps
     assert "with learner=qmix, unless set: q.target_tau=0.05" in text.split("\npps_a ")[1].split("\npps_rs")[0]
     assert registry.describe(registry.get("bdps"))["defaults"] == {"qmix": dict(DEFAULTS["qmix"])}
 

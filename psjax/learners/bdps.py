@@ -102,7 +102,8 @@ def fit_bdps_task(cfg: TrainConfig, given: frozenset[str]) -> dict[str, int]:
     """The structural defaults that fit ``cfg``'s task, for the fields not in ``given`` (``Method.fit_task``): for
     N agents and episodes of L steps, k = min(3, N) roles, m = min(2, k) groups, T_U = min(5, L - 1) and
     T_V = e T_U < L with e = min(2, (L - 1) // T_U) (the user's k and T_U where given); under QMIX the paper's
-    epsilon schedule for the task (appendix G: 200k env steps on LBF, 70k on SMAC and elsewhere). Where no value fits
+    epsilon schedule for the task (appendix G: 200k env steps on LBF, 70k on SMAC and elsewhere), ended by
+    ``EPS_SHARE_OF_RUN`` of a shorter run (BDPS's 102,400-step default on LBF: 71,680). Where no value fits
     (N < 2, L < 2) none is given: ``check_bdps_config`` refuses the task."""
     n, limit = num_agents(cfg.env), episode_limit(cfg)
     fitted = {}
@@ -120,8 +121,13 @@ def fit_bdps_task(cfg: TrainConfig, given: frozenset[str]) -> dict[str, int]:
         t_u = fit("bdps_role_period", min(5, limit - 1))
         fit("bdps_group_factor", max(1, min(2, (limit - 1) // t_u)))
     if cfg.learner_name in PAPER_SETTINGS and "q.eps_decay_steps" not in given:  # the paper's appendix G schedules
-        fitted["q.eps_decay_steps"] = 200_000 if cfg.env.name == "lbf" else 70_000  # LBF; SMAC (hard maps), others
+        paper = 200_000 if cfg.env.name == "lbf" else 70_000  # LBF; SMAC (hard maps), others
+        # a run shorter than the schedule would end still exploring (LBF at BDPS's default budget: epsilon 0.5)
+        fitted["q.eps_decay_steps"] = min(paper, int(EPS_SHARE_OF_RUN * cfg.steps))
     return fitted
+
+
+EPS_SHARE_OF_RUN = 0.7  # the fitted epsilon schedule ends by 70% of the run at the latest
 
 
 def check_bdps_config(cfg: TrainConfig) -> None:
