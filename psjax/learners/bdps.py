@@ -626,8 +626,8 @@ PAPER_SETTINGS = {"qmix": {
 }}
 # BDPS costs about 5x FuPS+id per env step ((k + m) networks per agent in every gradient step): its default budget is
 # half the schema's, so `make train ENV=smax ALG=bdps` finishes in about 6 minutes on an idle 2-core CPU (measured
-# 2026-12-07: 6.8 min with a checkpoint after every evaluation, final greedy win rate 0.41 on SMAX 3m). The paper trains
-# 2M-5M steps; compare / reproduce give every method one budget.
+# 2026-12-07: 6 min 17 s, final greedy win rate 0.41 on SMAX 3m; docs/results.md). The paper trains 2M-5M steps;
+# compare / reproduce give every method one budget.
 DEFAULTS = {"qmix": {**PAPER_SETTINGS["qmix"], "steps": 102_400}}  # 50 iterations of 16 x 128 env steps
 
 METHODS = tuple(  # registered by psjax.catalog
