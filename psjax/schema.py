@@ -319,6 +319,9 @@ class ACConfig:
         min=0.0)
     max_grad_norm: float = _f(0.5, "global gradient-norm clip", min=0.0)
     clip_eps: float = _f(0.2, "PPO ratio clip", min=0.0)
+    clip_value: bool = _f(False, "PPO value clipping (JaxMARL's IPPO / MAPPO, HyperMARL's PPO): the new value is "
+                          "also clipped to within clip_eps of the rollout's, and the larger of the two squared "
+                          "errors is the value loss; off = the plain squared error (the SePS code's A2C)")
     epochs: int = _f(1, "passes over each rollout (PPO > 1)", min=1)
     num_minibatches: int = _f(1, "minibatches per pass (PPO)", min=1)
     normalize_adv: bool = _f(False, "standardise advantages per minibatch")

@@ -211,9 +211,10 @@ def test_td_lambda_targets_by_hand():
                                [1 + g * 2 + g**2 * 3 + g**3 * 30.0, 2 + g * 3 + g**2 * 30.0, 3 + g * 30.0])
 
 
-def _constant_critic_a2c_update(learner_name, overrides):
+def _constant_critic_a2c_update(learner_name, overrides, old_value=None):
     """One actor-critic update on a constructed rollout (T = 2, E = 1, N = 2, 3 actions): the critic's output
-    layer set to V = 1 everywhere, the actor's to the uniform policy, so that every term is known by hand."""
+    layer set to V = 1 everywhere, the actor's to the uniform policy, so that every term is known by hand.
+    ``old_value`` ``[T, E, N]``: the values the rollout stored (default: the critic's, 1)."""
     import types
 
     from psjax.config import make_config
@@ -241,7 +242,7 @@ def _constant_critic_a2c_update(learner_name, overrides):
         obs=jnp.zeros((t, e, n, 4)), state=jnp.zeros((t, e, 5)), avail=jnp.ones((t, e, n, 3), bool),
         action=jnp.zeros((t, e, n), jnp.int32), reward=reward, done=jnp.zeros((t, e), bool),
         terminated=jnp.zeros((t, e), bool),
-        extras={"logp": jnp.full((t, e, n), -np.log(3.0), jnp.float32), "value": jnp.ones((t, e, n))},
+        extras={"logp": jnp.full((t, e, n), -np.log(3.0), jnp.float32), "value": jnp.ones((t, e, n)) if old_value is None else jnp.asarray(old_value, jnp.float32)},
         next_obs=jnp.zeros((t, e, n, 4)), next_state=jnp.zeros((t, e, 5)), next_avail=jnp.ones((t, e, n, 3), bool),
     )
     last = types.SimpleNamespace(obs=jnp.zeros((e, n, 4)), state=jnp.zeros((e, 5)))
@@ -267,3 +268,24 @@ def test_a2c_value_loss_weight_by_hand():
         np.testing.assert_allclose(metrics["policy_loss"], policy, rtol=1e-6)
         np.testing.assert_allclose(metrics["entropy"], entropy, rtol=1e-6)
         np.testing.assert_allclose(metrics["loss"], policy + weight * mse - 0.01 * entropy, rtol=1e-5, atol=1e-7)
+
+
+def test_ppo_value_clipping_by_hand():
+    """ac.clip_value (JaxMARL's IPPO / MAPPO): the new value V = 1 is also clipped to within clip_eps = 0.2 of the
+    rollout's stored value and the larger squared error counts. Returns (lambda 1, gamma 0.5, as above) [t, agent]:
+    [[2.25, 3.25], [2.5, 0.5]], independent of the stored values. Stored [[1.1, 0.5], [2.0, 1.0]]: clipped
+    values [[1.0, 0.7], [1.8, 1.0]]; errors max((1 - R)^2, (clipped - R)^2) = 1.5625, max(5.0625, 6.5025),
+    max(2.25, 0.49), 0.25: mean 10.565 / 4. Unclipped: the plain mean 9.125 / 4."""
+    ppo = {"ac.epochs": 1, "ac.num_minibatches": 1, "ac.normalize_adv": False, "ac.gae_lambda": 1.0}
+    stored = [[[1.1, 0.5]], [[2.0, 1.0]]]
+    for clip, want in [(True, 10.565 / 4), (False, 9.125 / 4)]:
+        _, metrics = _constant_critic_a2c_update("ppo", {**ppo, "ac.clip_value": clip}, old_value=stored)
+        np.testing.assert_allclose(metrics["value_loss"], want, rtol=1e-6)
+
+
+def test_jaxmarl_ppo_presets_clip_the_value():
+    from psjax.config import make_config
+
+    for preset in ("smax_ippo_rnn", "smax_mappo_rnn", "smax_mappo_rnn_cpu"):
+        assert make_config(preset=preset).ac.clip_value, preset
+    assert not make_config({"env": "smax", "learner": "ppo"}).ac.clip_value

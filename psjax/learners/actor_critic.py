@@ -273,7 +273,11 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - ac.clip_eps, 1 + ac.clip_eps) * adv)
         policy_loss = -surrogate.mean()
         # no 1/2: vf_coef weighs the plain squared error, as the SePS code's value_loss_coef (see ACConfig.vf_coef)
-        value_loss = jnp.mean((values - mb["ret"]) ** 2)
+        value_error = (values - mb["ret"]) ** 2
+        if ac.clip_value:  # pessimistic: a value may not gain from moving further than clip_eps in one rollout
+            clipped = mb["old_value"] + jnp.clip(values - mb["old_value"], -ac.clip_eps, ac.clip_eps)
+            value_error = jnp.maximum(value_error, (clipped - mb["ret"]) ** 2)
+        value_loss = jnp.mean(value_error)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
@@ -317,6 +321,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         )
         samples = {"obs": traj.obs, "state": traj.state, "avail": traj.avail, "action": traj.action,
                    "logp": traj.extras["logp"], "adv": adv, "ret": ret}
+        if ac.clip_value:
+            samples["old_value"] = traj.extras["value"]
         if ac.last_action:
             samples["prev_action"] = prev_action
         if ac.recurrent:
