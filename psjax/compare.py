@@ -48,7 +48,7 @@ import yaml
 
 from psjax.fields import ConfigError
 from psjax.logrows import decode_row, nonfinite_quantities  # noqa: F401  (also read from here)
-from psjax.schema import flatten
+from psjax.schema import flatten, team_return_of
 
 FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
@@ -131,6 +131,11 @@ class Run(NamedTuple):
     y: np.ndarray  # float[I, S] the metric per evaluation and seed (NaN where missing)
     diverged: tuple = ()  # the seeds that went non-finite (never a result: the run is flagged, not ranked)
     diverged_step: int | None = None  # the env step per seed where the run first went non-finite
+
+    @property
+    def team_return(self) -> str:
+        """Its return's convention over agents: "sum" or "mean" (``env.team_return``)."""
+        return team_return_of(self.config["env"], self.summary)
 
 
 def diverged_seeds(summary: dict, eval_rows: list[dict]) -> list[int]:
@@ -300,6 +305,12 @@ def group_runs(runs: list[Run]) -> list[Group]:
     the grids differ). A seed number seen twice in one group is kept once (the first folder), and
     a warning names runs whose configs differ beyond seeds and folder names.
     """
+    for env in {r.env for r in runs}:  # a sum over agents is N x their mean: never one table
+        same = [r for r in runs if r.env == env and r.metric == "eval_return"]
+        if len({r.team_return for r in same}) > 1:
+            named = ", ".join(f"{r.path.name} ({r.team_return})" for r in same)
+            raise ConfigError(f"{env}: these runs report the return under different conventions over agents: "
+                              f"{named}; compare runs of one env.team_return (sum = N x mean), or metric=win")
     keys = sorted({(r.env, r.method, r.learner, r.policy) for r in runs},
                   key=lambda k: (k[0], _method_order(k[1]), k[2], k[3]))
     groups = []
@@ -371,6 +382,7 @@ def table_rows(groups: list[Group], reps: int = 2000) -> list[dict]:
             "diverged": {"seeds": sum(len(r.diverged) for r in diverged),
                          "first_env_step": min(r.diverged_step for r in diverged)} if diverged else None,
             "final_per_seed": [float(v) for v in g.final],
+            "team_return": g.runs[0].team_return,
             # mean over seeds of the final adjusted Rand index against the agent kinds; None: the method logs none
             "type_ari": float(np.mean(aris)) if (aris := [v for r in g.runs for v in final_type_ari(r.path)]) else None,
             "env_steps": int(max(r.summary.get("env_steps_per_seed", 0) for r in g.runs)),
@@ -399,7 +411,7 @@ def markdown(rows: list[dict]) -> str:
     out = []
     for env in dict.fromkeys(r["env"] for r in rows):
         sub = [r for r in rows if r["env"] == env]
-        name = "win rate" if sub[0]["metric"] == "eval_won" else "return"
+        name = "win rate" if sub[0]["metric"] == "eval_won" else f"return ({sub[0]['team_return']} over agents)"
         policies = list(dict.fromkeys(r["policy"] for r in sub))
         mixed = len(policies) > 1
         ari = any(r.get("type_ari") is not None for r in sub)  # a method here partitions the agents

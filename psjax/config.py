@@ -157,4 +157,8 @@ def load_run_config(run_dir: str | pathlib.Path) -> TrainConfig:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a config mapping")
+    env = data.get("env")
+    if isinstance(env, dict) and "team_return" not in env:  # written before the field: keep what it reported
+        legacy = schema.team_return_of(env)
+        env["team_return"] = "auto" if legacy == schema.PAPER_TEAM_RETURN.get(env.get("name")) else legacy
     return from_dict(data)

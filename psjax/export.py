@@ -31,6 +31,7 @@ from typing import Sequence
 
 from psjax.compare import _evaluate, _read_jsonl, diverged_seeds, env_label, find_runs
 from psjax.fields import ConfigError
+from psjax.schema import team_return_of
 
 ALGORITHM_NAMES = ("method", "folder")  # export's algorithm= values
 POLICIES = ("auto", "greedy", "sample")  # export's policy= values; auto = each run's primary policy
@@ -110,7 +111,33 @@ def export(paths: Sequence, out: str | pathlib.Path, policy: str = "auto", algor
               file=sys.stderr)
     if left_out and not data:
         raise ConfigError("every run given went non-finite (diverged); nothing to export")
+    conventions = team_returns(paths, left_out)
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
+    sidecar = out.with_name(out.stem + ".team_return.json")
+    sidecar.write_text(json.dumps(conventions, indent=1) + "\n")
+    print(f"{out}: returns are " + "; ".join(f"{k}: {v} over agents" for k, v in conventions.items())
+          + f" (also in {sidecar.name}: marl-eval's layout has no field for it)", file=sys.stderr)
     return out
+
+
+def team_returns(paths: Sequence, left_out: Sequence = ()) -> dict[str, str]:
+    """``{"env/task": "sum" | "mean"}``: how the exported returns combine the agents' rewards
+    (``env.team_return``); a ConfigError where one task's runs differ (sum = N x mean: marl-eval would pool them)."""
+    import yaml
+
+    skipped = {pathlib.Path(p) for p, _ in left_out}
+    found: dict[str, set] = {}
+    for run_dir in find_runs(paths):
+        if run_dir in skipped:
+            continue
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+        env, _, task = env_label(config["env"]).partition(" ")
+        found.setdefault(f"{env}/{task or env}", set()).add(team_return_of(config["env"], summary))
+    mixed = {k: sorted(v) for k, v in found.items() if len(v) > 1}
+    if mixed:
+        raise ConfigError(f"runs of one task report the return under different conventions over agents: {mixed}; "
+                          "export runs of one env.team_return")
+    return {k: v.pop() for k, v in found.items()}

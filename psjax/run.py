@@ -69,6 +69,7 @@ import yaml
 from psjax import memory, sweep
 from psjax.backends import open_backends
 from psjax.config import ConfigError, TrainConfig, load_run_config, method_defaults_line, to_dict
+from psjax.envs import reported_return
 from psjax.evaluate import EVAL_STATS, POLICY_NAMES, eval_key
 from psjax.logrows import decode_row, nonfinite_quantities
 from psjax.schema import set_field
@@ -536,6 +537,7 @@ def summarize(run_dir: pathlib.Path, cfg: TrainConfig, info: dict) -> dict:
         "seeds": list(range(cfg.seed, cfg.seed + cfg.seeds)),
         "has_win": env_spec(cfg).has_won,  # EnvSpec.has_won: eval_won is meaningful (cli, compare, export)
         "headline": env_spec(cfg).headline,  # what compare's metric=auto ranks by: "won" or "return"
+        "team_return": reported_return(env_spec(cfg)),  # the return is the sum or the mean over agents
         **info,
         "on_nonfinite": cfg.on_nonfinite,
         "nonfinite_first_env_step": event["env_step"] if event else None,

@@ -44,7 +44,28 @@ LEARNER_KINDS = {
 LEARNERS = tuple(LEARNER_KINDS)
 VALUE_LEARNERS = tuple(name for name, kind in LEARNER_KINDS.items() if kind.value_based)
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"  # the YAML presets, package data (pyproject.toml)
+DEFAULT_BURN_IN = 8  # q.burn_in = -1: replay items' burn-in steps, at most a quarter of an item
 MADPS_DEFAULT_INTERVAL_STEPS = 20_000  # env steps between MADPS distance rounds when madps_interval = 0
+
+
+# the reported return's convention where env.team_return = auto: what the env's papers and reference code report
+# (JaxMARL's MPE log wrapper and EPyMARL's common reward sum the agents' rewards; the SePS code sums its per-agent
+# episode rewards on BPS, C-RWARE and LBF; SMAX gives every agent the team's reward, whose mean is that reward)
+PAPER_TEAM_RETURN = {"smax": "mean", "mpe_spread": "sum", "speaker_listener": "sum", "lbf": "sum", "bps": "sum",
+                     "crware": "sum", "typed": "mean", "matrix": "mean"}
+# the convention of run folders written before env.team_return existed (their env's spec.team_reward)
+LEGACY_TEAM_RETURN = {**PAPER_TEAM_RETURN, "mpe_spread": "mean", "speaker_listener": "mean", "bps": "mean"}
+
+
+def team_return_of(env: dict, summary: dict | None = None) -> str:
+    """A run folder's reported-return convention, "sum" or "mean", from its summary.json (``team_return``) or its
+    config's env section; folders written before the field existed: ``LEGACY_TEAM_RETURN``."""
+    if summary and summary.get("team_return"):
+        return summary["team_return"]
+    chosen = env.get("team_return")
+    if chosen in ("sum", "mean"):
+        return chosen
+    return (PAPER_TEAM_RETURN if chosen == "auto" else LEGACY_TEAM_RETURN).get(env.get("name"), "mean")
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,12 @@ class EnvConfig:
                         choices=("jumanji", "lbforaging"))
     lbf_seps_levels: bool = _f(False, "LBF: agent i has level i % 3 + 1 in every episode, hidden from the vector "
                                "observation (lb-foraging's seps branch, SePS / AdaPS)")
+    team_return: str = _f(
+        "auto", "the reported episode return (evaluations, logs, compare, export): sum or mean over agents of their "
+        "rewards; auto = what the env's papers report (PAPER_TEAM_RETURN: sum on MPE, BPS, C-RWARE and LBF, as "
+        "JaxMARL, EPyMARL and the SePS code; mean on SMAX, where every agent gets the team's reward, and psjax's "
+        "typed / matrix games). Learning is unchanged: mixers train on spec.team_reward",
+        choices=("auto", "sum", "mean"))
     image_indication: str = _f(
         "none", "agent indication channels added to image observations (Terry et al. 4.2)",
         choices=("none", "identity", "geometric", "binary", "inversion", "inversion_replacement"),
@@ -167,9 +194,15 @@ class SharingConfig:
                                     "U ~ Uniform(0, 1)", min=0.0)
     kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
                                    "initial shrink of a weight")
-    hyper_embedding: str = _f("onehot", "HyperMARL: the agent embedding the hypernetwork reads: onehot = agent ids "
-                              "(the reference's default), learned = a trainable table of hyper_embed_dim",
-                              choices=("onehot", "learned"))
+    hyper_embedding: str = _f("auto", "HyperMARL: the agent embedding the hypernetwork reads: onehot = agent ids "
+                              "(the reference's feed-forward default), learned = a trainable table of "
+                              "hyper_embed_dim (its recurrent scripts); auto = learned with recurrent networks "
+                              "(ac.recurrent, the Q learners), onehot otherwise",
+                              choices=("auto", "onehot", "learned"))
+    hyper_generate: str = _f("auto", "HyperMARL: the leaves generated per agent: all, or after_gru (the reference's "
+                             "recurrent scripts: the layers after the GRU; the observation layer and the GRU are "
+                             "parameters shared by every agent); auto = after_gru with recurrent networks, all "
+                             "otherwise", choices=("auto", "all", "after_gru"))
     hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
     hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
                            "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
@@ -179,6 +212,11 @@ class SharingConfig:
     dico_tau: float = _f(1.0, "DiCo: soft-update weight of the deviations' SND estimate, measured once per iteration "
                          "after the update (1 = the latest measurement; the reference's 0.01 updates at every "
                          "forward pass)", min=0.0, max=1.0)
+    dico_init_gain: float = _f(1.0, "DiCo: orthogonal gain of the output layer of the shared policy and the "
+                               "deviation networks. 1.0 starts the deviations where the first rescale keeps s near "
+                               "1 (fresh deviations' SND ~0.8: docs/methods.md), as the reference's default "
+                               "initialisation does; 0.01 = psjax's other actors (SND ~0.008, s ~120 at target 1: "
+                               "psjax before issue 39)", min=0.0)
     snd_interval: int = _f(0, "System Neural Diversity as a metric (A2C / PPO and the value learners): iterations "
                            "between measurements, logged as snd (NaN between) and drawn in snd.png; 0 = off. DiCo "
                            "measures after every iteration", min=0)
@@ -277,7 +315,13 @@ class QConfig:
                            "every gradient step; 0 = hard copies every target_update_interval steps", min=0.0, max=1.0)
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
     td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
-    stored_state: bool = _f(False, "start stored sequences from the recorded GRU state (R2D2) instead of zeros")
+    stored_state: bool = _f(True, "start each replay item from the GRU state (and last action) recorded when it was "
+                            "collected (R2D2's stored state), since items are consecutive steps of continuing envs "
+                            "that mostly start mid-episode; false = from zeros (psjax before issue 39)")
+    burn_in: int = _f(-1, "replay items: the first steps leave their TD errors out of the loss and only warm the "
+                      "GRU state up (R2D2's burn-in; the stored state came from older parameters); -1 = "
+                      "min(8, rollout_len // 4); 0 = every step counts (psjax before issue 39, with "
+                      "stored_state=false)", min=-1)
     last_action: bool = _f(False, "recurrent agents also read the one-hot of their previous action (zeros at an "
                            "episode's start): pymarl's obs_last_action, BDPS's Q_U(tau, a_{t-1})")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
@@ -653,6 +697,11 @@ def precheck(overrides: dict[str, Any]) -> None:
             check_rules(path, coerce(path, value), _LEAVES[path].metadata)
 
 
+def burn_in_steps(q: QConfig) -> int:
+    """The burn-in steps of a replay item: ``q.burn_in``, or for -1 min(8, a quarter of the item)."""
+    return q.burn_in if q.burn_in >= 0 else min(DEFAULT_BURN_IN, q.rollout_len // 4)
+
+
 def check_fields(cfg: TrainConfig) -> None:
     """Ranges, choices and the cross-field rules every method shares; ConfigError naming the bad value."""
     for path, f in _LEAVES.items():
@@ -666,6 +715,9 @@ def check_fields(cfg: TrainConfig) -> None:
                           "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
     if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
+    if cfg.is_value_based and cfg.learner_name != "pqn" and burn_in_steps(q) >= q.rollout_len:
+        raise ConfigError(f"q.burn_in={q.burn_in} leaves no step of a {q.rollout_len}-step replay item in the loss; "
+                          f"allowed: 0 .. {q.rollout_len - 1}")
     # devices against the program's rows (sweep points x seeds): psjax.config; parallel=envs: psjax.shard.data_mesh
     ac = cfg.ac
     if not cfg.is_value_based and ac.last_action and not ac.recurrent:

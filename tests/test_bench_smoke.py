@@ -156,3 +156,15 @@ def test_device_suite_smoke_grid(tmp_path):
         assert r["steps_per_s"] > 0 and r["compile_s"] > 0 and r["host_peak_bytes"] > 0
     assert json.loads(out.read_text())["rows"][1]["seeds"] == 2
     assert "| lbf/ppo/fups envs=4 seeds=2 | 2 | 4 |" in suite.markdown(doc["rows"])
+
+
+def test_learner_forms_tiny(capsys):
+    """benchmarks/learner_forms.py times two forms of one config (here A2C without and with value clipping: any
+    pair of overrides) and prints both rows and their ratio."""
+    spec = importlib.util.spec_from_file_location("bench_forms", REPO / "benchmarks" / "learner_forms.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["env=mpe_spread", "alg=fups", "learner=a2c", "--a", "ac.clip_value=false", "--b",
+                        "ac.clip_value=true", "--iters", "1", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| a |" in out and "| b |" in out and "b / a time:" in out

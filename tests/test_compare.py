@@ -119,7 +119,8 @@ def test_report_on_run_folders(sweep_dir, tmp_path):
     assert rows[0]["steps_per_sec"] == pytest.approx(summary["steps_per_sec"])
     assert rows[0]["param_count"] == 4 and rows[0]["env_steps"] == 32 and rows[0]["finished"]
 
-    assert "### lbf 8x8-2p-2f-coop: final return, greedy policy" in md  # qmix runs: greedy by default
+    # qmix runs: greedy by default; LBF's return is the agents' sum (env.team_return=auto: as EPyMARL reports it)
+    assert "### lbf 8x8-2p-2f-coop: final return (sum over agents), greedy policy" in md
     assert "### smax 3m: final win rate, greedy policy" in md and "final win rate (greedy policy), IQM" in md
     assert [r["policy"] for r in rows] == ["greedy"] * 3 and "MIXED" not in md
     lines = [line for line in md.splitlines() if line.startswith("| ")]
@@ -149,11 +150,20 @@ def test_report_metric_return_on_smax(sweep_dir, tmp_path):
     row = out["rows"][0]
     assert row["metric"] == "eval_return"
     assert row["final_per_seed"] == pytest.approx([r["eval_return"] for r in per_seed])
-    assert "### smax 3m: final return, greedy policy" in out["markdown"].read_text()
+    assert "### smax 3m: final return (mean over agents), greedy policy" in out["markdown"].read_text()
     with pytest.raises(ConfigError, match="has no win rate"):  # the matrix game defines no winning
         report([_fake_run(tmp_path, "matrix", env="matrix")], tmp_path / "bad", metric="win")
     with pytest.raises(ConfigError, match="allowed: auto, win, return"):
         report([sweep_dir / "smax"], tmp_path / "bad", metric="wins")
+
+
+def test_report_refuses_returns_of_two_conventions(sweep_dir, tmp_path):
+    """A sum over agents is N x their mean: runs of one env under both conventions are never one table."""
+    mean = _fake_run(tmp_path, "fups-mean", alg="fups", seed=4, seeds=2, **{"env.team_return": "mean"})
+    assert json.loads((mean / "summary.json").read_text())["team_return"] == "mean"
+    with pytest.raises(ConfigError, match=r"fups-a \(sum\), fups-mean \(mean\)"):
+        report([sweep_dir / "fups-a", mean], tmp_path / "mixed")
+    assert report([mean], tmp_path / "one")["rows"][0]["team_return"] == "mean"
 
 
 def test_report_steps_cuts_longer_runs(sweep_dir, tmp_path):

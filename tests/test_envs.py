@@ -28,7 +28,7 @@ from psjax.envs import (
     make_env_from_raw,
     pad_raw,
     parse_lbf_scenario,
-    team_reward,
+    reported_return,
 )
 
 B = 4  # vmapped environments
@@ -139,7 +139,8 @@ def test_auto_reset_and_episode_statistics(name):
     done = ts.terminated | ts.truncated
     assert not np.any(ts.terminated & ts.truncated)
     assert not np.any(ts.won & ~done)
-    team_r = np.asarray(team_reward(spec, jnp.asarray(ts.reward)))
+    # the reported return's convention over agents (env.team_return), not the learners' team reward
+    team_r = np.asarray(ts.reward).sum(-1) if reported_return(spec) == "sum" else np.asarray(ts.reward).mean(-1)
     for b in range(B):
         assert done[:, b].sum() >= 3, "every env should finish several episodes in the window"
         length, ret = 0, 0.0
@@ -511,3 +512,41 @@ def test_lbf_imports_jumanji_without_touching_a_jupyter_backend():
         "assert builtins.__IPYTHON__ is True\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=300)
+
+
+def test_team_return_convention_scales_the_reported_return_only():
+    """env.team_return: auto = the env's papers' convention (PAPER_TEAM_RETURN, every env named); on MPE spread
+    the sum over agents, exactly N x the mean, on the same keys and actions; the learners' team reward unchanged."""
+    from psjax.schema import ENVS, PAPER_TEAM_RETURN
+
+    assert set(PAPER_TEAM_RETURN) == set(ENVS) and set(PAPER_TEAM_RETURN.values()) == {"sum", "mean"}
+    base = CONFIGS["mpe_spread"]
+    envs = {c: make_env(dataclasses.replace(base, team_return=c)) for c in ("auto", "sum", "mean")}
+    assert [reported_return(e.spec) for e in envs.values()] == ["sum", "sum", "mean"]
+    assert {e.spec.team_reward for e in envs.values()} == {"mean"}  # QMIX's target as before
+    returns = {}
+    for name, env in envs.items():
+        key = jax.random.PRNGKey(3)
+        s, ts = env.reset(key)
+        out = []
+        for t in range(12):  # past the time limit of 10: a reset in between
+            s, ts = env.step(jax.random.fold_in(key, t), s, jnp.array([t % 5, (t + 1) % 5, 2]))
+            out.append(float(ts.episode_return))
+        returns[name] = np.array(out)
+    assert returns["mean"].min() < 0
+    np.testing.assert_allclose(returns["sum"], 3 * returns["mean"], rtol=1e-5)
+    np.testing.assert_array_equal(returns["auto"], returns["sum"])
+
+
+def test_run_folders_written_before_team_return_keep_their_convention(tmp_path):
+    """A config.yaml without env.team_return (written before it) loads as what it reported: the mean on MPE / BPS,
+    auto where that was already the papers' (LBF, SMAX), so resume= neither changes a run's figures nor refuses it."""
+    import yaml
+
+    from psjax.config import load_run_config, make_config, to_dict
+
+    for env, want in [("mpe_spread", "mean"), ("bps", "mean"), ("lbf", "auto"), ("smax", "auto")]:
+        data = to_dict(make_config({"env": env, "alg": "fups"}))
+        del data["env"]["team_return"]
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+        assert load_run_config(tmp_path).env.team_return == want, env

@@ -110,3 +110,42 @@ def test_hypermarl_vmapped_seeds_equal_single_runs(vmapped_check):
     """Learned embeddings (their orthogonal initialisation batched over seeds) and the generated networks."""
     cfg = make_config({**SMALL, **LEARNERS["ppo"], "hyper_embedding": "learned", "steps": 256})
     vmapped_check(make_train(cfg), jax.random.split(jax.random.PRNGKey(5), 2), rtol=2e-4, atol=2e-5)
+
+
+def test_recurrent_form_generates_the_layers_after_the_gru_only():
+    """hyper_generate=after_gru (the default with recurrent networks, the reference's recurrent scripts): heads
+    for the output layer only; the Dense layer before the GRU and the GRU are the template's, shared by every agent
+    (no agent axis) and trained by the gradient, while a generated leaf's template gets none."""
+    from psjax.nets.agents import RecurrentNet
+    from psjax.sharing.hypermarl import generated_paths, hyper_forms
+
+    assert hyper_forms(make_config({**SMALL, **LEARNERS["ppo_rnn"]})) == ("learned", "after_gru")
+    assert hyper_forms(make_config({**SMALL, **LEARNERS["qmix"]})) == ("learned", "after_gru")
+    assert hyper_forms(make_config({**SMALL, **LEARNERS["ppo"]})) == ("onehot", "all")
+    net = RecurrentNet(16, A)
+    bank = init_bank(lambda k: net.init(k, jnp.zeros((16,)), jnp.zeros((D,))), jax.random.PRNGKey(0), 1)
+    assert {p[1] for p in generated_paths(bank, "after_gru")} == {"Dense_1"}
+    assert {p[1] for p in generated_paths(bank, "all")} == {"Dense_0", "GRUCell_0", "Dense_1"}
+    owned = init_hypernet(jax.random.PRNGKey(1), {"actor": bank}, N, "learned", 6, 8, "after_gru")
+    assert {p[1] for p in flatten_dict(owned["actor"])} == {"Dense_1"}
+    cfg = make_config({**SMALL, **LEARNERS["ppo_rnn"]})
+    scheme = make_hypermarl(cfg, make_parts(cfg).env.spec, 16, 2, ("actor",))
+    params, axes = scheme.agent_params("actor", bank, owned, None)
+    flat, flat_axes = flatten_dict(params), flatten_dict(axes)
+    for path, leaf in flatten_dict(bank).items():
+        if path[1] == "Dense_1":
+            assert flat_axes[path] == 0 and flat[path].shape == (N,) + leaf.shape[1:]
+        else:
+            assert flat_axes[path] is None
+            np.testing.assert_array_equal(flat[path], leaf[0])
+
+    x, h = jax.random.normal(jax.random.PRNGKey(2), (N, D)), jax.random.normal(jax.random.PRNGKey(3), (N, 16))
+
+    def loss(bank, owned):  # a non-zero state: the GRU's recurrent kernels get gradients too
+        p, in_axes = scheme.agent_params("actor", bank, owned, None)
+        out = jax.vmap(lambda pi, hi, xi: net.apply(pi, hi, xi)[1], in_axes=(in_axes, 0, 0))(p, h, x)
+        return jnp.sum(out**2)
+
+    grads = flatten_dict(jax.grad(loss)(bank, owned))
+    for path, g in grads.items():
+        assert np.any(g != 0) == (path[1] != "Dense_1"), path

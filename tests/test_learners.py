@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from psjax.learners import replay
 from psjax.learners.actor_critic import gae
@@ -242,7 +243,8 @@ def _constant_critic_a2c_update(learner_name, overrides, old_value=None):
         obs=jnp.zeros((t, e, n, 4)), state=jnp.zeros((t, e, 5)), avail=jnp.ones((t, e, n, 3), bool),
         action=jnp.zeros((t, e, n), jnp.int32), reward=reward, done=jnp.zeros((t, e), bool),
         terminated=jnp.zeros((t, e), bool),
-        extras={"logp": jnp.full((t, e, n), -np.log(3.0), jnp.float32), "value": jnp.ones((t, e, n)) if old_value is None else jnp.asarray(old_value, jnp.float32)},
+        extras={"logp": jnp.full((t, e, n), -np.log(3.0), jnp.float32),
+                "value": jnp.ones((t, e, n)) if old_value is None else jnp.asarray(old_value, jnp.float32)},
         next_obs=jnp.zeros((t, e, n, 4)), next_state=jnp.zeros((t, e, 5)), next_avail=jnp.ones((t, e, n, 3), bool),
     )
     last = types.SimpleNamespace(obs=jnp.zeros((e, n, 4)), state=jnp.zeros((e, 5)))
@@ -289,3 +291,45 @@ def test_jaxmarl_ppo_presets_clip_the_value():
     for preset in ("smax_ippo_rnn", "smax_mappo_rnn", "smax_mappo_rnn_cpu"):
         assert make_config(preset=preset).ac.clip_value, preset
     assert not make_config({"env": "smax", "learner": "ppo"}).ac.clip_value
+
+
+def test_burn_in_leaves_the_first_steps_out_of_the_loss_by_hand():
+    """q.burn_in = 2 of T = 4: weights [0, 0, 1, 1] along time (broadcast over batch and agents); the masked mean
+    of squared errors [1, 4, 9, 16] is (9 + 16) / 2, where every step counted would give 7.5."""
+    from psjax.learners.qmix import loss_steps, masked_mean
+
+    w = loss_steps((4, 3, 2), 2)
+    np.testing.assert_array_equal(w[:, 0, 0], [0, 0, 1, 1])
+    assert w.shape == (4, 3, 2) and float(w.sum()) == 12
+    sq = jnp.broadcast_to(jnp.array([1.0, 4.0, 9.0, 16.0])[:, None], (4, 3))
+    np.testing.assert_allclose(masked_mean(sq, loss_steps(sq.shape, 2)), 12.5)
+    np.testing.assert_allclose(masked_mean(sq, loss_steps(sq.shape, 0)), 7.5)
+
+
+@pytest.mark.parametrize("stored_state", [True, False])
+def test_replay_items_start_from_the_recorded_state(stored_state):
+    """q.stored_state (the default, R2D2): an item stored after a rollout that started mid-episode starts from
+    the GRU state and last action the agents had then; false: from zeros (psjax's form before issue 39)."""
+    from psjax.config import make_config
+    from psjax.train import _init, _rollout, make_parts
+
+    cfg = make_config({"env": "smax", "map": "3m", "alg": "fups_id", "learner": "qmix", "q.last_action": True,
+                       "q.num_envs": 2, "q.rollout_len": 8, "q.learning_starts": 0, "q.buffer_size": 4,
+                       "q.batch_size": 2, "steps": 64, "q.stored_state": stored_state})
+    from psjax.schema import burn_in_steps
+
+    default = make_config({"learner": "qmix"}).q
+    assert default.stored_state and burn_in_steps(default) == 8 and burn_in_steps(cfg.q) == 2
+    parts = make_parts(cfg)
+    runner = _init(parts, jax.random.PRNGKey(0))
+    (env_state, ts, hidden), _ = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+                                             runner.hidden, jax.random.PRNGKey(1), 0, 5, greedy=False)
+    assert float(jnp.abs(hidden["h"]).max()) > 0 and float(hidden["last_action"].sum()) > 0
+    _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts, hidden, jax.random.PRNGKey(2),
+                            0, 8, greedy=False)
+    state, _ = jax.jit(parts.learner.update)(runner.learner, runner.sharing, traj, ts, hidden,
+                                             jax.random.PRNGKey(3), 64)
+    stored = jax.tree.map(lambda x: x[:2], state.buffer.data["hidden0"])  # the 2 items just stored
+    for key in ("h", "last_action"):
+        want = np.asarray(hidden[key]) if stored_state else np.zeros_like(hidden[key])
+        np.testing.assert_array_equal(np.asarray(stored[key]), want)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, team_reward
+from psjax.envs.base import AutoResetState, Env, EnvSpec, TimeStep, make_env_from_raw, reported_return, team_reward
 from psjax.envs.lbf import check_lbf_options, parse_lbf_scenario
 from psjax.envs.matrix import GAMES
 from psjax.envs.wrappers import (
@@ -13,12 +13,13 @@ from psjax.envs.wrappers import (
     pad_raw,
     with_agent_id,
     with_image_indication,
+    with_team_return,
 )
 from psjax.fields import ConfigError
-from psjax.schema import ENVS, EnvConfig
+from psjax.schema import ENVS, PAPER_TEAM_RETURN, EnvConfig
 
 __all__ = [
-    "AutoResetState", "Env", "EnvSpec", "TimeStep", "make_env_from_raw", "team_reward",
+    "AutoResetState", "Env", "EnvSpec", "TimeStep", "make_env_from_raw", "team_reward", "reported_return",
     "Padding", "pad_raw", "agent_id_features", "with_agent_id", "parse_lbf_scenario",
     "resolve_agent_id", "check_env_config", "make_env", "num_agents", "with_image_indication",
     "coloured_agents",
@@ -207,4 +208,5 @@ def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
 
         env = make_matrix(env_cfg.matrix_game)
     env = with_image_indication(env, env_cfg.image_indication)
+    env = with_team_return(env, PAPER_TEAM_RETURN[name] if env_cfg.team_return == "auto" else env_cfg.team_return)
     return with_agent_id(env, resolve_agent_id(env_cfg.agent_id, agent_id))

@@ -30,7 +30,9 @@ class EnvSpec(NamedTuple):
     # slots by it, ``bootstrap.truncation_slots``); 0 = none
     max_steps: int
     agent_types: tuple[int, ...]  # per agent, e.g. SMAX unit type or speaker/listener
-    team_reward: str  # "mean" (reward repeated / near-global) or "sum" (per-agent shares)
+    # how the learners' team reward combines the agents' rewards (mixers' targets, BDPS): "mean" (reward repeated /
+    # near-global) or "sum" (per-agent shares)
+    team_reward: str
     has_won: bool  # whether ``won`` is meaningful: its win rate is then logged, plotted and comparable
     # (H, W, C) when each observation row starts with a channels-last image flattened in C order
     # (grid observations, for convolutional torsos); () for vector observations
@@ -38,6 +40,9 @@ class EnvSpec(NamedTuple):
     # the evaluation figure a comparison ranks by when none is asked for (``psjax.compare``'s metric=auto):
     # "won" (the win rate, where the task's papers report it: SMAX) or "return"
     headline: str = "return"
+    # how the reported episode return (``TimeStep.episode_return``: evaluations, logs, comparisons) combines the
+    # agents' rewards: "sum" or "mean"; "" = as ``team_reward`` (``reported_return``; ``with_team_return`` sets it)
+    team_return: str = ""
 
 
 class TimeStep(NamedTuple):
@@ -78,6 +83,11 @@ class Env(NamedTuple):
 def team_reward(spec: EnvSpec, reward: chex.Array) -> chex.Array:
     """Reduce per-agent rewards ``[..., N]`` to the team reward ``[...]``."""
     return reward.sum(-1) if spec.team_reward == "sum" else reward.mean(-1)
+
+
+def reported_return(spec: EnvSpec) -> str:
+    """The reported episode return's convention: "sum" or "mean" over agents."""
+    return spec.team_return or spec.team_reward
 
 
 class AutoResetState(NamedTuple):

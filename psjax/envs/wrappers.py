@@ -14,7 +14,7 @@ import chex
 import jax.numpy as jnp
 import numpy as np
 
-from psjax.envs.base import Env, RawReset, RawStep
+from psjax.envs.base import Env, RawReset, RawStep, reported_return
 
 AGENT_ID_KINDS = ("none", "onehot", "binary")
 
@@ -55,6 +55,21 @@ def map_observations(ts, fn):
     """``ts`` with ``fn(obs[N, D]) -> [N, D']`` applied to ``obs`` and ``final_obs`` alike (every observation
     wrapper must change both, or the bootstrap after a time limit reads an unwrapped observation)."""
     return ts._replace(obs=fn(ts.obs), final_obs=fn(ts.final_obs))
+
+
+def with_team_return(env: Env, convention: str) -> Env:
+    """Report ``episode_return`` as the ``convention`` ("sum" or "mean") over agents of their rewards. Only the
+    reported figure changes (the learners' team reward stays ``spec.team_reward``): sum = N x mean exactly, since the
+    running return is the per-step team reward summed over the episode."""
+    if convention not in ("sum", "mean"):
+        raise ValueError(f"team return convention {convention!r}; allowed: 'sum', 'mean'")
+    current = reported_return(env.spec)
+    spec = env.spec._replace(team_return=convention)
+    n = env.spec.num_agents
+    scale = 1.0 if convention == current else (float(n) if convention == "sum" else 1.0 / n)
+    if scale == 1.0:
+        return env._replace(spec=spec)
+    return map_timesteps(env, spec, lambda ts: ts._replace(episode_return=ts.episode_return * scale))
 
 
 def with_agent_id(env: Env, kind: str) -> Env:

@@ -129,7 +129,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     shared = ac.shared_torso  # validated: recurrent, local-observation critic
     # shared torso: Dense -> GRU -> (Dense -> policy) in the actor bank (MADPS's three layers fit it as they are)
     actor_options = {"depth": 3, **(scheme.actor_options or {})} if shared else (scheme.actor_options or {})
-    actor = net(ac.hidden, spec.num_actions, out_scale=0.01, obs_shape=spec.obs_shape, **actor_options)
+    actor = net(ac.hidden, spec.num_actions, obs_shape=spec.obs_shape, **{"out_scale": 0.01, **actor_options})
     if shared:  # the value head: Dense -> ReLU -> Dense on the torso's output
         critic = MLP(ac.hidden, 1, out_scale=1.0, depth=1)
     else:

@@ -24,7 +24,7 @@ from psjax.learners.batches import minibatches
 from psjax.learners.bootstrap import at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.mixers import QMixer, VDNMixer
-from psjax.schema import TrainConfig
+from psjax.schema import TrainConfig, burn_in_steps
 from psjax.sharing.bank import SharingState, apply_agents, init_bank, unroll_agents
 from psjax.sharing.methods import Scheme, add_aux_loss, agent_derive, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition
@@ -76,6 +76,18 @@ def td_targets(reward_t, terminated_t, done_t, q_next_t, gamma, lam=0.0):
 
     _, g = jax.lax.scan(step, q_next_t[-1], (reward_t, bootstrap, lam_t, q_next_t), reverse=True)
     return g
+
+
+def loss_steps(shape: tuple[int, ...], burn_in: int) -> chex.Array:
+    """float32 ``shape`` (time-major ``[T, ...]``): 1 where a step's TD error counts, 0 on the first ``burn_in``
+    steps (R2D2's burn-in: they only warm the recurrent state up)."""
+    return jnp.broadcast_to((jnp.arange(shape[0]) >= burn_in).reshape((-1,) + (1,) * (len(shape) - 1)),
+                            shape).astype(jnp.float32)
+
+
+def masked_mean(x: chex.Array, weights: chex.Array) -> chex.Array:
+    """The mean of ``x`` over the entries where ``weights`` is 1."""
+    return jnp.sum(x * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def sequence_targets(
@@ -297,12 +309,14 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
                 q, q_target, b, qc.gamma, double_q, *mixers, partial(team_reward, spec), lam=qc.td_lambda
             )
         td = pred - jax.lax.stop_gradient(y)
-        loss = jnp.mean(td**2)
+        counted = loss_steps(td.shape, 0 if on_policy else burn_in_steps(qc))
+        loss = masked_mean(td**2, counted)
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
         if model.extra_loss is not None:
             extra, extra_metrics = model.extra_loss(params, target, b, batch["hidden0"], resets, key)
             total, aux_metrics = total + extra, {**aux_metrics, **extra_metrics}
-        return total, ({"loss": loss, "q_taken": pred.mean(), "td_abs": jnp.abs(td).mean(), **aux_metrics}, aux_state)
+        metrics = {"loss": loss, "q_taken": masked_mean(pred, counted), "td_abs": masked_mean(jnp.abs(td), counted)}
+        return total, ({**metrics, **aux_metrics}, aux_state)
 
     def gradient_step(state: QState, sharing, batch, key):
         """One step on ``batch`` (replay items, leaves [B, ...])."""

@@ -186,7 +186,8 @@ def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
                                         "dico_snd_target": jnp.float32(target)}
 
     return Scheme(SlotLayout(n, "identity", False), init, update, init_params=init_params,
-                  agent_params=agent_params, bank_module=bank_module, on_snd=on_snd)
+                  agent_params=agent_params, bank_module=bank_module, on_snd=on_snd,
+                  actor_options={"out_scale": cfg.sharing.dico_init_gain})
 
 
 METHODS = (  # registered by psjax.catalog

@@ -1,14 +1,17 @@
 """HyperMARL (Tessera et al., 2024-25; code: KaleabTessera/HyperMARL): a shared hypernetwork generates every
 agent's network weights from an agent embedding.
 
-Each bank keeps one slot (K = 1) that only fixes the agent network's shapes; its values are never read. For
-every leaf of it (a Dense, GRU or conv kernel, a bias, a LayerNorm scale) the hypernetwork has a head: a ReLU
+Each bank keeps one slot (K = 1) that fixes the agent network's shapes. For every generated leaf of it (a Dense,
+GRU or conv kernel, a bias, a LayerNorm scale) the hypernetwork has a head: a ReLU
 layer of ``hyper_hidden`` units (no biases; none for ``hyper_hidden = 0``, the reference's linear variant) on
 the agent's embedding, then a linear map to the leaf's size. Agent i runs the network with
 
     theta_i[leaf] = W_leaf relu(A_leaf e_i)        (+ 1 for a LayerNorm scale),
 
-so actor, critic and Q networks are all generated, as the reference generates actor and critic. The agent's
+so actor, critic and Q networks are all generated, as the reference generates actor and critic. Which leaves
+(``hyper_generate``): ``all`` (the reference's feed-forward scripts), or ``after_gru`` (its recurrent scripts,
+the default for recurrent networks: the layers after the GRU are generated, while the observation layer before
+it and the GRU are ordinary parameters shared by every agent, the template slot's values). The agent's
 network reads its observation only (``alg=hypermarl`` appends no agent id): the agent enters through the
 weights alone, which decouples observation- and agent-conditioned gradients (the paper's point).
 
@@ -17,7 +20,8 @@ Frobenius norm of an orthogonal one at the gain of psjax's own initialisation of
 root-mean-square singular value: sqrt(2) for hidden Dense layers, the output scale for the last one, 1 for the
 GRU's recurrent kernels); the reference draws the rows orthogonal, psjax Gaussian at that norm. Bias and scale
 heads start at zero. Embeddings: ``hyper_embedding=onehot`` (the reference's default) or ``learned`` (a
-trainable ``[N, hyper_embed_dim]`` table, orthogonal at init).
+trainable ``[N, hyper_embed_dim]`` table, orthogonal at init); ``auto`` = learned for recurrent networks (the
+reference's recurrent scripts, ``USE_AGENT_ID_EMBEDDINGS``), one-hot otherwise.
 """
 
 from __future__ import annotations
@@ -65,15 +69,38 @@ def init_head(key: chex.PRNGKey, embed_dim: int, hidden: int, template: chex.Arr
     return head
 
 
+SHARED_BEFORE_GRU = ("Dense_0", "Dense_0_norm")  # psjax's recurrent networks: one Dense layer before the GRU
+
+
+def generated_paths(bank: Any, which: str) -> list[tuple]:
+    """The leaf paths of ``bank`` the hypernetwork generates: every one (``all``), or, in a bank holding a GRU,
+    those of the layers after it (``after_gru``: not the conv torso, the Dense layer before the GRU or the GRU
+    itself, which stay shared). A bank without a GRU (the shared torso's value head) is generated whole."""
+    paths = list(flatten_dict(bank))
+    modules = {p[1] if p[0] == "params" else p[0] for p in paths}
+    if which == "all" or not any(m.startswith("GRUCell") for m in modules):
+        return paths
+
+    def before_gru(path):
+        module = path[1] if path[0] == "params" else path[0]
+        return module.startswith(("GRUCell", "ConvTorso")) or module in SHARED_BEFORE_GRU
+
+    return [p for p in paths if not before_gru(p)]
+
+
 def init_hypernet(key: chex.PRNGKey, banks: dict, num_agents: int, embedding: str, embed_dim: int,
-                  hidden: int) -> dict:
-    """``params["sharing"]``: ``{bank name: {leaf path...: head}}`` plus the learned embeddings."""
+                  hidden: int, which: str = "all") -> dict:
+    """``params["sharing"]``: ``{bank name: {leaf path...: head}}`` (the generated leaves', ``generated_paths``)
+    plus the learned embeddings."""
     dim = num_agents if embedding == "onehot" else embed_dim
     out = {}
     for b, name in enumerate(sorted(banks)):
         heads = {}
+        generated = set(generated_paths(banks[name], which))
         for i, (path, leaf) in enumerate(flatten_dict(banks[name]).items()):
             chex.assert_axis_dimension(leaf, 0, 1)  # one template slot
+            if path not in generated:
+                continue
             heads[path] = init_head(jax.random.fold_in(jax.random.fold_in(key, b), i), dim, hidden, leaf[0])
         out[name] = unflatten_dict({p + (k,): v for p, head in heads.items() for k, v in head.items()})
     if embedding == "learned":
@@ -93,11 +120,13 @@ def head_features(head: dict, e: chex.Array) -> chex.Array:
 
 
 def generate(bank: Any, heads: dict, e: chex.Array) -> Any:
-    """Every agent's parameters of ``bank`` (template ``[1, ...]``) from embeddings ``e [N, d]``: leaves
-    ``[N, ...]``."""
+    """Every agent's generated parameters of ``bank`` (template ``[1, ...]``) from embeddings ``e [N, d]``: leaves
+    ``[N, ...]``, for the leaves ``heads`` has (``generated_paths``)."""
     flat_heads = flatten_dict(heads)
     out = {}
     for path, leaf in flatten_dict(bank).items():
+        if path + ("out",) not in flat_heads:
+            continue
         head = {k: flat_heads[path + (k,)] for k in ("hidden", "out") if path + (k,) in flat_heads}
         theta = (head_features(head, e) @ head["out"]).reshape((e.shape[0],) + leaf.shape[1:])
         out[path] = theta + 1.0 if path[-1] == "scale" else theta  # LayerNorm scales start at 1
@@ -125,21 +154,36 @@ def weight_similarity(params: dict, bank_name: str) -> chex.Array:
     return pairwise_cosine(flat)
 
 
+def hyper_forms(cfg: TrainConfig) -> tuple[str, str]:
+    """``(embedding, generated leaves)`` with ``auto`` resolved: the reference's recurrent form (learned
+    embeddings, the layers after the GRU) where the agents' networks are recurrent (``ac.recurrent``, every Q
+    learner), its feed-forward form (one-hot ids, every layer) otherwise."""
+    recurrent = cfg.is_value_based or cfg.ac.recurrent
+    sc = cfg.sharing
+    embedding = sc.hyper_embedding if sc.hyper_embedding != "auto" else ("learned" if recurrent else "onehot")
+    which = sc.hyper_generate if sc.hyper_generate != "auto" else ("after_gru" if recurrent else "all")
+    return embedding, which
+
+
 def make_hypermarl(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
                    bank_names: tuple[str, ...]) -> Scheme:
-    """One template slot per bank; every agent's parameters generated by the hypernetwork in ``params["sharing"]``."""
+    """One template slot per bank; every agent's generated parameters from the hypernetwork in
+    ``params["sharing"]``, the others (``hyper_generate=after_gru``) the slot's, shared."""
     del hidden, num_masked_layers
     sc = cfg.sharing
     n = spec.num_agents
     names = bank_names
+    embedding, which = hyper_forms(cfg)
 
     def init_params(key, banks):
-        return init_hypernet(key, banks, n, sc.hyper_embedding, sc.hyper_embed_dim, sc.hyper_hidden)
+        return init_hypernet(key, banks, n, embedding, sc.hyper_embed_dim, sc.hyper_hidden, which)
 
     def agent_params(name, bank, owned, sharing=None):
         del sharing
-        theta = generate(bank, owned[name], embeddings(owned, n))
-        return theta, jax.tree.map(lambda _: 0, theta)
+        theta = flatten_dict(generate(bank, owned[name], embeddings(owned, n)))
+        flat = {path: theta.get(path, leaf[0]) for path, leaf in flatten_dict(bank).items()}
+        axes = {path: 0 if path in theta else None for path in flat}  # shared leaves carry no agent axis
+        return unflatten_dict(flat), unflatten_dict(axes)
 
     def update(sharing, learner_state, traj, key, step, hidden0):
         del traj, key, step, hidden0
