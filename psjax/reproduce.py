@@ -126,6 +126,14 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         "not stated in the appendix",
         (Pair("madps", "fups_id"), Pair("madps", "nops", "~"), Pair("madps", "seps", "~")), note=BPS_NOTE),
     Reproduction(
+        "madps_bps_late", "MAPD / MADPS (seed 003)", "dynamic fusion / division matches or beats static sharing on "
+        "BPS", "BPS 15a3c, MADPS restructuring from 240k steps with eps0 0.3", BPS, ("madps", "nops", "fups_id", "seps"),
+        {**A2C, "madps_start": 6000, "madps_back_threshold": 0.3}, 5, 500_000, "not stated in the appendix",
+        (Pair("madps", "fups_id"), Pair("madps", "nops", "~"), Pair("madps", "seps", "~")),
+        note=BPS_NOTE + " The colours separate in MAPD distance from ~260k steps (NoPS: within 0.07-0.13, between "
+        "0.46-0.68); the first restructuring after that, with eps0 between the two bands, fuses the backs by colour "
+        "(docs/methods.md, MADPS). The other methods ignore the MADPS options."),
+    Reproduction(
         "bdps_lbf", "BDPS (seed 000)", "bi-level sharing beats either level alone and full sharing on LBF "
         "(appendix G)", "LBF 15x15-4p-5f, lb-foraging rules", {}, BDPS_METHODS,
         {"preset": "bdps_lbf"}, 5, 300_000, "20M steps", BDPS_PAIRS,
