@@ -411,13 +411,14 @@ def markdown(rows: list[dict]) -> str:
     out = []
     for env in dict.fromkeys(r["env"] for r in rows):
         sub = [r for r in rows if r["env"] == env]
-        name = "win rate" if sub[0]["metric"] == "eval_won" else f"return ({sub[0]['team_return']} over agents)"
+        name = "win rate" if sub[0]["metric"] == "eval_won" else "return"
+        convention = "" if name == "win rate" else f" ({sub[0]['team_return']} over agents)"
         policies = list(dict.fromkeys(r["policy"] for r in sub))
         mixed = len(policies) > 1
         ari = any(r.get("type_ari") is not None for r in sub)  # a method here partitions the agents
         which = "MIXED evaluation policies (see the policy column)" if mixed else f"{names[policies[0]]} policy"
         final = f"final {name}" if mixed else f"final {name} ({names[policies[0]]} policy)"
-        out += [f"### {env}: final {name}, {which}", "",
+        out += [f"### {env}: final {name}{convention}, {which}", "",
                 "| method | learner | " + ("eval policy | " if mixed else "") + f"seeds | {final}, IQM [95% CI] | "
                 "env steps per seed | env steps/s (all seeds) | compile s | parameters |"
                 + (" type_ari |" if ari else ""),

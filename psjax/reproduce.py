@@ -127,7 +127,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         (Pair("madps", "fups_id"), Pair("madps", "nops", "~"), Pair("madps", "seps", "~")), note=BPS_NOTE),
     Reproduction(
         "madps_bps_late", "MAPD / MADPS (seed 003)", "dynamic fusion / division matches or beats static sharing on "
-        "BPS", "BPS 15a3c, MADPS restructuring from 240k steps with eps0 0.3", BPS, ("madps", "nops", "fups_id", "seps"),
+        "BPS", "BPS 15a3c, MADPS restructuring from 240k steps with eps0 0.3", BPS,
+        ("madps", "nops", "fups_id", "seps"),
         {**A2C, "madps_start": 6000, "madps_back_threshold": 0.3}, 5, 500_000, "not stated in the appendix",
         (Pair("madps", "fups_id"), Pair("madps", "nops", "~"), Pair("madps", "seps", "~")),
         note=BPS_NOTE + " The colours separate in MAPD distance from ~260k steps (NoPS: within 0.07-0.13, between "

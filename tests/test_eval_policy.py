@@ -171,7 +171,7 @@ def test_compare_names_the_policy_and_never_mixes_silently(tmp_path):
 
     same = report([root / "fups-ppo", root / "nops-ppo"], tmp_path / "same")
     md = same["markdown"].read_text()
-    assert "### lbf 8x8-2p-2f-coop: final return, sampled policy" in md
+    assert "### lbf 8x8-2p-2f-coop: final return (sum over agents), sampled policy" in md
     assert "| seeds | final return (sampled policy), IQM [95% CI] |" in md and "MIXED" not in md
     assert [r["policy"] for r in same["rows"]] == ["sample", "sample"]
 
@@ -179,7 +179,8 @@ def test_compare_names_the_policy_and_never_mixes_silently(tmp_path):
     md = mixed["markdown"].read_text()
     assert [(r["method"], r["learner"], r["policy"]) for r in mixed["rows"]] == [
         ("nops", "ppo", "sample"), ("nops", "qmix", "greedy"), ("fups", "ppo", "sample")]
-    assert "final return, MIXED evaluation policies" in md and "| method | learner | eval policy | seeds |" in md
+    assert "final return (sum over agents), MIXED evaluation policies" in md
+    assert "| method | learner | eval policy | seeds |" in md
     assert "| nops | qmix | greedy | 2 |" in md and "| nops | ppo | sampled | 2 |" in md
     assert "**Mixed evaluation policies**: sampled for nops (ppo), fups (ppo); greedy for nops (qmix)." in md
 
