@@ -64,11 +64,12 @@ def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
 
 
 def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "method",
-                   left_out: list | None = None) -> dict:
+                   left_out: list | None = None, conventions: dict | None = None) -> dict:
     """The marl-eval dictionary of every run folder among ``paths`` (run folders or folders of them).
 
     A run that went non-finite (``psjax.compare.diverged_seeds``) is not a result: it is left out, whole (keeping
-    its other seeds would rank the survivors), and ``(run folder, why)`` is appended to ``left_out``.
+    its other seeds would rank the survivors), and ``(run folder, why)`` is appended to ``left_out``. ``conventions``
+    collects, per "env/task", the return conventions over agents of the runs exported (``env.team_return``).
     """
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; allowed: {', '.join(POLICIES)}")
@@ -89,6 +90,8 @@ def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "meth
                 left_out.append((run_dir, why))
             continue
         env, _, task = env_label(config["env"]).partition(" ")
+        if conventions is not None:  # "env/task" -> the set of return conventions over agents (env.team_return)
+            conventions.setdefault(f"{env}/{task or env}", set()).add(team_return_of(config["env"], summary))
         name = (f"{summary.get('alg', config['alg'])}-{summary['learner']}" if algorithm == "method"
                 else run_dir.name)
         if algorithm == "method" and summary.get("sweep_point"):  # a sweep's point: its values name it apart
@@ -105,13 +108,18 @@ def export(paths: Sequence, out: str | pathlib.Path, policy: str = "auto", algor
     """Write ``marl_eval_json(paths)`` to ``out`` and return its path; the runs left out (diverged) are named on
     stderr, and a ConfigError is raised when every run is."""
     left_out: list = []
-    data = marl_eval_json(paths, policy, algorithm, left_out)
+    found: dict[str, set] = {}
+    data = marl_eval_json(paths, policy, algorithm, left_out, found)
     for run_dir, why in left_out:
         print(f"left out of the export: {run_dir} ({why}; a run that went non-finite is not a result)",
               file=sys.stderr)
     if left_out and not data:
         raise ConfigError("every run given went non-finite (diverged); nothing to export")
-    conventions = team_returns(paths, left_out)
+    mixed = {k: sorted(v) for k, v in found.items() if len(v) > 1}
+    if mixed:  # sum = N x mean: marl-eval would pool them
+        raise ConfigError(f"runs of one task report the return under different conventions over agents: {mixed}; "
+                          "export runs of one env.team_return")
+    conventions = {k: v.pop() for k, v in found.items()}
     out = pathlib.Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1))
@@ -121,23 +129,3 @@ def export(paths: Sequence, out: str | pathlib.Path, policy: str = "auto", algor
           + f" (also in {sidecar.name}: marl-eval's layout has no field for it)", file=sys.stderr)
     return out
 
-
-def team_returns(paths: Sequence, left_out: Sequence = ()) -> dict[str, str]:
-    """``{"env/task": "sum" | "mean"}``: how the exported returns combine the agents' rewards
-    (``env.team_return``); a ConfigError where one task's runs differ (sum = N x mean: marl-eval would pool them)."""
-    import yaml
-
-    skipped = {pathlib.Path(p) for p, _ in left_out}
-    found: dict[str, set] = {}
-    for run_dir in find_runs(paths):
-        if run_dir in skipped:
-            continue
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        summary = json.loads((run_dir / "summary.json").read_text())
-        env, _, task = env_label(config["env"]).partition(" ")
-        found.setdefault(f"{env}/{task or env}", set()).add(team_return_of(config["env"], summary))
-    mixed = {k: sorted(v) for k, v in found.items() if len(v) > 1}
-    if mixed:
-        raise ConfigError(f"runs of one task report the return under different conventions over agents: {mixed}; "
-                          "export runs of one env.team_return")
-    return {k: v.pop() for k, v in found.items()}
