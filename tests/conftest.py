@@ -29,10 +29,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def virtual_devices_env(count: int) -> dict:
     """The environment of a subprocess that sees ``count`` virtual CPU devices and imports this checkout (plus the
-    suite's fast-compiling XLA flags when the parent runs with them)."""
+    suite's fast-compiling XLA flags when the parent runs with them). ``JAX_NUM_CPU_DEVICES`` in the parent's
+    environment (as on a machine set up to mimic several GPUs) would win over the XLA flag, so it is set too."""
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count} {flags}".strip(),
-            "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(count), "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def assert_rows_close(rows: list[dict], others: list[dict], rtol: float, atol: float) -> None:
