@@ -251,14 +251,16 @@ def _int_arg(pairs: dict, key: str, default: int | None) -> int | None:
 
 def _compare_command(command: str, args: list[str]) -> int:
     """``compare RUN_DIR ... [out=DIR] [metric=auto|win|return] [steps=N] [policy=auto|greedy|sample]`` and
-    ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]`` (``psjax.compare``).
+    ``compare-sweep [algs="..."] [seeds=] [steps=] [out=] [key=value]`` (``psjax.compare``,
+    ``psjax.method_runs``).
 
     Raises ConfigError on bad arguments (``main`` turns it into exit code 2).
     """
     import pathlib
     import time
 
-    from psjax.compare import SWEEP_ALGS, report, sweep
+    from psjax.compare import report
+    from psjax.method_runs import DEFAULT_METHODS, train_methods
 
     if command == "compare":
         folders = [a for a in args if "=" not in a]
@@ -279,10 +281,10 @@ def _compare_command(command: str, args: list[str]) -> int:
         result = report(folders, out, metric=metric, steps=steps, policy=policy)
     else:
         pairs = parse_pairs(args)
-        algs = pairs.pop("algs", " ".join(SWEEP_ALGS)).replace(",", " ").split()
+        algs = pairs.pop("algs", " ".join(DEFAULT_METHODS)).replace(",", " ").split()
         seeds, steps = _int_arg(pairs, "seeds", 2), _int_arg(pairs, "steps", 150_000)
         out = pairs.pop("out", None)
-        result = sweep(None, algs, seeds, steps, out, pairs)
+        result = train_methods(None, algs, seeds, steps, out, pairs)
     print(result["markdown"].read_text(), end="")
     print(f"figure: {result['png']}\ntable: {result['markdown']}")
     return 0

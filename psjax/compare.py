@@ -12,9 +12,7 @@ holding them, groups the runs by (environment, method, learner, evaluation polic
                    evaluation policy, and a table whose runs used different policies says so
     compare.json   the same rows as numbers (and the run folders behind each row)
 
-``sweep(env_overrides, algs, seeds, steps, out_dir, extra)`` trains one run per method (seeds
-vmapped inside each run, ``psjax.run``) into one sweep folder and then writes the report there;
-``make compare`` and ``python -m psjax compare-sweep`` call it.
+Training the runs to compare is ``psjax.method_runs`` (``make compare``, ``python -m psjax compare-sweep``).
 
 Statistics follow Agarwal et al. (2021, "Deep RL at the edge of the statistical precipice"):
 final performance is the interquartile mean (IQM: the mean of the middle 50% of runs, with
@@ -39,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-import time
 import warnings
 from typing import Callable, NamedTuple, Sequence
 
@@ -50,15 +47,11 @@ from psjax.fields import ConfigError
 from psjax.logrows import decode_row, nonfinite_quantities  # noqa: F401  (also read from here)
 from psjax.schema import flatten, team_return_of
 
-FILES = ("compare.png", "compare.md", "compare.json")
 # Config keys that may differ between run folders pooled into one row (they do not change results).
 # eval_policy: the policy compared is part of a row's identity (Group.policy), so both vs sample may pool.
 # method_defaults: a record of where values came from (the values themselves are compared), absent in older folders.
 POOL_IGNORED = ("seed", "seeds", "run_name", "out_dir", "progress", "checkpoint", "on_nonfinite", "eval_policy",
                 "compile_cache", "compile_cache_gb", "method_defaults")
-SWEEP_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default sweep: a few minutes on a CPU
-SWEEP_ALGS = ("fups", "nops", "seps")
-SWEEP_LEARNER = "ppo"
 BOOTSTRAP_SEED = 0  # the report is deterministic given its run folders
 
 
@@ -543,137 +536,3 @@ def report(run_dirs: Sequence, out_dir, *, reps: int = 2000, metric: str = "auto
     js = out / "compare.json"
     js.write_text(json.dumps(rows, indent=2) + "\n")
     return {"png": png, "markdown": md, "json": js, "rows": rows, "runs": paths}
-
-
-# --------------------------------------------------------------------------- sweeps
-
-
-def _parse_alg(entry: str) -> tuple[str, str | None]:
-    """``"fups"`` or ``"fups:qmix"`` -> (method, learner or None)."""
-    alg, _, learner = entry.partition(":")
-    return alg, learner or None
-
-
-def sweep_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, steps: int, out_dir,
-                  extra: dict | None = None) -> list:
-    """The validated ``TrainConfig`` of every run of a sweep (nothing is trained).
-
-    Layers, last wins: ``SWEEP_ENV`` (only when neither dict names ``env``), learner ``ppo`` (only
-    when neither names a learner), ``env_overrides``, ``extra`` (may hold ``preset``), then
-    ``alg``, a per-method learner (``"alg:learner"``), ``seeds``, ``steps``, ``out_dir`` and
-    ``run_name = <alg>-<learner>``. A bad method or value raises ConfigError before any training.
-    """
-    from psjax.config import make_config  # the method registry: JAX, which a report alone does not need
-
-    env_overrides, extra = dict(env_overrides or {}), dict(extra or {})
-    preset = extra.pop("preset", None)
-    given = {**env_overrides, **extra}
-    base = {} if {"env", "env.name"} & set(given) or preset else dict(SWEEP_ENV)
-    if "learner" not in given and not preset:
-        base["learner"] = SWEEP_LEARNER
-    if not algs:
-        raise ConfigError("algs is empty; give at least one method, e.g. algs='fups nops'")
-    configs = []
-    for entry in algs:
-        alg, learner = _parse_alg(entry)
-        overrides = {**base, **given, "alg": alg, "seeds": seeds, "steps": steps, "out_dir": str(out_dir)}
-        if learner:
-            overrides["learner"] = learner
-        cfg = make_config(overrides, preset=preset)
-        cfg = make_config({**overrides, "run_name": f"{cfg.alg}-{cfg.learner_name}"}, preset=preset)
-        configs.append(cfg)
-    names = [c.run_name for c in configs]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"algs gives the same method and learner twice: {', '.join(names)}")
-    return configs
-
-
-RESUME_IGNORES = ("progress", "memory_gb")  # fields that change no output: a continued run keeps its saved ones
-
-
-def sweep_step(cfg, folder: pathlib.Path) -> str:
-    """What a sweep does with its run ``folder`` for ``cfg``: ``"train"`` (no such run yet), ``"done"`` (that run
-    finished: reused), ``"resume"`` (that run was stopped: continued from its last checkpoint). A folder holding
-    another config's run, or an unfinished run with no checkpoint, raises a ConfigError naming it, so running the
-    same command again continues an interrupted sweep and never mixes two configs."""
-    from psjax.config import load_run_config
-    from psjax.schema import to_dict
-
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return "train"
-    if not (folder / "config.yaml").is_file():
-        raise ConfigError(f"{folder} exists and is not a run folder; pick another out= or remove it")
-    saved, wanted = flatten(to_dict(load_run_config(folder))), flatten(to_dict(cfg))
-    differ = config_diff(saved, wanted, RESUME_IGNORES)
-    if differ:
-        shown = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
-        raise ConfigError(f"{folder} holds a run of another config ({shown}{', ...' if len(differ) > 4 else ''}); "
-                          "pick another out= or give the same arguments as that sweep")
-    summary = folder / "summary.json"  # also written when a run stops early (max_chunks), with finished false
-    if summary.is_file() and json.loads(summary.read_text()).get("finished", False):
-        return "done"
-    checkpoints = folder / "checkpoints"
-    if checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir()):
-        return "resume"
-    raise ConfigError(f"{folder} holds an unfinished run with no checkpoint to continue from (checkpoint=false, or "
-                      "stopped before its first); remove that folder to train it again")
-
-
-def default_sweep_dir(env_name: str) -> pathlib.Path:
-    """``runs/compare-<env>-<YYYYmmdd-HHMMSS>``, never an existing folder."""
-    base = pathlib.Path("runs") / f"compare-{env_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 1
-    while path.exists():
-        path, n = pathlib.Path(f"{base}-{n}"), n + 1
-    return path
-
-
-def sweep(
-    env_overrides: dict | None = None,
-    algs: Sequence[str] = SWEEP_ALGS,
-    seeds: int = 2,
-    steps: int = 150_000,
-    out_dir=None,
-    extra: dict | None = None,
-    *,
-    make_program: Callable | None = None,
-) -> dict:
-    """Train one run per method (``seeds`` vmapped inside each) into a sweep folder, then report.
-
-    Called again with the same arguments on an interrupted sweep's folder, it reuses the finished runs and
-    resumes the stopped one from its checkpoint (``sweep_step``).
-
-    Args:
-      env_overrides: environment keys (``{"env": "smax", "map": "3m"}``); default LBF 8x8-2p-2f-coop.
-      algs: method names, or ``"method:learner"`` to give one method its own learner.
-      seeds: seeds per method, trained together with ``jax.vmap``.
-      steps: env steps per seed.
-      out_dir: the sweep folder; default ``runs/compare-<env>-<timestamp>``.
-      extra: any other config keys (``learner``, ``lr``, ``eval_every``, ``preset``, ...).
-      make_program: passed to ``psjax.run.run`` (tests use a fake trainer).
-
-    Returns ``report(...)``'s dict plus ``"out_dir"``.
-    """
-    probe = sweep_configs(env_overrides, algs, seeds, steps, out_dir or ".", extra)  # validate first
-    out = pathlib.Path(out_dir) if out_dir is not None else default_sweep_dir(probe[0].env.name)
-    configs = sweep_configs(env_overrides, algs, seeds, steps, out, extra)
-    plan = [(cfg, sweep_step(cfg, out / cfg.run_name)) for cfg in configs]  # every folder checked before training
-    from psjax.run import run  # JAX is imported only once the configs are known to be good
-
-    out.mkdir(parents=True, exist_ok=True)
-    run_dirs = []
-    for cfg, step in plan:
-        if step != "train":
-            print(f"{out / cfg.run_name}: {'finished, reused' if step == 'done' else 'resumed from its checkpoint'}")
-        if step == "done":
-            run_dirs.append(out / cfg.run_name)
-        elif step == "resume":  # the folder's own config (it may differ in RESUME_IGNORES)
-            run_dirs.append(run(None, resume=out / cfg.run_name, make_program=make_program))
-        else:
-            run_dirs.append(run(cfg, make_program=make_program))
-    result = report(run_dirs, out)
-    result["out_dir"] = out
-    return result
-
-
-# --------------------------------------------------------------------------- command line

@@ -34,8 +34,9 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from psjax import compare
-from psjax.compare import BOOTSTRAP_SEED, sweep_configs, sweep_step
+from psjax.compare import BOOTSTRAP_SEED
 from psjax.fields import ConfigError
+from psjax.method_runs import folder_step, method_configs
 
 
 class Pair(NamedTuple):
@@ -373,21 +374,21 @@ def listing() -> str:
 def run_configs(rep: Reproduction, seeds: int, steps: int, out_dir, extra: dict | None = None) -> list[tuple]:
     """``(row name, TrainConfig)`` of every run of ``rep`` (nothing is trained; a bad value raises ConfigError).
 
-    Without variants: ``compare.sweep_configs`` of the methods (row name None: the method's own). With variants:
+    Without variants: ``method_runs.method_configs`` of the methods (row name None: the method's own). With variants:
     one run per variant, its overrides over the declaration's ``env`` and ``extra``, run folder = the variant's
     name, row name ``alg [variant]`` (``alg`` where the variant is named after its method). ``extra`` (the
     command line's key=value) goes over both.
     """
     extra = dict(extra or {})
     if not rep.variants:
-        return [(None, c) for c in sweep_configs(rep.env, rep.algs, seeds, steps, out_dir, {**rep.extra, **extra})]
+        return [(None, c) for c in method_configs(rep.env, rep.algs, seeds, steps, out_dir, {**rep.extra, **extra})]
     runs = []
     for name, overrides in rep.variants.items():
         overrides = dict(overrides)
         alg = overrides.pop("alg", rep.algs[0] if rep.algs else None)
         if alg is None:
             raise ConfigError(f"{rep.name}: variant {name!r} names no alg and the declaration has no algs")
-        (cfg,) = sweep_configs(rep.env, [alg], seeds, steps, out_dir, {**rep.extra, **overrides, **extra})
+        (cfg,) = method_configs(rep.env, [alg], seeds, steps, out_dir, {**rep.extra, **overrides, **extra})
         cfg = dataclasses.replace(cfg, run_name=name)
         runs.append((cfg.alg if name == cfg.alg else f"{cfg.alg} [{name}]", cfg))
     return runs
@@ -423,7 +424,7 @@ def reproduce(name: str, seeds: int | None = None, steps: int | None = None, out
               extra: dict | None = None, *, make_program=None) -> dict:
     """Train (or continue) the declared comparison ``name`` and write its report and verdict.
 
-    Every run folder is checked before any training (``compare.sweep_step``: a finished run is reused, a stopped
+    Every run folder is checked before any training (``method_runs.folder_step``: a finished run is reused, a stopped
     one resumed, a folder of another config refused). ``make_program`` goes to ``psjax.run.run`` (tests use a
     fake trainer). Returns ``compare.report``'s dict plus ``"out_dir"``, ``"verdict"`` (``judge``'s dict) and
     ``"verdict_md"`` (its path).
@@ -432,7 +433,7 @@ def reproduce(name: str, seeds: int | None = None, steps: int | None = None, out
     seeds, steps = seeds or rep.seeds, steps or rep.steps
     out = pathlib.Path(out_dir) if out_dir is not None else pathlib.Path("runs") / f"reproduce-{name}"
     runs = run_configs(rep, seeds, steps, out, extra)
-    plan = [(cfg, sweep_step(cfg, out / cfg.run_name)) for _, cfg in runs]
+    plan = [(cfg, folder_step(cfg, out / cfg.run_name)) for _, cfg in runs]
     from psjax.run import run  # JAX's training program only once every config and folder is known to be good
 
     out.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,6 @@ from psjax.train import check_sweep, data_parallel_specs, watched
 # fold_in salt that separates the evaluation key stream from the keys the trainer splits off
 # the seed key, so evaluation never reuses a training key.
 EVAL_SALT = 0x65766C  # "evl"
-FIRST_COLUMNS = ("seed", "iteration", "env_steps")
 
 
 # --------------------------------------------------------------------------- pure helpers

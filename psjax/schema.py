@@ -557,8 +557,6 @@ LEARNER_PRESETS: dict[str, dict[str, Any]] = {
 # Short names accepted on the command line.
 ALIASES = {"env": "env.name", "map": "env.map", "scenario": "env.scenario", "method": "alg"}
 
-_SECTIONS = ("env", "sharing", "q", "ac")
-
 
 def field_docs(cls=TrainConfig, prefix: str = "") -> dict[str, str]:
     """Flat ``dotted.name -> doc`` for every leaf field."""

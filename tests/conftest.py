@@ -33,7 +33,8 @@ def virtual_devices_env(count: int) -> dict:
     environment (as on a machine set up to mimic several GPUs) would win over the XLA flag, so it is set too."""
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count} {flags}".strip(),
-            "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(count), "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+            "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(count),
+            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def assert_rows_close(rows: list[dict], others: list[dict], rtol: float, atol: float) -> None:

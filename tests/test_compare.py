@@ -15,8 +15,9 @@ import scipy.stats
 from conftest import make_fake_program
 
 from psjax import cli
-from psjax.compare import env_label, iqm, report, stratified_bootstrap_ci, sweep, sweep_configs
+from psjax.compare import env_label, iqm, report, stratified_bootstrap_ci
 from psjax.config import ConfigError, make_config
+from psjax.method_runs import method_configs, train_methods
 from psjax.run import run
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -187,7 +188,7 @@ def test_report_steps_cuts_longer_runs(sweep_dir, tmp_path):
 def test_sweep_python_path(tmp_path):
     """What `make compare` runs, at tiny size with the fake trainer: folders, learners, report."""
     out = tmp_path / "sweep"
-    result = sweep({"env": "lbf", "scenario": "8x8-2p-2f"}, ["fups", "nops:qmix"], seeds=2, steps=32,
+    result = train_methods({"env": "lbf", "scenario": "8x8-2p-2f"}, ["fups", "nops:qmix"], seeds=2, steps=32,
                    out_dir=out, extra=FAKE, make_program=make_fake_program)
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fups-ppo", "nops-qmix"]
     assert [(r["method"], r["learner"], r["seeds"], r["env"]) for r in result["rows"]] == [
@@ -195,11 +196,11 @@ def test_sweep_python_path(tmp_path):
     assert result["png"] == out / "compare.png" and (out / "compare.md").exists()
     # A bad method or a repeated run fails before anything is trained.
     with pytest.raises(ConfigError, match="unknown method"):
-        sweep(None, ["fups", "no_such_method"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
+        train_methods(None, ["fups", "no_such_method"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
     with pytest.raises(ConfigError, match="twice"):
-        sweep(None, ["fups", "fups:ppo"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
+        train_methods(None, ["fups", "fups:ppo"], 1, 32, tmp_path / "bad", FAKE, make_program=make_fake_program)
     with pytest.raises(ConfigError, match="holds a run of another config.*seeds=2 there, 1 here"):
-        sweep(None, ["fups"], 1, 32, out, FAKE, make_program=make_fake_program)
+        train_methods(None, ["fups"], 1, 32, out, FAKE, make_program=make_fake_program)
     assert not (tmp_path / "bad").exists()
 
 
@@ -209,24 +210,24 @@ def test_sweep_continues_where_it_was_stopped(tmp_path):
     env, algs = {"env": "lbf", "scenario": "8x8-2p-2f"}, ["fups", "nops:qmix", "seps"]
     extra = {**FAKE, "checkpoint": True}
     out = tmp_path / "stopped"
-    configs = sweep_configs(env, algs, 2, 32, out, extra)
+    configs = method_configs(env, algs, 2, 32, out, extra)
     finished = run(configs[0], make_program=make_fake_program)
     stopped = run(configs[1], max_chunks=1, make_program=make_fake_program)
     assert not json.loads((stopped / "summary.json").read_text())["finished"]
     written = (finished / "metrics.csv").stat().st_mtime_ns
-    result = sweep(env, algs, 2, 32, out, {**extra, "progress": True}, make_program=make_fake_program)
+    result = train_methods(env, algs, 2, 32, out, {**extra, "progress": True}, make_program=make_fake_program)
     assert (finished / "metrics.csv").stat().st_mtime_ns == written  # reused as it was
     assert len(result["rows"]) == 3 and all((out / c.run_name / "summary.json").exists() for c in configs)
     whole = tmp_path / "whole"
-    sweep(env, algs, 2, 32, whole, extra, make_program=make_fake_program)
+    train_methods(env, algs, 2, 32, whole, extra, make_program=make_fake_program)
     for name in ("fups-ppo", "nops-qmix", "seps-ppo"):
         for log in ("metrics.csv", "eval.csv"):
             assert (out / name / log).read_text() == (whole / name / log).read_text(), (name, log)
     # an unfinished run that cannot be continued is named, before anything trains
     no_checkpoint = tmp_path / "no_checkpoint"
-    run(sweep_configs(env, algs[:1], 2, 32, no_checkpoint, FAKE)[0], max_chunks=1, make_program=make_fake_program)
+    run(method_configs(env, algs[:1], 2, 32, no_checkpoint, FAKE)[0], max_chunks=1, make_program=make_fake_program)
     with pytest.raises(ConfigError, match="no checkpoint to continue from"):
-        sweep(env, algs, 2, 32, no_checkpoint, FAKE, make_program=make_fake_program)
+        train_methods(env, algs, 2, 32, no_checkpoint, FAKE, make_program=make_fake_program)
     assert sorted(p.name for p in no_checkpoint.iterdir()) == ["fups-ppo"]
 
 

@@ -3,8 +3,8 @@
 The import graph is read from the source (every ``import`` and ``from ... import``, at module level or inside
 a function, and ``importlib.import_module`` of a literal name). Layers, bottom to top: the field rules, the
 schema, the registry and shared containers; envs and nets; sharing and evaluation; learners; the catalog of
-built-in methods; config validation; the loop and the logging backends; the host runner; compare and the
-export; the CLI.
+built-in methods; config validation; the loop and the logging backends; the host runner; compare, the runs it
+trains (method_runs) and the export; the CLI.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ RANKS = (  # module prefix -> layer (an import may only point to the same layer 
     ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3), ("psjax.sharing", 4), ("psjax.evaluate", 4),
     ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7),
     ("psjax.train", 8), ("psjax.backends", 8), ("psjax.memory", 8), ("psjax.run", 9),
-    ("psjax.compare", 10), ("psjax.reproduce", 10), ("psjax.export", 10), ("psjax.cli", 11),
+    ("psjax.compare", 10), ("psjax.method_runs", 10), ("psjax.reproduce", 10), ("psjax.export", 10), ("psjax.cli", 11),
     ("psjax.__main__", 12), ("psjax", 12),
 )
 # Modules that serve every method: none of them may compare with a method's name or key a table by it.
 GENERIC = ("fields", "schema", "sweep", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate",
-           "logrows",
+           "logrows", "method_runs",
            "shard", "backends", "export", "memory",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
            "learners/batches",

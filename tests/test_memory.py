@@ -59,8 +59,9 @@ def test_device_memory_budget_refuses_a_run_before_compiling(tmp_path, fake_fact
 
 
 def test_device_memory_estimate_in_the_summary(tmp_path, fake_factory):
+    # devices pinned: both seeds on one device whatever the machine has
     cfg = make_config({"q.num_envs": 2, "q.rollout_len": 4, "steps": 32, "seeds": 2, "devices": 1,
-                       "out_dir": str(tmp_path), "run_name": "fits", "progress": False})  # devices pinned: 2 seeds on one
+                       "out_dir": str(tmp_path), "run_name": "fits", "progress": False})
     summary = json.loads((run(cfg, make_program=fake_factory) / "summary.json").read_text())
     memory = summary["memory_estimate"]
     assert memory["seeds_per_device"] == 2 and memory["budget_bytes"] > memory["bytes_per_device"] > 0

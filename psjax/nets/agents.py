@@ -214,5 +214,3 @@ def param_count(params) -> int:
     return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
 
 
-def zeros_hidden(shape: Sequence[int]) -> chex.Array:
-    return jnp.zeros(tuple(shape), jnp.float32)
