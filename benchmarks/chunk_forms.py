@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from psjax.config import make_config
-    from psjax.run import seed_keys
+    from psjax.plan import seed_keys
     from psjax.train import make_program
 
     cfg = make_config(dict(o.split("=", 1) for o in args.overrides))

@@ -11,10 +11,11 @@ import time
 import jax
 import numpy as np
 
+from psjax.checkpoints import load_checkpoint
 from psjax.config import load_run_config
 from psjax.envs import make_env
 from psjax.nets.vae import IdentityVAE
-from psjax.run import load_checkpoint, seed_keys
+from psjax.plan import seed_keys
 from psjax.sharing.identity import reconstruction_size, train_identity_vae
 from psjax.sharing.kmeans import kmeans, select_k
 from psjax.sharing.structure import type_ari

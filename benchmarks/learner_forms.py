@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from psjax.config import make_config
-    from psjax.run import seed_keys
+    from psjax.plan import seed_keys
     from psjax.train import make_program
 
     base = _overrides(args.overrides)

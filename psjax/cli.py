@@ -86,9 +86,9 @@ def _train_args(args: list[str]):
     resume = pairs.pop("resume", None)
     if resume is not None:
         process = {k: pairs.pop(k) for k in PROCESS_FIELDS if k in pairs}  # each process of a distributed run
-        precheck(pairs)  # changed settings: psjax.run.resume_changes says which a resumed run may take
+        precheck(pairs)  # changed settings: psjax.resume.resume_changes says which a resumed run may take
         from psjax.config import load_run_config, make_config, to_dict
-        from psjax.run import RESUME_HOST_FIELDS
+        from psjax.resume import RESUME_HOST_FIELDS
         from psjax.schema import flatten, resolve_key
 
         refused = [k for k in pairs if not (resolve_key(k, "qmix") in RESUME_HOST_FIELDS + ("steps",)
@@ -104,7 +104,7 @@ def _train_args(args: list[str]):
         changed = {resolve_key(k, cfg.learner_name): v for k, v in pairs.items()}
         new = make_config({**flatten(to_dict(cfg)), **process, **changed})
         if "steps" in changed:  # given, it must continue the run (psjax.run.run: to N, as a run started with N)
-            from psjax.run import check_more_steps
+            from psjax.resume import check_more_steps
 
             check_more_steps(cfg, new, resume)
         return new, resume

@@ -11,7 +11,8 @@ import pytest
 from psjax.cli import main
 from psjax.config import ConfigError, make_config
 from psjax.export import marl_eval_json
-from psjax.run import RowLog, run
+from psjax.logs import RowLog
+from psjax.run import run
 
 
 def _cfg(tmp_path, name, **overrides):

@@ -15,7 +15,9 @@ from conftest import FakeProgram, FakeRunner
 from psjax import cli, compare, export
 from psjax.config import ConfigError, make_config
 from psjax.evaluate import policy_metrics
-from psjax.run import NonFiniteError, RowLog, _check_same_shapes, resume_changes, run
+from psjax.logs import RowLog
+from psjax.resume import check_same_shapes, resume_changes
+from psjax.run import NonFiniteError, run
 from psjax.train import nonfinite_count, nonfinite_metrics
 
 BROKEN_LR = 10.0  # the fake trainer's parameters turn NaN from ``DIVERGE_AT`` on when q.lr exceeds 1
@@ -151,9 +153,9 @@ def test_resume_refuses_what_would_change_shapes_or_the_plan(tmp_path):
     with pytest.raises(ConfigError, match="q.rollout_len"):
         resume_changes(saved, _cfg(tmp_path, "x", **{"q.rollout_len": 8}), "x")
     a = {"w": jax.ShapeDtypeStruct((4, 64), jnp.float32)}
-    _check_same_shapes(a, {"w": jax.ShapeDtypeStruct((4, 64), jnp.float32)}, {"q.lr": (1, 2)})
+    check_same_shapes(a, {"w": jax.ShapeDtypeStruct((4, 64), jnp.float32)}, {"q.lr": (1, 2)})
     with pytest.raises(ConfigError, match="other shapes"):
-        _check_same_shapes(a, {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32)}, {"q.hidden": (64, 8)})
+        check_same_shapes(a, {"w": jax.ShapeDtypeStruct((4, 8), jnp.float32)}, {"q.hidden": (64, 8)})
 
 
 def test_compare_and_export_flag_a_diverged_run(tmp_path):

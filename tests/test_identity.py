@@ -17,7 +17,8 @@ from psjax.envs import make_env
 from psjax.envs.typed import agent_types
 from psjax.nets.agents import MLP
 from psjax.nets.vae import vae_loss
-from psjax.run import run, seed_keys
+from psjax.plan import seed_keys
+from psjax.run import run
 from psjax.sharing import identity
 from psjax.sharing.bank import apply_agents
 from psjax.train import _init, _rollout, count_params, make_parts, make_program, make_train

@@ -9,7 +9,7 @@ import pytest
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
 from psjax.nets.agents import MLP, RecurrentNet
-from psjax.run import seed_keys
+from psjax.plan import seed_keys
 from psjax.sharing import kaleidoscope as kal
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
 from psjax.sharing.methods import agent_derive, derive_for_acting, make_scheme

@@ -20,13 +20,15 @@ RANKS = (  # module prefix -> layer (an import may only point to the same layer 
     ("psjax.logrows", 2),
     ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3), ("psjax.sharing", 4), ("psjax.evaluate", 4),
     ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7),
-    ("psjax.train", 8), ("psjax.backends", 8), ("psjax.memory", 8), ("psjax.run", 9),
+    ("psjax.train", 8), ("psjax.backends", 8), ("psjax.memory", 8),
+    ("psjax.run", 9), ("psjax.plan", 9), ("psjax.logs", 9), ("psjax.checkpoints", 9), ("psjax.resume", 9),
+    ("psjax.run_folder", 9), ("psjax.plots", 9), ("psjax.placement", 9),
     ("psjax.compare", 10), ("psjax.method_runs", 10), ("psjax.reproduce", 10), ("psjax.export", 10), ("psjax.cli", 11),
     ("psjax.__main__", 12), ("psjax", 12),
 )
 # Modules that serve every method: none of them may compare with a method's name or key a table by it.
 GENERIC = ("fields", "schema", "sweep", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate",
-           "logrows", "method_runs",
+           "logrows", "method_runs", "plan", "logs", "checkpoints", "resume", "run_folder", "plots", "placement",
            "shard", "backends", "export", "memory",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
            "learners/batches",

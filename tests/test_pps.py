@@ -15,7 +15,7 @@ import pytest
 from psjax.config import ConfigError, make_config
 from psjax.envs.base import EnvSpec
 from psjax.learners import make_learner
-from psjax.run import seed_keys
+from psjax.plan import seed_keys
 from psjax.sharing.methods import make_scheme
 from psjax.sharing.pps import (
     LAYERS,

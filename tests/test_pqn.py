@@ -12,7 +12,7 @@ from psjax.config import make_config
 from psjax.fields import ConfigError
 from psjax.learners.qmix import sequence_targets
 from psjax.nets.agents import RecurrentNet
-from psjax.run import seed_keys
+from psjax.plan import seed_keys
 from psjax.sharing.pps import layer_of
 from psjax.train import _init, make_parts, make_program, make_train
 

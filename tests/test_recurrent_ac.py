@@ -12,7 +12,7 @@ import pytest
 from psjax.config import make_config
 from psjax.learners.actor_critic import episode_starts, minibatches
 from psjax.nets.agents import MLP, RecurrentNet
-from psjax.run import seed_keys
+from psjax.plan import seed_keys
 from psjax.train import _init, _rollout, make_parts, make_train
 
 H = 8

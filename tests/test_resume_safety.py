@@ -13,8 +13,10 @@ import pytest
 from conftest import make_fake_program
 
 from psjax import cli
+from psjax.checkpoints import load_checkpoint, open_manager, restore_checkpoint, save_checkpoint
 from psjax.config import ConfigError, make_config
-from psjax.run import _manager, _save, load_checkpoint, restore_checkpoint, run, seed_keys
+from psjax.plan import seed_keys
+from psjax.run import run
 
 
 def _cfg(tmp_path, name, **overrides):
@@ -97,12 +99,12 @@ def test_checkpoints_of_another_layout_still_get_the_version_message(tmp_path):
     them, its version named in the host state): the message names both versions."""
     cfg = _cfg(tmp_path, "old")
     run_dir = run(cfg, max_chunks=3, make_program=make_fake_program)
-    manager = _manager(run_dir, create=False)
+    manager = open_manager(run_dir, create=False)
     for step in manager.all_steps():
         runner, host = load_checkpoint(run_dir, _abstract(cfg), step=step)
         manager.delete(step)
         old = {**runner._asdict(), "params": jnp.zeros((cfg.seeds, 5))}
-        _save(manager, step, old, {**host, "psjax_version": "0.0.9"})
+        save_checkpoint(manager, step, old, {**host, "psjax_version": "0.0.9"})
         manager.wait_until_finished()
     manager.close()
     with pytest.raises(ConfigError, match=r"written by another psjax version \(0\.0\.9; this is ") as error:

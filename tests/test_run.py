@@ -11,8 +11,10 @@ import pytest
 import yaml
 from conftest import make_fake_program
 
+from psjax.checkpoints import load_checkpoint
 from psjax.config import ConfigError, make_config
-from psjax.run import chunk_plan, load_checkpoint, run, seed_keys
+from psjax.plan import chunk_plan, seed_keys
+from psjax.run import run
 
 
 def _cfg(tmp_path, name, **overrides):
@@ -177,7 +179,7 @@ def test_no_checkpoint_no_resume(tmp_path, fake_factory):
 def _rewritten_checkpoint(tmp_path, edit):
     """A stopped tiny run whose last checkpoint is rewritten as ``edit(runner fields)`` (what another psjax
     version would have saved). Returns ``(run_dir, abstract runner, runner as saved by this psjax, host)``."""
-    from psjax.run import _manager, _save
+    from psjax.checkpoints import open_manager, save_checkpoint
     from psjax.train import make_program
 
     cfg = make_config({"env": "matrix", "matrix_game": "two_step", "alg": "fups", "learner": "ppo", "seeds": 2,
@@ -186,10 +188,10 @@ def _rewritten_checkpoint(tmp_path, edit):
     run_dir = run(cfg, max_chunks=1)
     abstract = jax.eval_shape(jax.vmap(make_program(cfg, 1).init), seed_keys(cfg.seed, cfg.seeds), {})
     runner, host = load_checkpoint(run_dir, abstract)
-    manager = _manager(run_dir, create=False)
+    manager = open_manager(run_dir, create=False)
     step = manager.latest_step()
     manager.delete(step)
-    _save(manager, step, edit(runner._asdict()), host)
+    save_checkpoint(manager, step, edit(runner._asdict()), host)
     manager.wait_until_finished()
     manager.close()
     return run_dir, abstract, runner, host

@@ -8,9 +8,11 @@ import jax
 import numpy as np
 import pytest
 
+from psjax.checkpoints import load_checkpoint
 from psjax.config import make_config
 from psjax.evaluate import random_policy_score
-from psjax.run import chunk_plan, load_checkpoint, run, seed_keys
+from psjax.plan import chunk_plan, seed_keys
+from psjax.run import run
 from psjax.train import make_parts, make_program, make_train
 
 TWO_STEP = {

@@ -13,7 +13,8 @@ from psjax import cli
 from psjax.compare import report
 from psjax.config import ConfigError, make_config
 from psjax.export import export
-from psjax.run import env_spec, run
+from psjax.run import run
+from psjax.run_folder import env_spec
 from psjax.schema import ENVS
 
 # 8 env steps per iteration, 4 iterations, an evaluation after every 2
