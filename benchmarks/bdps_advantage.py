@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from psjax.config import make_config
-from psjax.learners.bdps import greedy_metrics
+from psjax.sharing.bdps import greedy_metrics
 from psjax.train import make_program, make_train
 
 preset, steps, kind = sys.argv[1], int(float(sys.argv[2])), sys.argv[3]

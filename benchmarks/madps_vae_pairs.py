@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from psjax.config import make_config  # noqa: E402
 from psjax.sharing import mapd  # noqa: E402
-from psjax.train import _init, _iteration, make_parts  # noqa: E402
+from psjax.train import init_runner, make_parts, train_iteration  # noqa: E402
 
 SCALES = (0.0, 0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)  # a_i: agents 0 and 1 identical
 VARIANTS = ("own", "pooled")
@@ -101,7 +101,7 @@ def run_typed(args):
     same = (types[:, None] == types[None, :]) & ~np.eye(types.size, dtype=bool)
     cross = types[:, None] != types[None, :]
     chunk_iters = int(args.chunk_steps) // cfg.steps_per_iteration
-    chunk = jax.jit(lambda r: jax.lax.scan(lambda r, _: (_iteration(parts, r)[0], None), r, None, chunk_iters)[0])
+    chunk = jax.jit(lambda r: jax.lax.scan(lambda r, _: (train_iteration(parts, r)[0], None), r, None, chunk_iters)[0])
 
     @jax.jit
     def measure(runner, key):
@@ -109,7 +109,7 @@ def run_typed(args):
         logits = parts.learner.policy_logits(runner.learner, runner.sharing, traj, None)
         return both_variants(key, logits, traj.obs, sc, valid)
 
-    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    runner = jax.jit(lambda k: init_runner(parts, k))(jax.random.PRNGKey(0))
     print(f"typed, {types.size} agents of types {types.tolist()}, madps_init={args.init}, {args.keys} VAE keys")
     for _ in range(args.chunks):
         runner = chunk(runner)

@@ -35,7 +35,7 @@ from psjax import registry  # noqa: E402
 from psjax.config import make_config  # noqa: E402
 from psjax.envs import agent_id_features, resolve_agent_id  # noqa: E402
 from psjax.sharing import mapd  # noqa: E402
-from psjax.train import _init, _iteration, _rollout, make_parts  # noqa: E402
+from psjax.train import init_runner, make_parts, rollout_steps, train_iteration  # noqa: E402
 
 ENV_OVERRIDES = {
     "lbf": {"env": "lbf", "scenario": "8x8-2p-2f-coop"},
@@ -70,15 +70,15 @@ def measure(overrides: dict, repeats: int) -> dict:
     plain = make_parts(plain_cfg)
     if plain_cfg is cfg:  # MADPS: its rounds are its own; time its iteration at a never-due interval
         plain = make_parts(make_config({**overrides, "madps_interval": 10**6}))
-    runner = jax.jit(lambda k: _init(plain, k))(jax.random.PRNGKey(0))
-    it_compile, it_s = _timed(lambda r: _iteration(plain, r), (runner,), repeats)
-    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    runner = jax.jit(lambda k: init_runner(plain, k))(jax.random.PRNGKey(0))
+    it_compile, it_s = _timed(lambda r: train_iteration(plain, r), (runner,), repeats)
+    runner = jax.jit(lambda k: init_runner(parts, k))(jax.random.PRNGKey(0))
     if buffer_rows:  # fill the observation buffer first (no round is due yet): the round measures on all of it
         fills = -(-buffer_rows // min(cfg.sharing.mapd_buffer_add, cfg.steps_per_iteration))
-        runner = jax.jit(lambda r: jax.lax.scan(lambda r, _: (_iteration(parts, r)[0], None), r, None, fills)[0])(
+        runner = jax.jit(lambda r: jax.lax.scan(lambda r, _: (train_iteration(parts, r)[0], None), r, None, fills)[0])(
             runner)
     # one rollout to measure on, then the round alone
-    _, (traj, _) = jax.jit(lambda r: _rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
+    _, (traj, _) = jax.jit(lambda r: rollout_steps(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
                                               r.env_steps, parts.rollout_len, greedy=False))(runner)
     codes = agent_id_features(spec.num_agents, resolve_agent_id(cfg.env.agent_id, registry.get(cfg.alg).agent_id))
     relabel = mapd.id_relabel(codes) if codes.shape[1] else None

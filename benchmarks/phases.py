@@ -65,7 +65,7 @@ def build(cfg, iters: int) -> dict:
         return runner, jax.lax.scan(step, (runner.env_state, runner.ts), jax.random.split(key, steps))[1].sum()
 
     def rollout(runner, traj, last, key):
-        carry, (t, step_ts) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+        carry, (t, step_ts) = loop.rollout_steps(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                                             runner.hidden, key, runner.env_steps, steps, greedy=False)
         return runner, jax.tree.map(lambda x: x.sum(), (t.reward, t.extras))
 
@@ -83,11 +83,11 @@ def build(cfg, iters: int) -> dict:
         return new, jax.tree.map(lambda x: x.sum(), metrics)
 
     def sample_rollout(runner, key):
-        (_, last, _), (t, _) = loop._rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+        (_, last, _), (t, _) = loop.rollout_steps(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                                              runner.hidden, key, runner.env_steps, steps, greedy=False)
         return t, last
 
-    return {"parts": parts, "init": jax.jit(lambda k: loop._init(parts, k)), "sample": jax.jit(sample_rollout),
+    return {"parts": parts, "init": jax.jit(lambda k: loop.init_runner(parts, k)), "sample": jax.jit(sample_rollout),
             "phases": {name: repeat(fn) for name, fn in
                        {"env": env_only, "rollout": rollout, "update": update, "sharing": sharing,
                         "iteration": iteration}.items()}}

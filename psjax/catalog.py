@@ -3,8 +3,7 @@ adding a method is its module plus one entry in ``MODULES``, whose order is the 
 (tables, ``compare``'s rows) whatever order the modules happen to be imported in."""
 
 from psjax import registry
-from psjax.learners import bdps
-from psjax.sharing import baselines, dico, hypermarl, identity, kaleidoscope, madps, pps
+from psjax.sharing import baselines, bdps, dico, hypermarl, identity, kaleidoscope, madps, pps
 
 MODULES = (
     baselines,  # nops, fups, fups_id, snp_ps

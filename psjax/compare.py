@@ -154,12 +154,12 @@ def env_label(env: dict) -> str:
     return " ".join([name] + [str(d) for d in details if d is not None])
 
 
-def _read_jsonl(path: pathlib.Path) -> list[dict]:
+def read_jsonl(path: pathlib.Path) -> list[dict]:
     """The rows of a run folder's JSONL log, decoded (``decode_row``)."""
     return [decode_row(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _evaluate():
+def evaluate_module():
     """``psjax.evaluate`` (metric names, policy names), imported on use: it loads JAX, which a report does not
     otherwise need."""
     from psjax import evaluate
@@ -208,8 +208,8 @@ def load_run(run_dir, metric: str = "auto", steps: int | None = None, policy: st
     if chosen not in evaluated:
         raise ConfigError(f"policy={policy}: {path} evaluated the {' and '.join(evaluated)} policy only; allowed: "
                           f"auto, {', '.join(evaluated)} (eval_policy=both evaluates both)")
-    column = metric if assumed else _evaluate().eval_key(metric.removeprefix("eval_"), chosen)
-    rows = _read_jsonl(path / "eval.jsonl")
+    column = metric if assumed else evaluate_module().eval_key(metric.removeprefix("eval_"), chosen)
+    rows = read_jsonl(path / "eval.jsonl")
     seeds = sorted({r["seed"] for r in rows})
     by_seed = {s: [r for r in rows if r["seed"] == s] for s in seeds}
     num = min(len(v) for v in by_seed.values())  # a seed cut short is not expected; keep the common part
@@ -400,7 +400,7 @@ def markdown(rows: list[dict]) -> str:
     The headers name the evaluation policy; where the rows of a table come from different policies the
     table gets a policy column and a line that says so (and how to compare one policy).
     """
-    names = _evaluate().POLICY_NAMES
+    names = evaluate_module().POLICY_NAMES
     out = []
     for env in dict.fromkeys(r["env"] for r in rows):
         sub = [r for r in rows if r["env"] == env]
@@ -468,7 +468,7 @@ def curve_band(y: np.ndarray, reps: int = 1000) -> tuple[np.ndarray, np.ndarray,
 
 def plot(groups: list[Group], path: pathlib.Path) -> pathlib.Path:
     """``compare.png``: one panel per environment, one line per (method, learner, policy) with its band."""
-    names = _evaluate().POLICY_NAMES
+    names = evaluate_module().POLICY_NAMES
     from matplotlib import colormaps
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 

@@ -29,7 +29,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from psjax.compare import _evaluate, _read_jsonl, diverged_seeds, env_label, find_runs
+from psjax.compare import diverged_seeds, env_label, evaluate_module, find_runs, read_jsonl
 from psjax.fields import ConfigError
 from psjax.schema import team_return_of
 
@@ -46,8 +46,8 @@ def run_entries(run_dir: pathlib.Path, policy: str = "auto") -> dict[str, dict]:
                           f"auto, {', '.join(evaluated)}")
     chosen = None if policy == "auto" else policy  # auto: the plain eval_* columns (the run's primary policy)
     stats = {"return": "return", **({"win_rate": "won"} if summary.get("has_win") else {})}
-    eval_key = _evaluate().eval_key
-    rows = _read_jsonl(run_dir / "eval.jsonl")
+    eval_key = evaluate_module().eval_key
+    rows = read_jsonl(run_dir / "eval.jsonl")
     runs = {}
     for seed in sorted({r["seed"] for r in rows}):
         evals = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["iteration"])
@@ -81,7 +81,7 @@ def marl_eval_json(paths: Sequence, policy: str = "auto", algorithm: str = "meth
     for run_dir in find_runs(paths):
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         summary = json.loads((run_dir / "summary.json").read_text())
-        diverged = diverged_seeds(summary, _read_jsonl(run_dir / "eval.jsonl"))
+        diverged = diverged_seeds(summary, read_jsonl(run_dir / "eval.jsonl"))
         if diverged:
             step = (summary.get("nonfinite") or {}).get("env_step")
             why = (f"diverged: seed{'s' * (len(diverged) > 1)} {', '.join(map(str, diverged))} non-finite"

@@ -76,9 +76,9 @@ def estimate(cfg: Any, devices: int = 1, rows: int | None = None, data_devices: 
     from psjax import train
 
     parts = train.make_parts(cfg)
-    runner = jax.eval_shape(lambda k: train._init(parts, k), jax.random.PRNGKey(0))
+    runner = jax.eval_shape(lambda k: train.init_runner(parts, k), jax.random.PRNGKey(0))
     traj = jax.eval_shape(
-        lambda r: train._rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key, r.env_steps,
+        lambda r: train.rollout_steps(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key, r.env_steps,
                                  parts.rollout_len, greedy=False)[1],
         runner)
     per_seed = {

@@ -47,7 +47,7 @@ class Method:
     # names every field either of them set
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     agent_id: str = "none"  # the agent indication ``env.agent_id=auto`` appends (FuPS+id: onehot)
-    # agent_model(cfg, spec) -> psjax.learners.qmix.AgentModel replacing the value learner's default agent
+    # agent_model(cfg, spec) -> psjax.agent_model.AgentModel replacing the value learner's default agent
     # network (BDPS's role and group networks); None = the learner's own network
     agent_model: Callable | None = None
     # pictures drawn after training: draw(run_dir, cfg, runner, program) -> path or None (``psjax.run``); the

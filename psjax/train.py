@@ -3,7 +3,7 @@
 ``make_train(cfg)`` returns a pure ``train(key)`` (jit it, vmap it over seeds);
 ``make_program(cfg, chunk_iters)`` exposes the same loop in chunks for the host
 runner (progress, evaluation, checkpoints). Every method and learner goes
-through ``_iteration``; none of them is special-cased here.
+through ``train_iteration``; none of them is special-cased here.
 
 A hyperparameter sweep (``cfg.sweep``, ``psjax.sweep``) is the same loop built for each row from the row's
 point, the swept fields as traced scalars (``Runner.point``): points train side by side under one vmap.
@@ -105,7 +105,7 @@ def make_parts(cfg: TrainConfig, env: Env | None = None) -> Parts:
     return Parts(env, learner, scheme, lc.num_envs, lc.rollout_len)
 
 
-def _init(parts: Parts, key) -> Runner:
+def init_runner(parts: Parts, key) -> Runner:
     key, k_env, k_learner, k_sharing = jax.random.split(key, 4)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_env, parts.num_envs))
     return Runner(
@@ -120,7 +120,7 @@ def _init(parts: Parts, key) -> Runner:
     )
 
 
-def _rollout(
+def rollout_steps(
     parts: Parts, learner_state, sharing, env_state, ts, hidden, key, step, num_steps: int, greedy: bool
 ):
     """Run ``num_steps`` steps in every env. Returns the final carry and per-step (Transition, EpisodeEnd)."""
@@ -187,9 +187,9 @@ def nonfinite_metrics(learner_metrics: dict, updated: jax.Array, params) -> dict
     return {"nonfinite": count + (bad_params > 0).astype(jnp.int32), "nonfinite_params": bad_params}
 
 
-def _iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
+def train_iteration(parts: Parts, runner: Runner) -> tuple[Runner, dict]:
     key, k_roll, k_update, k_sharing = jax.random.split(runner.key, 4)
-    (env_state, ts, hidden), (traj, step_ts) = _rollout(
+    (env_state, ts, hidden), (traj, step_ts) = rollout_steps(
         parts,
         runner.learner,
         runner.sharing,
@@ -229,7 +229,7 @@ def episode(parts: Parts, runner: Runner, key, num_envs: int, greedy: bool) -> t
     the per-step ``(Transition, EpisodeEnd)``, ``[T, E, ...]``; every env's first episode lies inside them."""
     k_reset, k_roll = jax.random.split(key)
     env_state, ts = jax.vmap(parts.env.reset)(jax.random.split(k_reset, num_envs))
-    _, (traj, step_ts) = _rollout(
+    _, (traj, step_ts) = rollout_steps(
         parts,
         runner.learner,
         runner.sharing,
@@ -272,8 +272,8 @@ def _parts_for_points(cfg: TrainConfig) -> Callable[[Any], Parts]:
 
 
 def _loop(parts_at: Callable[[Any], Parts], key, point, num_iterations: int):
-    runner = _init(parts_at(point), key)._replace(point=point)
-    return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, num_iterations)
+    runner = init_runner(parts_at(point), key)._replace(point=point)
+    return jax.lax.scan(lambda r, _: train_iteration(parts_at(r.point), r), runner, None, num_iterations)
 
 
 def make_train(cfg: TrainConfig) -> Callable[[chex.PRNGKey], tuple[Runner, dict]]:
@@ -296,16 +296,16 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
     parts = parts_at(())
 
     def run_chunk(runner):
-        return jax.lax.scan(lambda r, _: _iteration(parts_at(r.point), r), runner, None, chunk_iters)
+        return jax.lax.scan(lambda r, _: train_iteration(parts_at(r.point), r), runner, None, chunk_iters)
 
     def run_counted(runner, count):
         # what scan lowers to (a while loop writing each iteration's row), with the trip count read at run time
-        rows = jax.eval_shape(lambda r: _iteration(parts_at(r.point), r)[1], runner)
+        rows = jax.eval_shape(lambda r: train_iteration(parts_at(r.point), r)[1], runner)
         table = jax.tree.map(lambda s: jnp.zeros((chunk_iters, *s.shape), s.dtype), rows)
 
         def body(i, carry):
             runner, table = carry
-            runner, metrics = _iteration(parts_at(runner.point), runner)
+            runner, metrics = train_iteration(parts_at(runner.point), runner)
             return runner, jax.tree.map(lambda t, m: jax.lax.dynamic_update_index_in_dim(t, m, i, 0), table, metrics)
 
         return jax.lax.fori_loop(0, jnp.minimum(count, chunk_iters), body, (runner, table))
@@ -317,7 +317,7 @@ def make_program(cfg: TrainConfig, chunk_iters: int) -> Program:
         return {**metrics, "nonfinite_params": nonfinite_count(parts_at(runner.point).learner.params(runner.learner))}
 
     return Program(
-        init=lambda key, point=(): _init(parts_at(point), key)._replace(point=point),
+        init=lambda key, point=(): init_runner(parts_at(point), key)._replace(point=point),
         run_chunk=run_chunk,
         evaluate=evaluate,
         param_count=count_params(parts),

@@ -12,12 +12,12 @@ import pytest
 
 from psjax.config import ConfigError, make_config
 from psjax.envs.base import team_reward
-from psjax.learners.bdps import advantage, distinct_per_episode, make_agent_model, selector_targets
 from psjax.learners.qmix import masked_argmax
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer
-from psjax.train import _init, _rollout, make_parts, make_train
+from psjax.sharing.bdps import advantage, distinct_per_episode, make_agent_model, selector_targets
+from psjax.train import init_runner, make_parts, make_train, rollout_steps
 
 T_U, E_FACTOR = 2, 2
 T_V = T_U * E_FACTOR
@@ -40,7 +40,7 @@ def built():
     """The tiny config's parts and a freshly initialised runner (one compiled init)."""
     cfg = tiny()
     parts = make_parts(cfg)
-    return cfg, parts, jax.jit(lambda key: _init(parts, key))(jax.random.PRNGKey(3))
+    return cfg, parts, jax.jit(lambda key: init_runner(parts, key))(jax.random.PRNGKey(3))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_roles_and_groups_in_range_and_constant_between_periods(built):
 
     @jax.jit
     def roll(runner, env_state, ts):
-        return _rollout(parts, runner.learner, runner.sharing, env_state, ts, parts.learner.init_hidden(4),
+        return rollout_steps(parts, runner.learner, runner.sharing, env_state, ts, parts.learner.init_hidden(4),
                         runner.key, runner.env_steps, steps, greedy=False)
 
     (_, _, hidden), (traj, _) = roll(runner, env_state, ts)
@@ -471,7 +471,7 @@ def test_last_action_acting_agrees_with_unroll(built, last_action_params):
 
     @jax.jit
     def roll(state, env_state, ts):
-        return _rollout(parts, state, runner.sharing, env_state, ts, parts.learner.init_hidden(2),
+        return rollout_steps(parts, state, runner.sharing, env_state, ts, parts.learner.init_hidden(2),
                         jax.random.PRNGKey(9), runner.env_steps, steps, greedy=True)
 
     (_, _, hidden), (traj, _) = roll(state, env_state, ts)

@@ -14,7 +14,7 @@ from psjax.fields import ConfigError
 from psjax.run import run
 from psjax.sharing.dico import POLICY, DicoState, rescale
 from psjax.sharing.snd import aitchison, measure_snd, pairwise_snd, system_neural_diversity
-from psjax.train import _init, make_parts, make_train
+from psjax.train import init_runner, make_parts, make_train
 from psjax.types import Transition
 
 NEG = -1e9  # the learners' logit at unavailable actions
@@ -62,7 +62,7 @@ def _spread_parts(target=1.0, **extra):
     cfg = make_config({"env": "mpe_spread", "alg": "dico", "learner": "ppo", "dico_snd": target,
                        "ac.hidden": 16, "ac.num_envs": 4, "ac.rollout_len": 8, **extra})
     parts = make_parts(cfg)
-    return cfg, parts, _init(parts, jax.random.PRNGKey(0))
+    return cfg, parts, init_runner(parts, jax.random.PRNGKey(0))
 
 
 def _observations(spec, steps=6, envs=4):

@@ -13,7 +13,7 @@ from psjax.nets.agents import MLP
 from psjax.run import run
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
 from psjax.sharing.hypermarl import EMBEDDINGS, generate, init_hypernet, make_hypermarl
-from psjax.train import _init, make_parts, make_train
+from psjax.train import init_runner, make_parts, make_train
 
 N, D, A = 3, 5, 4
 
@@ -89,7 +89,7 @@ LEARNERS = {
                                      for k in LEARNERS])
 def test_hypermarl_trains_with_every_learner(learner):
     cfg = make_config({**SMALL, **LEARNERS[learner]})
-    runner0 = _init(make_parts(cfg), jax.random.PRNGKey(0))
+    runner0 = init_runner(make_parts(cfg), jax.random.PRNGKey(0))
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
     sim = np.asarray(metrics["hyper_similarity"])

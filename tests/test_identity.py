@@ -21,7 +21,7 @@ from psjax.plan import seed_keys
 from psjax.run import run
 from psjax.sharing import identity
 from psjax.sharing.bank import apply_agents
-from psjax.train import _init, _rollout, count_params, make_parts, make_program, make_train
+from psjax.train import count_params, init_runner, make_parts, make_program, make_train, rollout_steps
 from psjax.types import Transition
 
 # Four agents, types (0, 0, 1, 1). A2C: 40 env steps per iteration (800 in all), so the switch comes
@@ -170,7 +170,7 @@ def test_adaps_critic_is_masked_unless_asked_not_to(mask_critic):
     assert make_config({**TYPED, "alg": "adaps"}).sharing.adaps_mask_critic  # the default masks it
     cfg = make_config({**TYPED, "alg": "adaps", "adaps_mask_critic": mask_critic})
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(0))
+    runner = init_runner(parts, jax.random.PRNGKey(0))
     hidden = cfg.ac.hidden
     half = (jnp.arange(hidden) % 2 == 0).astype(jnp.float32)
     masks = tuple(jnp.stack([jnp.ones(hidden), jnp.ones(hidden), half, half]) for _ in runner.sharing.masks)
@@ -230,7 +230,7 @@ def test_seps_switch_copies_the_pretrained_slot_into_every_row_once():
     cfg = make_config({**TYPED, "alg": "seps", "learner": "qmix", "identity_clusters": 2, "rollout_len": 16,
                        "num_envs": 4, "identity_epochs": 2})
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(0))
+    runner = init_runner(parts, jax.random.PRNGKey(0))
 
     def perturb(tree, seed):  # distinct rows everywhere, in params, target and moments
         leaves, treedef = jax.tree.flatten(tree)
@@ -242,7 +242,7 @@ def test_seps_switch_copies_the_pretrained_slot_into_every_row_once():
     learner = runner.learner._replace(params=perturb(runner.learner.params, 0),
                                       target=perturb(runner.learner.target, 1),
                                       opt_state=perturb(runner.learner.opt_state, 2))
-    rollout = jax.jit(lambda r: _rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
+    rollout = jax.jit(lambda r: rollout_steps(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, r.key,
                                          r.env_steps, 16, False))
     (_, _, _), (traj, _) = rollout(runner)
     update = jax.jit(parts.scheme.update)

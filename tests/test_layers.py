@@ -18,7 +18,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "psjax"
 RANKS = (  # module prefix -> layer (an import may only point to the same layer or below)
     ("psjax.fields", 0), ("psjax.schema", 1), ("psjax.sweep", 1), ("psjax.registry", 2), ("psjax.types", 2),
     ("psjax.logrows", 2),
-    ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3), ("psjax.sharing", 4), ("psjax.evaluate", 4),
+    ("psjax.bootstrap", 3), ("psjax.envs", 3), ("psjax.nets", 3), ("psjax.shard", 3),
+    ("psjax.sharing", 4), ("psjax.agent_model", 4), ("psjax.evaluate", 4),
     ("psjax.learners", 5), ("psjax.catalog", 6), ("psjax.config", 7),
     ("psjax.train", 8), ("psjax.backends", 8), ("psjax.memory", 8),
     ("psjax.run", 9), ("psjax.plan", 9), ("psjax.logs", 9), ("psjax.checkpoints", 9), ("psjax.resume", 9),
@@ -28,7 +29,8 @@ RANKS = (  # module prefix -> layer (an import may only point to the same layer 
 )
 # Modules that serve every method: none of them may compare with a method's name or key a table by it.
 GENERIC = ("fields", "schema", "sweep", "registry", "types", "config", "train", "run", "compare", "cli", "evaluate",
-           "logrows", "method_runs", "plan", "logs", "checkpoints", "resume", "run_folder", "plots", "placement",
+           "logrows", "bootstrap", "agent_model", "method_runs", "plan", "logs", "checkpoints", "resume", "run_folder",
+           "plots", "placement",
            "shard", "backends", "export", "memory",
            "envs/", "nets/", "learners/__init__", "learners/qmix", "learners/actor_critic", "learners/replay",
            "learners/batches",

@@ -311,7 +311,7 @@ def test_replay_items_start_from_the_recorded_state(stored_state):
     """q.stored_state (the default, R2D2): an item stored after a rollout that started mid-episode starts from
     the GRU state and last action the agents had then; false: from zeros (psjax's form before issue 39)."""
     from psjax.config import make_config
-    from psjax.train import _init, _rollout, make_parts
+    from psjax.train import init_runner, make_parts, rollout_steps
 
     cfg = make_config({"env": "smax", "map": "3m", "alg": "fups_id", "learner": "qmix", "q.last_action": True,
                        "q.num_envs": 2, "q.rollout_len": 8, "q.learning_starts": 0, "q.buffer_size": 4,
@@ -321,11 +321,11 @@ def test_replay_items_start_from_the_recorded_state(stored_state):
     default = make_config({"learner": "qmix"}).q
     assert default.stored_state and burn_in_steps(default) == 8 and burn_in_steps(cfg.q) == 2
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(0))
-    (env_state, ts, hidden), _ = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+    runner = init_runner(parts, jax.random.PRNGKey(0))
+    (env_state, ts, hidden), _ = rollout_steps(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                                              runner.hidden, jax.random.PRNGKey(1), 0, 5, greedy=False)
     assert float(jnp.abs(hidden["h"]).max()) > 0 and float(hidden["last_action"].sum()) > 0
-    _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, env_state, ts, hidden, jax.random.PRNGKey(2),
+    _, (traj, _) = rollout_steps(parts, runner.learner, runner.sharing, env_state, ts, hidden, jax.random.PRNGKey(2),
                             0, 8, greedy=False)
     state, _ = jax.jit(parts.learner.update)(runner.learner, runner.sharing, traj, ts, hidden,
                                              jax.random.PRNGKey(3), 64)

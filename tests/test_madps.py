@@ -11,7 +11,7 @@ import pytest
 
 from psjax.config import ConfigError, make_config
 from psjax.sharing import madps
-from psjax.train import _init, make_parts, make_train
+from psjax.train import init_runner, make_parts, make_train
 
 EPS0, EPS1, EPS2 = 0.25, 0.5, 1.0
 
@@ -233,11 +233,11 @@ def test_rounds_before_madps_start_only_measure():
 
 
 def test_division_copies_both_front_layers_equal_right_after_and_diverging_with_training():
-    from psjax.train import _iteration
+    from psjax.train import train_iteration
 
     cfg, parts = _madps_parts(madps_start=0, madps_fuse_threshold=0.5)  # eps (0.25, 0.5, 1.0)
-    step = jax.jit(lambda r: _iteration(parts, r))
-    runner, _ = step(jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0)))  # non-zero Adam moments
+    step = jax.jit(lambda r: train_iteration(parts, r))
+    runner, _ = step(jax.jit(lambda k: init_runner(parts, k))(jax.random.PRNGKey(0)))  # non-zero Adam moments
     # agents 0 and 2 far apart on the shared front: a round divides agent 1 (agent 0's first j) ... make it 2:
     d = _matrix(3, far=0.7, d02=3.0)
     sharing, learner = parts.scheme.restructure(runner.sharing, runner.learner, jnp.asarray(d), jax.random.PRNGKey(1))

@@ -11,7 +11,7 @@ import pytest
 from psjax import registry
 from psjax.cli import format_methods
 from psjax.config import ConfigError, from_dict, make_config, method_defaults_line, to_dict
-from psjax.learners.bdps import DEFAULTS
+from psjax.sharing.bdps import DEFAULTS
 
 SMAX_BDPS = {"env": "smax", "alg": "bdps"}
 BDPS_Q = ("q.td_lambda", "q.updates_per_rollout", "q.last_action", "q.eps_decay_steps")

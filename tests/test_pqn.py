@@ -14,7 +14,7 @@ from psjax.learners.qmix import sequence_targets
 from psjax.nets.agents import RecurrentNet
 from psjax.plan import seed_keys
 from psjax.sharing.pps import layer_of
-from psjax.train import _init, make_parts, make_program, make_train
+from psjax.train import init_runner, make_parts, make_program, make_train
 
 
 def test_pqn_lambda_returns_by_hand_through_a_time_limit():
@@ -56,7 +56,7 @@ PQN_SMALL = {"env": "typed", "num_agents": 4, "learner": "pqn", "q.hidden": 16, 
 
 def test_pqn_keeps_no_replay_or_target_and_learns_from_the_first_rollout():
     cfg = make_config({**PQN_SMALL, "alg": "fups_id"})
-    runner0 = _init(make_parts(cfg), jax.random.PRNGKey(0))
+    runner0 = init_runner(make_parts(cfg), jax.random.PRNGKey(0))
     assert runner0.learner.buffer == () and runner0.learner.target == ()
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert cfg.num_iterations == 3
@@ -96,7 +96,7 @@ def test_every_value_method_trains_with_pqn(alg):
                        "identity_pretrain_steps": 128, "identity_epochs": 2, "pps_interval": 4,
                        "bdps_role_period": 2, "bdps_group_factor": 1, "bdps_roles": 2, "bdps_groups": 2})
     assert cfg.q.layer_norm and cfg.q.optimizer == "radam"  # the pqn learner preset
-    runner0 = _init(make_parts(cfg), jax.random.PRNGKey(0))
+    runner0 = init_runner(make_parts(cfg), jax.random.PRNGKey(0))
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
     bank = "role" if alg == "bdps" else "agent"

@@ -13,7 +13,7 @@ from psjax.config import make_config
 from psjax.learners.actor_critic import episode_starts, minibatches
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.plan import seed_keys
-from psjax.train import _init, _rollout, make_parts, make_train
+from psjax.train import init_runner, make_parts, make_train, rollout_steps
 
 H = 8
 SPREAD = {"env": "mpe_spread", "learner": "ppo", "ac.recurrent": True, "ac.hidden": H, "ac.num_envs": 2,
@@ -23,9 +23,9 @@ SPREAD = {"env": "mpe_spread", "learner": "ppo", "ac.recurrent": True, "ac.hidde
 
 def _rollout_of(cfg, key=0):
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(key))
+    runner = init_runner(parts, jax.random.PRNGKey(key))
     (_, last, _), (traj, _) = jax.jit(
-        lambda r: _rollout(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, jax.random.PRNGKey(7),
+        lambda r: rollout_steps(parts, r.learner, r.sharing, r.env_state, r.ts, r.hidden, jax.random.PRNGKey(7),
                            r.env_steps, cfg.ac.rollout_len, greedy=False))(runner)
     return parts, runner, traj, last
 
@@ -185,7 +185,7 @@ def test_every_sharing_method_trains_with_the_recurrent_actor_critic(alg, shared
                        "madps_interval": 4, "madps_start": 4, "eval_every": 0,
                        "ac.last_action": alg == "madps"})  # MAPD rounds reading previous actions
     assert cfg.learner_kind.recurrent
-    runner0 = _init(make_parts(cfg), jax.random.PRNGKey(0))
+    runner0 = init_runner(make_parts(cfg), jax.random.PRNGKey(0))
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
     gru0 = runner0.learner.params["actor"]["params"]

@@ -14,7 +14,7 @@ from psjax.config import ConfigError, make_config
 from psjax.registry import Method
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.methods import Scheme, static_update
-from psjax.train import _init, make_parts, make_train
+from psjax.train import init_runner, make_parts, make_train
 
 
 def make_alternate(cfg, spec, hidden, num_masked_layers, bank_names):
@@ -36,7 +36,7 @@ def test_toy_method_from_this_file_trains(alternate):
     cfg = make_config({"alg": alternate, "env": "mpe_spread", "steps": 400, "seeds": 1})
     assert cfg.learner_name == "a2c"  # the record's default learner
     parts = make_parts(cfg)
-    before = _init(parts, jax.random.PRNGKey(0)).learner.params["actor"]
+    before = init_runner(parts, jax.random.PRNGKey(0)).learner.params["actor"]
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     after = runner.learner.params["actor"]
     assert np.asarray(runner.sharing.slots).tolist() == [0, 1, 0]

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from psjax import registry
+from psjax.bootstrap import at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.config import EnvConfig, make_config
 from psjax.envs import make_env
-from psjax.learners.bootstrap import at_steps, truncation_slots, truncation_steps, with_steps
-from psjax.train import _init, _rollout, make_parts
+from psjax.train import init_runner, make_parts, rollout_steps
 
 L = 4  # the time limit under test
 CASES = {  # name -> (env config, method: the method picks the agent-indication wrapper)
@@ -94,8 +94,8 @@ def test_rollout_stores_the_observation_each_step_led_to_time_limit():
     cfg = make_config({"env": "mpe_spread", "alg": "fups", "learner": "ppo", "time_limit": 5,
                        "ac.num_envs": 2, "ac.rollout_len": 12, "steps": 24})
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(0))
-    _, (traj, ends) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+    runner = init_runner(parts, jax.random.PRNGKey(0))
+    _, (traj, ends) = rollout_steps(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                                runner.hidden, jax.random.PRNGKey(1), 0, 12, greedy=False)
     done = np.asarray(traj.done)
     assert done[4].all() and done[9].all() and not np.asarray(traj.terminated).any()
@@ -112,7 +112,7 @@ def test_recurrent_unroll_final_utilities_after_time_limit(last_action):
     """``q_final[t]`` reads the truncated episode's last observation from the GRU state the episode left
     (no reset), while ``q[t + 1]`` starts the next episode from zeros; with ``last_action`` the input is the
     one-hot of the previous action, zeros at an episode's start, a_t for the final observation."""
-    from psjax.learners.qmix import recurrent_agent_model
+    from psjax.agent_model import recurrent_agent_model
     from psjax.nets.agents import RecurrentNet
     from psjax.sharing.methods import make_scheme
     from psjax.train import MASKED_LAYERS
@@ -180,8 +180,8 @@ def test_qmix_replay_item_time_limit_finals_round_trip():
                        "q.num_envs": 4, "q.rollout_len": 16, "q.learning_starts": 0, "q.buffer_size": 8,
                        "q.batch_size": 4, "steps": 64})
     parts = make_parts(cfg)
-    runner = _init(parts, jax.random.PRNGKey(0))
-    _, (traj, _) = _rollout(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
+    runner = init_runner(parts, jax.random.PRNGKey(0))
+    _, (traj, _) = rollout_steps(parts, runner.learner, runner.sharing, runner.env_state, runner.ts,
                             runner.hidden, jax.random.PRNGKey(1), 0, 16, greedy=False)
     state, _ = jax.jit(parts.learner.update)(runner.learner, runner.sharing, traj, runner.ts, runner.hidden,
                                              jax.random.PRNGKey(2), 64)

@@ -136,7 +136,7 @@ def test_no_gradient_step_before_learning_starts(vmapped):
     the predicate is batched (``lax.cond`` becomes a select): the same."""
     from jax.flatten_util import ravel_pytree
 
-    from psjax.train import _init
+    from psjax.train import init_runner
 
     cfg = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 512, "steps": 768})
     keys = seed_keys(0, 2)
@@ -149,7 +149,7 @@ def test_no_gradient_step_before_learning_starts(vmapped):
 
     early = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 512, "steps": 384})
     params = jax.jit(make_train(early))(keys[0])[0].learner.params
-    initial = jax.jit(lambda k: _init(make_parts(early), k))(keys[0]).learner.params
+    initial = jax.jit(lambda k: init_runner(make_parts(early), k))(keys[0]).learner.params
     np.testing.assert_array_equal(ravel_pytree(params)[0], ravel_pytree(initial)[0])
 
 
@@ -159,13 +159,13 @@ def test_target_updates_hard_and_soft(tau):
     untouched between; soft (``target_tau``): target <- tau * online + (1 - tau) * target after every step."""
     from jax.flatten_util import ravel_pytree
 
-    from psjax.train import _init, _iteration
+    from psjax.train import init_runner, train_iteration
 
     cfg = make_config({**TWO_STEP, "learner": "qmix", "q.learning_starts": 0, "q.updates_per_rollout": 1,
                        "q.target_update_interval": 2, "q.target_tau": tau})
     parts = make_parts(cfg)
-    step = jax.jit(lambda r: _iteration(parts, r)[0])
-    runner = jax.jit(lambda k: _init(parts, k))(jax.random.PRNGKey(0))
+    step = jax.jit(lambda r: train_iteration(parts, r)[0])
+    runner = jax.jit(lambda k: init_runner(parts, k))(jax.random.PRNGKey(0))
     leaves = lambda tree: np.asarray(ravel_pytree(tree)[0])  # noqa: E731
     for update in (1, 2, 3):
         before = leaves(runner.learner.target)

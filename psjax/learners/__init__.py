@@ -7,7 +7,7 @@ from psjax.types import Learner
 
 
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, agent_model=None) -> Learner:
-    """The learner ``cfg.learner_name`` names; ``agent_model`` (a method's ``qmix.AgentModel``, e.g. BDPS's)
+    """The learner ``cfg.learner_name`` names; ``agent_model`` (a method's ``agent_model.AgentModel``, e.g. BDPS's)
     replaces a value learner's default agent network."""
     if cfg.is_value_based:
         from psjax.learners import qmix

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from psjax.bootstrap import apply_rows, at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.envs.base import EnvSpec, TimeStep
 from psjax.learners.batches import minibatches
-from psjax.learners.bootstrap import apply_rows, at_steps, truncation_slots, truncation_steps, with_steps
 from psjax.nets.agents import MLP, RecurrentNet
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, agent_params, apply_agents, apply_gathered, init_bank, unroll_agents

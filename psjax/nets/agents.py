@@ -19,7 +19,7 @@ from psjax.nets.init import normal, orthogonal, orthogonal_plus_noise
 Masks = Sequence[chex.Array] | None  # one [..., H] array per maskable hidden layer
 
 
-def _dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:
+def dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:
     return nn.Dense(features, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
@@ -51,7 +51,7 @@ class ConvTorso(nn.Module):
         return jnp.concatenate([img.reshape(lead + (-1,)), x[..., size:]], axis=-1)
 
 
-def _torso(x: chex.Array, obs_shape: tuple[int, ...]) -> chex.Array:
+def image_torso(x: chex.Array, obs_shape: tuple[int, ...]) -> chex.Array:
     """The conv torso when the observation is an image (``obs_shape`` given), else ``x`` unchanged."""
     return ConvTorso(tuple(obs_shape))(x) if obs_shape else x
 
@@ -202,8 +202,8 @@ class MLP(nn.Module):
         if self.obs_shape:
             x = ConvTorso(tuple(self.obs_shape), name=names[0])(x)
         for layer in range(self.depth):
-            dense = nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
-            x = _apply_mask(nn.relu(dense(x)), masks, layer)
+            hidden_layer = nn.Dense(self.hidden, name=names[1 + layer], **dense_inits(self.init_style, np.sqrt(2.0)))
+            x = _apply_mask(nn.relu(hidden_layer(x)), masks, layer)
         return nn.Dense(self.out_dim, name=names[-1], **dense_inits(self.init_style, self.out_scale))(x)
 
 

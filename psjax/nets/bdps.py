@@ -16,7 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from psjax.nets.agents import _dense, _torso
+from psjax.nets.agents import dense, image_torso
 from psjax.nets.init import orthogonal
 
 NEG_INF = -1e9
@@ -132,7 +132,7 @@ class Torso(nn.Module):
 
     @nn.compact
     def __call__(self, h, obs):
-        x = nn.relu(_dense(self.hidden)(_torso(obs, self.obs_shape)))
+        x = nn.relu(dense(self.hidden)(image_torso(obs, self.obs_shape)))
         return nn.GRUCell(self.hidden, recurrent_kernel_init=orthogonal(1.0))(h, x)[0]
 
 
@@ -143,4 +143,4 @@ class QHead(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        return _dense(self.num_actions, 1.0)(x)
+        return dense(self.num_actions, 1.0)(x)

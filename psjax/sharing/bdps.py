@@ -59,11 +59,11 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from psjax.agent_model import AgentModel, with_last_action
+from psjax.bootstrap import at_steps
 from psjax.envs import make_env, num_agents
 from psjax.envs.base import EnvSpec, team_reward
 from psjax.fields import ConfigError
-from psjax.learners.bootstrap import at_steps
-from psjax.learners.qmix import AgentModel, with_last_action
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
