@@ -105,10 +105,8 @@ class EnvConfig:
     lbf_seps_levels: bool = _f(False, "LBF: agent i has level i % 3 + 1 in every episode, hidden from the vector "
                                "observation (lb-foraging's seps branch, SePS / AdaPS)")
     team_return: str = _f(
-        "auto", "the reported episode return (evaluations, logs, compare, export): sum or mean over agents of their "
-        "rewards; auto = what the env's papers report (PAPER_TEAM_RETURN: sum on MPE, BPS, C-RWARE and LBF, as "
-        "JaxMARL, EPyMARL and the SePS code; mean on SMAX, where every agent gets the team's reward, and psjax's "
-        "typed / matrix games). Learning is unchanged: mixers train on spec.team_reward",
+        "auto", "the reported episode return: sum or mean of the agents' rewards; auto = what the env's papers report "
+                "(docs/config.md); training is unchanged (mixers use spec.team_reward)",
         choices=("auto", "sum", "mean"))
     image_indication: str = _f(
         "none", "agent indication channels added to image observations (Terry et al. 4.2)",
@@ -120,9 +118,8 @@ class EnvConfig:
 class SharingConfig:
     snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
     identity_pretrain_steps: int = _f(
-        50_000, "SePS/AdaPS: env steps (per seed, summed over envs) of pretraining with the shared network; the "
-        "identity VAE, k-means and the switch to clusters run once, at the first iteration that reaches it "
-        "(default: a sixth of a 300k-step run)", min=0)
+        50_000, "SePS/AdaPS: env steps per seed of pretraining with the shared network; the identity VAE, k-means and "
+                "the switch to clusters run once, when it is reached", min=0)
     identity_clusters: str = _f(
         "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the best identity_k_rule score over "
         "K = 2..N-1 (N-1 slots allocated; N <= 2 agents: K = N)")
@@ -144,9 +141,8 @@ class SharingConfig:
     identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
     identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
     identity_cluster_input: str = _f(
-        "auto", "SePS/AdaPS: the identity vectors k-means clusters; mean = the encoder means mu_i; sample = one "
-        "draw z_i = mu_i + sigma_i * eps per agent; auto = mean for SePS (its code), sample for AdaPS (its paper, "
-        "section 4.1: 'the identity vector (sampled from output of encoder)')", choices=("auto", "mean", "sample"))
+        "auto", "SePS/AdaPS: what k-means clusters: mean = encoder means mu_i; sample = one draw per agent; auto = mean"
+                " for SePS (its code), sample for AdaPS (its paper)", choices=("auto", "mean", "sample"))
     adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
                                 min=0.0, max=1.0)
     adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
@@ -161,12 +157,11 @@ class SharingConfig:
     pps_window: int = _f(96, "PPS: reward buffer length W, in pps_window_unit (paper: 96, 'the same length as the "
                          "batch size' of 96 episodes)", min=1)
     pps_window_unit: str = _f(
-        "episodes", "PPS: unit of the reward buffer; episodes = R_i is agent i's reward summed over the last W "
-        "completed episodes of all parallel envs (the paper's reading); steps = summed over the last W rollout steps, "
-        "each step's reward averaged over the envs", choices=("episodes", "steps"))
+        "episodes", "PPS: unit of the reward buffer: episodes = the last W completed episodes of all envs (the paper); "
+                    "steps = the last W rollout steps, averaged over envs", choices=("episodes", "steps"))
     pps_rs_weights: str = _f(
-        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after shifting by min(0, min R) "
-        "(the paper's formula; uniform when all are 0); softmax = softmax(R_i / pps_rs_temperature) (released code)",
+        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after a shift to >= 0 (the "
+                 "paper); softmax = softmax(R_i / pps_rs_temperature) (released code)",
         choices=("ratio", "softmax"))
     pps_rs_temperature: float = _f(1.0, "RS-PPS: softmax temperature (pps_rs_weights=softmax)", min=1e-6)
     pps_pp_boundary: int = _f(2, "PP-PPS: agent-network layers (Dense, GRU, Dense) before the personal/shared "
@@ -194,46 +189,39 @@ class SharingConfig:
                                     "U ~ Uniform(0, 1)", min=0.0)
     kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
                                    "initial shrink of a weight")
-    hyper_embedding: str = _f("auto", "HyperMARL: the agent embedding the hypernetwork reads: onehot = agent ids "
-                              "(the reference's feed-forward default), learned = a trainable table of "
-                              "hyper_embed_dim (its recurrent scripts); auto = learned with recurrent networks "
-                              "(ac.recurrent, the Q learners), onehot otherwise",
+    hyper_embedding: str = _f("auto", "HyperMARL: the embedding the hypernetwork reads: onehot = agent ids; learned = a"
+                                      " table of hyper_embed_dim; auto = learned for recurrent networks, onehot "
+                                      "otherwise",
                               choices=("auto", "onehot", "learned"))
-    hyper_generate: str = _f("auto", "HyperMARL: the leaves generated per agent: all, or after_gru (the reference's "
-                             "recurrent scripts: the layers after the GRU; the observation layer and the GRU are "
-                             "parameters shared by every agent); auto = after_gru with recurrent networks, all "
-                             "otherwise", choices=("auto", "all", "after_gru"))
+    hyper_generate: str = _f("auto", "HyperMARL: leaves generated per agent: all, or after_gru (the layers after the "
+                                     "GRU; those before it shared); auto = after_gru for recurrent networks, all "
+                                     "otherwise", choices=("auto", "all", "after_gru"))
     hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
     hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
                            "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
-    dico_snd: float = _f(1.0, "DiCo: the team's target System Neural Diversity, in Aitchison distance between the "
-                         "agents' action distributions (docs/methods.md, DiCo); 0 = the shared policy alone, -1 = "
-                         "unconstrained deviations (scale 1)", min=-1.0)
+    dico_snd: float = _f(1.0, "DiCo: the team's target System Neural Diversity (Aitchison distance between action "
+                              "distributions); 0 = the shared policy alone, -1 = unconstrained deviations", min=-1.0)
     dico_tau: float = _f(1.0, "DiCo: soft-update weight of the deviations' SND estimate, measured once per iteration "
                          "after the update (1 = the latest measurement; the reference's 0.01 updates at every "
                          "forward pass)", min=0.0, max=1.0)
-    dico_init_gain: float = _f(1.0, "DiCo: orthogonal gain of the output layer of the shared policy and the "
-                               "deviation networks. 1.0 starts the deviations where the first rescale keeps s near "
-                               "1 (fresh deviations' SND ~0.8: docs/methods.md), as the reference's default "
-                               "initialisation does; 0.01 = psjax's other actors (SND ~0.008, s ~120 at target 1: "
-                               "psjax before issue 39)", min=0.0)
+    dico_init_gain: float = _f(1.0, "DiCo: orthogonal gain of the output layer of the shared policy and deviations; 1.0"
+                                    " keeps the first rescale near s = 1, as the reference; 0.01 = psjax before issue "
+                                    "39", min=0.0)
     snd_interval: int = _f(0, "System Neural Diversity as a metric (A2C / PPO and the value learners): iterations "
                            "between measurements, logged as snd (NaN between) and drawn in snd.png; 0 = off. DiCo "
                            "measures after every iteration", min=0)
-    snd_rows: int = _f(32, "SND with feed-forward actors: env steps drawn from the iteration's rollout, every "
-                       "agent's observation at each, that every agent's policy is evaluated on; recurrent networks "
-                       "are unrolled along the whole rollout", min=1)
+    snd_rows: int = _f(32, "SND with feed-forward actors: env steps drawn from the rollout, every agent's policy "
+                           "evaluated on every agent's observation there (recurrent ones: the whole rollout)", min=1)
     mapd_interval: int = _f(0, "MAPD policy distance as a metric: training iterations between distance rounds "
                             "(logged as mapd_distance[i,j], NaN between rounds); 0 = off. MADPS runs its rounds every "
                             "madps_interval instead", min=0)
     mapd_distance: str = _f("wasserstein", "MAPD: distance between the latent Gaussians",
                             choices=("wasserstein", "hellinger", "bhattacharyya"))
-    mapd_pool_size: int = _f(1024, "MAPD: observations drawn (without replacement, valid ones first) from the "
-                             "observation buffer (A2C / PPO) or the round's rollout (value learners), pooled over "
-                             "agents; every agent's policy is evaluated on all of them", min=1)
-    mapd_buffer_size: int = _f(512, "MAPD with A2C / PPO: env steps (each with every agent's observation) kept in a "
-                               "ring buffer that the distance rounds measure on; value learners (recurrent Q "
-                               "networks) measure on the round's rollout instead", min=1)
+    mapd_pool_size: int = _f(1024, "MAPD: observations drawn (without replacement) from the observation buffer or the "
+                                   "round's rollout, pooled over agents; every agent's policy is evaluated on all",
+                                   min=1)
+    mapd_buffer_size: int = _f(512, "MAPD with A2C / PPO: env steps kept in the ring buffer the distance rounds measure"
+                                    " on (value learners measure on the round's rollout)", min=1)
     mapd_buffer_add: int = _f(40, "MAPD with A2C / PPO: env steps of each iteration's rollout written to the buffer "
                               "(drawn uniformly; all of them when the rollout has no more)", min=1)
     mapd_latent: int = _f(10, "MAPD: conditional VAE latent size", min=1)
@@ -244,35 +232,22 @@ class SharingConfig:
     mapd_lr: float = _f(3e-4, "MAPD: VAE Adam learning rate", min=0.0)
     mapd_kl_coef: float = _f(0.01, "MAPD: weight of the KL term of the VAE loss", min=0.0)
     mapd_vae_pairs: str = _f(
-        "own", "MAPD: the VAE's training pairs; own = each agent's policy on its own observations (the reference); "
-        "pooled = every agent's policy on every pooled observation (the pairs it then encodes: on the typed env "
-        "1.3-1.5x larger cross-type distances, a 0-20% cleaner same / cross-type separation; "
-        "benchmarks/madps_vae_pairs.py). The distances use the pooled batch either way", choices=("own", "pooled"))
-    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the iteration count "
-                             "nearest 20k env steps (500 with A2C's 8 envs x 5 steps, 10 with PPO's 16 x 128): "
-                             "10 rounds in a 200k-step run whatever the learner's rollout size", min=0)
-    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring; earlier rounds only "
-                          "measure and log the distances; -1 = twice madps_interval (the second round: 40k env "
-                          "steps by default). Early distances measure the initialisation more than learning: "
-                          "reference init 0.15-0.6 at 1-2k steps on LBF / spread / typed, settling by 10-20k "
-                          "(benchmarks/madps_init.py)", min=-1)
-    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this fuse their "
-                                     "fronts. An absolute Wasserstein distance; the reference code's 0.5 (the seed "
-                                     "tunes it per task: 1.0 on spread, 0.5 on SMAC). Measured (A2C, "
-                                     "benchmarks/madps_init.py): on the typed env agents of different types reach "
-                                     "0.8-1.9 by 10k steps and same-type agents fall below 0.1 under either "
-                                     "madps_init, so eps0 / eps1 / eps2 = 0.25 / 0.5 / 1.0 find the two types; LBF "
-                                     "coop and 3-agent spread (homogeneous) stay at 0.005-0.38, so their backs fuse",
+        "own", "MAPD: the VAE's training pairs: own = each agent's policy on its own observations (the reference); "
+               "pooled = every policy on every pooled observation (docs/config.md)", choices=("own", "pooled"))
+    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the count nearest 20k env "
+                                "steps (500 with A2C's 8 x 5, 10 with PPO's 16 x 128)", min=0)
+    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring (earlier rounds only measure);"
+                              " -1 = twice madps_interval (docs/config.md)", min=-1)
+    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this (Wasserstein) "
+                                          "fuse their fronts; the reference code's 0.5 (docs/config.md)",
                                      min=0.0)
     madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
                                        "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
     madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
                                      "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
-    madps_init: str = _f("reference", "MADPS: actor initialisation; reference = the reference code's default "
-                         "(initial_as_the_same=False): every layer orthogonal with gain 0.5 plus N(0, 0.2) noise on "
-                         "weights and biases, so every agent starts with its own non-uniform policy (first MAPD "
-                         "distances 0.15-0.6); psjax = psjax's other actors: hidden layers orthogonal sqrt(2), "
-                         "output layer orthogonal 0.01 (near-uniform, near-identical policies: 0.006-0.04)",
+    madps_init: str = _f("reference", "MADPS: actor initialisation: reference = orthogonal gain 0.5 plus N(0, 0.2) "
+                                      "noise (the reference code's default); psjax = psjax's other actors "
+                                      "(docs/config.md)",
                          choices=("psjax", "reference"))
     bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
     bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
@@ -280,8 +255,8 @@ class SharingConfig:
                                "(paper: 5, 7, 8, 10 or 14)", min=1)
     bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
     bdps_shared_torso: bool = _f(False, "BDPS: one Dense -> GRU torso shared by the role and group networks, with "
-                                 "per-role / per-group output heads (the group heads also read h_U); a deviation "
-                                 "from the paper's k + m full recurrent networks, about FuPS's agent compute")
+                                        "per-role / per-group heads; a deviation from the paper's k + m networks, "
+                                        "~FuPS's compute")
     bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
     bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
                               min=1)
@@ -315,13 +290,10 @@ class QConfig:
                            "every gradient step; 0 = hard copies every target_update_interval steps", min=0.0, max=1.0)
     double_q: bool = _f(True, "double-Q targets (online argmax, target value)")
     td_lambda: float = _f(0.0, "lambda of TD(lambda) targets along stored sequences; 0 = one-step", min=0.0, max=1.0)
-    stored_state: bool = _f(True, "start each replay item from the GRU state (and last action) recorded when it was "
-                            "collected (R2D2's stored state), since items are consecutive steps of continuing envs "
-                            "that mostly start mid-episode; false = from zeros (psjax before issue 39)")
-    burn_in: int = _f(-1, "replay items: the first steps leave their TD errors out of the loss and only warm the "
-                      "GRU state up (R2D2's burn-in; the stored state came from older parameters); -1 = "
-                      "min(8, rollout_len // 4); 0 = every step counts (psjax before issue 39, with "
-                      "stored_state=false)", min=-1)
+    stored_state: bool = _f(True, "start each replay item from the GRU state and last action recorded at collection "
+                                  "(R2D2's stored state); false = from zeros (psjax before issue 39)")
+    burn_in: int = _f(-1, "replay items: the first steps only warm the GRU up, their TD errors left out of the loss "
+                          "(R2D2); -1 = min(8, rollout_len // 4); 0 = every step counts", min=-1)
     last_action: bool = _f(False, "recurrent agents also read the one-hot of their previous action (zeros at an "
                            "episode's start): pymarl's obs_last_action, BDPS's Q_U(tau, a_{t-1})")
     max_grad_norm: float = _f(10.0, "global gradient-norm clip", min=0.0)
@@ -356,29 +328,23 @@ class ACConfig:
     gae_lambda: float = _f(1.0, "GAE lambda; 1.0 = plain n-step returns", min=0.0, max=1.0)
     ent_coef: float = _f(0.01, "entropy bonus", min=0.0)
     vf_coef: float = _f(
-        0.5, "value-loss weight c in loss = policy + c * mean (V - R)^2 - ent_coef * entropy (no extra 1/2; means "
-        "over time, envs and agents). A2C default 0.5 = the SePS code's value_loss_coef (ac.py: "
-        "0.5 * (R - V)^2, its terms summed over agents where psjax averages them, the same ratio of value to "
-        "policy and entropy terms); the PPO preset sets 0.25 = CleanRL / JaxMARL IPPO's 0.5 x 0.5 * mean",
+        0.5, "value-loss weight c: loss = policy + c * mean (V - R)^2 - ent_coef * entropy; A2C 0.5 (the SePS code's), "
+             "the PPO preset 0.25 (CleanRL / JaxMARL's 0.5 x 0.5)",
         min=0.0)
     max_grad_norm: float = _f(0.5, "global gradient-norm clip", min=0.0)
     clip_eps: float = _f(0.2, "PPO ratio clip", min=0.0)
-    clip_value: bool = _f(False, "PPO value clipping (JaxMARL's IPPO / MAPPO, HyperMARL's PPO): the new value is "
-                          "also clipped to within clip_eps of the rollout's, and the larger of the two squared "
-                          "errors is the value loss; off = the plain squared error (the SePS code's A2C)")
+    clip_value: bool = _f(False, "PPO value clipping (JaxMARL's IPPO / MAPPO): the new value also clipped to within "
+                                 "clip_eps of the rollout's, the larger squared error taken; off = plain squared error")
     epochs: int = _f(1, "passes over each rollout (PPO > 1)", min=1)
     num_minibatches: int = _f(1, "minibatches per pass (PPO)", min=1)
     normalize_adv: bool = _f(False, "standardise advantages per minibatch")
     central_critic: bool = _f(False, "critic on the global state + agent id (MAPPO) instead of local obs")
     recurrent: bool = _f(
-        False, "GRU actor and critic (Dense -> GRU -> Dense, width `hidden`; IPPO / MAPPO-rnn): states carried "
-        "through the rollout and zeroed where an episode ends; PPO's minibatches are whole env trajectories "
-        "(num_minibatches must divide num_envs). MADPS's actor gets its GRU as the front block's second layer")
+        False, "GRU actor and critic (Dense -> GRU -> Dense; IPPO / MAPPO-rnn): states carried through the rollout, "
+               "zeroed at episode ends; PPO's minibatches are whole env trajectories")
     shared_torso: bool = _f(
-        False, "with `recurrent`: actor and critic share one Dense -> GRU torso, each with its own Dense -> ReLU "
-        "-> Dense head on the GRU's output (JaxMARL's ActorCriticRNN, its IPPO-rnn): one GRU per agent instead "
-        "of two, the value loss training the torso too. The critic then reads the actor's input, so "
-        "central_critic must be false; masks act on the torso, the value head reads it unmasked")
+        False, "with recurrent: actor and critic share one Dense -> GRU torso, each with its own head (JaxMARL's "
+               "ActorCriticRNN); needs central_critic=false (docs/config.md)")
     last_action: bool = _f(False, "with `recurrent`: the actor also reads the one-hot of the agent's previous "
                            "action (zeros at an episode's start), as q.last_action does for the Q agents")
 
@@ -390,10 +356,8 @@ class TrainConfig:
                   "lists them; psjax.registry)")
     learner: str = _f("", "learner; empty = the method's default (make_config writes it in)",
                       choices=("",) + LEARNERS)
-    method_defaults: str = _f("", "written by make_config, a record: the fields (dotted paths, space-separated) whose "
-                              "values came from alg's registry record (psjax.registry.Method: its paper's settings "
-                              "under this learner, `defaults`, and the structure that fits the task, `fit_task`) "
-                              "because neither a preset nor an override set them; a resumed run keeps its record")
+    method_defaults: str = _f("", "written by make_config: the fields (dotted, space-separated) whose values came from "
+                                  "alg's registry record because no preset or override set them; kept on resume")
     sharing: SharingConfig = field(default_factory=SharingConfig, metadata={"doc": "method options"})
     q: QConfig = field(default_factory=QConfig, metadata={"doc": "QMIX / VDN / IQL options"})
     ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})
@@ -402,15 +366,12 @@ class TrainConfig:
     devices: int = _f(0, "local devices the seeds are sharded over (their leading axis, no collectives; "
                       "psjax.shard): 0 = the most local devices that divide `seeds` evenly; N = exactly N, which "
                       "must divide `seeds` and exist", min=0)
-    parallel: str = _f("seeds", "what the devices split: seeds = the rows (seeds, sweep points: independent runs, "
-                       "no collectives); envs = each run's environments, rollout and replay buffer (data parallel: "
-                       "parameters replicated, gradients reduced by XLA across devices, the same mathematics as one "
-                       "device; env count and buffer size must divide by the devices)", choices=("seeds", "envs"))
-    distributed: str = _f("off", "several processes (hosts) in one run (psjax.shard.initialize_distributed): off = "
-                          "this process alone; on = jax.distributed.initialize with coordinator / num_processes / "
-                          "process_id where set, else what JAX reads from the environment (SLURM, "
-                          "JAX_COORDINATOR_ADDRESS, ...); the rows are then sharded over every process's devices, "
-                          "process 0 writes the logs and figures, every process the checkpoint",
+    parallel: str = _f("seeds", "what the devices split: seeds = the rows (seeds, sweep points; no collectives); envs ="
+                                " each run's envs, rollout and replay buffer (data parallel) (docs/scaling.md)",
+                       choices=("seeds", "envs"))
+    distributed: str = _f("off", "several processes (hosts) in one run: off = this process alone; on = "
+                                 "jax.distributed.initialize from coordinator / num_processes / process_id or the "
+                                 "environment",
                           choices=("off", "on"))
     coordinator: str = _f("", "distributed=on: the coordinator's host:port (process 0's); empty = from the "
                           "environment")
@@ -418,54 +379,35 @@ class TrainConfig:
     process_id: int = _f(-1, "distributed=on: this process's index, 0 .. num_processes-1; -1 = from the "
                          "environment", min=-1)
     steps: int = _f(200_000, "environment steps per seed (summed over parallel envs)", min=1)
-    sweep: str = _f("", "hyperparameters trained side by side in one compiled program (psjax.sweep): `FIELD=v1,v2,"
-                    "...` entries joined by `;`, on the command line sweep.FIELD=v1,v2,...; any numeric ac.* / q.* / "
-                    "sharing.* field the program reads as a number (learning rates, discounts, coefficients, "
-                    "epsilons, thresholds; fields that set shapes or that building the program branches on are "
-                    "refused by name); every point x seed is one row of the vmapped program and one run folder "
-                    "inside the run's folder; empty = no sweep")
+    sweep: str = _f("", "hyperparameters trained side by side in one program: `FIELD=v1,v2,...` entries joined by `;` "
+                        "(CLI: sweep.FIELD=v1,v2,...); numeric fields only; empty = no sweep")
     sweep_mode: str = _f("grid", "how sweep entries combine: grid = every combination; zip = the i-th values of "
                          "every entry together (all entries equally long)", choices=("grid", "zip"))
-    memory_gb: float = _f(0.0, "device memory (GiB) a run must fit: runs whose resident state (parameters, "
-                          "optimiser, replay buffer, env states, one rollout, x seeds per device; psjax.memory, a "
-                          "floor from shapes) exceeds it are refused before anything is compiled, and runs whose "
-                          "compiled training chunk (XLA's account: arguments, outputs, temporaries) needs more than "
-                          "90% of it before anything is allocated; 0 = the device's own memory (a CPU: the memory "
-                          "available when the run starts)", min=0.0)
+    memory_gb: float = _f(0.0, "device memory (GiB) a run must fit, checked from shapes before compiling and from XLA's"
+                               " account of the compiled chunk before allocating; 0 = the device's own", min=0.0)
     eval_every: float = _f(0.05, "evaluation (of eval_policy) every this fraction of training", min=0.0, max=1.0)
     eval_envs: int = _f(32, "episodes per evaluation and policy, per seed (one in each of this many fresh envs)",
                         min=1)
     eval_policy: str = _f(
-        "auto", "policy the evaluations act with: greedy = argmax of the Q values or policy logits; sample = the "
-        "training policy (A2C / PPO: actions drawn from pi; QMIX / VDN / IQL: epsilon-greedy at the current "
-        "epsilon, learner.act(greedy=False)); both = both in one run from the same keys, the learner's default "
-        "first; auto = sample for a2c / ppo (EPyMARL's soft policies; the SePS, AdaPS and MADPS papers report the "
-        "stochastic policy), greedy for qmix / vdn / iql (pymarl's test mode). The first policy of "
-        "eval_policies is reported as eval_return / eval_won / eval_length, every policy also as "
-        "eval_<policy>_return etc.", choices=("auto", "greedy", "sample", "both"))
+        "auto", "policy evaluations act with: greedy = argmax; sample = the training policy; both; auto = sample for "
+                "a2c / ppo, greedy for Q learners (docs/config.md)", choices=("auto", "greedy", "sample", "both"))
     checkpoint: bool = _f(True, "write orbax checkpoints (at most every checkpoint_every_s, always after a call's "
                           "last chunk) for resume=")
-    checkpoint_every_s: float = _f(60.0, "seconds of training between checkpoints (each written after an "
-                                   "evaluation; a run's or a max_chunks call's last chunk always checkpointed); an "
-                                   "interrupted run resumes from the newest, redoing at most this much. 0: after every "
-                                   "evaluation (a checkpoint holds the replay buffer: BDPS on SMAX 3m ~0.6 GB, ~1.6 s "
-                                   "a write on 2 cores)", min=0.0)
+    checkpoint_every_s: float = _f(60.0, "seconds of training between checkpoints (each after an evaluation; the last "
+                                         "chunk always); 0 = after every evaluation", min=0.0)
     on_nonfinite: str = _f("stop", "non-finite loss, gradient, Q value or parameter: stop (safer: no run trains on "
                            "into a false result; the last good checkpoint is kept for resume=) or warn (train on, "
                            "flagged)", choices=("stop", "warn"))
     out_dir: str = _f("runs", "parent folder of run folders")
-    compile_cache: str = _f("~/.cache/psjax/xla", "folder of JAX's persistent compilation cache for psjax.run / "
-                            "`psjax train`: a program compiled before (same config, JAX version and device) is "
-                            "loaded from here instead of compiled again (a resumed run, a rerun, another seed of the "
-                            "same config run apart); summary.json's compile_s then counts the load; empty = leave "
-                            "JAX's own setting (off unless JAX_COMPILATION_CACHE_DIR is set)")
+    compile_cache: str = _f("~/.cache/psjax/xla", "folder of JAX's persistent compilation cache: a program compiled "
+                                                  "before (same config, JAX, device) is loaded instead; empty = JAX's "
+                                                  "own setting")
     compile_cache_gb: float = _f(4.0, "size limit of compile_cache (GiB): the least recently used programs are "
                                  "removed beyond it", min=0.01)
     run_name: str = _f("", "run folder name; empty = env-alg-learner-timestamp")
     progress: bool = _f(True, "show a progress bar")
-    logger: str = _f("none", "logging backends beside the run folder's JSONL / CSV (psjax.backends; each an extra: "
-                     "pip install -e '.[tensorboard]' / '.[wandb]'): tensorboard = <run>/tensorboard/seed_<s>/; wandb "
-                     "= one W&B run per seed, grouped by the run folder's name",
+    logger: str = _f("none", "logging backends beside the JSONL / CSV (extras: pip install -e '.[tensorboard]' / "
+                             "'.[wandb]'): tensorboard = <run>/tensorboard/seed_<s>/; wandb = a W&B run per seed",
                      choices=("none", "tensorboard", "wandb", "tensorboard+wandb"))
     wandb_project: str = _f("psjax", "W&B project (logger=wandb)")
     wandb_mode: str = _f("online", "W&B mode (logger=wandb): online; offline = files under <run>/wandb only, "

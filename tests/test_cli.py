@@ -77,6 +77,13 @@ def test_fields_lists_every_field_with_doc_and_default(capsys):
     assert f"q.lr = {QConfig().lr}" in out and "env.name = 'lbf'" in out
 
 
+def test_field_docs_are_one_or_two_lines():
+    """A field's doc says what it is in at most 200 characters; measurements and history live in the docs
+    (docs/config.md), where they can be kept true."""
+    long = {path: len(doc) for path, doc in field_docs().items() if len(doc) > 200}
+    assert long == {}
+
+
 def test_parse_pairs_keeps_equals_in_values():
     assert cli.parse_pairs(["run_name=a=b", "lr=1e-3", "lr=2e-3"]) == {"run_name": "a=b", "lr": "2e-3"}
 

@@ -298,34 +298,35 @@ def test_render_each_env(tmp_path):
 
 
 def test_conv_torso_reads_image_and_extra_features():
-    from psjax.nets.agents import MLP, RecurrentNet
+    from psjax.nets.agents import MLP, RecurrentNet, block_params, blocks
 
     shape = (5, 5, 3)
     d = 5 * 5 * 3 + 2  # image + two appended id features
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, d))
     net = MLP(8, 6, obs_shape=shape)
     params = jax.jit(net.init)(jax.random.PRNGKey(1), x[0])
-    conv = params["params"]["ConvTorso_0"]
+    conv = block_params(params, "conv")
     assert conv["Conv_0"]["kernel"].shape == (3, 3, 3, 16) and conv["Conv_1"]["kernel"].shape == (3, 3, 16, 32)
-    assert params["params"]["Dense_0"]["kernel"].shape == (3 * 3 * 32 + 2, 8)  # stride 2: 5x5 -> 3x3
+    assert block_params(params, "hidden_0")["kernel"].shape == (3 * 3 * 32 + 2, 8)  # stride 2: 5x5 -> 3x3
     apply = jax.jit(net.apply)
     out = apply(params, x)
     assert out.shape == (4, 6)
     np.testing.assert_allclose(jax.jit(jax.vmap(apply, (None, 0)))(params, x), out, rtol=1e-5, atol=1e-6)
     assert not np.allclose(apply(params, x.at[:, -1].add(1.0)), out)  # the id features reach the output
     # without an image shape the network is the plain MLP (no conv parameters)
-    assert "ConvTorso_0" not in jax.eval_shape(MLP(8, 6).init, jax.random.PRNGKey(1), x[0])["params"]
+    assert "conv" not in blocks(jax.eval_shape(MLP(8, 6).init, jax.random.PRNGKey(1), x[0])).values()
     q = RecurrentNet(8, 6, obs_shape=shape)
     h0 = jnp.zeros((4, 8))
     qp = jax.jit(q.init)(jax.random.PRNGKey(2), h0[0], x[0])
     h, qs = jax.jit(q.apply)(qp, h0, x)
-    assert h.shape == (4, 8) and qs.shape == (4, 6) and "ConvTorso_0" in qp["params"]
+    assert h.shape == (4, 8) and qs.shape == (4, 6) and "conv" in blocks(qp).values()
 
 
 @pytest.mark.parametrize("alg,learner", [("fups_id", "qmix"), pytest.param("pps_pp", "qmix", marks=pytest.mark.slow),
                                          pytest.param("nops", "a2c", marks=pytest.mark.slow)])
 def test_learners_train_on_image_observations_through_the_conv_torso(alg, learner):
     from psjax.config import make_config
+    from psjax.nets.agents import blocks
     from psjax.train import make_parts, make_train
 
     tiny = {"qmix": {"num_envs": 2, "rollout_len": 8, "hidden": 8, "buffer_size": 4, "batch_size": 2,
@@ -337,7 +338,7 @@ def test_learners_train_on_image_observations_through_the_conv_torso(alg, learne
     assert parts.env.spec.obs_shape  # an image: the networks must read it through their conv torso
     params = parts.learner.params(jax.eval_shape(parts.learner.init, jax.random.PRNGKey(0)))
     bank = params["agent" if learner == "qmix" else "actor"]["params"]
-    assert "ConvTorso_0" in bank
+    assert "conv" in blocks(bank).values()
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(runner.learner.params))
     assert int(runner.env_steps) == cfg.num_iterations * cfg.steps_per_iteration

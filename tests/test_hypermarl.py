@@ -9,7 +9,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from psjax.config import make_config
-from psjax.nets.agents import MLP
+from psjax.nets.agents import MLP, blocks
 from psjax.run import run
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
 from psjax.sharing.hypermarl import EMBEDDINGS, generate, init_hypernet, make_hypermarl
@@ -124,16 +124,17 @@ def test_recurrent_form_generates_the_layers_after_the_gru_only():
     assert hyper_forms(make_config({**SMALL, **LEARNERS["ppo"]})) == ("onehot", "all")
     net = RecurrentNet(16, A)
     bank = init_bank(lambda k: net.init(k, jnp.zeros((16,)), jnp.zeros((D,))), jax.random.PRNGKey(0), 1)
-    assert {p[1] for p in generated_paths(bank, "after_gru")} == {"Dense_1"}
-    assert {p[1] for p in generated_paths(bank, "all")} == {"Dense_0", "GRUCell_0", "Dense_1"}
+    block = blocks(bank)
+    assert {block[p[1]] for p in generated_paths(bank, "after_gru")} == {"head"}
+    assert {block[p[1]] for p in generated_paths(bank, "all")} == {"hidden_0", "gru", "head"}
     owned = init_hypernet(jax.random.PRNGKey(1), {"actor": bank}, N, "learned", 6, 8, "after_gru")
-    assert {p[1] for p in flatten_dict(owned["actor"])} == {"Dense_1"}
+    assert {block[p[1]] for p in flatten_dict(owned["actor"])} == {"head"}
     cfg = make_config({**SMALL, **LEARNERS["ppo_rnn"]})
     scheme = make_hypermarl(cfg, make_parts(cfg).env.spec, 16, 2, ("actor",))
     params, axes = scheme.agent_params("actor", bank, owned, None)
     flat, flat_axes = flatten_dict(params), flatten_dict(axes)
     for path, leaf in flatten_dict(bank).items():
-        if path[1] == "Dense_1":
+        if block[path[1]] == "head":
             assert flat_axes[path] == 0 and flat[path].shape == (N,) + leaf.shape[1:]
         else:
             assert flat_axes[path] is None
@@ -148,4 +149,4 @@ def test_recurrent_form_generates_the_layers_after_the_gru_only():
 
     grads = flatten_dict(jax.grad(loss)(bank, owned))
     for path, g in grads.items():
-        assert np.any(g != 0) == (path[1] != "Dense_1"), path
+        assert np.any(g != 0) == (block[path[1]] != "head"), path

@@ -15,7 +15,7 @@ import pytest
 from psjax.config import ConfigError, make_config
 from psjax.envs import make_env
 from psjax.envs.typed import agent_types
-from psjax.nets.agents import MLP
+from psjax.nets.agents import MLP, block_params
 from psjax.nets.vae import vae_loss
 from psjax.plan import seed_keys
 from psjax.run import run
@@ -377,10 +377,10 @@ def test_adaps_masks_are_the_ones_the_learner_applies(adaps_run):
 
         grads = jax.grad(agent_logits)(final.learner.params["actor"])["params"]
         mask0 = np.asarray(final.sharing.masks[0][agent])
-        kernel0 = np.asarray(grads["Dense_0"]["kernel"][0])  # [D, H]
+        kernel0 = np.asarray(block_params(grads, "hidden_0")["kernel"][0])  # [D, H]
         assert np.all(kernel0[:, mask0 == 0] == 0.0) and np.any(kernel0[:, mask0 == 1] != 0.0)
         mask1 = np.asarray(final.sharing.masks[1][agent])
-        kernel1 = np.asarray(grads["Dense_1"]["kernel"][0])  # [H, H]
+        kernel1 = np.asarray(block_params(grads, "hidden_1")["kernel"][0])  # [H, H]
         assert np.all(kernel1[:, mask1 == 0] == 0.0) and np.all(kernel1[mask0 == 0, :] == 0.0)
     # and the learner's policy and critic (masked too by default) change when the masks are lifted
     act = jax.jit(parts.learner.act, static_argnums=6)

@@ -8,7 +8,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
-from psjax.nets.agents import MLP, RecurrentNet
+from psjax.nets.agents import MLP, RecurrentNet, block_params, module_of
 from psjax.plan import seed_keys
 from psjax.sharing import kaleidoscope as kal
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank
@@ -46,7 +46,7 @@ def _tiny_params():
 
 def test_effective_weights_and_masks_by_hand():
     params = _tiny_params()
-    t = params["sharing"]["agent"]["params"]["Dense_0"]["kernel"]
+    t = block_params(params["sharing"]["agent"], "hidden_0")["kernel"]
     w_eff = np.asarray(kal.effective_weights(jnp.asarray(W0), t))
     # sign(w) * relu(|w| - s): agent 0 shrinks by 0.1 and drops both small weights; agent 1 shrinks by
     # 0.005 and drops only |-0.003| < 0.005
@@ -56,9 +56,9 @@ def test_effective_weights_and_masks_by_hand():
     np.testing.assert_array_equal(masks, [[[1, 1], [0, 0]], [[1, 1], [1, 0]]])
     # per-agent params for apply_agents: masked kernels get the agent axis, biases stay shared
     per_agent, axes = kal.agent_params("agent", params["agent"], params["sharing"])
-    np.testing.assert_allclose(per_agent["params"]["Dense_0"]["kernel"], w_eff, atol=1e-6)
-    assert axes["params"]["Dense_0"] == {"kernel": 0, "bias": None}
-    assert per_agent["params"]["Dense_1"]["bias"].shape == (1,)
+    np.testing.assert_allclose(block_params(per_agent, "hidden_0")["kernel"], w_eff, atol=1e-6)
+    assert block_params(axes, "hidden_0") == {"kernel": 0, "bias": None}
+    assert block_params(per_agent, "head")["bias"].shape == (1,)
 
 
 def test_apply_with_derived_params_equals_loop_over_agents():
@@ -72,7 +72,7 @@ def test_apply_with_derived_params_equals_loop_over_agents():
     out = apply_agents(net.apply, bank, scheme.layout, state, x, derive=agent_derive(scheme, "agent", params))
     for i in range(N):
         p_i = jax.tree.map(lambda p: p[0], bank)
-        for layer in ("Dense_0", "Dense_1", "Dense_2"):
+        for layer in (module_of(bank, block) for block in ("hidden_0", "hidden_1", "head")):
             w = p_i["params"][layer]["kernel"]
             s = jax.nn.sigmoid(owned["agent"]["params"][layer]["kernel"][i])
             p_i["params"][layer]["kernel"] = jnp.sign(w) * jnp.maximum(jnp.abs(w) - s, 0.0)
@@ -93,7 +93,7 @@ def test_diversity_loss_by_hand_and_its_sign():
     # more different masks -> lower loss: identical thresholds give 0, then one, then two weights apart
     def with_agent1(s):
         p = jax.tree.map(lambda x: x, params)
-        for layer in ("Dense_0", "Dense_1"):
+        for layer in (module_of(p["agent"], block) for block in ("hidden_0", "head")):
             t = p["sharing"]["agent"]["params"][layer]["kernel"]
             p["sharing"]["agent"]["params"][layer]["kernel"] = t.at[1].set(_logit(s))
         return float(kal.diversity_loss(p, ("agent",)))
@@ -122,7 +122,7 @@ def test_pairwise_mask_distance_equals_the_pairwise_form_in_value_and_gradient()
 def test_straight_through_gradient_reaches_the_thresholds():
     params = _tiny_params()
     grads = jax.grad(lambda p: kal.diversity_loss(p, ("agent",)))(params)
-    g = np.array(grads["sharing"]["agent"]["params"]["Dense_0"]["kernel"])
+    g = np.array(block_params(grads["sharing"]["agent"], "hidden_0")["kernel"])
     # only W0[1,0] differs between the agents. d loss / d m_0 = +2|w| c / (N(N-1)P) there, and the STE
     # passes d m / d t = -sigmoid'(t) = -s(1 - s): agent 0 (masked) is pushed to raise its threshold,
     # agent 1 (keeping it) to lower it, which makes the masks more different
@@ -131,7 +131,7 @@ def test_straight_through_gradient_reaches_the_thresholds():
     np.testing.assert_allclose(g[1, 1, 0], scale * S1 * (1 - S1), rtol=1e-4)
     g[:, 1, 0] = 0.0
     assert np.all(g == 0.0)  # equal masks: no diversity gradient
-    assert np.all(np.asarray(grads["agent"]["params"]["Dense_0"]["kernel"]) == 0.0)  # |w| enters without gradient
+    assert np.all(np.asarray(block_params(grads["agent"], "hidden_0")["kernel"]) == 0.0)  # |w| has no gradient
 
 
 def test_rescaling_over_a_running_window_by_hand():
@@ -174,21 +174,22 @@ def test_scheme_update_resets_at_the_interval_only_weights_all_agents_mask():
                        "kal_reset_interval": 10_000, "kal_reset_ratio": 1.0})
     parts = make_parts(cfg)
     state = jax.jit(parts.learner.init)(jax.random.PRNGKey(0))
-    t = state.params["sharing"]["agent"]["params"]["Dense_1"]["kernel"]  # [N, H, A]
+    module = {block: module_of(state.params["agent"], block) for block in ("hidden_0", "head")}  # the masked Dense
+    t = state.params["sharing"]["agent"]["params"][module["head"]]["kernel"]  # [N, H, A]
     t = t.at[:, :3].set(10.0).at[0, 3:5].set(10.0)  # rows 0-2 masked by every agent, rows 3-4 by agent 0 only
     params = jax.tree.map(lambda x: x, state.params)
-    params["sharing"]["agent"]["params"]["Dense_1"]["kernel"] = t
+    params["sharing"]["agent"]["params"][module["head"]]["kernel"] = t
     state = state._replace(params=params)
 
     def all_masked(p):
         out = {}
-        for layer in ("Dense_0", "Dense_1"):
+        for layer in module.values():
             w = p["agent"]["params"][layer]["kernel"][0]
             out[layer] = np.all(np.abs(w) <= jax.nn.sigmoid(p["sharing"]["agent"]["params"][layer]["kernel"]), 0)
         return out
 
     expected = all_masked(state.params)
-    assert expected["Dense_1"][:3].all() and not expected["Dense_1"][3:5].any()
+    assert expected[module["head"]][:3].all() and not expected[module["head"]][3:5].any()
     sharing = parts.scheme.init(jax.random.PRNGKey(1))
     update = jax.jit(parts.scheme.update)
     spi = cfg.steps_per_iteration
@@ -197,7 +198,7 @@ def test_scheme_update_resets_at_the_interval_only_weights_all_agents_mask():
     assert int(metrics["kal_reset"]) == 0
     jax.tree.map(np.testing.assert_array_equal, same.params, state.params)
     _, reset, metrics = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(20_000 + 7), None)
-    for layer in ("Dense_0", "Dense_1"):
+    for layer in module.values():
         before, after = state.params["agent"]["params"][layer]["kernel"][0], reset.params["agent"]["params"][layer]
         np.testing.assert_array_equal(np.asarray(after["kernel"][0] != before), expected[layer])
         np.testing.assert_array_equal(after["bias"], state.params["agent"]["params"][layer]["bias"])
@@ -207,7 +208,7 @@ def test_scheme_update_resets_at_the_interval_only_weights_all_agents_mask():
     assert int(metrics["kal_reset"]) == sum(int(e.sum()) for e in expected.values())
     jax.tree.map(np.testing.assert_array_equal, reset.target, state.target)  # the target follows at its sync
     # the reset weights are live again for every agent (fresh thresholds at most sigmoid(-5))
-    assert not all_masked(reset.params)["Dense_1"][:3].any()
+    assert not all_masked(reset.params)[module["head"]][:3].any()
     # and never within the last interval of training
     _, late, _ = update(sharing, state, None, jax.random.PRNGKey(2), jnp.int32(1_000_003), None)
     jax.tree.map(np.testing.assert_array_equal, late.params, state.params)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 from psjax import catalog, registry  # noqa: F401  (the built-in methods registered)
 
@@ -161,3 +162,15 @@ def test_no_generic_module_branches_on_a_method():
         if any(rel == g or (g.endswith("/") and rel.startswith(g)) for g in GENERIC):
             found += [f"{rel}:{line} {name!r}" for line, name in _method_branches(ast.parse(path.read_text()), names)]
     assert found == []
+
+
+def test_layers_are_selected_by_block_not_by_flax_module_name():
+    """Only ``psjax.nets.agents`` (where ``blocks`` maps the two) and ``psjax.nets.init`` name flax's modules;
+    every method selects an agent network's layers by block."""
+    name = re.compile(r"(Dense|GRUCell|ConvTorso)_\d+.*")  # a module name, or a prefix of one in code
+    found = [f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value!r}" for path in PACKAGE.rglob("*.py")
+             if path.relative_to(PACKAGE).as_posix() not in ("nets/agents.py", "nets/init.py")
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and name.fullmatch(node.value)]
+    assert found == []
+    assert name.fullmatch("Dense_0") and name.fullmatch("GRUCell_0") and not name.fullmatch("a Dense_0 layer")

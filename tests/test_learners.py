@@ -8,6 +8,7 @@ import pytest
 from psjax.learners import replay
 from psjax.learners.actor_critic import gae
 from psjax.learners.qmix import epsilon_greedy, masked_argmax, sequence_targets, td_targets
+from psjax.nets.agents import block_params, module_of
 from psjax.nets.mixers import QMixer, VDNMixer
 
 
@@ -232,10 +233,10 @@ def _constant_critic_a2c_update(learner_name, overrides, old_value=None):
     learner = make_learner(cfg, spec, scheme)
     state = learner.init(jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x, state.params)  # fresh dicts: the edits below do not touch state.params
-    head = lambda bank, bias: {"kernel": jnp.zeros_like(bank["params"]["Dense_2"]["kernel"]),  # noqa: E731
-                               "bias": jnp.full_like(bank["params"]["Dense_2"]["bias"], bias)}
-    params["critic"]["params"]["Dense_2"] = head(params["critic"], 1.0)
-    params["actor"]["params"]["Dense_2"] = head(params["actor"], 0.0)
+    head = lambda bank, bias: {"kernel": jnp.zeros_like(block_params(bank, "head")["kernel"]),  # noqa: E731
+                               "bias": jnp.full_like(block_params(bank, "head")["bias"], bias)}
+    params["critic"]["params"][module_of(params["critic"], "head")] = head(params["critic"], 1.0)
+    params["actor"]["params"][module_of(params["actor"], "head")] = head(params["actor"], 0.0)
     state = state._replace(params=params)
     t, e, n = 2, 1, 2
     reward = jnp.array([[[1.0, 3.0]], [[2.0, 0.0]]])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from psjax.config import ConfigError, make_config
+from psjax.nets.agents import block_params, blocks
 from psjax.sharing import madps
 from psjax.train import init_runner, make_parts, make_train
 
@@ -159,7 +160,8 @@ def test_madps_actor_front_is_two_dense_layers_and_back_is_64_64_a():
     assert madps.front_layers(_actor_shapes(cfg)) == {"front_0", "front_1"}
     # every other method keeps the two-hidden-layer actor with flax's auto names
     other = _actor_shapes(make_config({"alg": "nops", "learner": "a2c", "env": "mpe_spread"}))["params"]
-    assert sorted(other) == ["Dense_0", "Dense_1", "Dense_2"] and other["Dense_0"]["kernel"] == (n, d, 64)
+    assert sorted(blocks(other).values()) == ["head", "hidden_0", "hidden_1"]
+    assert block_params(other, "hidden_0")["kernel"] == (n, d, 64)
     with pytest.raises(ValueError, match="front_0"):
         madps.front_layers({"params": other})
 
@@ -213,8 +215,8 @@ def test_agents_gather_front_and_back_rows_per_layer():
     for layer in ("back_0", "back_out"):  # the back block: 64 -> 64 -> A, by the back slots
         np.testing.assert_array_equal(p[layer]["kernel"], actor["params"][layer]["kernel"][jnp.array([2, 0, 1])])
     critic, _ = parts.scheme.agent_params("critic", state.params["critic"], None, sharing)
-    np.testing.assert_array_equal(critic["params"]["Dense_0"]["bias"],
-                                  state.params["critic"]["params"]["Dense_0"]["bias"][jnp.array([2, 0, 1])])
+    np.testing.assert_array_equal(block_params(critic, "hidden_0")["bias"],
+                                  block_params(state.params["critic"], "hidden_0")["bias"][jnp.array([2, 0, 1])])
 
 
 def test_rounds_before_madps_start_only_measure():

@@ -15,6 +15,7 @@ import pytest
 from psjax.config import ConfigError, make_config
 from psjax.envs.base import EnvSpec
 from psjax.learners import make_learner
+from psjax.nets.agents import block_params
 from psjax.plan import seed_keys
 from psjax.sharing.methods import make_scheme
 from psjax.sharing.pps import (
@@ -87,7 +88,7 @@ def _hand_mean(x, w):
 
 def _by_layer(bank):
     """``{layer: [leaves]}`` of an agent bank."""
-    return {name: jax.tree.leaves(bank["params"][name]) for name in LAYERS}
+    return {name: jax.tree.leaves(block_params(bank, name)) for name in LAYERS}
 
 
 ZERO_REWARD = np.zeros((T, E, N))
@@ -154,7 +155,7 @@ def test_target_and_moments_follow_the_aggregation_when_asked(target, moments):
 
 @pytest.mark.parametrize(
     ("boundary", "personal", "shared"),
-    [(2, "front", {"Dense_1"}), (2, "back", {"Dense_0", "GRUCell_0"}), (1, "front", {"GRUCell_0", "Dense_1"})],
+    [(2, "front", {"head"}), (2, "back", {"hidden_0", "gru"}), (1, "front", {"gru", "head"})],
 )
 def test_pp_pps_aggregates_only_the_shared_layers(boundary, personal, shared):
     assert shared_layers("pps_pp", boundary, personal) == shared
@@ -186,11 +187,11 @@ def test_pp_pps_aggregates_with_the_rs_weights_by_default(weights, expected):
     np.testing.assert_allclose(metrics["pps_reward"], [1.0, 0.0, 4.0])
     np.testing.assert_allclose(metrics["pps_weight"], expected, rtol=1e-6)
     old_layers, new_layers = _by_layer(state.params["agent"]), _by_layer(new.params["agent"])
-    for old, agg in zip(old_layers["Dense_1"], new_layers["Dense_1"]):  # the shared Q head
+    for old, agg in zip(old_layers["head"], new_layers["head"]):  # the shared Q head
         old = np.asarray(old, np.float64)
         row = sum(w * old[i] for i, w in enumerate(expected))  # the aggregated row, written out
         np.testing.assert_allclose(agg, np.broadcast_to(row, old.shape), rtol=1e-5, atol=1e-6)
-    for layer in ("Dense_0", "GRUCell_0"):  # personal: untouched
+    for layer in ("hidden_0", "gru"):  # personal: untouched
         jax.tree.map(np.testing.assert_array_equal, new_layers[layer], old_layers[layer])
 
 

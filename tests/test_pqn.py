@@ -11,7 +11,7 @@ from psjax import registry
 from psjax.config import make_config
 from psjax.fields import ConfigError
 from psjax.learners.qmix import sequence_targets
-from psjax.nets.agents import RecurrentNet
+from psjax.nets.agents import RecurrentNet, blocks, module_of
 from psjax.plan import seed_keys
 from psjax.sharing.pps import layer_of
 from psjax.train import init_runner, make_parts, make_program, make_train
@@ -69,12 +69,13 @@ def test_pqn_keeps_no_replay_or_target_and_learns_from_the_first_rollout():
 def test_layer_norm_sits_between_dense_and_relu_and_belongs_to_its_layer():
     net = RecurrentNet(8, 3, layer_norm=True)
     params = net.init(jax.random.PRNGKey(0), jnp.zeros((8,)), jnp.zeros((5,)))["params"]
-    assert set(params) == {"Dense_0", "Dense_0_norm", "GRUCell_0", "Dense_1"}
-    assert layer_of(("params", "Dense_0_norm", "scale")) == "Dense_0"
+    assert set(blocks(params).values()) == {"hidden_0", "hidden_0_norm", "gru", "head"}
+    assert layer_of(("params", module_of(params, "hidden_0_norm"), "scale")) == "hidden_0"
     # the normalised features are invariant to scaling the first layer (LayerNorm's whole point)
     x = jax.random.normal(jax.random.PRNGKey(1), (5,))
     scaled = jax.tree.map(lambda p: p, params)
-    scaled["Dense_0"] = jax.tree.map(lambda p: 3.0 * p, params["Dense_0"])
+    first = module_of(params, "hidden_0")
+    scaled[first] = jax.tree.map(lambda p: 3.0 * p, params[first])
     out = net.apply({"params": params}, jnp.zeros((8,)), x)[1]
     out_scaled = net.apply({"params": scaled}, jnp.zeros((8,)), x)[1]
     np.testing.assert_allclose(out, out_scaled, rtol=1e-4, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.learners.actor_critic import episode_starts, minibatches
-from psjax.nets.agents import MLP, RecurrentNet
+from psjax.nets.agents import MLP, RecurrentNet, block_params
 from psjax.plan import seed_keys
 from psjax.train import init_runner, make_parts, make_train, rollout_steps
 
@@ -150,16 +150,17 @@ def test_masked_recurrent_units_get_no_update(shared_torso):
                                              jax.random.PRNGKey(3), jnp.int32(60))
     before, after = runner.learner.params["actor"]["params"], state.params["actor"]["params"]
     for gate in ("ir", "iz", "in", "hr", "hz", "hn"):
-        b, a = np.asarray(before["GRUCell_0"][gate]["kernel"]), np.asarray(after["GRUCell_0"][gate]["kernel"])
+        b, a = (np.asarray(block_params(p, "gru")[gate]["kernel"]) for p in (before, after))
         np.testing.assert_array_equal(a[..., :2], b[..., :2])  # into the masked GRU units
         np.testing.assert_array_equal(a[..., :2, :], b[..., :2, :])  # from the masked inputs / states
         assert not np.array_equal(a[..., 2:, 2:], b[..., 2:, 2:])
-    np.testing.assert_array_equal(after["Dense_1"]["kernel"][..., :2, :], before["Dense_1"]["kernel"][..., :2, :])
-    assert not np.array_equal(after["Dense_1"]["kernel"][..., 2:, :], before["Dense_1"]["kernel"][..., 2:, :])
-    if shared_torso:
-        head0, head = runner.learner.params["critic"]["params"], state.params["critic"]["params"]
-        np.testing.assert_array_equal(head["Dense_0"]["kernel"][..., :2, :], head0["Dense_0"]["kernel"][..., :2, :])
-        assert not np.array_equal(head["Dense_0"]["kernel"][..., 2:, :], head0["Dense_0"]["kernel"][..., 2:, :])
+    out_before, out_after = block_params(before, "head")["kernel"], block_params(after, "head")["kernel"]
+    np.testing.assert_array_equal(out_after[..., :2, :], out_before[..., :2, :])
+    assert not np.array_equal(out_after[..., 2:, :], out_before[..., 2:, :])
+    if shared_torso:  # the value head: one Dense layer reading the torso's GRU
+        head0, head = (block_params(p["critic"], "head")["kernel"] for p in (runner.learner.params, state.params))
+        np.testing.assert_array_equal(head[..., :2, :], head0[..., :2, :])
+        assert not np.array_equal(head[..., 2:, :], head0[..., 2:, :])
 
 
 # fups, fups_id, nops and adaps add nothing to the paths the others cover (one slot, id features, the identity
@@ -188,10 +189,9 @@ def test_every_sharing_method_trains_with_the_recurrent_actor_critic(alg, shared
     runner0 = init_runner(make_parts(cfg), jax.random.PRNGKey(0))
     runner, metrics = jax.jit(make_train(cfg))(jax.random.PRNGKey(0))
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
-    gru0 = runner0.learner.params["actor"]["params"]
-    gru = runner.learner.params["actor"]["params"]
-    name = "front_1" if alg == "madps" else "GRUCell_0"  # MADPS: the GRU is the front block's second layer
-    assert not np.allclose(np.asarray(gru[name]["hn"]["kernel"]), np.asarray(gru0[name]["hn"]["kernel"]))
+    block = "front_1" if alg == "madps" else "gru"  # MADPS: the GRU is the front block's second layer
+    gru0, gru = (block_params(r.learner.params["actor"], block) for r in (runner0, runner))
+    assert not np.allclose(np.asarray(gru["hn"]["kernel"]), np.asarray(gru0["hn"]["kernel"]))
     if alg == "madps":
         assert int(metrics["madps_rounds"][-1]) >= 1
 

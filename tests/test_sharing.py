@@ -7,7 +7,7 @@ import pytest
 
 from psjax.config import make_config
 from psjax.envs.base import EnvSpec
-from psjax.nets.agents import MLP, RecurrentNet
+from psjax.nets.agents import MLP, RecurrentNet, block_params
 from psjax.sharing.bank import SharingState, SlotLayout, apply_agents, init_bank, unroll_agents
 from psjax.sharing.methods import make_scheme
 
@@ -114,13 +114,13 @@ def test_masked_units_get_exactly_zero_gradient(recurrent):
         return jnp.sum(apply_agents(net.apply, b, layout, state, x) ** 2)
 
     grads = jax.grad(loss)(bank)["params"]
-    first = grads["Dense_0"]["kernel"][0]
+    first = block_params(grads, "hidden_0")["kernel"][0]
     assert np.all(np.asarray(first[:, :2]) == 0.0) and np.any(np.asarray(first[:, 2:]) != 0.0)
-    assert np.all(np.asarray(grads["Dense_0"]["bias"][0][:2]) == 0.0)
-    last = grads["Dense_1"]["kernel"][0]
+    assert np.all(np.asarray(block_params(grads, "hidden_0")["bias"][0][:2]) == 0.0)
+    last = block_params(grads, "head" if recurrent else "hidden_1")["kernel"][0]  # reads the second masked layer
     assert np.all(np.asarray(last[:2]) == 0.0) and np.any(np.asarray(last[2:]) != 0.0)
     if recurrent:
-        gru = grads["GRUCell_0"]
+        gru = block_params(grads, "gru")
         for gate in ("ir", "iz", "in"):  # inputs from masked dense units, into masked GRU units
             k = np.asarray(gru[gate]["kernel"][0])
             assert np.all(k[:2, :] == 0.0) and np.all(k[:, :2] == 0.0)
@@ -159,3 +159,23 @@ def test_orthogonal_init_without_lapack(shape):
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
     np.testing.assert_allclose(gram, np.eye(gram.shape[0]), atol=1e-5)
     assert not np.allclose(w, orthogonal(2.0)(jax.random.PRNGKey(1), shape))
+
+
+def test_blocks_name_every_layer_of_every_agent_network():
+    from psjax.nets.agents import blocks, blocks_before_gru, module_of
+
+    def init(net, *args):
+        return jax.eval_shape(net.init, jax.random.PRNGKey(0), *args)
+
+    image = (3, 3, 1)
+    recurrent = init(RecurrentNet(8, 3, obs_shape=image, layer_norm=True), jnp.zeros(8), jnp.zeros(9 + 2))
+    assert blocks(recurrent) == {"ConvTorso_0": "conv", "Dense_0": "hidden_0", "Dense_0_norm": "hidden_0_norm",
+                                 "GRUCell_0": "gru", "Dense_1": "head"}
+    assert blocks(init(MLP(8, 3), jnp.zeros(5))) == {"Dense_0": "hidden_0", "Dense_1": "hidden_1", "Dense_2": "head"}
+    assert blocks(init(MLP(8, 1, depth=1), jnp.zeros(5))["params"]) == {"Dense_0": "hidden_0", "Dense_1": "head"}
+    named = init(MLP(8, 3, names=("conv", "front_0", "front_1", "out")), jnp.zeros(5))
+    assert blocks(named) == {"front_0": "front_0", "front_1": "front_1", "out": "out"}  # explicit names: their own
+    assert blocks_before_gru() == {"conv", "hidden_0", "hidden_0_norm"}
+    assert module_of(recurrent, "head") == "Dense_1"
+    with pytest.raises(KeyError, match="no block 'gru'; this network has"):
+        module_of(init(MLP(8, 3), jnp.zeros(5)), "gru")

@@ -7,7 +7,9 @@ weights feeding it or reading from it receive exactly zero gradient.
 
 from __future__ import annotations
 
-from typing import Sequence
+import functools
+import re
+from typing import Any, Mapping, Sequence
 
 import chex
 import flax.linen as nn
@@ -17,6 +19,68 @@ import numpy as np
 from psjax.nets.init import normal, orthogonal, orthogonal_plus_noise
 
 Masks = Sequence[chex.Array] | None  # one [..., H] array per maskable hidden layer
+
+# Named blocks: methods and tests select an agent network's layers by block, never by a flax module name. Blocks:
+# "conv" (the image torso), "hidden_<k>" (the k-th hidden Dense layer from the input; a GRU is not counted),
+# "gru", "head" (the output layer) and "<block>_norm" (the LayerNorm after that block). The parameter trees keep
+# flax's compact-style module names (Dense_k, GRUCell_0, ConvTorso_0): a module's name seeds its initial weights,
+# so modules named after their blocks would start from other weights and change every result. ``blocks`` is the
+# one place that maps the two; explicitly named modules (MADPS's front_k / back_k) are their own blocks.
+NORM_SUFFIX = "_norm"
+
+
+def blocks(tree: Mapping[str, Any]) -> dict[str, str]:
+    """``{module name: block}`` of one agent network's parameters: ``{"params": {module: ...}}`` or the inner dict
+    (leaves may lead with a slot or agent axis). The Dense modules from the input are hidden_0, hidden_1, ..., the
+    last is the head."""
+    modules = list(tree.get("params", tree))
+    dense = sorted((m for m in modules if re.fullmatch(r"Dense_\d+", m)), key=lambda m: int(m.split("_")[1]))
+    out = {m: "head" if i == len(dense) - 1 else f"hidden_{i}" for i, m in enumerate(dense)}
+    for m in modules:
+        base = m.removesuffix(NORM_SUFFIX)
+        if m in out:
+            continue
+        if m == "GRUCell_0":
+            out[m] = "gru"
+        elif m == "ConvTorso_0":
+            out[m] = "conv"
+        elif m != base and base in out:
+            out[m] = out[base] + NORM_SUFFIX
+        else:
+            out[m] = m
+    return out
+
+
+def module_of(tree: Mapping[str, Any], block: str) -> str:
+    """The module name of ``block`` in ``tree`` (``blocks``); a KeyError names the blocks it has."""
+    for module, name in blocks(tree).items():
+        if name == block:
+            return module
+    raise KeyError(f"no block {block!r}; this network has {sorted(blocks(tree).values())}")
+
+
+def block_params(tree: Mapping[str, Any], block: str) -> Any:
+    """The parameters of ``block``: ``tree["params"][module]`` (or ``tree[module]`` for the inner dict)."""
+    inner = tree.get("params", tree)
+    return inner[module_of(tree, block)]
+
+
+@functools.lru_cache(maxsize=1)
+def recurrent_blocks() -> dict[str, str]:
+    """``blocks`` of a RecurrentNet at its default depth, every optional module included (image torso,
+    LayerNorm), for a method that meets its leaves by path alone (PPS)."""
+    import jax
+
+    net = RecurrentNet(2, 2, obs_shape=(2, 2, 1), layer_norm=True)
+    return blocks(jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros(2), jnp.zeros(4)))
+
+
+def blocks_before_gru(recurrent_layer: int | None = None) -> frozenset[str]:
+    """The blocks a RecurrentNet runs before its GRU (its ``recurrent_layer``, the default if None): the image
+    torso and the hidden Dense layers before it, with their LayerNorms."""
+    layer = RecurrentNet.recurrent_layer if recurrent_layer is None else recurrent_layer
+    dense = [f"hidden_{k}" for k in range(layer)]
+    return frozenset(["conv", *dense, *(d + NORM_SUFFIX for d in dense)])
 
 
 def dense(features: int, scale: float = np.sqrt(2.0)) -> nn.Dense:

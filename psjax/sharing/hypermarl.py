@@ -37,6 +37,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
+from psjax.nets.agents import blocks, blocks_before_gru
 from psjax.nets.init import orthogonal, template_gain
 from psjax.registry import Method
 from psjax.schema import TrainConfig
@@ -69,23 +70,16 @@ def init_head(key: chex.PRNGKey, embed_dim: int, hidden: int, template: chex.Arr
     return head
 
 
-SHARED_BEFORE_GRU = ("Dense_0", "Dense_0_norm")  # psjax's recurrent networks: one Dense layer before the GRU
-
-
 def generated_paths(bank: Any, which: str) -> list[tuple]:
     """The leaf paths of ``bank`` the hypernetwork generates: every one (``all``), or, in a bank holding a GRU,
     those of the layers after it (``after_gru``: not the conv torso, the Dense layer before the GRU or the GRU
     itself, which stay shared). A bank without a GRU (the shared torso's value head) is generated whole."""
     paths = list(flatten_dict(bank))
-    modules = {p[1] if p[0] == "params" else p[0] for p in paths}
-    if which == "all" or not any(m.startswith("GRUCell") for m in modules):
+    module_blocks = blocks(bank)
+    if which == "all" or "gru" not in module_blocks.values():
         return paths
-
-    def before_gru(path):
-        module = path[1] if path[0] == "params" else path[0]
-        return module.startswith(("GRUCell", "ConvTorso")) or module in SHARED_BEFORE_GRU
-
-    return [p for p in paths if not before_gru(p)]
+    shared = blocks_before_gru() | {"gru"}
+    return [p for p in paths if module_blocks[p[1] if p[0] == "params" else p[0]] not in shared]
 
 
 def init_hypernet(key: chex.PRNGKey, banks: dict, num_agents: int, embedding: str, embed_dim: int,

@@ -22,6 +22,8 @@ every agent masks out are re-initialised with probability ``kal_reset_ratio``, w
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any, NamedTuple
 
 import chex
@@ -30,6 +32,7 @@ import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
+from psjax.nets.agents import blocks
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
@@ -48,15 +51,20 @@ class LossWindow(NamedTuple):
     count: chex.Array  # int32, gradient steps recorded so far
 
 
-def is_masked(path: Path) -> bool:
-    """Whether a bank leaf is a masked kernel: the kernel of a flax ``Dense_*`` module."""
-    return len(path) >= 2 and path[-1] == "kernel" and path[-2].startswith("Dense_")
+def dense_rank(block: str) -> float | None:
+    """The place of a Dense block from the input (hidden_k -> k, the head last); None for any other block."""
+    if block == "head":
+        return math.inf
+    return int(block.removeprefix("hidden_")) if re.fullmatch(r"hidden_\d+", block) else None
 
 
 def masked_paths(bank: Any) -> list[Path]:
-    """The masked kernels of a bank, ordered from the input (Dense_0) to the output layer."""
-    paths = [p for p in flatten_dict(bank) if is_masked(p)]
-    return sorted(paths, key=lambda p: int(p[-2].split("_")[-1]))
+    """The masked kernels of a bank, its Dense layers' kernels (``psjax.nets.agents.blocks``: hidden_k and the
+    head, not the GRU), ordered from the input to the output layer."""
+    module_blocks = blocks(bank)
+    ranked = [(dense_rank(module_blocks.get(p[-2], "")), p) for p in flatten_dict(bank)
+              if len(p) >= 2 and p[-1] == "kernel"]
+    return [p for rank, p in sorted((r, p) for r, p in ranked if r is not None)]
 
 
 def effective_weights(w: chex.Array, t: chex.Array) -> chex.Array:

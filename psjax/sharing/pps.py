@@ -33,14 +33,15 @@ import jax
 import jax.numpy as jnp
 
 from psjax.envs.base import EnvSpec
+from psjax.nets.agents import NORM_SUFFIX, recurrent_blocks
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_bank_tree, map_banks, run_if, weighted_mean_rows
 from psjax.sharing.methods import Scheme
 
-# The layers of ``psjax.nets.agents.RecurrentNet`` from input to output (flax module names).
-LAYERS = ("Dense_0", "GRUCell_0", "Dense_1")
+# The layers of ``psjax.nets.agents.RecurrentNet`` from input to output (its blocks, ``psjax.nets.agents.blocks``).
+LAYERS = ("hidden_0", "gru", "head")
 VARIANTS = ("pps_a", "pps_rs", "pps_pp")
 
 
@@ -57,13 +58,14 @@ class PPSExtra(NamedTuple):
 
 
 def layer_of(path: tuple[str, ...]) -> str:
-    """The ``LAYERS`` entry a bank leaf belongs to, e.g. ("params", "GRUCell_0", "hn", "bias") -> "GRUCell_0"."""
+    """The ``LAYERS`` entry a bank leaf belongs to, e.g. ("params", "GRUCell_0", "hn", "bias") -> "gru"; a
+    LayerNorm (``q.layer_norm``) belongs to its layer, the image torso to the first (feature) layer."""
+    module_blocks = recurrent_blocks()
     for name in path:
-        if name in LAYERS:
-            return name
-        if name.endswith("_norm") and name[: -len("_norm")] in LAYERS:  # q.layer_norm: a Dense layer's LayerNorm
-            return name[: -len("_norm")]
-        if name == "ConvTorso_0":  # image observations: the conv torso is part of the first (feature) layer
+        block = module_blocks.get(name, "").removesuffix(NORM_SUFFIX)
+        if block in LAYERS:
+            return block
+        if block == "conv":
             return LAYERS[0]
     raise ValueError(f"parameter {'/'.join(path)} is in none of the agent network's layers {LAYERS}")
 
