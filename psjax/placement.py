@@ -53,7 +53,7 @@ def place_program(where, main, keys, columns) -> Placement:
 def envs_mesh(cfg: TrainConfig):
     """The devices one run's envs and replay items are split over (``parallel=envs``)."""
     lc = cfg.learner_cfg
-    has_buffer = cfg.is_value_based and cfg.learner_name != "pqn"
+    has_buffer = cfg.learner_kind.replay
     return data_mesh(lc.num_envs, lc.buffer_size if has_buffer else 0, cfg.devices)
 
 

@@ -30,12 +30,13 @@ class LearnerKind(NamedTuple):
     recurrent: bool  # recurrent (GRU) agent networks
     policy: bool  # a policy network and a critic (A2C / PPO; recurrent with ac.recurrent)
     banks: tuple[str, ...]  # keys of the learner's params that are slot banks (for its default agent network)
+    replay: bool = False  # learns from a replay buffer of stored sequences (QMIX / VDN / IQL), not each rollout once
 
 
 LEARNER_KINDS = {
-    "qmix": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
-    "vdn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
-    "iql": LearnerKind(value_based=True, team_value=False, recurrent=True, policy=False, banks=("agent",)),
+    "qmix": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",), replay=True),
+    "vdn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",), replay=True),
+    "iql": LearnerKind(value_based=True, team_value=False, recurrent=True, policy=False, banks=("agent",), replay=True),
     # PQN: on-policy Q(lambda), no replay buffer, no target network; its mixer is q.pqn_mixer (none: no team value)
     "pqn": LearnerKind(value_based=True, team_value=True, recurrent=True, policy=False, banks=("agent",)),
     "a2c": LearnerKind(value_based=False, team_value=False, recurrent=False, policy=True, banks=("actor", "critic")),
@@ -650,12 +651,12 @@ def check_fields(cfg: TrainConfig) -> None:
             value = getattr(value, part)
         check_rules(path, value, f.metadata)
     q = cfg.q
-    if cfg.learner_name == "pqn" and q.num_envs % q.num_minibatches:
+    if cfg.is_value_based and not cfg.learner_kind.replay and q.num_envs % q.num_minibatches:
         raise ConfigError(f"q.num_minibatches={q.num_minibatches} must divide q.num_envs={q.num_envs} with "
                           "learner=pqn (minibatches are whole env trajectories); allowed: the divisors of num_envs")
-    if cfg.is_value_based and cfg.learner_name != "pqn" and q.batch_size > q.buffer_size:
+    if cfg.learner_kind.replay and q.batch_size > q.buffer_size:
         raise ConfigError(f"q.batch_size={q.batch_size} exceeds q.buffer_size={q.buffer_size}")
-    if cfg.is_value_based and cfg.learner_name != "pqn" and burn_in_steps(q) >= q.rollout_len:
+    if cfg.learner_kind.replay and burn_in_steps(q) >= q.rollout_len:
         raise ConfigError(f"q.burn_in={q.burn_in} leaves no step of a {q.rollout_len}-step replay item in the loss; "
                           f"allowed: 0 .. {q.rollout_len - 1}")
     # devices against the program's rows (sweep points x seeds): psjax.config; parallel=envs: psjax.shard.data_mesh

@@ -131,7 +131,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
     qc = cfg.q
     n, num_actions = spec.num_agents, spec.num_actions
     model = model or recurrent_agent_model(cfg, spec, scheme)
-    on_policy = cfg.learner_name == "pqn"
+    on_policy = not cfg.learner_kind.replay  # PQN: each rollout learned from in epochs of minibatches, then dropped
     mixer = {"qmix": QMixer(n, qc.mixer_embed, qc.hypernet_hidden, qc.mixer_init_scale),
              "vdn": VDNMixer()}.get(cfg.value_mixer)
     steps_per_rollout = qc.epochs * qc.num_minibatches if on_policy else qc.updates_per_rollout
