@@ -54,14 +54,6 @@ from psjax.schema import set_field
 from psjax.shard import initialize_distributed, is_primary, seed_sharding, to_devices, to_host
 from psjax.train import check_sweep
 
-# --------------------------------------------------------------------------- pure helpers
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-# --------------------------------------------------------------------------- outputs
-
 
 class NonFiniteError(RuntimeError):
     """``on_nonfinite=stop``: training produced non-finite values; the run folder keeps the last good checkpoint."""
@@ -74,9 +66,6 @@ def _timing(times: list[tuple[int, float]], compile_s: float, steps_per_iter: in
     total = sum(t for _, t in times)
     sps = sum(n for n, _ in times) * steps_per_iter / total if total else None
     return {"compile_s": compile_s, "steps_per_sec": sps}
-
-
-# --------------------------------------------------------------------------- the loop
 
 
 def _default_make_program(cfg: TrainConfig, chunk_iters: int):
