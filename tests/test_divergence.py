@@ -88,7 +88,7 @@ def test_warn_logs_nan_apart_from_no_value_and_marks_the_evaluation(tmp_path, ca
     assert all(r["loss"] == "nan" and r["grad_norm"] == "nan" and r["nonfinite"] == 3 and r["nonfinite_params"] == 4
                for r in broken)
     # every reader gets nan for a non-finite value and None for no value
-    for rows in (RowLog(run_dir, "metrics").read(), compare._read_jsonl(run_dir / "metrics.jsonl")):
+    for rows in (RowLog(run_dir, "metrics").read(), compare.read_jsonl(run_dir / "metrics.jsonl")):
         assert rows[0]["loss"] is None and np.isnan(rows[-1]["loss"]) and rows[2]["return"] is None
     evals = _raw_rows(run_dir / "eval.jsonl")
     assert [r["nonfinite"] for r in evals] == [False] * 2 * 2 + [True] * 2 * 3  # chunks 0-1 fine, 2-4 not
