@@ -154,11 +154,13 @@ def test_masked_recurrent_units_get_no_update(shared_torso):
         np.testing.assert_array_equal(a[..., :2], b[..., :2])  # into the masked GRU units
         np.testing.assert_array_equal(a[..., :2, :], b[..., :2, :])  # from the masked inputs / states
         assert not np.array_equal(a[..., 2:, 2:], b[..., 2:, 2:])
-    out_before, out_after = block_params(before, "head")["kernel"], block_params(after, "head")["kernel"]
+    # the layer reading the GRU: the output layer, or with a shared torso the policy head's hidden layer
+    reader = "hidden_1" if shared_torso else "head"
+    out_before, out_after = block_params(before, reader)["kernel"], block_params(after, reader)["kernel"]
     np.testing.assert_array_equal(out_after[..., :2, :], out_before[..., :2, :])
     assert not np.array_equal(out_after[..., 2:, :], out_before[..., 2:, :])
-    if shared_torso:  # the value head: one Dense layer reading the torso's GRU
-        head0, head = (block_params(p["critic"], "head")["kernel"] for p in (runner.learner.params, state.params))
+    if shared_torso:  # the value head's hidden layer reads the torso's GRU
+        head0, head = (block_params(p["critic"], "hidden_0")["kernel"] for p in (runner.learner.params, state.params))
         np.testing.assert_array_equal(head[..., :2, :], head0[..., :2, :])
         assert not np.array_equal(head[..., 2:, :], head0[..., 2:, :])
 
