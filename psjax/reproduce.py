@@ -72,10 +72,10 @@ LBF_COOP = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}
 SPREAD = {"env": "mpe_spread"}
 BPS = {"env": "bps", "variant": "15a3c"}
 SMAX_3M = {"env": "smax", "map": "3m"}
-BPS_NOTE = ("BPS is the SePS authors' large_spread since commit cdc9356; figures in docs/results.md measured before "
-            "are marked 'old task' and are not what this reruns.")
-CRWARE_NOTE = ("C-RWARE is the SePS authors' coloured warehouse since commit 869a1c0; figures in docs/results.md "
-               "measured before are marked 'old task' and are not what this reruns.")
+BPS_NOTE = ("BPS is the SePS authors' large_spread since commit cdc9356; figures in docs/results.md / changelog.md "
+            "measured before are marked 'old task' and are not what this reruns.")
+CRWARE_NOTE = ("C-RWARE is the SePS authors' coloured warehouse since commit 869a1c0; figures in docs/results.md / "
+               "changelog.md measured before are marked 'old task' and are not what this reruns.")
 FIDELITY = "psjax, issue 16 re-run"  # the groups of benchmarks/fidelity_runs.sh (runs/fid_<group>)
 ENV_RUNS = "psjax, issue 7: the papers' environments"  # benchmarks/env_runs.sh (not run at this budget)
 # MADPS and its baselines, each with its own options (benchmarks/madps_runs.sh): a MAPD round every 10 PPO iterations
@@ -139,7 +139,7 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         "bdps_lbf", "BDPS (seed 000)", "bi-level sharing beats either level alone and full sharing on LBF "
         "(appendix G)", "LBF 15x15-4p-5f, lb-foraging rules", {}, BDPS_METHODS,
         {"preset": "bdps_lbf"}, 5, 300_000, "20M steps", BDPS_PAIRS,
-        note="recorded in docs/results.md at seeds=3 (fidelity_runs.sh bdps_lbf); bdps_runs.sh ran seeds=3 "
+        note="recorded in docs/changelog.md at seeds=3 (fidelity_runs.sh bdps_lbf); bdps_runs.sh ran seeds=3 "
              "steps=2e6."),
     Reproduction(
         "bdps_smax_3m", "BDPS (seed 000)", "bi-level sharing beats either level alone, full sharing beats none "
@@ -157,13 +157,13 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         "pps_smax_3m", "PPS-QMIX (seed 002)", "A-PPS converges faster than QMIX on small symmetric maps; every PPS "
         "beats QMIX (Fig. 4)", "SMAX 3m", SMAX_3M, PPS_METHODS, {"preset": "pps_smax"}, 5, 300_000,
         "2M steps on SMAC", PPS_PAIRS,
-        note="recorded in docs/results.md at seeds=3 (fidelity_runs.sh pps_smax); pps_runs.sh ran seeds=3 "
+        note="recorded in docs/changelog.md at seeds=3 (fidelity_runs.sh pps_smax); pps_runs.sh ran seeds=3 "
              "steps=2e6."),
     Reproduction(
         "pps_smax_2s3z", "PPS-QMIX (seed 002)", "RS-PPS wins more than QMIX on harder maps; every PPS beats QMIX",
         "SMAX 2s3z", {"env": "smax", "map": "2s3z"}, PPS_METHODS, {"preset": "pps_smax"}, 5, 300_000,
         "2M steps on SMAC", (Pair("pps_rs", "fups_id"), Pair("pps_a", "fups_id"), Pair("pps_pp", "fups_id")),
-        note="recorded in docs/results.md at seeds=3 (fidelity_runs.sh pps_smax); pps_runs.sh ran seeds=3 "
+        note="recorded in docs/changelog.md at seeds=3 (fidelity_runs.sh pps_smax); pps_runs.sh ran seeds=3 "
              "steps=2e6."),
     # ----------------------------------------------------------------- recorded comparisons (no claim)
     # fidelity_runs.sh (issue 16): 3 seeds, 300k env steps unless named

@@ -28,7 +28,7 @@ def test_alg_bdps_gets_the_papers_settings_and_records_them():
     assert set(cfg.method_defaults.split()) == {*BDPS_Q, *BDPS_STRUCTURE, "steps"}
     assert cfg.steps == 102_400 and cfg.num_iterations == 50  # BDPS's own budget: ~6 min on 2 cores
     assert make_config({**SMAX_BDPS, "steps": 2e6}).steps == 2_000_000
-    # the same settings as the preset docs/results.md's BDPS figures use (where the preset sets them)
+    # the same settings as the preset docs/changelog.md's BDPS figures use (where the preset sets them)
     preset = make_config({}, preset="bdps_smax")
     for path in BDPS_Q + BDPS_STRUCTURE:
         section, name = path.split(".")

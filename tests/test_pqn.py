@@ -139,7 +139,7 @@ def test_pqn_vmapped_seeds_equal_single_runs(vmapped_check):
 @pytest.mark.slow
 def test_pqn_beats_random_on_smax_3m():
     """The learner preset on SMAX 3m, FuPS+id, 500k steps, 2 seeds; the mean over seeds, as single PQN seeds can
-    sit near random for long stretches (docs/results.md). Measured in runs with evaluations between iterations
+    sit near random for long stretches (docs/changelog.md). Measured in runs with evaluations between iterations
     (which draw from the runner's key, so not these exact numbers): last-10-iteration training return 1.37 and
     1.31 at 500k; 0.2-0.5, 1.3 and 1.3 over 1-2M for the 3-seed run; random 0.18."""
     from psjax.evaluate import random_policy_score
@@ -154,7 +154,7 @@ def test_pqn_beats_random_on_smax_3m():
 @pytest.mark.slow
 def test_pqn_beats_random_on_lbf_with_its_preset():
     """``psjax/configs/lbf_pqn.yaml`` on LBF 10x10-3p-3f, FuPS+id, 500k steps, 2 seeds. Measured in the 3-seed run
-    (docs/results.md, issue 19; evaluations between iterations draw from the runner's key, so not these exact
+    (docs/changelog.md, issue 19; evaluations between iterations draw from the runner's key, so not these exact
     numbers): last-10-iteration training return 0.30, 0.30 and 0.25 at 500k, at epsilon 0.05; random 0.11."""
     from psjax.evaluate import random_policy_score
 
