@@ -9,7 +9,8 @@ Run it on two checkouts and compare the outputs to check that a refactor left th
 The cases cover every path that changed shape in the registry refactor: MAPD rounds on an observation buffer
 (FuPS+id, A2C) and on the rollout (NoPS, QMIX), MADPS's restructuring (PPO), BDPS's agent model (VDN) and
 SePS's switch to clusters (A2C); and PPO's minibatches (FuPS, Kaleidoscope), which the recurrent actor-critic
-refactor touched. ``python benchmarks/fingerprint.py CASE ...`` runs a subset.
+refactor touched; PPS, AdaPS, HyperMARL and DiCo, whose options and hooks issue 40 moved. ``python
+benchmarks/fingerprint.py CASE ...`` runs a subset.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ CASES = {
                        "q.num_envs": 4, "q.rollout_len": 16},
     "seps_a2c": {"alg": "seps", "learner": "a2c", "env": "typed", "num_agents": 4, "steps": 2000,
                  "identity_pretrain_steps": 800, "identity_epochs": 1},
+    # the methods whose options left SharingConfig for their modules and the Scheme hooks only they use: PPS's
+    # aggregation, AdaPS's masks, HyperMARL's generated leaves (recurrent form), DiCo's bank module and SND rescale
+    "pps_rs_qmix": {"alg": "pps_rs", "learner": "qmix", "env": "lbf", "steps": 6 * 64, "pps_interval": 4, **TINY_Q},
+    "adaps_a2c": {"alg": "adaps", "learner": "a2c", "env": "typed", "num_agents": 4, "steps": 2000,
+                  "identity_pretrain_steps": 800, "identity_epochs": 1, "identity_clusters": "2"},
+    "hypermarl_ppo_rnn": {"alg": "hypermarl", "learner": "ppo", "env": "mpe_spread", "steps": 4 * 256,
+                          "ac.num_envs": 4, "ac.rollout_len": 64, "ac.recurrent": True},
+    "dico_ppo": {"alg": "dico", "learner": "ppo", "env": "mpe_spread", "steps": 4 * 256, "ac.num_envs": 4,
+                 "ac.rollout_len": 64},
 }
 
 

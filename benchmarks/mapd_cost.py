@@ -34,7 +34,7 @@ import jax  # noqa: E402
 from psjax import registry  # noqa: E402
 from psjax.config import make_config  # noqa: E402
 from psjax.envs import agent_id_features, resolve_agent_id  # noqa: E402
-from psjax.sharing import mapd  # noqa: E402
+from psjax.sharing import mapd, methods  # noqa: E402
 from psjax.train import init_runner, make_parts, rollout_steps, train_iteration  # noqa: E402
 
 ENV_OVERRIDES = {
@@ -63,9 +63,10 @@ def measure(overrides: dict, repeats: int) -> dict:
     cfg = make_config(overrides)
     parts = make_parts(cfg)  # the scheme with the distance rounds (mapd.with_distance)
     spec = parts.env.spec
-    interval = (cfg.madps_schedule[0] if parts.scheme.restructure is not None else cfg.sharing.mapd_interval) or 500
+    drive = methods.driver(parts.scheme, "mapd")  # MADPS: the rounds are its own
+    interval = (drive.interval if drive is not None else cfg.sharing.mapd_interval) or 500
     buffer_rows = 0 if cfg.learner_kind.recurrent else cfg.sharing.mapd_buffer_size
-    plain_cfg = cfg if parts.scheme.restructure is not None else \
+    plain_cfg = cfg if drive is not None else \
         make_config({**overrides, "mapd_interval": 0})  # the same iteration without the rounds
     plain = make_parts(plain_cfg)
     if plain_cfg is cfg:  # MADPS: its rounds are its own; time its iteration at a never-due interval
@@ -84,7 +85,7 @@ def measure(overrides: dict, repeats: int) -> dict:
     relabel = mapd.id_relabel(codes) if codes.shape[1] else None
 
     def round_fn(learner, sharing, traj, hidden, key):
-        return mapd.measure(parts.learner.policy_logits, cfg.sharing, relabel, parts.scheme.restructure, learner,
+        return mapd.measure(parts.learner.policy_logits, cfg.sharing, relabel, drive and drive.act, learner,
                             sharing, traj, hidden, key, sharing.distance.buffer)
 
     args = (runner.learner, runner.sharing, traj, runner.hidden, jax.random.PRNGKey(1))

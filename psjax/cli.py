@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from psjax.fields import ConfigError
+from psjax.fields import ConfigError, UnknownFieldError
 from psjax.schema import ALIASES, field_info, load_preset, precheck, preset_names
 
 USAGE = """\
@@ -56,6 +56,8 @@ def parse_pairs(args: list[str]) -> dict[str, str]:
 
 def format_fields() -> str:
     """Every config field: ``name = default  doc [rules]``, then the short aliases."""
+    from psjax import catalog  # noqa: F401  (the methods' own options are registered with them)
+
     info = field_info()
     width = max(len(f"{path} = {default!r}") for path, default, _, _ in info)
     lines = []
@@ -77,6 +79,18 @@ def format_fields() -> str:
     return "\n".join(lines)
 
 
+def checked_before_jax(pairs: dict) -> None:
+    """Every key and value checked against its field (``schema.precheck``) before JAX loads; a key no section
+    knows may be a method's own option, registered with the method (whose module imports JAX): checked again
+    after the methods are registered, so only those keys and the errors pay for the import."""
+    try:
+        precheck(pairs)
+    except UnknownFieldError:
+        from psjax import catalog  # noqa: F401
+
+        precheck(pairs)
+
+
 PROCESS_FIELDS = ("distributed", "coordinator", "num_processes", "process_id")  # may differ on resume
 
 
@@ -86,7 +100,7 @@ def _train_args(args: list[str]):
     resume = pairs.pop("resume", None)
     if resume is not None:
         process = {k: pairs.pop(k) for k in PROCESS_FIELDS if k in pairs}  # each process of a distributed run
-        precheck(pairs)  # changed settings: psjax.resume.resume_changes says which a resumed run may take
+        checked_before_jax(pairs)  # changed settings: psjax.resume.resume_changes says which a resumed run may take
         from psjax.config import load_run_config, make_config, to_dict
         from psjax.resume import RESUME_HOST_FIELDS
         from psjax.schema import flatten, resolve_key
@@ -109,7 +123,7 @@ def _train_args(args: list[str]):
             check_more_steps(cfg, new, resume)
         return new, resume
     preset = pairs.pop("preset", None)
-    precheck({**(load_preset(preset) if preset else {}), **pairs})  # field values, before JAX loads
+    checked_before_jax({**(load_preset(preset) if preset else {}), **pairs})
     from psjax.config import make_config  # the method registry (JAX)
 
     return make_config(pairs, preset=preset), None

@@ -26,7 +26,6 @@ from psjax.schema import (  # noqa: F401  (the public config names, re-exported)
     LEARNER_KINDS,
     LEARNER_PRESETS,
     LEARNERS,
-    MADPS_DEFAULT_INTERVAL_STEPS,
     VALUE_LEARNERS,
     ACConfig,
     EnvConfig,

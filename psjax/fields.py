@@ -14,6 +14,10 @@ class ConfigError(ValueError):
     """A bad configuration value, raised before any compilation."""
 
 
+class UnknownFieldError(ConfigError):
+    """A key no config section has (yet: a method's options join the sharing section when it is registered)."""
+
+
 def doc_field(default, doc: str, **rules):
     """A dataclass field with a doc string and validation rules (``min``, ``max``, ``choices``)."""
     return field(default=default, metadata={"doc": doc, **rules})

@@ -10,11 +10,12 @@ Adding a method is one new module defining its ``METHODS`` plus its entry in ``p
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from psjax.fields import ConfigError
-from psjax.schema import LEARNER_KINDS, TrainConfig, coerce, resolve_key
+from psjax.schema import LEARNER_KINDS, TrainConfig, add_options, coerce, remove_options, resolve_key
 
 # what each learner property means, for the error that names a method's unmet requirement
 TRAITS = {
@@ -50,9 +51,14 @@ class Method:
     # agent_model(cfg, spec) -> psjax.agent_model.AgentModel replacing the value learner's default agent
     # network (BDPS's role and group networks); None = the learner's own network
     agent_model: Callable | None = None
-    # pictures drawn after training: draw(run_dir, cfg, runner, program) -> path or None (``psjax.run``); the
-    # metric-driven ones (sharing.png, distance.png) are listed by the methods whose metrics they read
+    # pictures drawn after training, after the run's own (distance.png, snd.png), which one of the same name
+    # replaces: draw(run_dir, cfg, runner, program) -> path or None (``psjax.run``); sharing.png is listed by the
+    # methods whose partition it draws (``report.sharing_picture_of`` their table builder)
     pictures: tuple[Callable, ...] = ()
+    # the method's own options: a frozen dataclass of ``psjax.fields.doc_field`` fields named with the method's
+    # prefix, defined in its module; registering adds them to the config's sharing section (``cfg.sharing.<field>``,
+    # ``sharing.<field>=value``); None = none beyond SharingConfig's
+    options: type | None = None
 
 
 _METHODS: dict[str, Method] = {}
@@ -67,6 +73,8 @@ def register(method: Method) -> Method:
     if unknown:
         raise ConfigError(f"method {method.name!r}: needs={unknown} are not learner properties; "
                           f"allowed: {', '.join(TRAITS)}")
+    if method.options is not None:  # before the defaults are checked: they may set the method's own options
+        add_options(method.options)
     for learner, values in method.defaults.items():  # learners that exist, fields by their dotted paths
         if learner not in LEARNER_KINDS:
             raise ConfigError(f"method {method.name!r}: defaults for learner={learner!r}, which is not a learner; "
@@ -81,7 +89,11 @@ def register(method: Method) -> Method:
 
 
 def unregister(name: str) -> None:
-    _METHODS.pop(name, None)
+    """Remove method ``name`` and, when no other method uses them, its options' fields."""
+    method = _METHODS.pop(name, None)
+    if method is not None and method.options is not None:
+        if all(other.options is not method.options for other in _METHODS.values()):
+            remove_options(method.options)
 
 
 def names() -> tuple[str, ...]:
@@ -120,4 +132,5 @@ def describe(method: Method) -> dict[str, Any]:
             "agent_model": method.agent_model is not None,
             "defaults": {learner: dict(values) for learner, values in method.defaults.items()},
             "fit_task": method.fit_task is not None,
-            "pictures": [getattr(p, "__name__", repr(p)) for p in method.pictures]}
+            "pictures": [getattr(p, "__name__", repr(p)) for p in method.pictures],
+            "options": [] if method.options is None else [f.name for f in dataclasses.fields(method.options)]}

@@ -18,6 +18,7 @@ the chunk plan and keys: ``psjax.plan``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 import shutil
@@ -79,6 +80,82 @@ def _nanmean(x) -> float:
     return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
 
 
+@dataclasses.dataclass
+class _Session:
+    """What every phase of one ``run`` call reads: fixed once the folders, the plan and the first program exist."""
+
+    cfg: TrainConfig
+    run_dir: pathlib.Path
+    points: Any  # psjax.run_folder.point_runs: the sweep points' configs, folders and program columns
+    plan: list[int]  # iterations per chunk
+    starts: list[int]  # iterations completed before each chunk
+    seeds: list[int]
+    keys: np.ndarray  # every program row's seed key
+    place: Any  # psjax.placement.place_program: init / evaluate / chunk placed on the devices
+    main: Any  # the first chunk's Program
+    sharding: Any  # parallel=seeds: the rows' sharding; None with parallel=envs
+    multi: bool  # several processes (distributed=on)
+    logs: _Logs | None = None
+    manager: Any = None  # the orbax checkpoint manager; None with checkpoint=false
+
+    @property
+    def spi(self) -> int:
+        return self.main.steps_per_iteration
+
+
+class _Logs:
+    """Every sweep point's metrics and evaluation logs and its logging backends (written by process 0 only)."""
+
+    def __init__(self, dirs: list[pathlib.Path]):
+        self.rows = {"metrics": [RowLog(d, "metrics") for d in dirs], "eval": [RowLog(d, "eval") for d in dirs]}
+        self.backends: list[list] = [[] for _ in dirs]
+
+    def write(self, name: str, rows_by_point: list[list[dict]]) -> None:
+        """Each point's rows to its run folder's ``name`` log ("metrics" / "eval") and its backends."""
+        if not is_primary():
+            return
+        for p, (row_log, rows) in enumerate(zip(self.rows[name], rows_by_point)):
+            row_log.append(rows)
+            for backend in self.backends[p]:  # TensorBoard / W&B (cfg.logger): the same rows
+                backend.write(row_log.name, rows)
+
+    def close(self) -> None:
+        for backend in sum(self.backends, []):
+            backend.close()
+
+
+class _Chunks:
+    """The run's compiled chunk programs and their compile times. Where the program can count, one executable
+    serves every chunk size (the first chunk is the largest: a shorter remainder runs it with its count); else the
+    remainder chunk gets a program of its own, compiled on first use."""
+
+    def __init__(self, cfg: TrainConfig, plan: list[int], main, place, make_program: Callable):
+        self.cfg, self.plan, self.place, self.make_program = cfg, plan, place, make_program
+        self.programs, self.fns, self.compile_times = {plan[0]: main}, {}, []
+        self.counted = getattr(main, "run_counted", None) is not None  # duck-typed programs (tests) may lack it
+
+    def compile(self, program, runner):
+        """``program``'s chunk, compiled ahead of the call: the compile time is measured, not inferred from a
+        slower first chunk. ``runner`` may be shapes (``jax.eval_shape``)."""
+        t0 = time.perf_counter()
+        fn = self.place.counted(program.run_counted).lower(runner, jax.ShapeDtypeStruct((), np.int32)).compile() \
+            if self.counted else self.place.chunk(program.run_chunk).lower(runner).compile()
+        self.compile_times.append(time.perf_counter() - t0)
+        return fn
+
+    def __call__(self, size: int, runner):
+        """``runner -> (runner, metrics [R, C, ...])`` for a chunk of ``size`` iterations, compiled once; C is
+        ``plan[0]`` where the program counts (rows from ``size`` on are not iterations), else ``size``."""
+        first = self.plan[0]
+        if self.counted:
+            return lambda r: self.fns[first](r, np.int32(size))
+        if size not in self.fns:  # the first chunk's size, then the remainder chunk's (a second program)
+            if size not in self.programs:
+                self.programs[size] = self.make_program(self.cfg, size)
+            self.fns[size] = self.compile(self.programs[size], runner)
+        return self.fns[size]
+
+
 def run(
     cfg: TrainConfig | None = None,
     resume: str | pathlib.Path | None = None,
@@ -98,7 +175,12 @@ def run(
       max_chunks: stop after this many chunks in this call (e.g. to fit a time-limited job);
         ``resume`` continues later.
       make_program: ``(cfg, chunk_iters) -> Program``; default ``psjax.train.make_program``.
+
+    The phases, in order: the config (and what a resume changes), the devices and the memory the run needs, the run
+    folders and the chunk plan, the first chunk compiled from shapes, the start (or the restored checkpoint), the
+    chunks, the summary and pictures.
     """
+    saved, changes = None, {}
     if resume is not None:
         run_dir = pathlib.Path(resume)
         saved = load_run_config(run_dir)
@@ -138,122 +220,137 @@ def run(
     # a resumed run keeps the plan it started (or was last continued) with, extended when steps= asks for more
     plan = chunk_plan(cfg.num_iterations, cfg.eval_every) if resume is None else \
         extend_plan(recorded_plan(run_dir) or chunk_plan(saved.num_iterations, saved.eval_every), cfg.num_iterations)
-    programs = {plan[0]: make_program(cfg, plan[0])}
-    main = programs[plan[0]]
+    main = make_program(cfg, plan[0])
     if main.num_iterations != sum(plan):
         raise RuntimeError(f"program.num_iterations={main.num_iterations} but the config gives {sum(plan)}")
-    starts = np.cumsum([0] + plan).tolist()  # iterations completed before each chunk
-    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
     keys = np.tile(seed_keys(cfg.seed, cfg.seeds), (len(points.dirs), 1))  # every point from the same seeds
-    place = place_program(sharding or mesh, main, keys, points.columns)
-    init, evaluate = place.init, place.evaluate
-    chunk_fns, compile_times = {}, []
-
-    # one program for every chunk size where the program can count (the first chunk is the largest): a shorter
-    # remainder chunk runs the first chunk's executable instead of compiling another
-    counted = getattr(main, "run_counted", None) is not None  # duck-typed programs (tests) may lack it
-
-    def compiled_chunk(program, runner):
-        # compiled ahead of the call: the compile time is measured, not inferred from a slower first chunk
-        t0 = time.perf_counter()
-        fn = place.counted(program.run_counted).lower(runner, jax.ShapeDtypeStruct((), np.int32)).compile() \
-            if counted else place.chunk(program.run_chunk).lower(runner).compile()
-        compile_times.append(time.perf_counter() - t0)
-        return fn
-
-    def chunk_fn(size, runner):
-        """``runner -> (runner, metrics [R, C, ...])`` for a chunk of ``size`` iterations, compiled once; C is
-        ``plan[0]`` where the program counts (rows from ``size`` on are not iterations), else ``size``."""
-        if counted:
-            return lambda r: chunk_fns[plan[0]](r, np.int32(size))
-        if size not in chunk_fns:  # the first chunk's size, then the remainder chunk's (a second program)
-            if size not in programs:
-                programs[size] = make_program(cfg, size)
-            chunk_fns[size] = compiled_chunk(programs[size], runner)
-        return chunk_fns[size]
+    seeds = list(range(cfg.seed, cfg.seed + cfg.seeds))
+    s = _Session(cfg, run_dir, points, plan, np.cumsum([0] + plan).tolist(), seeds, keys,
+                 place_program(sharding or mesh, main, keys, points.columns), main, sharding, multi)
+    chunks = _Chunks(cfg, plan, main, s.place, make_program)
 
     # the first chunk compiled from shapes, before anything is allocated: what XLA says it needs, checked
-    chunk_fns[plan[0]] = compiled_chunk(main, jax.eval_shape(init, keys, points.columns))
+    chunks.fns[plan[0]] = chunks.compile(main, jax.eval_shape(s.place.init, keys, points.columns))
     try:
-        memory_compiled = memory.check_compiled(chunk_fns[plan[0]], memory_est, memory_budget, cfg.memory_gb, cfg)
+        memory_compiled = memory.check_compiled(chunks.fns[plan[0]], memory_est, memory_budget, cfg.memory_gb, cfg)
     except ConfigError:
         if resume is None and is_primary():  # refused: the folder made above holds nothing but its config
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    point_ids = range(len(points.dirs))
-    metrics_logs = [RowLog(d, "metrics") for d in points.dirs]
-    eval_logs = [RowLog(d, "eval") for d in points.dirs]
-    backends = [[] for _ in points.dirs]
-
-    def log(row_logs: list[RowLog], rows_by_point: list[list[dict]]) -> None:
-        """Each point's rows to its run folder's log and backends (process 0 only)."""
-        if not is_primary():
-            return
-        for p, (row_log, rows) in enumerate(zip(row_logs, rows_by_point)):
-            row_log.append(rows)
-            for backend in backends[p]:  # TensorBoard / W&B (cfg.logger): the same rows
-                backend.write(row_log.name, rows)
-
+    s.logs = _Logs(points.dirs)
     if resume is not None:
-        abstract = jax.eval_shape(init, keys, points.columns)
-        if any(k not in RESUME_HOST_FIELDS for k in changes):  # the checkpoint holds the saved config's arrays
-            check_same_shapes(*(jax.eval_shape(jax.vmap(program.init), keys, points.columns)
-                                 for program in (main, make_program(saved, plan[0]))), changes)
-        if "steps" in changes:  # a longer run: the same program, unless something in it depends on the total
-            check_total_free(main, make_program(set_field(cfg, "steps", saved.steps), plan[0]), keys[0],
-                              jax.tree.map(lambda c: c[0], points.columns), changes["steps"])
-        if multi:  # restored straight into every process's rows
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
-        restored = restore_checkpoint(run_dir, abstract)
-        runner, host = restored.runner, restored.host
-        runner = runner if multi else place.put(runner)
-        done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
-        if host["seeds"] != seeds or host["iteration"] != starts[done]:
-            raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
-        resumed_from = resume_report(run_dir, restored, starts, main.steps_per_iteration, plan, saved, cfg, multi)
-        for metrics_log, eval_log in zip(metrics_logs, eval_logs) if is_primary() else ():
-            metrics_log.truncate(starts[done] * len(seeds))
-            eval_log.truncate((done + 1) * len(seeds))  # +1: the evaluation before training
-        backends = [open_backends(c, d, seeds, resume_step=starts[done] * main.steps_per_iteration)
-                    for c, d in zip(points.cfgs, points.dirs)]
-        if changes and is_primary():
-            record_changes(run_dir, cfg, points, changes, done, starts[done] * main.steps_per_iteration,
-                            plan=plan if "steps" in changes else None)
+        runner, done, eval_base, resumed_from = _restore(s, saved, changes, make_program)
     else:
-        done, eval_base, resumed_from = 0, eval_key_base(keys), None
-        backends = [open_backends(c, d, seeds, resume_step=None) for c, d in zip(points.cfgs, points.dirs)]
-        runner = init(*to_devices((keys, points.columns), sharding))
-        result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, 0), sharding)))
-        log(eval_logs, [eval_rows(points.rows(result, p), seeds, 0, 0, cfg.eval_policies) for p in point_ids])
-    manager = open_manager(run_dir, create=True) if cfg.checkpoint else None
-    if manager is not None and resume is None:
-        save_checkpoint(manager, 0, runner, host_state(0, 0, seeds, eval_base))
+        runner, done, eval_base, resumed_from = _start(s)
+    s.manager = open_manager(run_dir, create=True) if cfg.checkpoint else None
+    if s.manager is not None and resume is None:
+        save_checkpoint(s.manager, 0, runner, host_state(0, 0, s.seeds, eval_base))
+    t_start = time.perf_counter()
+    runner, done, stopped, saved_chunk, times = _train_chunks(s, chunks, runner, done, eval_base, max_chunks)
+
+    info = {
+        "param_count": int(main.param_count),
+        "num_iterations": sum(plan),
+        "steps_per_iteration": s.spi,
+        "iterations_done": s.starts[done],
+        "env_steps_per_seed": s.starts[done] * s.spi,
+        "finished": done == len(plan) and stopped is None,
+        "stopped": "nonfinite" if stopped is not None else None,  # on_nonfinite=stop ended the run early
+        "changed_on_resume": read_changes(run_dir),  # settings changed by resume= (resumes.jsonl)
+        "resumed_from": resumed_from,  # this session's checkpoint (None: started fresh) and the damaged ones skipped
+        "psjax_version": psjax_version(),
+        "chunks": plan,
+        "devices": s.place.devices,  # the rows (parallel=seeds) or each run's envs (envs) were split this many ways
+        "parallel": cfg.parallel,
+        "processes": jax.process_count(),
+        "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
+        # psjax.memory: a floor from shapes, and XLA's account of the compiled chunk (checked with its margin)
+        "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget, "compiled_bytes": memory_compiled},
+        "session_wall_s": time.perf_counter() - t_start,
+        **_timing(times, sum(chunks.compile_times) if chunks.compile_times else None, s.spi * num_rows),
+        "chunk_programs": len(chunks.compile_times),  # compiled this session (1 where the program counts)
+        "compile_cache": str(cache) if cache else None,  # compile_s is a load time where the cache held the program
+    }
+    _report(s, runner, info)
+    if stopped is not None:
+        raise NonFiniteError(_stop_message(s, stopped, done, saved_chunk))
+    return run_dir
+
+
+def _start(s: _Session):
+    """A fresh run: its backends opened, the untrained policies evaluated and logged. Returns ``(runner, done chunks,
+    the evaluation keys' base, resumed_from None)``."""
+    eval_base = eval_key_base(s.keys)
+    s.logs.backends = [open_backends(c, d, s.seeds, resume_step=None) for c, d in zip(s.points.cfgs, s.points.dirs)]
+    runner = s.place.init(*to_devices((s.keys, s.points.columns), s.sharding))
+    result = to_host(s.place.evaluate(runner, to_devices(eval_keys(eval_base, 0), s.sharding)))
+    s.logs.write("eval", [eval_rows(s.points.rows(result, p), s.seeds, 0, 0, s.cfg.eval_policies)
+                          for p in range(len(s.points.dirs))])
+    return runner, 0, eval_base, None
+
+
+def _restore(s: _Session, saved: TrainConfig, changes: dict, make_program: Callable):
+    """A resumed run: the changed settings checked against the checkpoint, the runner restored, rows logged after
+    the checkpoint dropped, the changes recorded. Returns ``(runner, done chunks, the evaluation keys' base,
+    resumed_from)``."""
+    cfg, main, keys, columns = s.cfg, s.main, s.keys, s.points.columns
+    abstract = jax.eval_shape(s.place.init, keys, columns)
+    if any(k not in RESUME_HOST_FIELDS for k in changes):  # the checkpoint holds the saved config's arrays
+        check_same_shapes(*(jax.eval_shape(jax.vmap(program.init), keys, columns)
+                            for program in (main, make_program(saved, s.plan[0]))), changes)
+    if "steps" in changes:  # a longer run: the same program, unless something in it depends on the total
+        check_total_free(main, make_program(set_field(cfg, "steps", saved.steps), s.plan[0]), keys[0],
+                         jax.tree.map(lambda c: c[0], columns), changes["steps"])
+    if s.multi:  # restored straight into every process's rows
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s.sharding), abstract)
+    restored = restore_checkpoint(s.run_dir, abstract)
+    runner, host = restored.runner, restored.host
+    runner = runner if s.multi else s.place.put(runner)
+    done, eval_base = host["chunk"], np.asarray(host["eval_key_base"], dtype=np.uint32)
+    if host["seeds"] != s.seeds or host["iteration"] != s.starts[done]:
+        raise RuntimeError(f"checkpoint {host} does not match the config's seeds / chunk plan")
+    resumed_from = resume_report(s.run_dir, restored, s.starts, s.spi, s.plan, saved, cfg, s.multi)
+    for metrics_log, eval_log in zip(s.logs.rows["metrics"], s.logs.rows["eval"]) if is_primary() else ():
+        metrics_log.truncate(s.starts[done] * len(s.seeds))
+        eval_log.truncate((done + 1) * len(s.seeds))  # +1: the evaluation before training
+    s.logs.backends = [open_backends(c, d, s.seeds, resume_step=s.starts[done] * s.spi)
+                       for c, d in zip(s.points.cfgs, s.points.dirs)]
+    if changes and is_primary():
+        record_changes(s.run_dir, cfg, s.points, changes, done, s.starts[done] * s.spi,
+                       plan=s.plan if "steps" in changes else None)
+    return runner, done, eval_base, resumed_from
+
+
+def _train_chunks(s: _Session, chunks: _Chunks, runner, done: int, eval_base, max_chunks: int | None):
+    """The chunks from ``done`` on (at most ``max_chunks``): each trained, logged, evaluated, checked for non-finite
+    values and checkpointed (at most every ``checkpoint_every_s``, always the last). Returns ``(runner, chunks done,
+    the non-finite stop message or None, the newest checkpoint's chunk, (iterations, seconds) per chunk)``."""
+    cfg, plan, starts, manager = s.cfg, s.plan, s.starts, s.manager
+    point_ids = range(len(s.points.dirs))
     saved_chunk, saved_at = done, time.perf_counter()  # the newest checkpoint's chunk, and when it was written
     first_bad, stopped = None, None  # where training first went non-finite (this session); the stop message
-
-    spi = main.steps_per_iteration
     stop = len(plan) if max_chunks is None else min(len(plan), done + max_chunks)
-    bar = _progress_bar(cfg, total=sum(plan) * spi, initial=starts[done] * spi)
+    bar = _progress_bar(cfg, total=sum(plan) * s.spi, initial=starts[done] * s.spi)
     if cfg.method_defaults and is_primary():  # which settings came from the method, not the user
         bar.write(method_defaults_line(cfg), file=sys.stderr)
     has_win = env_spec(cfg).has_won  # the bar shows the win rate where the env defines winning
-    times, t_start = [], time.perf_counter()
+    times = []
     try:
         for j in range(done, stop):
             size = plan[j]
             if manager is not None:  # the chunk reuses the runner's buffers: the last checkpoint must be written
                 manager.wait_until_finished()
-            run_size = chunk_fn(size, runner)
+            run_size = chunks(size, runner)
             t0 = time.perf_counter()
             runner, metrics = jax.block_until_ready(run_size(runner))
             times.append((size, time.perf_counter() - t0))
             metrics = jax.tree.map(lambda m, n=size: m[:, :n], to_host(metrics))
-            rows = [metric_rows(points.rows(metrics, p), seeds, starts[j]) for p in point_ids]
-            log(metrics_logs, rows)
-            result = to_host(evaluate(runner, to_devices(eval_keys(eval_base, j + 1), sharding)))
-            log(eval_logs, [eval_rows(points.rows(result, p), seeds, starts[j + 1],
-                                      points.rows(metrics["env_steps"], p)[:, -1], cfg.eval_policies)
-                            for p in point_ids])
+            rows = [metric_rows(s.points.rows(metrics, p), s.seeds, starts[j]) for p in point_ids]
+            s.logs.write("metrics", rows)
+            result = to_host(s.place.evaluate(runner, to_devices(eval_keys(eval_base, j + 1), s.sharding)))
+            s.logs.write("eval", [eval_rows(s.points.rows(result, p), s.seeds, starts[j + 1],
+                                            s.points.rows(metrics["env_steps"], p)[:, -1], cfg.eval_policies)
+                                  for p in point_ids])
             events = [(p, nonfinite_event([decode_row(r) for r in point_rows])) for p, point_rows in enumerate(rows)]
             events = [(p, e) for p, e in events if e]
             if events and first_bad is None:
@@ -270,77 +367,68 @@ def run(
             due = j + 1 == stop or time.perf_counter() - saved_at >= cfg.checkpoint_every_s
             if manager is not None and due and stopped is None and (params_bad is None or
                                                                      not np.any(params_bad[:, -1] > 0)):
-                save_checkpoint(manager, j + 1, runner, host_state(j + 1, starts[j + 1], seeds, eval_base))
+                save_checkpoint(manager, j + 1, runner, host_state(j + 1, starts[j + 1], s.seeds, eval_base))
                 saved_chunk, saved_at = j + 1, time.perf_counter()
-            postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
-            if first_bad is not None:
-                postfix["NON-FINITE from step"] = f"{first_bad:,}"
-            for policy in cfg.eval_policies:  # e.g. "sampled eval=0.91"
-                postfix[f"{POLICY_NAMES[policy]} eval"] = f"{_nanmean(result[eval_key('return', policy)]):.3g}"
-                if has_win:
-                    postfix[f"{POLICY_NAMES[policy]} win"] = f"{_nanmean(result[eval_key('won', policy)]):.2f}"
-            bar.set_postfix(postfix, refresh=False)  # shown by the update below
-            bar.update(size * spi)
+            bar.set_postfix(_postfix(cfg, metrics, result, first_bad, has_win), refresh=False)  # shown by the update
+            bar.update(size * s.spi)
             done = j + 1
             if stopped is not None:
                 break
     except KeyboardInterrupt:
         print(f"\ninterrupted after chunk {done}/{len(plan)}; continue with: "
-              f"python -m psjax train resume={run_dir}", file=sys.stderr)
+              f"python -m psjax train resume={s.run_dir}", file=sys.stderr)
         raise
     finally:
         bar.close()
-        for backend in sum(backends, []):
-            backend.close()
+        s.logs.close()
         if manager is not None:
             manager.wait_until_finished()
             manager.close()
+    return runner, done, stopped, saved_chunk, times
 
-    info = {
-        "param_count": int(main.param_count),
-        "num_iterations": sum(plan),
-        "steps_per_iteration": spi,
-        "iterations_done": starts[done],
-        "env_steps_per_seed": starts[done] * spi,
-        "finished": done == len(plan) and stopped is None,
-        "stopped": "nonfinite" if stopped is not None else None,  # on_nonfinite=stop ended the run early
-        "changed_on_resume": read_changes(run_dir),  # settings changed by resume= (resumes.jsonl)
-        "resumed_from": resumed_from,  # this session's checkpoint (None: started fresh) and the damaged ones skipped
-        "psjax_version": psjax_version(),
-        "chunks": plan,
-        "devices": place.devices,  # the rows (parallel=seeds) or each run's envs (envs) were split this many ways
-        "parallel": cfg.parallel,
-        "processes": jax.process_count(),
-        "program_rows": num_rows,  # seeds, or a sweep's points x seeds, trained in the one program
-        # psjax.memory: a floor from shapes, and XLA's account of the compiled chunk (checked with its margin)
-        "memory_estimate": {**memory_est.to_dict(), "budget_bytes": memory_budget, "compiled_bytes": memory_compiled},
-        "session_wall_s": time.perf_counter() - t_start,
-        **_timing(times, sum(compile_times) if compile_times else None, spi * num_rows),
-        "chunk_programs": len(compile_times),  # chunk programs compiled this session (1 where the program counts)
-        "compile_cache": str(cache) if cache else None,  # compile_s is a load time where the cache held the program
-    }
+
+def _postfix(cfg: TrainConfig, metrics: dict, result: dict, first_bad: int | None, has_win: bool) -> dict:
+    """The progress bar's figures after a chunk: the training return, where training went non-finite, and every
+    evaluated policy's return (and win rate), e.g. "sampled eval=0.91"."""
+    postfix = {"return": f"{_nanmean(metrics['return']):.3g}"}
+    if first_bad is not None:
+        postfix["NON-FINITE from step"] = f"{first_bad:,}"
+    for policy in cfg.eval_policies:
+        postfix[f"{POLICY_NAMES[policy]} eval"] = f"{_nanmean(result[eval_key('return', policy)]):.3g}"
+        if has_win:
+            postfix[f"{POLICY_NAMES[policy]} win"] = f"{_nanmean(result[eval_key('won', policy)]):.2f}"
+    return postfix
+
+
+def _report(s: _Session, runner, info: dict) -> None:
+    """Every point's summary.json, curve.png, the run's generic pictures and the method's own (process 0)."""
     from psjax import registry
     from psjax.sharing.report import plot_distance, plot_snd
 
-    if multi:  # the figures read the runner on process 0; gathering it takes every process
+    cfg = s.cfg
+    if s.multi:  # the figures read the runner on process 0; gathering it takes every process
         runner = to_host(runner)
-    for p, (point_cfg, point_dir) in enumerate(zip(points.cfgs, points.dirs) if is_primary() else ()):
+    for p, (point_cfg, point_dir) in enumerate(zip(s.points.cfgs, s.points.dirs) if is_primary() else ()):
         point_info = {**info, "sweep_point": sweep.label(sweep.points(cfg)[p])} if cfg.sweep else info
         summarize(point_dir, point_cfg, point_info)
         plot_curves(point_dir, point_cfg)
-        for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, ...)
-            draw(point_dir, point_cfg, points.rows(runner, p), main)
         plot_distance(point_dir)  # distance.png, when MAPD distances are logged
         plot_snd(point_dir)  # snd.png, when the team's SND is logged (sharing.snd_interval, DiCo)
-    if stopped is not None:
-        section = "q" if cfg.is_value_based else "ac"
-        kept = (f"the last good checkpoint (chunk {saved_chunk}, env step {starts[saved_chunk] * spi:,} per seed) is "
-                f"kept: continue from it with changed settings, e.g. python -m psjax train resume={run_dir} "
-                f"{section}.lr={cfg.learner_cfg.lr / 10:g}" if manager is not None else
-                "checkpoint=false: there is no checkpoint to continue from")
-        raise NonFiniteError(f"{stopped}. Stopped by on_nonfinite=stop after chunk {done}/{len(plan)}; no checkpoint "
-                             f"of non-finite parameters was written, {kept} (or on_nonfinite=warn to train on)")
-    return run_dir
+        for draw in registry.get(cfg.alg).pictures:  # the method's own (sharing.png, roles.png, DiCo's snd.png, ...)
+            draw(point_dir, point_cfg, s.points.rows(runner, p), s.main)
+
+
+def _stop_message(s: _Session, stopped: str, done: int, saved_chunk: int) -> str:
+    """What ``on_nonfinite=stop`` raises: where training went non-finite and how to go on from the last good
+    checkpoint."""
+    cfg = s.cfg
+    section = "q" if cfg.is_value_based else "ac"
+    kept = (f"the last good checkpoint (chunk {saved_chunk}, env step {s.starts[saved_chunk] * s.spi:,} per seed) is "
+            f"kept: continue from it with changed settings, e.g. python -m psjax train resume={s.run_dir} "
+            f"{section}.lr={cfg.learner_cfg.lr / 10:g}" if s.manager is not None else
+            "checkpoint=false: there is no checkpoint to continue from")
+    return (f"{stopped}. Stopped by on_nonfinite=stop after chunk {done}/{len(s.plan)}; no checkpoint "
+            f"of non-finite parameters was written, {kept} (or on_nonfinite=warn to train on)")
 
 
 def _progress_bar(cfg: TrainConfig, total: int, initial: int):

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from psjax.fields import ConfigError, check_rules
+from psjax.fields import ConfigError, UnknownFieldError, check_rules
 from psjax.fields import doc_field as _f
 
 ENVS = ("smax", "mpe_spread", "lbf", "speaker_listener", "matrix", "typed", "bps", "crware")
@@ -46,7 +46,6 @@ LEARNERS = tuple(LEARNER_KINDS)
 VALUE_LEARNERS = tuple(name for name, kind in LEARNER_KINDS.items() if kind.value_based)
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"  # the YAML presets, package data (pyproject.toml)
 DEFAULT_BURN_IN = 8  # q.burn_in = -1: replay items' burn-in steps, at most a quarter of an item
-MADPS_DEFAULT_INTERVAL_STEPS = 20_000  # env steps between MADPS distance rounds when madps_interval = 0
 
 
 # the reported return's convention where env.team_return = auto: what the env's papers and reference code report
@@ -117,97 +116,9 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class SharingConfig:
-    snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
-    identity_pretrain_steps: int = _f(
-        50_000, "SePS/AdaPS: env steps per seed of pretraining with the shared network; the identity VAE, k-means and "
-                "the switch to clusters run once, when it is reached", min=0)
-    identity_clusters: str = _f(
-        "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the best identity_k_rule score over "
-        "K = 2..N-1 (N-1 slots allocated; N <= 2 agents: K = N)")
-    identity_k_rule: str = _f(
-        "silhouette", "SePS/AdaPS: how identity_clusters=auto scores a K: silhouette (highest mean silhouette) or "
-        "davies_bouldin (lowest score: the SePS code's rule, which splits off singletons; docs/methods.md)",
-        choices=("silhouette", "davies_bouldin"))
-    identity_reconstruct: str = _f(
-        "next_obs_reward", "SePS/AdaPS: what the identity VAE's decoder predicts (the SePS code's `reconstruct`)",
-        choices=("next_obs_reward", "next_obs", "reward"))
-    identity_buffer_size: int = _f(4096, "SePS/AdaPS: (o, a, r, o') transitions kept per agent for the VAE, a "
-                                   "uniform (reservoir) sample of all pretraining transitions", min=1)
-    identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)
-    identity_hidden: int = _f(64, "SePS/AdaPS: identity VAE hidden width", min=1)
-    identity_epochs: int = _f(60, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
-                              "buffer / batch steps each; the SePS code trains ~8x longer on all its data)", min=1)
-    identity_batch_size: int = _f(128, "SePS/AdaPS: VAE minibatch size", min=1)
-    identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
-    identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
-    identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
-    identity_cluster_input: str = _f(
-        "auto", "SePS/AdaPS: what k-means clusters: mean = encoder means mu_i; sample = one draw per agent; auto = mean"
-                " for SePS (its code), sample for AdaPS (its paper)", choices=("auto", "mean", "sample"))
-    adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
-                                min=0.0, max=1.0)
-    adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
-    adaps_mask_critic: bool = _f(True, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
-                                 "too; False = the policy only (a shared critic then cannot tell the kinds apart: "
-                                 "BPS return fell to -60; docs/methods.md)")
-    adaps_mapping_scale: float = _f(
-        3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
-        "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)
-    pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
-                           min=1)
-    pps_window: int = _f(96, "PPS: reward buffer length W, in pps_window_unit (paper: 96, 'the same length as the "
-                         "batch size' of 96 episodes)", min=1)
-    pps_window_unit: str = _f(
-        "episodes", "PPS: unit of the reward buffer: episodes = the last W completed episodes of all envs (the paper); "
-                    "steps = the last W rollout steps, averaged over envs", choices=("episodes", "steps"))
-    pps_rs_weights: str = _f(
-        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after a shift to >= 0 (the "
-                 "paper); softmax = softmax(R_i / pps_rs_temperature) (released code)",
-        choices=("ratio", "softmax"))
-    pps_rs_temperature: float = _f(1.0, "RS-PPS: softmax temperature (pps_rs_weights=softmax)", min=1e-6)
-    pps_pp_boundary: int = _f(2, "PP-PPS: agent-network layers (Dense, GRU, Dense) before the personal/shared "
-                              "boundary", min=1, max=2)
-    pps_pp_personal: str = _f(
-        "front", "PP-PPS: side of the boundary kept per agent; front = feature layers personal, later layers shared "
-        "(paper); back = the released code's direction", choices=("front", "back"))
-    pps_pp_weights: str = _f("reward", "PP-PPS: weights of the shared part; reward = the RS-PPS weights (paper, "
-                             "sections 4.3 and 5); uniform = the released code's plain average",
-                             choices=("uniform", "reward"))
-    pps_target: str = _f(
-        "keep", "PPS: target network at aggregation; keep (released code), aggregate (its rows averaged the same "
-        "way) or copy (set to the aggregated online rows)", choices=("keep", "aggregate", "copy"))
-    pps_moments: bool = _f(False, "PPS: average the Adam moments of aggregated rows too (False: each agent keeps its "
-                           "own, as the released code's per-agent optimisers)")
-    kal_div_coef: float = _f(0.5, "Kaleidoscope: diversity-loss weight relative to the main loss (paper: MPE 0.5, "
-                             "SMACv2 5.0)", min=0.0)
-    kal_reset_interval: int = _f(200_000, "Kaleidoscope: env steps between resets of weights every agent masks out "
-                                 "(paper: MPE 200k, SMACv2 1M); 0 = never", min=0)
-    kal_reset_ratio: float = _f(0.1, "Kaleidoscope: probability that such a weight is reset (paper: MPE 0.1, "
-                                "SMACv2 0.2)", min=0.0, max=1.0)
-    kal_window: int = _f(100, "Kaleidoscope: gradient steps in the running means that rescale the diversity loss",
-                         min=1)
-    kal_threshold_scale: float = _f(5.0, "Kaleidoscope: thresholds start (and restart) at -(scale * U + bias), "
-                                    "U ~ Uniform(0, 1)", min=0.0)
-    kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
-                                   "initial shrink of a weight")
-    hyper_embedding: str = _f("auto", "HyperMARL: the embedding the hypernetwork reads: onehot = agent ids; learned = a"
-                                      " table of hyper_embed_dim; auto = learned for recurrent networks, onehot "
-                                      "otherwise",
-                              choices=("auto", "onehot", "learned"))
-    hyper_generate: str = _f("auto", "HyperMARL: leaves generated per agent: all, or after_gru (the layers after the "
-                                     "GRU; those before it shared); auto = after_gru for recurrent networks, all "
-                                     "otherwise", choices=("auto", "all", "after_gru"))
-    hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
-    hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
-                           "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
-    dico_snd: float = _f(1.0, "DiCo: the team's target System Neural Diversity (Aitchison distance between action "
-                              "distributions); 0 = the shared policy alone, -1 = unconstrained deviations", min=-1.0)
-    dico_tau: float = _f(1.0, "DiCo: soft-update weight of the deviations' SND estimate, measured once per iteration "
-                         "after the update (1 = the latest measurement; the reference's 0.01 updates at every "
-                         "forward pass)", min=0.0, max=1.0)
-    dico_init_gain: float = _f(1.0, "DiCo: orthogonal gain of the output layer of the shared policy and deviations; 1.0"
-                                    " keeps the first rescale near s = 1, as the reference; 0.01 = psjax before issue "
-                                    "39", min=0.0)
+    """The options every method shares (the MAPD and SND metrics); a method's own options are its module's
+    dataclass, registered with its ``Method`` (``add_options``)."""
+
     snd_interval: int = _f(0, "System Neural Diversity as a metric (A2C / PPO and the value learners): iterations "
                            "between measurements, logged as snd (NaN between) and drawn in snd.png; 0 = off. DiCo "
                            "measures after every iteration", min=0)
@@ -235,40 +146,6 @@ class SharingConfig:
     mapd_vae_pairs: str = _f(
         "own", "MAPD: the VAE's training pairs: own = each agent's policy on its own observations (the reference); "
                "pooled = every policy on every pooled observation (docs/config.md)", choices=("own", "pooled"))
-    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the count nearest 20k env "
-                                "steps (500 with A2C's 8 x 5, 10 with PPO's 16 x 128)", min=0)
-    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring (earlier rounds only measure);"
-                              " -1 = twice madps_interval (docs/config.md)", min=-1)
-    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this (Wasserstein) "
-                                          "fuse their fronts; the reference code's 0.5 (docs/config.md)",
-                                     min=0.0)
-    madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
-                                       "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
-    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
-                                     "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
-    madps_init: str = _f("reference", "MADPS: actor initialisation: reference = orthogonal gain 0.5 plus N(0, 0.2) "
-                                      "noise (the reference code's default); psjax = psjax's other actors "
-                                      "(docs/config.md)",
-                         choices=("psjax", "reference"))
-    bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
-    bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
-    bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
-                               "(paper: 5, 7, 8, 10 or 14)", min=1)
-    bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
-    bdps_shared_torso: bool = _f(False, "BDPS: one Dense -> GRU torso shared by the role and group networks, with "
-                                        "per-role / per-group heads; a deviation from the paper's k + m networks, "
-                                        "~FuPS's compute")
-    bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
-    bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
-                              min=1)
-    bdps_embed: int = _f(64, "BDPS: group selector's role-embedding MLP width", min=1)
-    bdps_gat_out: int = _f(128, "BDPS: GAT output width, split over its k heads (paper: 128)", min=1)
-    bdps_selector_hidden: int = _f(64, "BDPS: group selector GRU state (paper: 64)", min=1)
-    bdps_vae_coef: float = _f(1.0, "BDPS: weight of the GRU-VAE loss in the summed loss (one optimiser)", min=0.0)
-    bdps_selector_coef: float = _f(1.0, "BDPS: weight of the group selector's TD loss in the summed loss", min=0.0)
-    bdps_advantage: str = _f("taken", "BDPS: the advantage the role selector reads: taken = max_a Q - Q(a_t) (the "
-                             "paper; exactly 0 on greedy steps), mean = max_a Q - mean Q over the available actions "
-                             "(non-zero under greedy acting)", choices=("taken", "mean"))
 
 
 @dataclass(frozen=True)
@@ -359,7 +236,8 @@ class TrainConfig:
                       choices=("",) + LEARNERS)
     method_defaults: str = _f("", "written by make_config: the fields (dotted, space-separated) whose values came from "
                                   "alg's registry record because no preset or override set them; kept on resume")
-    sharing: SharingConfig = field(default_factory=SharingConfig, metadata={"doc": "method options"})
+    sharing: SharingConfig = field(default_factory=lambda: SharingSection(),
+                                   metadata={"doc": "method options: SharingConfig's and every method's own"})
     q: QConfig = field(default_factory=QConfig, metadata={"doc": "QMIX / VDN / IQL options"})
     ac: ACConfig = field(default_factory=ACConfig, metadata={"doc": "A2C / PPO options"})
     seed: int = _f(0, "first seed; seeds are seed .. seed+seeds-1", min=0)
@@ -456,13 +334,6 @@ class TrainConfig:
         return max(1, math.ceil(self.steps / self.steps_per_iteration))
 
     @property
-    def madps_schedule(self) -> tuple[int, int]:
-        """MADPS's (interval, start) in training iterations, the automatic defaults resolved."""
-        interval = self.sharing.madps_interval or max(1, round(MADPS_DEFAULT_INTERVAL_STEPS / self.steps_per_iteration))
-        start = self.sharing.madps_start if self.sharing.madps_start >= 0 else 2 * interval
-        return interval, start
-
-    @property
     def eval_policies(self) -> tuple[str, ...]:
         """The policies each evaluation runs (``greedy`` / ``sample``), the primary one first."""
         default = "greedy" if self.is_value_based else "sample"
@@ -501,28 +372,81 @@ LEARNER_PRESETS: dict[str, dict[str, Any]] = {
 ALIASES = {"env": "env.name", "map": "env.map", "scenario": "env.scenario", "method": "alg"}
 
 
-def field_docs(cls=TrainConfig, prefix: str = "") -> dict[str, str]:
-    """Flat ``dotted.name -> doc`` for every leaf field."""
-    out = {}
-    for f in dataclasses.fields(cls):
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub):
-            out.update(field_docs(f.default_factory, prefix + f.name + "."))
-        else:
-            out[prefix + f.name] = f.metadata.get("doc", "")
-    return out
+def field_docs(cls=None, prefix: str = "") -> dict[str, str]:
+    """Flat ``dotted.name -> doc`` for every leaf field (of TrainConfig, the registered methods' options included)."""
+    leaves = _LEAVES if cls is None else dict(_leaf_fields(cls, prefix))
+    return {path: f.metadata.get("doc", "") for path, f in leaves.items()}
+
+
+def _section(f: dataclasses.Field) -> type | None:
+    """The dataclass of a section field of TrainConfig (``sharing``: SharingConfig plus the methods' options)."""
+    if f.name == "sharing":
+        return SharingSection
+    sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+    return sub if sub is not None and dataclasses.is_dataclass(sub) else None
 
 
 def _leaf_fields(cls, prefix=""):
     for f in dataclasses.fields(cls):
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if sub is not None and dataclasses.is_dataclass(sub):
+        sub = _section(f) if cls is TrainConfig else None
+        if sub is not None:
             yield from _leaf_fields(sub, prefix + f.name + ".")
         else:
             yield prefix + f.name, f
 
 
-_LEAVES = dict(_leaf_fields(TrainConfig))
+# The config's sharing section: SharingConfig's fields, then those of every registered options dataclass in the
+# order they were added (``add_options``; the registry adds a method's ``options``). Rebuilt, with the leaf table,
+# whenever that list changes; the section keeps one class name so configs print and compare as one type.
+_OPTIONS: list[type] = []
+SharingSection: type = SharingConfig
+_LEAVES: dict[str, dataclasses.Field] = {}
+
+
+def _rebuild_sections() -> None:
+    global SharingSection, _LEAVES
+    fields, seen = [], {}
+    for cls in (SharingConfig, *_OPTIONS):
+        for f in dataclasses.fields(cls):
+            if f.name in seen:
+                continue
+            seen[f.name] = cls
+            fields.append((f.name, f.type, field(default=f.default, metadata=f.metadata)))
+    SharingSection = dataclasses.make_dataclass("SharingSection", fields, frozen=True)
+    SharingSection.__module__ = __name__  # pickles by name: this module's current SharingSection
+    SharingSection.__doc__ = "SharingConfig's fields plus every registered method's options (``add_options``)."
+    _LEAVES = dict(_leaf_fields(TrainConfig))
+
+
+def add_options(cls: type) -> None:
+    """Add the fields of the frozen dataclass ``cls`` (a method's options) to the config's sharing section, where
+    presets, ``sharing.FIELD=value`` overrides, sweeps, ``python -m psjax fields`` and validation find them. Every
+    field needs a doc (``psjax.fields.doc_field``) and a name no other section field has (a method prefix)."""
+    if cls in _OPTIONS:
+        return
+    if not (dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise ConfigError(f"options {cls!r} must be a frozen dataclass")
+    owners = {f.name: owner for owner in (SharingConfig, *_OPTIONS) for f in dataclasses.fields(owner)}
+    for f in dataclasses.fields(cls):
+        owner = owners.get(f.name)
+        if owner is not None and f is not next(g for g in dataclasses.fields(owner) if g.name == f.name):
+            raise ConfigError(f"options {cls.__name__}: field {f.name!r} is already {owner.__name__}'s; allowed: a "
+                              "name no other sharing option has (prefix it with the method's name)")
+        if not f.metadata.get("doc") or f.default is dataclasses.MISSING:
+            raise ConfigError(f"options {cls.__name__}: field {f.name!r} needs a default and a doc "
+                              "(psjax.fields.doc_field)")
+    _OPTIONS.append(cls)
+    _rebuild_sections()
+
+
+def remove_options(cls: type) -> None:
+    """Undo ``add_options(cls)`` (a method unregistered, e.g. by a test)."""
+    if cls in _OPTIONS:
+        _OPTIONS.remove(cls)
+        _rebuild_sections()
+
+
+_rebuild_sections()
 
 
 def resolve_key(key: str, learner: str) -> str:
@@ -534,7 +458,7 @@ def resolve_key(key: str, learner: str) -> str:
     for prefix in (section + ".", "env.", "sharing."):
         if prefix + key in _LEAVES:
             return prefix + key
-    raise ConfigError(
+    raise UnknownFieldError(
         f"unknown config field {key!r}; allowed: {', '.join(sorted(set(ALIASES) | set(_LEAVES)))}"
     )
 

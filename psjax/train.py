@@ -92,13 +92,15 @@ def make_parts(cfg: TrainConfig, env: Env | None = None) -> Parts:
     learner = make_learner(cfg, env.spec, scheme, model)
     codes = agent_id_features(env.spec.num_agents, resolve_agent_id(cfg.env.agent_id, method.agent_id))
     recurrent = cfg.learner_kind.recurrent
-    # the team's SND after every update for a method driven by it (DiCo), or the metric any method can log
-    snd_interval = 1 if scheme.on_snd is not None else cfg.sharing.snd_interval
+    # the team's SND for a method driven by it (DiCo: after every update), or the metric any method can log
+    by_snd = methods.driver(scheme, "snd")
+    snd_interval = by_snd.interval if by_snd is not None else cfg.sharing.snd_interval
     if snd_interval > 0 and learner.policy_logits is not None:
         scheme = snd.with_snd(scheme, learner.policy_logits, env.spec, snd_interval, cfg.sharing.snd_rows, recurrent,
                               lc.num_envs * lc.rollout_len, codes)
     # the MAPD distance rounds: MADPS's own interval, or the metric any method can log
-    interval = scheme.distance_interval if scheme.restructure is not None else cfg.sharing.mapd_interval
+    by_distance = methods.driver(scheme, "mapd")
+    interval = by_distance.interval if by_distance is not None else cfg.sharing.mapd_interval
     if interval > 0 and learner.policy_logits is not None:
         rows = 0 if recurrent else cfg.sharing.mapd_buffer_size  # feed-forward: a buffer
         scheme = mapd.with_distance(scheme, learner.policy_logits, env.spec, cfg.sharing, interval, rows, codes)

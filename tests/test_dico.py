@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psjax import registry
 from psjax.config import make_config
 from psjax.fields import ConfigError
 from psjax.run import run
@@ -86,7 +87,7 @@ def test_dico_final_snd_equals_the_target_after_rescaling(target, extra):
     snd_of = lambda sh: float(measure_snd(parts.learner.policy_logits, learner, sh, traj, runner.hidden))  # noqa: E731
     before = snd_of(sharing)
     assert before > 0 and not math.isclose(before, target, rel_tol=0.05)
-    sharing = parts.scheme.on_snd(sharing, jnp.float32(before))
+    sharing, _ = parts.scheme.driven_by.act(sharing, None, jnp.float32(before), None)
     np.testing.assert_allclose(snd_of(sharing), target, rtol=1e-4)
     # target 0: the shared policy alone, every agent the same function
     cfg, parts, runner = _spread_parts(0.0, **extra)
@@ -213,9 +214,13 @@ def test_snd_series_and_picture_from_metrics(tmp_path):
             for s in range(2) for i in range(800)]  # NaN (None) between measurements
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     found = snd_series(tmp_path)
-    assert found["target"] == 1.0 and sorted(found["series"]) == [0, 1]
+    assert sorted(found["series"]) == [0, 1]
     steps, snd = found["series"][1]
     assert len(steps) == 400 and np.all(snd == 2.0) and steps[0] == 20
     assert plot_snd(tmp_path).stat().st_size > 0  # binned: 400 points per seed
+    plain = plot_snd(tmp_path).read_bytes()
+    cfg = make_config({"alg": "dico", "dico_snd": 0.5})
+    assert registry.get("dico").pictures[0](tmp_path, cfg, None, None) == tmp_path / "snd.png"
+    assert (tmp_path / "snd.png").read_bytes() != plain  # DiCo's replaces the plain one: its target drawn in
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"seed": 0, "env_steps": 1, "return": 0.0}))
     assert snd_series(tmp_path) is None and plot_snd(tmp_path) is None

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from psjax import registry
 from psjax.config import ConfigError, make_config
 from psjax.nets.agents import block_params, blocks
 from psjax.sharing import madps
@@ -122,10 +123,10 @@ def test_config_rules():
     assert madps.thresholds(cfg) == pytest.approx((0.25, 0.5, 1.0))  # the reference code's eps0, eps1, eps2
     assert cfg.sharing.madps_init == "reference"
     # a round every ~20k env steps whatever the rollout size; the first round only measures
-    assert cfg.madps_schedule == (500, 1000)  # A2C: 8 envs x 5 steps
-    assert make_config({"alg": "madps", "learner": "ppo"}).madps_schedule == (10, 20)  # 16 x 128
-    assert make_config({"alg": "madps", "madps_interval": 7}).madps_schedule == (7, 14)
-    assert make_config({"alg": "madps", "madps_interval": 7, "madps_start": 0}).madps_schedule == (7, 0)
+    assert madps.schedule(cfg) == (500, 1000)  # A2C: 8 envs x 5 steps
+    assert madps.schedule(make_config({"alg": "madps", "learner": "ppo"})) == (10, 20)  # 16 x 128
+    assert madps.schedule(make_config({"alg": "madps", "madps_interval": 7})) == (7, 14)
+    assert madps.schedule(make_config({"alg": "madps", "madps_interval": 7, "madps_start": 0})) == (7, 0)
     assert madps.thresholds(make_config({"alg": "madps", "madps_fuse_threshold": 0.1})) == (0.05, 0.1, 0.2)
     with pytest.raises(ConfigError, match="madps_init"):
         make_config({"alg": "madps", "madps_init": "xavier"})
@@ -223,7 +224,7 @@ def test_rounds_before_madps_start_only_measure():
     _, parts = _madps_parts(madps_interval=2, madps_start=4)
     learner = jax.jit(parts.learner.init)(jax.random.PRNGKey(0))
     sharing = parts.scheme.init(jax.random.PRNGKey(0))
-    restructure = jax.jit(parts.scheme.restructure)
+    restructure = jax.jit(parts.scheme.driven_by.act)
     d = jnp.asarray(_matrix(3, far=5.0))  # every pair far apart: agents 1 and 2 would divide
     sharing1, learner1 = restructure(sharing, learner, d, jax.random.PRNGKey(1))  # round 1 at iteration 2 < 4
     assert sharing1.extra.front.tolist() == [0, 0, 0] and sharing1.slots.tolist() == [0, 1, 2]
@@ -242,7 +243,7 @@ def test_division_copies_both_front_layers_equal_right_after_and_diverging_with_
     runner, _ = step(jax.jit(lambda k: init_runner(parts, k))(jax.random.PRNGKey(0)))  # non-zero Adam moments
     # agents 0 and 2 far apart on the shared front: a round divides agent 1 (agent 0's first j) ... make it 2:
     d = _matrix(3, far=0.7, d02=3.0)
-    sharing, learner = parts.scheme.restructure(runner.sharing, runner.learner, jnp.asarray(d), jax.random.PRNGKey(1))
+    sharing, learner = parts.scheme.driven_by.act(runner.sharing, runner.learner, jnp.asarray(d), jax.random.PRNGKey(1))
     assert sharing.extra.front.tolist() == [0, 0, 2]
     actor, before = learner.params["actor"]["params"], runner.learner.params["actor"]["params"]
     moments = [learner.opt_state[1][0].mu["actor"]["params"], learner.opt_state[1][0].nu["actor"]["params"]]
@@ -295,7 +296,10 @@ def test_sharing_png_shows_front_and_back_slots(tmp_path):
     rows = [{"seed": s, "iteration": 1, "env_steps": 40, **{f"madps_front[{i}]": [0, 0, 2][i] for i in range(3)},
              **{f"madps_back[{i}]": [0, 1, 1][i] for i in range(3)}} for s in (0, 1)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    tables = sharing_tables(tmp_path)
+    assert sharing_tables(tmp_path) is None  # report.py reads no method's names: MADPS hands over its tables
+    tables = sharing_tables(tmp_path, madps.front_back_tables)
     np.testing.assert_array_equal(tables["cluster"], [[0, 0, 2], [0, 1, 1], [0, 0, 2], [0, 1, 1]])
     np.testing.assert_allclose(tables["mean_overlap"], [1 / 3, 1 / 3])
-    assert plot_sharing(tmp_path).exists()
+    assert plot_sharing(tmp_path) is None and plot_sharing(tmp_path, madps.front_back_tables).exists()
+    picture = registry.get("madps").pictures[0]
+    assert picture(tmp_path, None, None, None) == tmp_path / "sharing.png"

@@ -16,6 +16,7 @@ that reads the torso's output, so the value loss trains the torso too and each a
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import chex
@@ -34,8 +35,7 @@ from psjax.sharing.methods import (
     Scheme,
     add_aux_loss,
     agent_derive,
-    bank_layout,
-    bank_module,
+    bank_network,
     init_aux_state,
     init_sharing_params,
 )
@@ -121,6 +121,46 @@ def previous_actions(action: chex.Array, last0: chex.Array, resets: chex.Array, 
     return jnp.where(resets[:, :, None, None], 0.0, prev)
 
 
+def surrogate_loss(logp: chex.Array, old_logp: chex.Array, adv: chex.Array, clip_eps: float,
+                   normalize_adv: bool) -> tuple[chex.Array, chex.Array]:
+    """PPO's clipped surrogate (A2C: one epoch, ratio 1): ``(-mean min(r A, clip(r) A), r)`` with ``r`` the
+    probability ratio of the taken actions; ``normalize_adv`` standardises ``A`` over the minibatch first."""
+    ratio = jnp.exp(logp - old_logp)
+    if normalize_adv:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - clip_eps, 1 + clip_eps) * adv)
+    return -surrogate.mean(), ratio
+
+
+def squared_value_loss(values: chex.Array, ret: chex.Array, old_value: chex.Array | None,
+                       clip_eps: float) -> chex.Array:
+    """Mean squared error of the values against the returns; with ``old_value`` (``ac.clip_value``) the larger of it
+    and the error of the value clipped to within ``clip_eps`` of the rollout's."""
+    # no 1/2: vf_coef weighs the plain squared error, as the SePS code's value_loss_coef (see ACConfig.vf_coef)
+    value_error = (values - ret) ** 2
+    if old_value is not None:  # pessimistic: a value may not gain from moving further than clip_eps in one rollout
+        clipped = old_value + jnp.clip(values - old_value, -clip_eps, clip_eps)
+        value_error = jnp.maximum(value_error, (clipped - ret) ** 2)
+    return jnp.mean(value_error)
+
+
+def minibatch_epochs(gradient_step, state, samples: dict, hidden0, key: chex.PRNGKey, epochs: int,
+                     num_minibatches: int):
+    """``epochs`` passes over ``samples``, each in ``num_minibatches`` shuffled minibatches, one
+    ``gradient_step(state, (minibatch, start states)) -> (state, metrics)`` each: steps ``[T*E, ...]`` split on
+    their only axis (``hidden0`` None), or trajectories ``[T, E, ...]`` split on the env axis with their start
+    states ``hidden0 [E, ...]``. Returns the state and the metrics' means."""
+    def epoch(state, k):
+        if hidden0 is not None:  # whole trajectories: split the envs, keep time
+            batches = minibatches(samples, k, 1, num_minibatches), minibatches(hidden0, k, 0, num_minibatches)
+        else:
+            batches = minibatches(samples, k, 0, num_minibatches), jnp.zeros(num_minibatches)
+        return jax.lax.scan(gradient_step, state, batches)
+
+    state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, epochs))
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
     ac = cfg.ac
     n = spec.num_agents
@@ -134,8 +174,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         critic = MLP(ac.hidden, 1, out_scale=1.0, depth=1)
     else:
         critic = net(ac.hidden, 1, out_scale=1.0, obs_shape=() if ac.central_critic else spec.obs_shape)
-    layout = scheme.layout
-    critic_layout = bank_layout(scheme, "critic")  # AdaPS masks the policy only
+    # what the banks' per-agent parameters are applied with, under which layout (the networks themselves and the
+    # scheme's layout for most methods; DiCo's actor adds a deviation, AdaPS may leave the critic unmasked)
+    actor_module, layout = bank_network(scheme, "actor", actor)
+    critic_module, critic_layout = bank_network(scheme, "critic", critic)
     if shared:  # the head reads torso features the agent's masks already shaped
         critic_layout = critic_layout._replace(masked=False)
     actor_in_dim = spec.obs_dim + (spec.num_actions if ac.last_action else 0)
@@ -153,8 +195,7 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             [jnp.broadcast_to(state[..., None, :], (*obs.shape[:-1], state.shape[-1])), ids], -1
         )
 
-    # what the banks' per-agent parameters are applied with (the networks themselves for most methods)
-    modules = {"actor": bank_module(scheme, "actor", actor), "critic": bank_module(scheme, "critic", critic)}
+    modules = {"actor": actor_module, "critic": critic_module}
     actor_state_size = modules["actor"].state_size if ac.recurrent else 0
 
     def bank_of(name):
@@ -265,19 +306,9 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             values = unroll("critic", params, sharing, states(hidden0, "critic"), critic_input(mb["obs"], mb["state"]),
                             resets)[0][..., 0]
         pi = dist(logits, mb["avail"])
-        logp = pi.log_prob(mb["action"])
-        ratio = jnp.exp(logp - mb["logp"])
-        adv = mb["adv"]
-        if ac.normalize_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - ac.clip_eps, 1 + ac.clip_eps) * adv)
-        policy_loss = -surrogate.mean()
-        # no 1/2: vf_coef weighs the plain squared error, as the SePS code's value_loss_coef (see ACConfig.vf_coef)
-        value_error = (values - mb["ret"]) ** 2
-        if ac.clip_value:  # pessimistic: a value may not gain from moving further than clip_eps in one rollout
-            clipped = mb["old_value"] + jnp.clip(values - mb["old_value"], -ac.clip_eps, ac.clip_eps)
-            value_error = jnp.maximum(value_error, (clipped - mb["ret"]) ** 2)
-        value_loss = jnp.mean(value_error)
+        policy_loss, ratio = surrogate_loss(pi.log_prob(mb["action"]), mb["logp"], mb["adv"], ac.clip_eps,
+                                            ac.normalize_adv)
+        value_loss = squared_value_loss(values, mb["ret"], mb.get("old_value"), ac.clip_eps)
         entropy = pi.entropy().mean()
         loss = policy_loss + ac.vf_coef * value_loss - ac.ent_coef * entropy
         total, aux_state, aux_metrics = add_aux_loss(scheme, params, aux_state, loss)
@@ -291,8 +322,19 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
         }
         return total, (metrics, aux_state)
 
-    def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
-        del step, last  # traj.next_obs ends with the observation after the rollout
+    def gradient_step(sharing, state: ACState, batch):
+        """One optimiser step on a minibatch ``(samples, the trajectories' start states)``."""
+        mb, h0 = batch
+        (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, sharing, mb, h0,
+                                                                                 state.aux)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        aux = {"grad_norm": optax.tree.norm(grads), **aux}
+        return ACState(params, opt_state, state.updates + 1, aux_state), aux
+
+    def targets(state: ACState, sharing: SharingState, traj: Transition, hidden0) -> dict:
+        """The rollout as training samples: observations, actions, log-probabilities and GAE advantages and
+        returns, ``[T, E, ...]`` (recurrent: with the episode resets) or steps flattened to ``[T*E, ...]``."""
         resets = episode_starts(traj.done)
         prev_action = (previous_actions(traj.action, hidden0["last_action"], resets, spec.num_actions)
                        if ac.last_action else ())
@@ -327,29 +369,15 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme) -> Learner:
             samples["prev_action"] = prev_action
         if ac.recurrent:
             samples["resets"] = resets
-        else:  # independent steps: minibatches of steps drawn from the whole rollout
-            samples = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
+            return samples
+        # independent steps: minibatches of steps drawn from the whole rollout
+        return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), samples)  # [T*E, ...]
 
-        def epoch(state, k):
-            if ac.recurrent:  # whole trajectories: split the envs, keep time
-                batches = minibatches(samples, k, 1, ac.num_minibatches), minibatches(hidden0, k, 0, ac.num_minibatches)
-            else:
-                batches = minibatches(samples, k, 0, ac.num_minibatches), jnp.zeros(ac.num_minibatches)
-
-            def minibatch_step(state, batch):
-                mb, h0 = batch
-                (_, (aux, aux_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                    state.params, sharing, mb, h0, state.aux
-                )
-                updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-                params = optax.apply_updates(state.params, updates)
-                aux = {"grad_norm": optax.tree.norm(grads), **aux}
-                return ACState(params, opt_state, state.updates + 1, aux_state), aux
-
-            return jax.lax.scan(minibatch_step, state, batches)
-
-        state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, ac.epochs))
-        return state, jax.tree.map(jnp.mean, metrics)
+    def update(state: ACState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
+        del step, last  # traj.next_obs ends with the observation after the rollout
+        samples = targets(state, sharing, traj, hidden0)
+        return minibatch_epochs(partial(gradient_step, sharing), state, samples, hidden0 if ac.recurrent else None,
+                                key, ac.epochs, ac.num_minibatches)
 
     return Learner(
         init=init,

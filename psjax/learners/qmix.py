@@ -24,7 +24,7 @@ from psjax.envs.base import EnvSpec, TimeStep, team_reward
 from psjax.learners import replay
 from psjax.learners.batches import minibatches
 from psjax.nets.mixers import QMixer, VDNMixer
-from psjax.schema import TrainConfig, burn_in_steps
+from psjax.schema import QConfig, TrainConfig, burn_in_steps
 from psjax.sharing.bank import SharingState
 from psjax.sharing.methods import Scheme, add_aux_loss, init_aux_state, init_sharing_params
 from psjax.types import Learner, Transition
@@ -125,6 +125,45 @@ def sequence_targets(
     return pred, td_targets(reduce_reward(seq["reward"]), seq["terminated"], done, q_next_tot, gamma, lam)
 
 
+def next_target(params, target, num_updates: chex.Array, qc: QConfig):
+    """The target network after gradient step ``num_updates``: Polyak-averaged towards ``params`` every step
+    (``q.target_tau`` > 0), else a hard copy every ``q.target_update_interval`` steps."""
+    if qc.target_tau > 0:  # soft: no jump in the targets (hard copies shake the policy, docs/changelog.md)
+        return optax.incremental_update(params, target, qc.target_tau)
+    sync = num_updates % qc.target_update_interval == 0
+    return jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, target)
+
+
+def compact_finals(traj: Transition, slots: int) -> dict:
+    """Each env's pre-reset next observation, state and availability at its truncated steps: "final_step"
+    ``[E, slots]`` (padded with T) and "final_obs" / "final_state" / "final_avail" ``[E, slots, ...]``."""
+    step = truncation_steps(traj.done & ~traj.terminated, slots)  # [slots, E]
+    finals = at_steps({"final_obs": traj.next_obs, "final_state": traj.next_state,
+                       "final_avail": traj.next_avail}, step)
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), {"final_step": step, **finals})
+
+
+def rollout_items(traj: Transition, last: TimeStep, hidden0, slots: int, keep_state: bool,
+                  stored: tuple[str, ...]) -> dict:
+    """The rollout ``[T, E, ...]`` as replay items, one per env: leaves ``[E, T(+1), ...]`` (``hidden0``: ``[E, ...]``,
+    zeros unless ``keep_state``), with ``slots`` time-limit slots and the agent model's ``stored`` extras."""
+    def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
+        return jnp.swapaxes(jnp.concatenate([x_t, x_last[None]], axis=0), 0, 1)
+
+    return {
+        "obs": with_next(traj.obs, last.obs),
+        "state": with_next(traj.state, last.state),
+        "avail": with_next(traj.avail, last.avail_actions),
+        "action": jnp.swapaxes(traj.action, 0, 1),
+        "reward": jnp.swapaxes(traj.reward, 0, 1),
+        "done": jnp.swapaxes(traj.done, 0, 1),
+        "terminated": jnp.swapaxes(traj.terminated, 0, 1),
+        **compact_finals(traj, slots),
+        "hidden0": hidden0 if keep_state else jax.tree.map(jnp.zeros_like, hidden0),
+        **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in stored},
+    }
+
+
 def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentModel | None = None) -> Learner:
     """QMIX / VDN / IQL, or PQN (``learner=pqn``: on-policy, see the module doc), over ``model`` (default: the
     scheme's RecurrentNet bank)."""
@@ -223,44 +262,10 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         num_updates = state.updates + 1
-        if on_policy:
-            target = ()
-        elif qc.target_tau > 0:  # soft: no jump in the targets (hard copies shake the policy, docs/results.md)
-            target = optax.incremental_update(params, state.target, qc.target_tau)
-        else:
-            sync = num_updates % qc.target_update_interval == 0
-            target = jax.tree.map(lambda p, t: jnp.where(sync, p, t), params, state.target)
+        target = () if on_policy else next_target(params, state.target, num_updates, qc)
         metrics = {"grad_norm": optax.tree.norm(grads), **aux}
         state = state._replace(params=params, target=target, opt_state=opt_state, updates=num_updates, aux=aux_state)
         return state, metrics
-
-    def compact_finals(traj: Transition) -> dict:
-        """Each env's pre-reset next observation, state and availability at its truncated steps: "final_step"
-        ``[E, slots]`` (padded with T) and "final_obs" / "final_state" / "final_avail" ``[E, slots, ...]``."""
-        step = truncation_steps(traj.done & ~traj.terminated, slots)  # [slots, E]
-        finals = at_steps({"final_obs": traj.next_obs, "final_state": traj.next_state,
-                           "final_avail": traj.next_avail}, step)
-        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), {"final_step": step, **finals})
-
-    def rollout_items(traj: Transition, last: TimeStep, hidden0):
-        """The rollout as replay items, one per env: leaves ``[E, T(+1), ...]`` (``hidden0``: ``[E, ...]``)."""
-        def with_next(x_t, x_last):  # [T, E, ...] + [E, ...] -> [E, T+1, ...]
-            return jnp.swapaxes(jnp.concatenate([x_t, x_last[None]], axis=0), 0, 1)
-
-        # PQN learns from the rollout it just collected: its recorded start state is the right one
-        keep_state = qc.stored_state or on_policy
-        return {
-            "obs": with_next(traj.obs, last.obs),
-            "state": with_next(traj.state, last.state),
-            "avail": with_next(traj.avail, last.avail_actions),
-            "action": jnp.swapaxes(traj.action, 0, 1),
-            "reward": jnp.swapaxes(traj.reward, 0, 1),
-            "done": jnp.swapaxes(traj.done, 0, 1),
-            "terminated": jnp.swapaxes(traj.terminated, 0, 1),
-            **compact_finals(traj),
-            "hidden0": hidden0 if keep_state else jax.tree.map(jnp.zeros_like, hidden0),
-            **{k: with_next(traj.extras[k], traj.extras[k][-1]) for k in model.stored(1)},
-        }
 
     def learn_on_policy(state: QState, sharing, items, key):
         """PQN: ``q.epochs`` passes over the rollout, each in ``q.num_minibatches`` splits of a shuffled env axis."""
@@ -299,7 +304,8 @@ def make_learner(cfg: TrainConfig, spec: EnvSpec, scheme: Scheme, model: AgentMo
         return jax.lax.cond(step >= qc.learning_starts, learn_traced, skip, state)
 
     def update(state: QState, sharing: SharingState, traj: Transition, last: TimeStep, hidden0, key, step):
-        items = rollout_items(traj, last, hidden0)
+        # PQN learns from the rollout it just collected: its recorded start state is the right one
+        items = rollout_items(traj, last, hidden0, slots, qc.stored_state or on_policy, tuple(model.stored(1)))
         if on_policy:
             state, metrics = learn_on_policy(state, sharing, items, key)
         else:

@@ -3,14 +3,24 @@ with random per-agent masks (SNP-PS). Their slots and masks are fixed at initial
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
 from psjax.envs.base import EnvSpec
+from psjax.fields import doc_field as _f
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.methods import Scheme, static_update
+
+
+@dataclass(frozen=True)
+class SNPOptions:
+    """SNP-PS's options (``sharing.snp_*``)."""
+
+    snp_keep_prob: float = _f(0.5, "SNP-PS: probability that a hidden unit is kept", min=0.0, max=1.0)
 
 
 def make_nops(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int, bank_names) -> Scheme:
@@ -46,5 +56,6 @@ METHODS = (  # registered by psjax.catalog
     Method("fups", "full sharing: one network for all agents", make_fups),
     Method("fups_id", "full sharing with a one-hot agent id appended to the observations", make_fups,
            agent_id="onehot"),
-    Method("snp_ps", "one network, fixed random per-agent unit masks (SNP-PS)", make_snp_ps),
+    Method("snp_ps", "one network, fixed random per-agent unit masks (SNP-PS)", make_snp_ps,
+           options=SNPOptions),
 )

@@ -53,6 +53,7 @@ in environments without deaths every agent is always alive.
 from __future__ import annotations
 
 import pathlib
+from dataclasses import dataclass
 from typing import Any
 
 import chex
@@ -64,6 +65,7 @@ from psjax.bootstrap import at_steps
 from psjax.envs import make_env, num_agents
 from psjax.envs.base import EnvSpec, team_reward
 from psjax.fields import ConfigError
+from psjax.fields import doc_field as _f
 from psjax.nets.agents import RecurrentNet
 from psjax.nets.bdps import AdvantageVAE, GroupSelector, QHead, Torso
 from psjax.nets.mixers import QMixer, VDNMixer
@@ -72,6 +74,31 @@ from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout, init_bank
 from psjax.sharing.methods import Scheme, static_update
 from psjax.sharing.structure import type_ari
+
+
+@dataclass(frozen=True)
+class BDPSOptions:
+    """BDPS's options (``sharing.bdps_*``)."""
+
+    bdps_roles: int = _f(3, "BDPS: k, role networks; n >= k >= m >= 2", min=2)
+    bdps_groups: int = _f(2, "BDPS: m, group networks (unused by bdps_role)", min=2)
+    bdps_role_period: int = _f(5, "BDPS: T_U, episode steps between role choices; shorter than an episode "
+                               "(paper: 5, 7, 8, 10 or 14)", min=1)
+    bdps_group_factor: int = _f(2, "BDPS: e, groups are chosen every T_V = e * T_U steps (paper: 1 or 2)", min=1)
+    bdps_shared_torso: bool = _f(False, "BDPS: one Dense -> GRU torso shared by the role and group networks, with "
+                                        "per-role / per-group heads; a deviation from the paper's k + m networks, "
+                                        "~FuPS's compute")
+    bdps_kl_coef: float = _f(0.01, "BDPS: lambda, weight of the KL term of the GRU-VAE loss", min=0.0)
+    bdps_vae_hidden: int = _f(32, "BDPS: GRU-VAE width; h_U (an extra input of the group networks) has this size",
+                              min=1)
+    bdps_embed: int = _f(64, "BDPS: group selector's role-embedding MLP width", min=1)
+    bdps_gat_out: int = _f(128, "BDPS: GAT output width, split over its k heads (paper: 128)", min=1)
+    bdps_selector_hidden: int = _f(64, "BDPS: group selector GRU state (paper: 64)", min=1)
+    bdps_vae_coef: float = _f(1.0, "BDPS: weight of the GRU-VAE loss in the summed loss (one optimiser)", min=0.0)
+    bdps_selector_coef: float = _f(1.0, "BDPS: weight of the group selector's TD loss in the summed loss", min=0.0)
+    bdps_advantage: str = _f("taken", "BDPS: the advantage the role selector reads: taken = max_a Q - Q(a_t) (the "
+                             "paper; exactly 0 on greedy steps), mean = max_a Q - mean Q over the available actions "
+                             "(non-zero under greedy acting)", choices=("taken", "mean"))
 
 MODES = {"bdps": "both", "bdps_role": "role", "bdps_team": "team"}
 RECURRENT = ("role_h", "group_h", "torso_h")  # the agent networks' GRU states in the rollout state
@@ -256,6 +283,41 @@ def selector_targets(reward_t, done_t, choice_tp1, v_tp1, gamma, known_tp1=None,
     return y, valid
 
 
+def pick(q_all: chex.Array, idx: chex.Array) -> chex.Array:
+    """``q_all[..., N, K, A], idx int[..., N] -> [..., N, A]``: each agent's own network (a one-hot sum, not
+    a gather: its gradient is a product, not a scatter, and exactly zero for the networks not picked)."""
+    return (q_all * jax.nn.one_hot(idx, q_all.shape[-2], dtype=q_all.dtype)[..., None]).sum(-2)
+
+
+def choice_slots(seq: dict, resets: chex.Array, slots: int):
+    """The stored choice steps packed into ``slots`` static slots per sequence (the selector only runs
+    there): ``idx[P, B]`` (step of each slot; unused slots repeat step T), ``reset[P, B]`` (an episode
+    started since the previous slot), ``rank[T+1, B]`` (slot of each step's latest choice) and
+    ``computed[T+1, B]`` (a choice step that got a slot; choices past the last slot get no loss)."""
+    due = seq["group_due"]
+    t_len = due.shape[0]
+    idx = jax.vmap(lambda d: jnp.nonzero(d, size=slots, fill_value=t_len - 1)[0], 1, 1)(due)
+    started = jnp.take_along_axis(jnp.cumsum(resets, 0), idx, 0)
+    reset = started > jnp.concatenate([jnp.zeros_like(started[:1]), started[:-1]], 0)
+    rank = jnp.cumsum(due, 0) - 1
+    return idx, reset, rank, due & (rank < slots)
+
+def at_slots(x: chex.Array, idx: chex.Array) -> chex.Array:
+    """``x[T+1, B, ...] -> [P, B, ...]``: the values at the choice slots' steps."""
+    return jnp.take_along_axis(x, idx.reshape(*idx.shape, *[1] * (x.ndim - 2)), 0)
+
+def from_slots(x: chex.Array, rank: chex.Array, slots: int) -> chex.Array:
+    """``x[P, B, ...] -> [T+1, B, ...]``: each step gets its latest choice slot's value."""
+    return jnp.take_along_axis(x, jnp.clip(rank, 0, slots - 1).reshape(*rank.shape, *[1] * (x.ndim - 2)), 0)
+
+
+def change_rate(x: chex.Array, done: chex.Array) -> chex.Array:
+    """Fraction of agent-steps whose value changed from the previous step of the same episode."""
+    same = ~done[:-1, :, None]
+    changed = (x[1:] != x[:-1]) & same
+    return changed.sum() / jnp.maximum(same.sum() * x.shape[-1], 1)
+
+
 def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
     """BDPS's agent model for the QMIX / VDN learner (roles and groups are the model's own, not the scheme's)."""
     sc, qc = cfg.sharing, cfg.q
@@ -327,11 +389,6 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         (h'[..., N, K, H], q[..., N, K, A])``."""
         h2, q = jax.vmap(lambda p, hh: net.apply(p, hh, x))(bank, jnp.moveaxis(h, -2, 0))
         return jnp.moveaxis(h2, 0, -2), jnp.moveaxis(q, 0, -2)
-
-    def pick(q_all, idx):
-        """``q_all[..., N, K, A], idx int[..., N] -> [..., N, A]``: each agent's own network (a one-hot sum, not
-        a gather: its gradient is a product, not a scatter, and exactly zero for the networks not picked)."""
-        return (q_all * jax.nn.one_hot(idx, q_all.shape[-2], dtype=q_all.dtype)[..., None]).sum(-2)
 
     def recur(params, h, obs, h_u):
         """The recurrent part of one step: ``(h', feats)``. Paper structure: feats are every network's utilities
@@ -455,27 +512,6 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         mse, kl = (weight * mse).sum() / denom, (weight * kl).sum() / denom
         return mse + sc.bdps_kl_coef * kl, {"vae_mse": mse, "vae_kl": kl}
 
-    def choice_slots(seq, resets):
-        """The stored choice steps packed into ``slots`` static slots per sequence (the selector only runs
-        there): ``idx[P, B]`` (step of each slot; unused slots repeat step T), ``reset[P, B]`` (an episode
-        started since the previous slot), ``rank[T+1, B]`` (slot of each step's latest choice) and
-        ``computed[T+1, B]`` (a choice step that got a slot; choices past the last slot get no loss)."""
-        due = seq["group_due"]
-        t_len = due.shape[0]
-        idx = jax.vmap(lambda d: jnp.nonzero(d, size=slots, fill_value=t_len - 1)[0], 1, 1)(due)
-        started = jnp.take_along_axis(jnp.cumsum(resets, 0), idx, 0)
-        reset = started > jnp.concatenate([jnp.zeros_like(started[:1]), started[:-1]], 0)
-        rank = jnp.cumsum(due, 0) - 1
-        return idx, reset, rank, due & (rank < slots)
-
-    def at_slots(x, idx):
-        """``x[T+1, B, ...] -> [P, B, ...]``: the values at the choice slots' steps."""
-        return jnp.take_along_axis(x, idx.reshape(*idx.shape, *[1] * (x.ndim - 2)), 0)
-
-    def from_slots(x, rank):
-        """``x[P, B, ...] -> [T+1, B, ...]``: each step gets its latest choice slot's value."""
-        return jnp.take_along_axis(x, jnp.clip(rank, 0, slots - 1).reshape(*rank.shape, *[1] * (x.ndim - 2)), 0)
-
     def selector_values(sel_params, hidden0, seq, slot_info):
         """Group values ``[P, B, N, m]`` at the choice slots, the selector's GRU advanced at choice steps only."""
         idx, reset, _, _ = slot_info
@@ -493,7 +529,7 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         return selector.apply(sel_params, h, method=selector.values)
 
     def selector_loss(params, target, seq, hidden0, resets):
-        slot_info = choice_slots(seq, resets)
+        slot_info = choice_slots(seq, resets, slots)
         idx, _, rank, computed = slot_info
         values = selector_values(params["selector"], hidden0, seq, slot_info)  # [P, B, N, m]
         values_target = selector_values(target["selector"], hidden0, seq, slot_info)
@@ -501,8 +537,8 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
         # choice for the prediction, step t+1's for the target)
         state = at_slots(seq["state"], idx)
         chosen = jnp.take_along_axis(values, at_slots(seq["group"], idx)[..., None], -1)[..., 0]  # [P, B, N]
-        pred = from_slots(sel_mixer.apply(params["sel_mixer"], chosen, state), rank)[:-1]  # [T, B]
-        v_next = from_slots(sel_mixer.apply(target["sel_mixer"], values_target.max(-1), state), rank)[1:]
+        pred = from_slots(sel_mixer.apply(params["sel_mixer"], chosen, state), rank, slots)[:-1]  # [T, B]
+        v_next = from_slots(sel_mixer.apply(target["sel_mixer"], values_target.max(-1), state), rank, slots)[1:]
         due = seq["group_due"]
         choice_next = jnp.concatenate([due[1:-1], jnp.zeros_like(due[:1])], 0)  # step T's choice: not stored
         reward = team_reward(spec, seq["reward"])
@@ -522,12 +558,6 @@ def make_agent_model(cfg: TrainConfig, spec: EnvSpec) -> AgentModel:
             sel, sel_metrics = selector_loss(params, target, seq, hidden0, resets)
             total, metrics = total + sc.bdps_selector_coef * sel, {**metrics, **sel_metrics}
         return total, metrics
-
-    def change_rate(x, done):
-        """Fraction of agent-steps whose value changed from the previous step of the same episode."""
-        same = ~done[:-1, :, None]
-        changed = (x[1:] != x[:-1]) & same
-        return changed.sum() / jnp.maximum(same.sum() * x.shape[-1], 1)
 
     def rollout_metrics(traj):
         ex = traj.extras
@@ -615,7 +645,7 @@ def plot_roles(run_dir: str | pathlib.Path, cfg: TrainConfig, runner: Any, progr
     return path
 
 
-# The settings the paper runs BDPS with (QMIX), as psjax/configs/bdps_smax.yaml holds them and docs/results.md's BDPS
+# The settings the paper runs BDPS with (QMIX), as psjax/configs/bdps_smax.yaml holds them and docs/changelog.md's BDPS
 # figures use: applied by make_config to the fields a preset or an override does not set (Method.defaults). The
 # periods and sizes (k, m, T_U, e) and the epsilon schedule (the paper's differs by task: 70k env steps on SMAC, 200k
 # on LBF) are fit_bdps_task's; the selectors' widths are the SharingConfig defaults.
@@ -632,7 +662,8 @@ DEFAULTS = {"qmix": {**PAPER_SETTINGS["qmix"], "steps": 102_400}}  # 50 iteratio
 
 METHODS = tuple(  # registered by psjax.catalog
     Method(name, doc, make_scheme, needs=("team_value",), check=check_bdps_config, agent_model=make_agent_model,
-           pictures=(plot_roles,), fit_task=fit_bdps_task, defaults=DEFAULTS)
+           pictures=(plot_roles,), fit_task=fit_bdps_task, defaults=DEFAULTS,
+           options=BDPSOptions)
     for name, doc in (
         ("bdps", "bi-level dynamic sharing: k role and m group networks, chosen by a GRU-VAE and a GAT group "
                  "selector (BDPS)"),

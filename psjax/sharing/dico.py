@@ -30,6 +30,7 @@ As psjax builds it (the reference's choices where they apply):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import chex
@@ -38,11 +39,27 @@ import jax.numpy as jnp
 
 from psjax.envs.base import EnvSpec
 from psjax.fields import ConfigError
+from psjax.fields import doc_field as _f
 from psjax.nets.init import redraw_like
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Drive, Scheme
+from psjax.sharing.report import plot_snd
+
+
+@dataclass(frozen=True)
+class DiCoOptions:
+    """DiCo's options (``sharing.dico_*``)."""
+
+    dico_snd: float = _f(1.0, "DiCo: the team's target System Neural Diversity (Aitchison distance between action "
+                              "distributions); 0 = the shared policy alone, -1 = unconstrained deviations", min=-1.0)
+    dico_tau: float = _f(1.0, "DiCo: soft-update weight of the deviations' SND estimate, measured once per iteration "
+                         "after the update (1 = the latest measurement; the reference's 0.01 updates at every "
+                         "forward pass)", min=0.0, max=1.0)
+    dico_init_gain: float = _f(1.0, "DiCo: orthogonal gain of the output layer of the shared policy and deviations; 1.0"
+                                    " keeps the first rescale near s = 1, as the reference; 0.01 = psjax before issue "
+                                    "39", min=0.0)
 
 POLICY = "policy"  # key of params["sharing"] holding the shared policy network
 DEVIATION, SHARED, SCALE = "deviation", "shared", "scale"  # the parts of one agent's actor parameters
@@ -173,11 +190,12 @@ def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
         scale = jax.lax.stop_gradient(sharing.extra.scale)
         return {DEVIATION: bank, SHARED: owned[POLICY], SCALE: scale}, {DEVIATION: 0, SHARED: None, SCALE: None}
 
-    def bank_module(name, net):
-        return DeviationActor(net, cfg.ac.recurrent) if name == "actor" else net
+    def bank_network(name, net, layout):
+        return (DeviationActor(net, cfg.ac.recurrent) if name == "actor" else net), layout
 
-    def on_snd(sharing, snd):
-        return sharing._replace(extra=rescale(sharing.extra, snd, target, tau))
+    def on_snd(sharing, learner_state, snd, key):
+        del key
+        return sharing._replace(extra=rescale(sharing.extra, snd, target, tau)), learner_state
 
     def update(sharing, learner_state, traj, key, step, hidden0):
         del traj, key, step, hidden0
@@ -186,12 +204,20 @@ def make_dico(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: i
                                         "dico_snd_target": jnp.float32(target)}
 
     return Scheme(SlotLayout(n, "identity", False), init, update, init_params=init_params,
-                  agent_params=agent_params, bank_module=bank_module, on_snd=on_snd,
+                  agent_params=agent_params, bank_network=bank_network, driven_by=Drive("snd", 1, on_snd),
                   actor_options={"out_scale": cfg.sharing.dico_init_gain})
+
+
+def snd_picture(run_dir, cfg, runner, program):
+    """snd.png with DiCo's target drawn in (replacing the run's plain one; ``Method.pictures``)."""
+    del runner, program
+    target = cfg.sharing.dico_snd
+    return plot_snd(run_dir, target if target >= 0 else None, "DiCo target")
 
 
 METHODS = (  # registered by psjax.catalog
     Method("dico", "a shared policy plus per-agent deviations rescaled so that the team's System Neural "
            "Diversity equals sharing.dico_snd (DiCo)", make_dico, default_learner="ppo", needs=("policy",),
-           check=check_dico_config),
+           check=check_dico_config, pictures=(snd_picture,),
+           options=DiCoOptions),
 )

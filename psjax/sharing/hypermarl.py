@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+from dataclasses import dataclass
 from typing import Any
 
 import chex
@@ -37,12 +38,29 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
+from psjax.fields import doc_field as _f
 from psjax.nets.agents import blocks, blocks_before_gru
 from psjax.nets.init import orthogonal, template_gain
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.methods import Scheme
+
+
+@dataclass(frozen=True)
+class HyperMARLOptions:
+    """HyperMARL's options (``sharing.hyper_*``)."""
+
+    hyper_embedding: str = _f("auto", "HyperMARL: the embedding the hypernetwork reads: onehot = agent ids; learned = a"
+                                      " table of hyper_embed_dim; auto = learned for recurrent networks, onehot "
+                                      "otherwise",
+                              choices=("auto", "onehot", "learned"))
+    hyper_generate: str = _f("auto", "HyperMARL: leaves generated per agent: all, or after_gru (the layers after the "
+                                     "GRU; those before it shared); auto = after_gru for recurrent networks, all "
+                                     "otherwise", choices=("auto", "all", "after_gru"))
+    hyper_embed_dim: int = _f(16, "HyperMARL: width of learned agent embeddings", min=1)
+    hyper_hidden: int = _f(64, "HyperMARL: hidden ReLU units of each hypernetwork head (the reference's MLP "
+                           "hypernetwork: 64); 0 = linear heads (its linear variant)", min=0)
 
 EMBEDDINGS = "embeddings"  # key of params["sharing"] holding the learned [N, d] table
 
@@ -230,5 +248,5 @@ def hypermarl_picture(run_dir, cfg: TrainConfig, runner: Any, program: Any,
 METHODS = (  # registered by psjax.catalog
     Method("hypermarl", "a shared hypernetwork generates every agent's actor and critic (or Q network) from its "
            "agent embedding; no id in the observation (HyperMARL)", make_hypermarl, default_learner="ppo",
-           pictures=(hypermarl_picture,)),
+           pictures=(hypermarl_picture,), options=HyperMARLOptions),
 )

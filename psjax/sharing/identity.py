@@ -23,6 +23,7 @@ step counter is batched) becomes a select that would run the VAE training on eve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
 import chex
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 from psjax.envs import num_agents
 from psjax.envs.base import EnvSpec
 from psjax.fields import ConfigError
+from psjax.fields import doc_field as _f
 from psjax.nets.vae import IdentityVAE, fit_minibatch_epochs, vae_loss
 from psjax.registry import Method
 from psjax.schema import TrainConfig
@@ -42,6 +44,53 @@ from psjax.sharing.methods import Scheme
 from psjax.sharing.report import sharing_picture
 from psjax.sharing.structure import type_ari
 from psjax.types import Transition
+
+
+@dataclass(frozen=True)
+class IdentityOptions:
+    """SePS's and AdaPS's identity VAE, k-means and pretraining (``sharing.identity_*``)."""
+
+    identity_pretrain_steps: int = _f(
+        50_000, "SePS/AdaPS: env steps per seed of pretraining with the shared network; the identity VAE, k-means and "
+                "the switch to clusters run once, when it is reached", min=0)
+    identity_clusters: str = _f(
+        "auto", "SePS/AdaPS: number of clusters K, an integer 1..N; auto = the best identity_k_rule score over "
+        "K = 2..N-1 (N-1 slots allocated; N <= 2 agents: K = N)")
+    identity_k_rule: str = _f(
+        "silhouette", "SePS/AdaPS: how identity_clusters=auto scores a K: silhouette (highest mean silhouette) or "
+        "davies_bouldin (lowest score: the SePS code's rule, which splits off singletons; docs/methods.md)",
+        choices=("silhouette", "davies_bouldin"))
+    identity_reconstruct: str = _f(
+        "next_obs_reward", "SePS/AdaPS: what the identity VAE's decoder predicts (the SePS code's `reconstruct`)",
+        choices=("next_obs_reward", "next_obs", "reward"))
+    identity_buffer_size: int = _f(4096, "SePS/AdaPS: (o, a, r, o') transitions kept per agent for the VAE, a "
+                                   "uniform (reservoir) sample of all pretraining transitions", min=1)
+    identity_latent: int = _f(10, "SePS/AdaPS: identity VAE latent size", min=1)
+    identity_hidden: int = _f(64, "SePS/AdaPS: identity VAE hidden width", min=1)
+    identity_epochs: int = _f(60, "SePS/AdaPS: VAE epochs over the stored transitions at the switch (N * "
+                              "buffer / batch steps each; the SePS code trains ~8x longer on all its data)", min=1)
+    identity_batch_size: int = _f(128, "SePS/AdaPS: VAE minibatch size", min=1)
+    identity_lr: float = _f(3e-4, "SePS/AdaPS: VAE Adam learning rate", min=0.0)
+    identity_kl_coef: float = _f(1e-4, "SePS/AdaPS: weight of the KL term of the VAE loss", min=0.0)
+    identity_kmeans_restarts: int = _f(10, "SePS/AdaPS: k-means++ restarts (best inertia kept)", min=1)
+    identity_cluster_input: str = _f(
+        "auto", "SePS/AdaPS: what k-means clusters: mean = encoder means mu_i; sample = one draw per agent; auto = mean"
+                " for SePS (its code), sample for AdaPS (its paper)", choices=("auto", "mean", "sample"))
+
+
+@dataclass(frozen=True)
+class AdaPSOptions(IdentityOptions):
+    """AdaPS's options: the identity ones plus its masks (``sharing.adaps_*``)."""
+
+    adaps_threshold: float = _f(0.2, "AdaPS: lambda; a unit is kept where sigmoid(mapping net(centre)) > lambda",
+                                min=0.0, max=1.0)
+    adaps_mapping_hidden: int = _f(64, "AdaPS: hidden width of the fixed random mapping network", min=1)
+    adaps_mask_critic: bool = _f(True, "AdaPS with A2C / PPO: mask the critic's hidden units with the cluster masks "
+                                 "too; False = the policy only (a shared critic then cannot tell the kinds apart: "
+                                 "BPS return fell to -60; docs/methods.md)")
+    adaps_mapping_scale: float = _f(
+        3.0, "AdaPS: scale of the mapping network's output weights; its logits have std ~0.77 x scale on "
+        "standardised centres (3.0: about 3/4 of the units kept at lambda 0.2; 1.0: almost all)", min=0.0)
 
 MAX_PAIR_AGENTS = 8  # per-agent-pair overlap columns are logged up to this many agents
 
@@ -341,7 +390,7 @@ def cluster_input(cfg: TrainConfig) -> str:
 
 def _make_identity_scheme(
     cfg: TrainConfig, spec: EnvSpec, layout: SlotLayout, init_masks: Callable[[], tuple], mapping_init: Callable,
-    apply_switch: Callable, unmasked_banks: tuple[str, ...] = (),
+    apply_switch: Callable, bank_network: Callable | None = None,
 ) -> Scheme:
     """The pipeline both methods share; ``apply_switch(sharing, learner_state, kmeans result, clustered
     vectors, mapping params) -> (sharing, learner_state)`` is the method-specific step 3."""
@@ -396,7 +445,7 @@ def _make_identity_scheme(
         sharing = sharing._replace(extra=sharing.extra._replace(buffer=buffer))
         return sharing, learner_state, _metrics(sharing, layout.masked, spec.agent_types, max_clusters)
 
-    return Scheme(layout, init, update, unmasked_banks=unmasked_banks)
+    return Scheme(layout, init, update, bank_network=bank_network)
 
 
 def make_seps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
@@ -436,13 +485,18 @@ def make_adaps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
         masks = cluster_masks(mapping, result.centres, points, result.labels, sc.adaps_threshold, num_masked_layers)
         return sharing._replace(masks=masks), learner_state
 
-    unmasked = () if sc.adaps_mask_critic else ("critic",)
-    return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch, unmasked)
+    def policy_masks_only(name, net, layout):  # adaps_mask_critic=false: the critic sees no masks
+        return net, layout._replace(masked=False) if name == "critic" else layout
+
+    return _make_identity_scheme(cfg, spec, layout, init_masks, mapping_init, apply_switch,
+                                 None if sc.adaps_mask_critic else policy_masks_only)
 
 
 METHODS = (  # registered by psjax.catalog
     Method("seps", "identity VAE + k-means after pretraining: each cluster gets its own network (SePS)", make_seps,
-           default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,)),
+           default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,),
+           options=IdentityOptions),
     Method("adaps", "identity VAE + k-means after pretraining: one network, per-cluster unit masks (AdaPS)",
-           make_adaps, default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,)),
+           make_adaps, default_learner="a2c", check=check_identity_config, pictures=(sharing_picture,),
+           options=AdaPSOptions),
 )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import chex
@@ -32,12 +33,31 @@ import jax.numpy as jnp
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
+from psjax.fields import doc_field as _f
 from psjax.nets.agents import blocks
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_banks, run_if
 from psjax.sharing.methods import AuxLoss, Scheme
+
+
+@dataclass(frozen=True)
+class KaleidoscopeOptions:
+    """Kaleidoscope's options (``sharing.kal_*``)."""
+
+    kal_div_coef: float = _f(0.5, "Kaleidoscope: diversity-loss weight relative to the main loss (paper: MPE 0.5, "
+                             "SMACv2 5.0)", min=0.0)
+    kal_reset_interval: int = _f(200_000, "Kaleidoscope: env steps between resets of weights every agent masks out "
+                                 "(paper: MPE 200k, SMACv2 1M); 0 = never", min=0)
+    kal_reset_ratio: float = _f(0.1, "Kaleidoscope: probability that such a weight is reset (paper: MPE 0.1, "
+                                "SMACv2 0.2)", min=0.0, max=1.0)
+    kal_window: int = _f(100, "Kaleidoscope: gradient steps in the running means that rescale the diversity loss",
+                         min=1)
+    kal_threshold_scale: float = _f(5.0, "Kaleidoscope: thresholds start (and restart) at -(scale * U + bias), "
+                                    "U ~ Uniform(0, 1)", min=0.0)
+    kal_threshold_bias: float = _f(5.0, "Kaleidoscope: see kal_threshold_scale; sigmoid(-bias) is the largest "
+                                   "initial shrink of a weight")
 
 Path = tuple[str, ...]
 MAX_PAIR_AGENTS = 8  # the [N, N] overlap matrix is logged up to this many agents (N^2 columns)
@@ -300,5 +320,5 @@ def make_kaleidoscope(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_l
 
 METHODS = (  # registered by psjax.catalog
     Method("kaleidoscope", "one network, learned per-agent weight masks (thresholds) with a diversity loss and "
-           "periodic resets (Kaleidoscope)", make_kaleidoscope),
+           "periodic resets (Kaleidoscope)", make_kaleidoscope, options=KaleidoscopeOptions),
 )

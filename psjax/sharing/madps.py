@@ -8,7 +8,7 @@ with named blocks (``actor_options``) and selects the blocks by those names. Eve
 can get a row of its own. At the start every front is shared (slot 0) and every back is the agent's own
 (slot i). Critics follow the back slots.
 
-Every ``cfg.madps_schedule[0]`` iterations (``sharing.madps_interval``; about 20k env steps by default)
+Every ``schedule(cfg)[0]`` iterations (``sharing.madps_interval``; about 20k env steps by default)
 the training loop runs a MAPD round (``psjax.sharing.mapd``) and hands the distance matrix D to
 ``restructure`` below, which visits the agent pairs i < j in index order (thresholds: fusion eps1,
 division eps2 >= 2 eps1, back fusion eps0):
@@ -41,21 +41,45 @@ before ``madps_start`` only measure; ``madps_rounds`` counts them too, ``madps_c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from psjax.envs.base import EnvSpec
 from psjax.fields import ConfigError
+from psjax.fields import doc_field as _f
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_banks
-from psjax.sharing.methods import Scheme
-from psjax.sharing.report import sharing_picture
+from psjax.sharing.methods import Drive, Scheme
+from psjax.sharing.report import sharing_picture_of
 from psjax.sharing.structure import joint_labels, type_ari
+
+
+@dataclass(frozen=True)
+class MADPSOptions:
+    """MADPS's options (``sharing.madps_*``); the distance itself is SharingConfig's ``mapd_*``."""
+
+    madps_interval: int = _f(0, "MADPS: training iterations between distance rounds; 0 = the count nearest 20k env "
+                                "steps (500 with A2C's 8 x 5, 10 with PPO's 16 x 128)", min=0)
+    madps_start: int = _f(-1, "MADPS: training iterations before the first restructuring (earlier rounds only measure);"
+                              " -1 = twice madps_interval (docs/config.md)", min=-1)
+    madps_fuse_threshold: float = _f(0.5, "MADPS: eps1; agents on different front slots closer than this (Wasserstein) "
+                                          "fuse their fronts; the reference code's 0.5 (docs/config.md)",
+                                     min=0.0)
+    madps_divide_threshold: float = _f(0.0, "MADPS: eps2; agents sharing a front farther apart than this divide; 0 = "
+                                       "2 * eps1 (must be >= 2 * eps1, the seed's first contradiction)", min=0.0)
+    madps_back_threshold: float = _f(0.0, "MADPS: eps0; agents sharing a front closer than this fuse their backs "
+                                     "(for good: identical networks stay at distance 0); 0 = eps1 / 2", min=0.0)
+    madps_init: str = _f("reference", "MADPS: actor initialisation: reference = orthogonal gain 0.5 plus N(0, 0.2) "
+                                      "noise (the reference code's default); psjax = psjax's other actors "
+                                      "(docs/config.md)",
+                         choices=("psjax", "reference"))
 
 
 class MADPSExtra(NamedTuple):
@@ -143,6 +167,7 @@ def restructure(d: chex.Array, front: chex.Array, back: chex.Array, eps0: float,
 
 # The MADPS actor's modules (``psjax.nets.agents.MLP`` names): the conv torso (image observations only), the
 # front block obs -> 64 -> 64 and the back block 64 -> 64 -> A, as in the reference's shallow / deep nets.
+DEFAULT_INTERVAL_STEPS = 20_000  # env steps between distance rounds when madps_interval = 0
 FRONT = ("front_torso", "front_0", "front_1")
 BACK = ("back_0", "back_out")
 
@@ -184,6 +209,14 @@ def distinct(slots: chex.Array) -> chex.Array:
     return (slots[None, :] == jnp.arange(n)[:, None]).any(-1).sum().astype(jnp.int32)
 
 
+def schedule(cfg: TrainConfig) -> tuple[int, int]:
+    """MADPS's (interval, start) in training iterations, the automatic defaults resolved."""
+    sc = cfg.sharing
+    interval = sc.madps_interval or max(1, round(DEFAULT_INTERVAL_STEPS / cfg.steps_per_iteration))
+    start = sc.madps_start if sc.madps_start >= 0 else 2 * interval
+    return interval, start
+
+
 def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: int,
                bank_names: tuple[str, ...]) -> Scheme:
     """The MADPS scheme: N rows per bank (``indexed``), per-agent front / back slots."""
@@ -191,7 +224,7 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
     check_madps_config(cfg)
     n = spec.num_agents
     eps0, eps1, eps2 = thresholds(cfg)
-    interval, start = cfg.madps_schedule
+    interval, start = schedule(cfg)
 
     def init(key):
         del key
@@ -241,12 +274,33 @@ def make_madps(cfg: TrainConfig, spec: EnvSpec, hidden: int, num_masked_layers: 
 
     return Scheme(
         SlotLayout(n, "indexed", False), init, update, agent_params=agent_params,
-        restructure=apply_distance, distance_interval=interval, actor_options=actor_options(cfg),
+        driven_by=Drive("mapd", interval, apply_distance), actor_options=actor_options(cfg),
     )
+
+
+def front_back_tables(rows: list[dict]) -> dict | None:
+    """sharing.png's table (``report.sharing_tables``): every seed's final front and back slots (from its last
+    logged row) as the table's rows (None without them);
+    ``mean_overlap`` = fraction of agent pairs on the same front slot."""
+    n = sum(1 for k in rows[0] if k.startswith("madps_front["))
+    if not n:
+        return None
+    front = np.array([[r[f"madps_front[{i}]"] for i in range(n)] for r in rows], dtype=int)
+    back = np.array([[r[f"madps_back[{i}]"] for i in range(n)] for r in rows], dtype=int)
+    same = (front[:, :, None] == front[:, None, :]).sum((1, 2)) - n
+    return {
+        "seeds": [r["seed"] for r in rows],
+        "cluster": np.stack([front, back], 1).reshape(-1, n),
+        "row_labels": [f"seed {r['seed']} {part}" for r in rows for part in ("front", "back")],
+        "title": "final front / back slot per agent",
+        "overlap": None,
+        "mean_overlap": same / max(n * (n - 1), 1),
+        "env_steps": [r["env_steps"] for r in rows],
+    }
 
 
 METHODS = (  # registered by psjax.catalog
     Method("madps", "actor split into front / back blocks with per-agent slots, fused and divided by the MAPD "
            "policy distance (MADPS)", make_madps, default_learner="a2c", needs=("policy",), check=check_madps_config,
-           pictures=(sharing_picture,)),
+           pictures=(sharing_picture_of(front_back_tables),), options=MADPSOptions),
 )

@@ -39,8 +39,8 @@ different scale. Value learners (QMIX, VDN, IQL) unroll recurrent Q networks alo
 they keep measuring on the round's rollout.
 
 Any scheme can take the rounds (``with_distance``, applied by ``psjax.train.make_parts``): every
-``sharing.mapd_interval`` iterations as a metric, or every ``Scheme.distance_interval`` iterations for a scheme
-with a ``restructure`` (MADPS), which receives the distance matrix. Their state (buffer, iteration count)
+``sharing.mapd_interval`` iterations as a metric, or at the interval of a scheme driven by it
+(``Scheme.driven_by``, MADPS), whose ``act`` receives the distance matrix. Their state (buffer, iteration count)
 lives in ``SharingState.distance``; the loop does not know about them.
 """
 
@@ -56,7 +56,7 @@ from psjax.envs.base import EnvSpec
 from psjax.nets.vae import PolicyVAE, fit_minibatch_epochs, vae_loss
 from psjax.schema import SharingConfig
 from psjax.sharing import bank_ops
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Scheme, driver
 from psjax.sharing.structure import type_distance_ratio
 from psjax.types import Transition
 
@@ -320,10 +320,10 @@ class DistanceState(NamedTuple):
     iteration: chex.Array  # int32, iterations so far: a round ends every interval-th
 
 
-def measure(policy_logits: Callable, sc: SharingConfig, relabel: Callable | None, restructure: Callable | None,
+def measure(policy_logits: Callable, sc: SharingConfig, relabel: Callable | None, act: Callable | None,
             learner_state, sharing, traj: Transition, hidden0, key: chex.PRNGKey, buffer=()):
     """One MAPD round: every agent's policy (``Learner.policy_logits``) on the buffer (``buffer`` non-empty) or on
-    the rollout ``traj``, the distance matrix D ``[N, N]``, handed to ``restructure`` where there is one.
+    the rollout ``traj``, the distance matrix D ``[N, N]``, handed to ``act`` where there is one.
 
     Returns ``(learner_state, sharing, (D, the VAE's last loss))``.
     """
@@ -332,8 +332,8 @@ def measure(policy_logits: Callable, sc: SharingConfig, relabel: Callable | None
         traj, valid = buffer_transition(buffer)
     logits = policy_logits(learner_state, sharing, traj, hidden0, relabel)
     d, losses = distance_round(key, logits, traj.obs, sc, valid)
-    if restructure is not None:
-        sharing, learner_state = restructure(sharing, learner_state, d, jax.random.fold_in(key, 1))
+    if act is not None:
+        sharing, learner_state = act(sharing, learner_state, d, jax.random.fold_in(key, 1))
     return learner_state, sharing, (d, losses[-1])
 
 
@@ -350,6 +350,8 @@ def with_distance(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, sc: Sh
     """
     n = spec.num_agents
     relabel = id_relabel(id_codes) if id_codes is not None and id_codes.shape[1] else None
+    drive = driver(scheme, "mapd")
+    act = drive.act if drive is not None else None
 
     def init(key):
         buffer = init_buffer(buffer_rows, n, spec.obs_dim, spec.num_actions) if buffer_rows > 0 else ()
@@ -366,7 +368,7 @@ def with_distance(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, sc: Sh
         # the policy evaluation out of it
         def round_fn(operand, k):
             learner_state, sharing, _, rollout, hidden0, buffer = operand
-            learner_state, sharing, out = measure(policy_logits, sc, relabel, scheme.restructure, learner_state,
+            learner_state, sharing, out = measure(policy_logits, sc, relabel, act, learner_state,
                                                   sharing, rollout, hidden0, k, buffer)
             return learner_state, sharing, out, rollout, hidden0, buffer
 

@@ -36,28 +36,40 @@ class Scheme(NamedTuple):
     # parameters
     # of bank ``name``, leaves [N, ...] where in_axes is 0, shared leaves (no slot axis) where it is None.
     agent_params: Callable | None = None
-    # aux_loss = AuxLoss(init, loss): a term added to the learner's loss at every gradient step.
+    # aux_loss = AuxLoss(init, loss): a term added to the learner's loss at every gradient step (Kaleidoscope's
+    # diversity loss).
     aux_loss: AuxLoss | None = None
-    # restructure(sharing, learner_state, D[N, N], key) -> (sharing, learner_state): a method driven by the
-    # MAPD policy distance (MADPS); ``mapd.with_distance`` runs a round every ``distance_interval`` iterations
-    # and hands it D. None = no such method (the distance is then only a metric, ``sharing.mapd_interval``).
-    restructure: Callable | None = None
-    distance_interval: int = 0
-    # bank_module(name, net) -> what the A2C / PPO learner applies bank ``name``'s per-agent parameters
-    # (``agent_params``') with, in place of its network ``net`` (which still initialises the bank): an object
-    # with flax's ``apply(params, *args, method=None)`` (and, for a recurrent ``net``, its ``pre`` / ``cell`` /
-    # ``post`` methods and a ``state_size``). DiCo: a shared policy plus a scaled deviation. None = ``net``.
-    bank_module: Callable | None = None
-    # on_snd(sharing, snd) -> sharing: a method driven by the team's measured System Neural Diversity (DiCo's
-    # rescaling); ``snd.with_snd`` measures it after every update and hands it over. None = SND only as a metric
-    # (``sharing.snd_interval``).
-    on_snd: Callable | None = None
-    # Banks that ignore the agents' masks in a masked layout (AdaPS masks the policy, not the critic);
-    # the learners reach this only through ``bank_layout``.
-    unmasked_banks: tuple[str, ...] = ()
+    # driven_by = Drive(measure, interval, act): a measurement the loop takes for the method and hands to ``act``
+    # (MADPS restructures on the MAPD distance, DiCo rescales on SND). None = those measurements are only
+    # metrics (``sharing.mapd_interval``, ``sharing.snd_interval``).
+    driven_by: Drive | None = None
+    # bank_network(name, net, layout) -> (module, layout): what the A2C / PPO learner applies bank ``name``'s
+    # per-agent parameters (``agent_params``') with, and under which slot layout, given its network ``net`` (which
+    # still initialises the bank) and the scheme's ``layout``. The module has flax's ``apply(params, *args,
+    # method=None)`` (for a recurrent ``net`` also ``pre`` / ``cell`` / ``post`` and ``state_size``). DiCo: a shared
+    # policy plus a scaled deviation; AdaPS: the critic without the masks. None = ``(net, layout)``.
+    bank_network: Callable | None = None
     # Extra ``psjax.nets.agents.MLP`` fields the scheme asks of the A2C / PPO policy network (MADPS: three
-    # hidden layers with named front / back blocks); empty = the learner's default actor.
+    # hidden layers with named front / back blocks; DiCo: its output gain); empty = the learner's default actor.
     actor_options: dict | None = None
+
+
+class Drive(NamedTuple):
+    """A measurement taken inside the training loop for a method that acts on it (``Scheme.driven_by``)."""
+
+    measure: str  # "mapd": the policy distance D [N, N] (psjax.sharing.mapd); "snd": the team's SND, a scalar
+    interval: int  # training iterations between measurements (after the learner's update, before the scheme's)
+    act: Callable  # act(sharing, learner_state, value, key) -> (sharing, learner_state)
+
+
+MEASURES = ("mapd", "snd")
+
+
+def driver(scheme: Scheme, measure: str) -> Drive | None:
+    """The scheme's ``Drive`` when it is driven by ``measure`` ("mapd" / "snd"), else None."""
+    assert measure in MEASURES, measure
+    drive = scheme.driven_by
+    return drive if drive is not None and drive.measure == measure else None
 
 
 class AuxLoss(NamedTuple):
@@ -75,11 +87,10 @@ def init_sharing_params(scheme: Scheme, key: chex.PRNGKey, params: dict, names: 
     return {**params, "sharing": scheme.init_params(key, {name: params[name] for name in names})}
 
 
-def bank_layout(scheme: Scheme, name: str) -> SlotLayout:
-    """The ``SlotLayout`` to apply bank ``name`` with: the scheme's, unmasked for its ``unmasked_banks``."""
-    if name in scheme.unmasked_banks:
-        return scheme.layout._replace(masked=False)
-    return scheme.layout
+def bank_network(scheme: Scheme, name: str, net: Any) -> tuple[Any, SlotLayout]:
+    """``(module, layout)`` the learner applies bank ``name`` with: the scheme's ``bank_network``, else ``net`` under
+    the scheme's layout."""
+    return (net, scheme.layout) if scheme.bank_network is None else scheme.bank_network(name, net, scheme.layout)
 
 
 # key of ``params`` under which ``derive_for_acting`` keeps every bank's per-agent parameters
@@ -107,11 +118,6 @@ def derive_for_acting(scheme: Scheme, params: dict, names: tuple[str, ...], shar
         return params
     derived = {name: scheme.agent_params(name, params[name], params.get("sharing"), sharing) for name in names}
     return {**params, DERIVED: derived}
-
-
-def bank_module(scheme: Scheme, name: str, net: Any) -> Any:
-    """What the learner applies bank ``name`` with: the scheme's ``bank_module``, ``net`` for most methods."""
-    return net if scheme.bank_module is None else scheme.bank_module(name, net)
 
 
 def init_aux_state(scheme: Scheme) -> Any:

@@ -26,6 +26,7 @@ and no aggregation work in the iterations between rounds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import chex
@@ -33,12 +34,44 @@ import jax
 import jax.numpy as jnp
 
 from psjax.envs.base import EnvSpec
+from psjax.fields import doc_field as _f
 from psjax.nets.agents import NORM_SUFFIX, recurrent_blocks
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
 from psjax.sharing.bank_ops import map_bank_tree, map_banks, run_if, weighted_mean_rows
 from psjax.sharing.methods import Scheme
+
+
+@dataclass(frozen=True)
+class PPSOptions:
+    """A-PPS, RS-PPS and PP-PPS's options (``sharing.pps_*``)."""
+
+    pps_interval: int = _f(300, "PPS: gradient updates between aggregations (checked after each iteration's updates)",
+                           min=1)
+    pps_window: int = _f(96, "PPS: reward buffer length W, in pps_window_unit (paper: 96, 'the same length as the "
+                         "batch size' of 96 episodes)", min=1)
+    pps_window_unit: str = _f(
+        "episodes", "PPS: unit of the reward buffer: episodes = the last W completed episodes of all envs (the paper); "
+                    "steps = the last W rollout steps, averaged over envs", choices=("episodes", "steps"))
+    pps_rs_weights: str = _f(
+        "ratio", "RS-PPS weights from the buffered rewards R_i: ratio = R_i / sum R_j after a shift to >= 0 (the "
+                 "paper); softmax = softmax(R_i / pps_rs_temperature) (released code)",
+        choices=("ratio", "softmax"))
+    pps_rs_temperature: float = _f(1.0, "RS-PPS: softmax temperature (pps_rs_weights=softmax)", min=1e-6)
+    pps_pp_boundary: int = _f(2, "PP-PPS: agent-network layers (Dense, GRU, Dense) before the personal/shared "
+                              "boundary", min=1, max=2)
+    pps_pp_personal: str = _f(
+        "front", "PP-PPS: side of the boundary kept per agent; front = feature layers personal, later layers shared "
+        "(paper); back = the released code's direction", choices=("front", "back"))
+    pps_pp_weights: str = _f("reward", "PP-PPS: weights of the shared part; reward = the RS-PPS weights (paper, "
+                             "sections 4.3 and 5); uniform = the released code's plain average",
+                             choices=("uniform", "reward"))
+    pps_target: str = _f(
+        "keep", "PPS: target network at aggregation; keep (released code), aggregate (its rows averaged the same "
+        "way) or copy (set to the aggregated online rows)", choices=("keep", "aggregate", "copy"))
+    pps_moments: bool = _f(False, "PPS: average the Adam moments of aggregated rows too (False: each agent keeps its "
+                           "own, as the released code's per-agent optimisers)")
 
 # The layers of ``psjax.nets.agents.RecurrentNet`` from input to output (its blocks, ``psjax.nets.agents.blocks``).
 LAYERS = ("hidden_0", "gru", "head")
@@ -289,9 +322,9 @@ _NEEDS = ("value_based", "recurrent")
 _PAPER = {"qmix": {"q.target_tau": 0.05}}
 METHODS = (  # registered by psjax.catalog
     Method("pps_a", "per-agent networks, all layers averaged uniformly every pps_interval updates (A-PPS)", make_pps,
-           needs=_NEEDS, defaults=_PAPER),
+           needs=_NEEDS, defaults=_PAPER, options=PPSOptions),
     Method("pps_rs", "per-agent networks averaged with reward-share weights (RS-PPS)", make_pps, needs=_NEEDS,
-           defaults=_PAPER),
+           defaults=_PAPER, options=PPSOptions),
     Method("pps_pp", "per-agent networks, only the shared side of a layer boundary averaged (PP-PPS)", make_pps,
-           needs=_NEEDS, defaults=_PAPER),
+           needs=_NEEDS, defaults=_PAPER, options=PPSOptions),
 )

@@ -3,7 +3,9 @@
 ``plot_sharing(run_dir)`` draws ``sharing.png`` for methods that log a per-agent ``cluster``
 (SePS, AdaPS): the final cluster of every agent for every seed, and the agents x agents
 overlap (fraction of hidden units two agents share; for slot methods 1 on the same slot,
-0 otherwise) from ``mask_overlap_pairs``, averaged over seeds.
+0 otherwise) from ``mask_overlap_pairs``, averaged over seeds. A method that logs its partition
+under names of its own hands its table builder over (``plot_sharing(run_dir, tables_of)``,
+``sharing_picture_of``): nothing here knows a method by name.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+from typing import Callable
 
 import numpy as np
 
 _CLUSTER = re.compile(r"^cluster\[(\d+)\]$")
 _PAIR = re.compile(r"^mask_overlap_pairs\[(\d+),(\d+)\]$")
-_FRONT = re.compile(r"^madps_front\[(\d+)\]$")
 
 
 def _metric_rows(run_dir) -> list[dict]:
@@ -33,15 +35,20 @@ def _last_rows(run_dir: pathlib.Path) -> list[dict]:
     return [last[s] for s in sorted(last)]
 
 
-def sharing_tables(run_dir) -> dict | None:
-    """``{"seeds", "cluster" int[S, N], "overlap" float[N, N] or None, "mean_overlap" float[S],
-    "env_steps" int[S]}`` from the last rows, or None when the method logs no ``cluster``."""
+def sharing_tables(run_dir, tables_of: Callable[[list[dict]], dict | None] | None = None) -> dict | None:
+    """``tables_of`` (default ``cluster_tables``) applied to every seed's last logged row: the table ``plot_sharing``
+    draws, or None when the rows hold no partition."""
     rows = _last_rows(pathlib.Path(run_dir))
-    if not rows:
-        return None
+    return (tables_of or cluster_tables)(rows) if rows else None
+
+
+def cluster_tables(rows: list[dict]) -> dict | None:
+    """``{"seeds", "cluster" int[S, N], "overlap" float[N, N] or None, "mean_overlap" float[S], "env_steps" int[S]}``
+    (optional: ``"row_labels"`` [rows of ``cluster``], ``"title"``) from every seed's last row, or None when the
+    method logs no ``cluster[i]``."""
     agents = sorted(int(m.group(1)) for k in rows[0] if (m := _CLUSTER.match(k)))
     if not agents:
-        return _madps_tables(rows)
+        return None
     n = len(agents)
     cluster = np.array([[r[f"cluster[{i}]"] for i in range(n)] for r in rows], dtype=int)
     overlap = None
@@ -56,26 +63,6 @@ def sharing_tables(run_dir) -> dict | None:
         "cluster": cluster,
         "overlap": overlap,
         "mean_overlap": mean_overlap,
-        "env_steps": [r["env_steps"] for r in rows],
-    }
-
-
-def _madps_tables(rows: list[dict]) -> dict | None:
-    """MADPS: every seed's final front and back slots as the table's rows (None without them);
-    ``mean_overlap`` = fraction of agent pairs on the same front slot."""
-    n = sum(1 for k in rows[0] if _FRONT.match(k))
-    if not n:
-        return None
-    front = np.array([[r[f"madps_front[{i}]"] for i in range(n)] for r in rows], dtype=int)
-    back = np.array([[r[f"madps_back[{i}]"] for i in range(n)] for r in rows], dtype=int)
-    same = (front[:, :, None] == front[:, None, :]).sum((1, 2)) - n
-    return {
-        "seeds": [r["seed"] for r in rows],
-        "cluster": np.stack([front, back], 1).reshape(-1, n),
-        "row_labels": [f"seed {r['seed']} {part}" for r in rows for part in ("front", "back")],
-        "title": "final front / back slot per agent",
-        "overlap": None,
-        "mean_overlap": same / max(n * (n - 1), 1),
         "env_steps": [r["env_steps"] for r in rows],
     }
 
@@ -122,13 +109,13 @@ def _draw_type_ari(ax, curves) -> None:
     ax.legend(fontsize=7)
 
 
-def plot_sharing(run_dir) -> pathlib.Path | None:
+def plot_sharing(run_dir, tables_of: Callable[[list[dict]], dict | None] | None = None) -> pathlib.Path | None:
     """Write ``run_dir/sharing.png`` and return its path; None (nothing written) when the run's
-    method reports no cluster assignment."""
+    method reports no partition (``tables_of``: ``sharing_tables``'s)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
 
     run_dir = pathlib.Path(run_dir)
-    tables = sharing_tables(run_dir)
+    tables = sharing_tables(run_dir, tables_of)
     if tables is None:
         return None
     cluster, overlap = tables["cluster"], tables["overlap"]
@@ -175,10 +162,18 @@ def plot_sharing(run_dir) -> pathlib.Path | None:
     return path
 
 
-def sharing_picture(run_dir, cfg, runner, program) -> pathlib.Path | None:
-    """``plot_sharing`` as a method record's picture (``psjax.registry.Method.pictures``)."""
-    del cfg, runner, program
-    return plot_sharing(run_dir)
+def sharing_picture_of(tables_of: Callable[[list[dict]], dict | None] | None = None) -> Callable:
+    """``plot_sharing`` with the method's table builder, as a method record's picture
+    (``psjax.registry.Method.pictures``)."""
+
+    def sharing_picture(run_dir, cfg, runner, program) -> pathlib.Path | None:
+        del cfg, runner, program
+        return plot_sharing(run_dir, tables_of)
+
+    return sharing_picture
+
+
+sharing_picture = sharing_picture_of(cluster_tables)  # SePS / AdaPS: the logged ``cluster[i]``
 
 
 _DISTANCE = re.compile(r"^mapd_distance\[(\d+),(\d+)\]$")
@@ -237,23 +232,21 @@ SND_BINS = 150  # snd.png: longer series are drawn as this many bins
 
 
 def snd_series(run_dir) -> dict | None:
-    """``{"series": {seed: (env_steps [M], snd [M])}, "target": DiCo's dico_snd_target or None}`` over the rows
+    """``{"series": {seed: (env_steps [M], snd [M])}, "type_ratio": {seed: (env_steps, ratio)}}`` over the rows
     that measured the team's SND; None when the run logs no ``snd``."""
     series: dict[int, list] = {}
     ratios: dict[int, list] = {}
-    target = None
     for row in _metric_rows(run_dir):
         if not isinstance(row.get("snd"), (int, float)) or not np.isfinite(row["snd"]):
             continue
         series.setdefault(row["seed"], []).append((row["env_steps"], row["snd"]))
         if isinstance(row.get("snd_type_ratio"), (int, float)) and np.isfinite(row["snd_type_ratio"]):
             ratios.setdefault(row["seed"], []).append((row["env_steps"], row["snd_type_ratio"]))
-        target = row.get("dico_snd_target", target)
     if not series:
         return None
     out = {seed: tuple(np.array(v) for v in zip(*rows)) for seed, rows in sorted(series.items())}
     ratio = {seed: tuple(np.array(v) for v in zip(*rows)) for seed, rows in sorted(ratios.items())}
-    return {"series": out, "target": target, "type_ratio": ratio}
+    return {"series": out, "type_ratio": ratio}
 
 
 def _binned(ax, steps, values, label) -> bool:
@@ -271,9 +264,10 @@ def _binned(ax, steps, values, label) -> bool:
     return True
 
 
-def plot_snd(run_dir) -> pathlib.Path | None:
-    """Write ``run_dir/snd.png``: every seed's System Neural Diversity (measured after each update, before DiCo
-    rescales) over env steps, with DiCo's target; None when the run logs no ``snd``."""
+def plot_snd(run_dir, target: float | None = None, target_label: str = "target") -> pathlib.Path | None:
+    """Write ``run_dir/snd.png``: every seed's System Neural Diversity (measured after each update, before a method
+    driven by it acts) over env steps, with that method's ``target`` (DiCo's) where it gives one; None when the run
+    logs no ``snd``."""
     from matplotlib.figure import Figure
 
     run_dir = pathlib.Path(run_dir)
@@ -296,8 +290,8 @@ def plot_snd(run_dir) -> pathlib.Path | None:
         axes[1].set_title("mean SND between agents of one kind over that between kinds\n(1 = the policies do not "
                           "tell the kinds apart)", fontsize=8)
         axes[1].legend(fontsize=7)
-    if found["target"] is not None and found["target"] >= 0:
-        ax.axhline(found["target"], color="black", ls="--", lw=1, label="DiCo target")
+    if target is not None:
+        ax.axhline(target, color="black", ls="--", lw=1, label=target_label)
     ax.set_xlabel("env steps")
     ax.set_ylabel("SND (Aitchison distance)")
     ax.set_title(f"{run_dir.name}\nteam SND after each update (every agent's training policy, the same "

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from psjax.envs.base import EnvSpec
 from psjax.sharing import bank_ops
 from psjax.sharing.mapd import id_relabel, observation_rollout, off_diagonal_mean, valid_observations
-from psjax.sharing.methods import Scheme
+from psjax.sharing.methods import Scheme, driver
 from psjax.sharing.structure import type_distance_ratio
 from psjax.types import Transition
 
@@ -97,12 +97,13 @@ def measure_snd(policy_logits: Callable, learner_state, sharing, traj: Transitio
 def with_snd(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, interval: int, rows: int, recurrent: bool,
              steps_per_iteration: int, id_codes=None) -> Scheme:
     """``scheme`` plus the team's SND after the learner's update of every ``interval``-th iteration, handed to
-    ``scheme.on_snd`` where there is one (DiCo), before the scheme's own update; logged as ``snd`` (NaN between
-    measurements), with ``snd_type_ratio``: mean distance within the task's agent kinds over mean distance
-    between kinds (``psjax.sharing.structure``). ``rows``: env steps drawn from a feed-forward actor's rollout;
-    ``recurrent``: measure on the whole rollout instead. ``id_codes[N, K]``: the agent indication appended to the
-    observations."""
+    the ``act`` of a scheme driven by SND (DiCo, ``Scheme.driven_by``), before the scheme's own update; logged as
+    ``snd`` (NaN between measurements), with ``snd_type_ratio``: mean distance within the task's agent kinds over
+    mean distance between kinds (``psjax.sharing.structure``). ``rows``: env steps drawn from a feed-forward
+    actor's rollout; ``recurrent``: measure on the whole rollout instead. ``id_codes[N, K]``: the agent indication
+    appended to the observations."""
     relabel = id_relabel(id_codes) if id_codes is not None and id_codes.shape[1] else None
+    drive = driver(scheme, "snd")
 
     def update(sharing, learner_state, traj, key, step, hidden0):
         # the round's inputs travel in the zero-or-one-trip loop's carry, so XLA cannot hoist the evaluation out
@@ -111,8 +112,8 @@ def with_snd(scheme: Scheme, policy_logits: Callable, spec: EnvSpec, interval: i
             batch = traj if recurrent else sample_steps(k, traj, rows)
             d = measure_pairwise_snd(policy_logits, learner_state, sharing, batch, hidden0, relabel)
             snd = off_diagonal_mean(d)
-            if scheme.on_snd is not None:
-                sharing = scheme.on_snd(sharing, snd)
+            if drive is not None:
+                sharing, learner_state = drive.act(sharing, learner_state, snd, k)
             return learner_state, sharing, (snd, type_distance_ratio(d, spec.agent_types)), traj, hidden0
 
         due = (step // steps_per_iteration) % interval == 0
