@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 from psjax.compare import config_diff, report
 from psjax.fields import ConfigError
+from psjax.resume import OUTPUT_FREE_FIELDS
 from psjax.schema import flatten
 
 DEFAULT_ENV = {"env": "lbf", "scenario": "8x8-2p-2f-coop"}  # the default comparison: a few minutes on a CPU
@@ -63,7 +64,6 @@ def method_configs(env_overrides: dict | None, algs: Sequence[str], seeds: int, 
     return configs
 
 
-RESUME_IGNORES = ("progress", "memory_gb")  # fields that change no output: a continued run keeps its saved ones
 
 
 def folder_step(cfg, folder: pathlib.Path) -> str:
@@ -79,7 +79,7 @@ def folder_step(cfg, folder: pathlib.Path) -> str:
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"{folder} exists and is not a run folder; pick another out= or remove it")
     saved, wanted = flatten(to_dict(load_run_config(folder))), flatten(to_dict(cfg))
-    differ = config_diff(saved, wanted, RESUME_IGNORES)
+    differ = config_diff(saved, wanted, OUTPUT_FREE_FIELDS)  # a continued run keeps its saved ones
     if differ:
         shown = ", ".join(f"{k}={saved.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
         raise ConfigError(f"{folder} holds a run of another config ({shown}{', ...' if len(differ) > 4 else ''}); "
@@ -142,7 +142,7 @@ def train_methods(
             print(f"{out / cfg.run_name}: {'finished, reused' if step == 'done' else 'resumed from its checkpoint'}")
         if step == "done":
             run_dirs.append(out / cfg.run_name)
-        elif step == "resume":  # the folder's own config (it may differ in RESUME_IGNORES)
+        elif step == "resume":  # the folder's own config (it may differ in OUTPUT_FREE_FIELDS)
             run_dirs.append(run(None, resume=out / cfg.run_name, make_program=make_program))
         else:
             run_dirs.append(run(cfg, make_program=make_program))

@@ -22,8 +22,11 @@ from psjax.schema import set_field
 from psjax.shard import is_primary
 
 # what resume= may change besides the learner's own fields (host-side only: no array, no result changes)
-RESUME_HOST_FIELDS = ("on_nonfinite", "progress", "memory_gb", "compile_cache", "compile_cache_gb",
-                      "checkpoint_every_s")
+# settings that change no figure of a run (its arrays, metrics and evaluations), only how the host runs it
+OUTPUT_FREE_FIELDS = ("progress", "memory_gb", "compile_cache", "compile_cache_gb", "checkpoint_every_s")
+# host settings a resumed run may change: those, and what to do on non-finite values (the figures then differ only
+# where the old setting would have stopped the run)
+RESUME_HOST_FIELDS = ("on_nonfinite", *OUTPUT_FREE_FIELDS)
 
 
 def resume_changes(saved: TrainConfig, cfg: TrainConfig, run_dir) -> dict[str, tuple[Any, Any]]:

@@ -8,6 +8,7 @@ weights feeding it or reading from it receive exactly zero gradient.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from typing import Any, Mapping, Sequence
 
@@ -49,6 +50,14 @@ def blocks(tree: Mapping[str, Any]) -> dict[str, str]:
         else:
             out[m] = m
     return out
+
+
+def dense_order(block: str) -> float | None:
+    """The place of a Dense block (``blocks``) from the input: hidden_k -> k, the head last (inf); None for the
+    other blocks (gru, conv, norms)."""
+    if block == "head":
+        return math.inf
+    return int(block.removeprefix("hidden_")) if re.fullmatch(r"hidden_\d+", block) else None
 
 
 def module_of(tree: Mapping[str, Any], block: str) -> str:

@@ -22,8 +22,6 @@ every agent masks out are re-initialised with probability ``kal_reset_ratio``, w
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +32,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from psjax.envs.base import EnvSpec
 from psjax.fields import doc_field as _f
-from psjax.nets.agents import blocks
+from psjax.nets.agents import blocks, dense_order
 from psjax.registry import Method
 from psjax.schema import TrainConfig
 from psjax.sharing.bank import SharingState, SlotLayout
@@ -71,18 +69,11 @@ class LossWindow(NamedTuple):
     count: chex.Array  # int32, gradient steps recorded so far
 
 
-def dense_rank(block: str) -> float | None:
-    """The place of a Dense block from the input (hidden_k -> k, the head last); None for any other block."""
-    if block == "head":
-        return math.inf
-    return int(block.removeprefix("hidden_")) if re.fullmatch(r"hidden_\d+", block) else None
-
-
 def masked_paths(bank: Any) -> list[Path]:
     """The masked kernels of a bank, its Dense layers' kernels (``psjax.nets.agents.blocks``: hidden_k and the
     head, not the GRU), ordered from the input to the output layer."""
     module_blocks = blocks(bank)
-    ranked = [(dense_rank(module_blocks.get(p[-2], "")), p) for p in flatten_dict(bank)
+    ranked = [(dense_order(module_blocks.get(p[-2], "")), p) for p in flatten_dict(bank)
               if len(p) >= 2 and p[-1] == "kernel"]
     return [p for rank, p in sorted((r, p) for r, p in ranked if r is not None)]
 
