@@ -35,8 +35,9 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m psjax train $(or $(TRAIN_ARGS),preset=default)
 
-# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist). 570 tests on
-# 2026-12-07 (night): 20 min 10 s on 2 cores with 2 workers, two training jobs paused beside it (567 in the evening:
+# The CI suite: everything except tests marked slow, in TEST_WORKERS processes (pytest-xdist). 572 tests on
+# 2026-12-08: 18 min 37 s on 2 cores with 2 workers, two training jobs paused beside it (570 on 2026-12-07 night:
+# 20 min 10 s; 567 in the evening:
 # 22 min 21 s; 556 in the afternoon: 17 min 32 s; 553 in the morning: 17 min 10 s, 12 min 01 s rerun with psjax.run's
 # programs in the compile cache, ~/.cache/psjax/xla); 417 tests took 12 min 09 s on 2026-12-06 (the new ones: the
 # reproductions' 51 declarations, env rules, divergence, resume, memory). This machine's speed varies by up to 2x;
