@@ -92,6 +92,9 @@ IMAGE_INDICATIONS = ("identity", "geometric", "binary", "inversion", "inversion_
 PPS_METHODS = ("pps_a", "pps_rs", "pps_pp", "fups_id", "nops")
 BDPS_METHODS = ("bdps", "bdps_role", "bdps_team", "fups_id", "nops")
 BDPS_PAIRS = (Pair("bdps", "bdps_role"), Pair("bdps", "bdps_team"), Pair("bdps", "fups_id"), Pair("fups_id", "nops"))
+# a task whose agents differ unseen: the SePS levels (kinds i % 2 for 2 agents, the indications' two types)
+LBF_KINDS_UNSEEN = {"env": "lbf", "scenario": "8x8-2p-2f", "fov": 2, "lbf_rules": "lbforaging",
+                    "lbf_seps_levels": True, "lbf_grid_obs": True, "lbf_grid_hide_levels": True}
 PPS_PAIRS = (Pair("pps_a", "fups_id"), Pair("pps_rs", "fups_id"), Pair("pps_pp", "fups_id"))
 
 
@@ -165,6 +168,16 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
         "2M steps on SMAC", (Pair("pps_rs", "fups_id"), Pair("pps_a", "fups_id"), Pair("pps_pp", "fups_id")),
         note="recorded in docs/changelog.md at seeds=3 (fidelity_runs.sh pps_smax); pps_runs.sh ran seeds=3 "
              "steps=2e6."),
+    Reproduction(
+        "indication_lbf", "Agent indication (seed 004)", "image agent indications let one network serve agents "
+        "of different kinds (Terry et al. 4.2): each beats no indication", "LBF 8x8-2p-2f, lb-foraging rules, SePS "
+        "levels 1 and 2 hidden from the grid observation (fov 2)", LBF_KINDS_UNSEEN, ("fups",), PPO, 5, 300_000,
+        "not stated for LBF (the paper's image tasks are MAgent / SISL)",
+        tuple(Pair(f"fups [{ind}]", "fups [identity]") for ind in IMAGE_INDICATIONS[1:]),
+        {ind: {"image_indication": ind} for ind in IMAGE_INDICATIONS},
+        note="The two agents differ in level (1 and 2: which food each can load alone) and the grid observation "
+             "shows only where agents stand, so without indication the shared network cannot tell its kind; "
+             "identity (no indication) is the control. image_ind is the same comparison on interchangeable agents."),
     # ----------------------------------------------------------------- recorded comparisons (no claim)
     # fidelity_runs.sh (issue 16): 3 seeds, 300k env steps unless named
     _recorded("default", FIDELITY, "LBF 8x8-2p-2f-coop, FuPS, PPO (psjax/configs/default.yaml)", {}, ("fups",),

@@ -104,6 +104,8 @@ class EnvConfig:
                         choices=("jumanji", "lbforaging"))
     lbf_seps_levels: bool = _f(False, "LBF: agent i has level i % 3 + 1 in every episode, hidden from the vector "
                                "observation (lb-foraging's seps branch, SePS / AdaPS)")
+    lbf_grid_hide_levels: bool = _f(False, "LBF grid observations: the agent layer marks where agents stand, not "
+                                    "their levels (kinds unseen: the image indication task)")
     team_return: str = _f(
         "auto", "the reported episode return: sum or mean of the agents' rewards; auto = what the env's papers report "
                 "(docs/config.md); training is unchanged (mixers use spec.team_reward)",

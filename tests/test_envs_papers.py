@@ -124,6 +124,7 @@ def test_config_errors_and_num_agents():
         (EnvConfig(name="crware", variant="mini", agents_per_colour="4,4", crware_difficulty="easy"),
          ("'4,4'", "shelves")),
         (EnvConfig(name="lbf", image_indication="inversion"), ("'inversion'", "lbf_grid_obs")),
+        (EnvConfig(name="lbf", lbf_grid_hide_levels=True), ("lbf_grid_hide_levels", "lbf_grid_obs")),
     ):
         with pytest.raises(ConfigError) as err:
             check_env_config(cfg)
@@ -222,6 +223,20 @@ def test_lbf_grid_observation_layers():
         if pos[i][0] == 0:  # beyond the top wall: not accessible
             assert np.all(img[i, 0, :, 2] == 0.0)
     assert img.min() >= 0.0 and img.max() <= 1.0
+
+
+def test_lbf_grid_hide_levels_marks_agents_only():
+    """The image indication task: SePS levels 1, 2 (kinds 0, 1), hidden from the grid's agent layer."""
+    cfg = EnvConfig(name="lbf", scenario="6x6-2p-2f", fov=2, lbf_grid_obs=True, lbf_rules="lbforaging",
+                    lbf_seps_levels=True)
+    shown, hidden = make_env(cfg), make_env(dataclasses.replace(cfg, lbf_grid_hide_levels=True))
+    assert hidden.spec.agent_types == (0, 1) and hidden.spec.obs_shape == shown.spec.obs_shape == (5, 5, 3)
+    key = jax.random.PRNGKey(3)
+    a, b = (np.asarray(env.reset(key)[1].obs).reshape(2, 5, 5, 3) for env in (shown, hidden))
+    assert a[0, 2, 2, 0] != a[1, 2, 2, 0]  # levels 1 and 2 tell the agents apart at the centre
+    assert b[0, 2, 2, 0] == b[1, 2, 2, 0] == 1.0  # hidden: both see only "an agent here"
+    np.testing.assert_array_equal(b[..., 0], (a[..., 0] > 0).astype(np.float32))
+    np.testing.assert_array_equal(b[..., 1:], a[..., 1:])  # food and access layers unchanged
 
 
 # ------------------------------------------------------------------ image agent indication

@@ -117,7 +117,8 @@ def check_env_config(env_cfg: EnvConfig) -> None:
             )
     elif name == "lbf":
         parse_lbf_scenario(env_cfg.scenario, env_cfg.fov)
-        check_lbf_options(env_cfg.lbf_rules, env_cfg.lbf_fixed_levels, env_cfg.lbf_seps_levels)
+        check_lbf_options(env_cfg.lbf_rules, env_cfg.lbf_fixed_levels, env_cfg.lbf_seps_levels,
+                          env_cfg.lbf_grid_obs, env_cfg.lbf_grid_hide_levels)
     elif name in ("bps", "crware"):
         coloured_agents(env_cfg)
     elif name == "typed":
@@ -188,7 +189,7 @@ def make_env(env_cfg: EnvConfig, agent_id: str = "none") -> Env:
         env = make_lbf(
             env_cfg.scenario, env_cfg.fov, env_cfg.time_limit, grid_obs=env_cfg.lbf_grid_obs,
             persistent_levels=env_cfg.lbf_fixed_levels, levels_seed=env_cfg.lbf_levels_seed,
-            rules=env_cfg.lbf_rules, seps=env_cfg.lbf_seps_levels,
+            rules=env_cfg.lbf_rules, seps=env_cfg.lbf_seps_levels, grid_hide_levels=env_cfg.lbf_grid_hide_levels,
         )
     elif name == "bps":
         from psjax.envs.bps import make_bps

@@ -196,12 +196,17 @@ def lbforaging_moves(position: chex.Array, actions: chex.Array, food_position: c
     return jnp.where((claims == 1)[:, None], target, position)
 
 
-def check_lbf_options(rules: str, persistent_levels: bool, seps: bool) -> None:
-    """Raise ConfigError for an unknown rule set or two level modes at once."""
+def check_lbf_options(rules: str, persistent_levels: bool, seps: bool, grid_obs: bool = False,
+                      grid_hide_levels: bool = False) -> None:
+    """Raise ConfigError for an unknown rule set, two level modes at once, or hidden grid levels without grid
+    observations."""
     if rules not in RULES:
         raise ConfigError(f"env.lbf_rules={rules!r} is not allowed; allowed: {', '.join(map(repr, RULES))}")
     if persistent_levels and seps:
         raise ConfigError("env.lbf_fixed_levels and env.lbf_seps_levels both fix the agent levels; choose one")
+    if grid_hide_levels and not grid_obs:
+        raise ConfigError("env.lbf_grid_hide_levels=true needs env.lbf_grid_obs=true (the vector observation hides "
+                          "levels with env.lbf_seps_levels)")
 
 
 def _jumanji_lbf():
@@ -226,6 +231,7 @@ def _jumanji_lbf():
 def make_lbf(
     scenario: str = "8x8-2p-2f-coop", fov: int = -1, time_limit: int = 0, grid_obs: bool = False,
     persistent_levels: bool = False, levels_seed: int = 0, rules: str = "jumanji", seps: bool = False,
+    grid_hide_levels: bool = False,
 ) -> Env:
     """jumanji LevelBasedForaging with the vector observer (default) or the grid observer.
 
@@ -244,6 +250,9 @@ def make_lbf(
     levels of the vector observation are 0 (lb-foraging's ``seps`` branch, the SePS / AdaPS papers' LBF;
     food levels, the grid observation and the state keep them). With either, ``spec.agent_types`` are
     the levels minus 1 (the task's kinds); otherwise all 0.
+    ``grid_hide_levels`` (grid obs only): the agent layer is 1 where an agent stands, whatever its level, so
+    agents whose levels differ see nothing of it (with ``seps``: a task whose kinds are unseen, where image
+    agent indication is what tells an agent its kind).
     ``rules``: ``jumanji`` (its spawn and step) or ``lbforaging`` (lb-foraging v1.1.1's spawn, food-level
     bound and movement; every action available, invalid ones no-ops; see the module docstring).
     ``terminated`` when all food is eaten (jumanji's LAST step with discount 0), which also
@@ -252,7 +261,7 @@ def make_lbf(
     LevelBasedForaging, RandomGenerator = _jumanji_lbf()
 
     sc = parse_lbf_scenario(scenario, fov)
-    check_lbf_options(rules, persistent_levels, seps)
+    check_lbf_options(rules, persistent_levels, seps, grid_obs, grid_hide_levels)
     max_steps = time_limit if time_limit > 0 else DEFAULT_TIME_LIMIT
     view = sc.grid_size if fov == -1 else fov
     levels = None
@@ -301,6 +310,8 @@ def make_lbf(
     def observe(view_):
         if grid_obs:  # [N, 3, V, V] -> [N, V, V, 3] -> [N, V*V*3]
             img = jnp.moveaxis(view_.astype(jnp.float32), 1, -1) / layer_scale
+            if grid_hide_levels:
+                img = img.at[..., 0].set((img[..., 0] > 0).astype(jnp.float32))
             return img.reshape(n, -1)
         return jnp.where(hidden, 0.0, view_.astype(jnp.float32) / scale)
 
